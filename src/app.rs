@@ -1,0 +1,285 @@
+//! The HTTP application: router, shared state, and the startup code that the
+//! binary and the tests both use.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::auth::tokens::{self, TokenRejection};
+use crate::config::Config;
+use crate::db::{self, Database, RequestDb, Scope};
+use crate::graphql::{self, InstanceInfo, MosaicSchema, RequestContext};
+use crate::metrics::{CodeLabels, HttpLabels, Metrics, RouteLabels};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub schema: MosaicSchema,
+    pub config: Arc<Config>,
+    pub instance_id: Uuid,
+    pub instance: Arc<InstanceInfo>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A built instance, bound to its address, not yet serving.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    db: Database,
+    pub state: AppState,
+}
+
+impl Application {
+    /// Opens the database (embedded or `DATABASE_URL`), migrates, binds the
+    /// listener (port 0 picks a free one) and assembles the router.
+    pub async fn build(config: Config) -> Result<Self> {
+        let db = Database::open(&config).await?;
+        let (instance_id, name) = db::instance_identity(&db, &config.instance_name).await?;
+        let state = AppState {
+            pool: db.app.clone(),
+            schema: graphql::build_schema(&config.limits),
+            instance_id,
+            instance: Arc::new(InstanceInfo {
+                id: instance_id.to_string(),
+                name,
+            }),
+            metrics: Arc::new(Metrics::default()),
+            config: Arc::new(config),
+        };
+        let listener = tokio::net::TcpListener::bind(state.config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (listen)", state.config.listen))?;
+        Ok(Self {
+            router: router(state.clone()),
+            listener,
+            db,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains, closes the pool and
+    /// stops the embedded cluster if this process started it.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        tracing::info!(addr = %self.local_addr(), instance = %self.state.instance.name, "serving");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.db.shutdown().await
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config.limits.request_timeout;
+    Router::new()
+        .route("/graphql", get(graphql_ide).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
+        )
+        .with_state(state)
+}
+
+async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let m = &state.metrics;
+    m.http_latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    m.http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.pool),
+    )
+        .into_response()
+}
+
+async fn graphql_ide() -> Html<&'static str> {
+    Html(crate::ide::PAGE)
+}
+
+/// A GraphQL-shaped error body for failures outside execution.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({ "errors": [{ "message": message.into(), "extensions": { "code": code } }] });
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let unauthenticated = |m: &str| error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m);
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthenticated(
+            "authentication required: send Authorization: Bearer <token>",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthenticated("Authorization header must be 'Bearer <token>'"))?;
+    match tokens::authenticate(&state.pool, token.trim()).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(TokenRejection::Expired)) => Err(unauthenticated("token expired")),
+        Ok(Err(TokenRejection::Unknown)) => Err(unauthenticated("unknown token")),
+        Err(e) => {
+            tracing::error!(error = %e, "token lookup failed");
+            Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "cannot check credentials right now",
+            ))
+        }
+    }
+}
+
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let limit = state.config.limits.max_body_bytes;
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return too_large();
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("malformed JSON body: {e}"),
+            );
+        }
+    };
+    let principal = match authenticate(&state, &headers).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    let db = Arc::new(RequestDb::new(
+        state.pool.clone(),
+        Scope::user(principal.user_id),
+        state.config.statement_timeout,
+    ));
+    let context = RequestContext {
+        db: db.clone(),
+        principal,
+        instance_id: state.instance_id,
+        instance: state.instance.clone(),
+        max_page_size: state.config.limits.max_page_size,
+    };
+    let mut response = state.schema.execute(request.data(context)).await;
+    // All or nothing: any error rolls back every write of the request.
+    let finished = if response.errors.is_empty() {
+        db.commit().await
+    } else {
+        db.rollback().await
+    };
+    if let Err(e) = finished {
+        tracing::error!(error = %e, "finishing the request transaction failed");
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_SERVER_ERROR",
+            "could not commit",
+        );
+    }
+    // Errors raised by async-graphql's own input coercion carry no code.
+    response.errors = std::mem::take(&mut response.errors)
+        .into_iter()
+        .map(|e| graphql::limits::with_code(e, "BAD_USER_INPUT"))
+        .collect();
+    for error in &response.errors {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .map(|v| v.to_string().trim_matches('"').to_string())
+            .unwrap_or_default();
+        state
+            .metrics
+            .graphql_errors
+            .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+    Json(response).into_response()
+}

@@ -1,0 +1,385 @@
+//! Typed configuration from an optional TOML file and environment variables.
+//!
+//! Every setting has one dotted key (used in the TOML file) and one environment
+//! variable. Environment variables override the file. An invalid value stops
+//! startup with an error that names the field, where it came from, and why.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Settings table: (TOML key, environment variable).
+const FIELDS: &[(&str, &str)] = &[
+    ("listen", "MOSAIC_LISTEN"),
+    ("data_dir", "MOSAIC_DATA_DIR"),
+    ("database_url", "DATABASE_URL"),
+    ("instance_name", "MOSAIC_INSTANCE_NAME"),
+    ("log_format", "MOSAIC_LOG_FORMAT"),
+    ("db.pool_size", "MOSAIC_DB_POOL_SIZE"),
+    ("db.statement_timeout_ms", "MOSAIC_DB_STATEMENT_TIMEOUT_MS"),
+    ("limits.max_depth", "MOSAIC_MAX_DEPTH"),
+    ("limits.max_complexity", "MOSAIC_MAX_COMPLEXITY"),
+    ("limits.max_aliases", "MOSAIC_MAX_ALIASES"),
+    ("limits.max_body_bytes", "MOSAIC_MAX_BODY_BYTES"),
+    ("limits.max_page_size", "MOSAIC_MAX_PAGE_SIZE"),
+    ("limits.request_timeout_ms", "MOSAIC_REQUEST_TIMEOUT_MS"),
+];
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid configuration: {field} (from {source_name}): {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub source_name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("'{other}' is not one of: text, json")),
+        }
+    }
+}
+
+/// Query and request limits (traffic shaping as configuration).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_body_bytes: usize,
+    pub max_page_size: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 20_000,
+            max_aliases: 30,
+            max_body_bytes: 256 * 1024,
+            max_page_size: 100,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Without it, Mosaic runs a private PostgreSQL cluster in `data_dir`.
+    pub database_url: Option<String>,
+    pub instance_name: String,
+    pub log_format: LogFormat,
+    pub pool_size: u32,
+    pub statement_timeout: Duration,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            data_dir: PathBuf::from("./.mosaic"),
+            database_url: None,
+            instance_name: "mosaic".into(),
+            log_format: LogFormat::Text,
+            pool_size: 10,
+            statement_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One raw value and where it came from, before parsing.
+struct Raw {
+    value: String,
+    source_name: String,
+}
+
+impl Config {
+    /// Loads from the process environment and, if `MOSAIC_CONFIG` names one, a TOML file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(|name| std::env::var(name).ok())
+    }
+
+    /// Loads from the given variable lookup (tests pass their own).
+    pub fn load(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        if let Some(path) = env("MOSAIC_CONFIG") {
+            read_file(&path, &mut raw)?;
+        }
+        for (key, var) in FIELDS {
+            if let Some(value) = env(var) {
+                raw.insert(
+                    key,
+                    Raw {
+                        value,
+                        source_name: (*var).to_string(),
+                    },
+                );
+            }
+        }
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(mut raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        let mut take = |key: &'static str| raw.remove(key);
+        set(take("listen"), "listen", &mut c.listen)?;
+        set(take("data_dir"), "data_dir", &mut c.data_dir)?;
+        if let Some(r) = take("database_url") {
+            if !(r.value.starts_with("postgres://") || r.value.starts_with("postgresql://")) {
+                return Err(err(
+                    "database_url",
+                    &r,
+                    "must start with postgres:// or postgresql://",
+                ));
+            }
+            c.database_url = Some(r.value);
+        }
+        if let Some(r) = take("instance_name") {
+            let ok = !r.value.is_empty()
+                && r.value.len() <= 63
+                && r.value
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+            if !ok {
+                return Err(err(
+                    "instance_name",
+                    &r,
+                    "must be 1-63 characters of a-z, 0-9 and '-'",
+                ));
+            }
+            c.instance_name = r.value;
+        }
+        set(take("log_format"), "log_format", &mut c.log_format)?;
+        set_range(
+            take("db.pool_size"),
+            "db.pool_size",
+            1,
+            1000,
+            &mut c.pool_size,
+        )?;
+        set_millis(
+            take("db.statement_timeout_ms"),
+            "db.statement_timeout_ms",
+            &mut c.statement_timeout,
+        )?;
+        let l = &mut c.limits;
+        set_range(
+            take("limits.max_depth"),
+            "limits.max_depth",
+            2,
+            1000,
+            &mut l.max_depth,
+        )?;
+        set_range(
+            take("limits.max_complexity"),
+            "limits.max_complexity",
+            10,
+            100_000_000,
+            &mut l.max_complexity,
+        )?;
+        set_range(
+            take("limits.max_aliases"),
+            "limits.max_aliases",
+            0,
+            10_000,
+            &mut l.max_aliases,
+        )?;
+        set_range(
+            take("limits.max_body_bytes"),
+            "limits.max_body_bytes",
+            1024,
+            64 * 1024 * 1024,
+            &mut l.max_body_bytes,
+        )?;
+        set_range(
+            take("limits.max_page_size"),
+            "limits.max_page_size",
+            1,
+            10_000,
+            &mut l.max_page_size,
+        )?;
+        set_millis(
+            take("limits.request_timeout_ms"),
+            "limits.request_timeout_ms",
+            &mut l.request_timeout,
+        )?;
+        Ok(c)
+    }
+}
+
+fn err(field: &str, raw: &Raw, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        source_name: raw.source_name.clone(),
+        reason: reason.into(),
+    }
+}
+
+fn set<T: FromStr>(raw: Option<Raw>, field: &str, target: &mut T) -> Result<(), ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(r) = raw {
+        *target = r
+            .value
+            .parse()
+            .map_err(|e: T::Err| err(field, &r, format!("'{}': {e}", r.value)))?;
+    }
+    Ok(())
+}
+
+fn set_range<T>(
+    raw: Option<Raw>,
+    field: &str,
+    min: T,
+    max: T,
+    target: &mut T,
+) -> Result<(), ConfigError>
+where
+    T: FromStr + PartialOrd + Copy + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    if let Some(r) = raw {
+        let v: T = r
+            .value
+            .parse()
+            .map_err(|e: T::Err| err(field, &r, format!("'{}': {e}", r.value)))?;
+        if v < min || v > max {
+            return Err(err(field, &r, format!("{v} is outside {min}..={max}")));
+        }
+        *target = v;
+    }
+    Ok(())
+}
+
+fn set_millis(raw: Option<Raw>, field: &str, target: &mut Duration) -> Result<(), ConfigError> {
+    let mut ms = target.as_millis() as u64;
+    set_range(raw, field, 1, 3_600_000, &mut ms)?;
+    *target = Duration::from_millis(ms);
+    Ok(())
+}
+
+/// Reads a TOML file into dotted keys; unknown keys are errors that name the key.
+fn read_file(path: &str, out: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
+    let file_err = |field: &str, reason: String| ConfigError {
+        field: field.to_string(),
+        source_name: path.to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| file_err("MOSAIC_CONFIG", format!("cannot read file: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        file_err("MOSAIC_CONFIG", format!("not valid TOML: {}", e.message()))
+    })?;
+    let mut flat = Vec::new();
+    flatten("", &table, &mut flat);
+    for (key, value) in flat {
+        let Some((known, _)) = FIELDS.iter().find(|(k, _)| *k == key) else {
+            return Err(file_err(&key, "unknown setting".into()));
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(file_err(
+                    &key,
+                    format!("unsupported value type {}", other.type_str()),
+                ));
+            }
+        };
+        out.insert(
+            known,
+            Raw {
+                value,
+                source_name: path.to_string(),
+            },
+        );
+    }
+    Ok(())
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            other => out.push((key, other.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_without_settings() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let e = load(&[("MOSAIC_LISTEN", "nonsense")]).unwrap_err();
+        assert_eq!(e.field, "listen");
+        assert_eq!(e.source_name, "MOSAIC_LISTEN");
+        let e = load(&[("MOSAIC_MAX_DEPTH", "1")]).unwrap_err();
+        assert_eq!(e.field, "limits.max_depth");
+        assert!(e.reason.contains("outside"), "{e}");
+        let e = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(e.field, "database_url");
+        let e = load(&[("MOSAIC_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(e.to_string().contains("log_format"), "{e}");
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_env_and_unknown_keys_refused() {
+        let dir = std::env::temp_dir().join(format!("mosaic-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("m.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmax_depth = 7\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = load(&[("MOSAIC_CONFIG", path), ("MOSAIC_LISTEN", "127.0.0.1:9001")]).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.limits.max_depth, 7);
+        std::fs::write(&file, "[limits]\nmax_dept = 7\n").unwrap();
+        let e = load(&[("MOSAIC_CONFIG", path)]).unwrap_err();
+        assert_eq!(e.field, "limits.max_dept");
+        assert_eq!(e.reason, "unknown setting");
+    }
+}

@@ -1,0 +1,137 @@
+//! PostgreSQL access: the two pools, migrations, and request scopes.
+//!
+//! * The **admin** connection (the `DATABASE_URL` user, or the embedded
+//!   cluster's superuser) runs migrations and operator CLI commands.
+//! * The **app** pool serves requests. Every connection switches to
+//!   `mosaic_app`, a role that owns nothing and cannot bypass RLS, so every
+//!   query a request makes is filtered by the policies in `migrations/`.
+
+pub mod embedded;
+pub mod scope;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use uuid::Uuid;
+
+pub use embedded::EmbeddedPostgres;
+pub use scope::{RequestDb, Scope};
+
+use crate::config::Config;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub const APP_ROLE: &str = "mosaic_app";
+
+/// The database an instance runs on, and the embedded cluster if it owns one.
+pub struct Database {
+    pub app: PgPool,
+    admin_options: PgConnectOptions,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects (starting the embedded cluster when no `DATABASE_URL` is set)
+    /// and brings the schema up to date.
+    pub async fn open(config: &Config) -> Result<Self> {
+        let (admin_options, embedded) = match &config.database_url {
+            Some(url) => (
+                PgConnectOptions::from_str(url)
+                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                None,
+            ),
+            None => {
+                let data_dir = config.data_dir.clone();
+                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir))
+                    .await??;
+                ensure_database(&pg.connect_options("postgres"), "mosaic").await?;
+                (pg.connect_options("mosaic"), Some(pg))
+            }
+        };
+        let admin_options = admin_options.log_statements(tracing::log::LevelFilter::Trace);
+        migrate(&admin_options).await?;
+        let app = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Owned by nobody, filtered by RLS; UTC so cursors render alike everywhere.
+                    sqlx::raw_sql("SET ROLE mosaic_app; SET TIME ZONE 'UTC'")
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(admin_options.clone())
+            .await
+            .context("connecting the application pool")?;
+        Ok(Self {
+            app,
+            admin_options,
+            embedded,
+        })
+    }
+
+    /// A short-lived administrative connection (operator commands, setup).
+    pub async fn admin(&self) -> Result<sqlx::PgConnection> {
+        sqlx::PgConnection::connect_with(&self.admin_options)
+            .await
+            .context("connecting to PostgreSQL as the administrative user")
+    }
+
+    /// Closes the pool and stops the embedded cluster if this process started it.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.app.close().await;
+        if let Some(mut pg) = self.embedded.take() {
+            tokio::task::spawn_blocking(move || pg.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+async fn ensure_database(server: &PgConnectOptions, name: &str) -> Result<()> {
+    let mut conn = sqlx::PgConnection::connect_with(server).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn migrate(admin: &PgConnectOptions) -> Result<()> {
+    let mut conn = sqlx::PgConnection::connect_with(admin)
+        .await
+        .context("connecting to PostgreSQL to run migrations")?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .context("running migrations")?;
+    Ok(())
+}
+
+/// Reads this instance's identity, creating it on first start.
+pub async fn instance_identity(db: &Database, configured_name: &str) -> Result<(Uuid, String)> {
+    let mut conn = db.admin().await?;
+    sqlx::query(
+        "INSERT INTO instance_identity (id, name) VALUES ($1, $2)
+         ON CONFLICT (singleton) DO UPDATE SET name = EXCLUDED.name",
+    )
+    .bind(Uuid::new_v4())
+    .bind(configured_name)
+    .execute(&mut conn)
+    .await?;
+    let row: (Uuid, String) = sqlx::query_as("SELECT id, name FROM instance_identity")
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(row)
+}

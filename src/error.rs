@@ -1,0 +1,83 @@
+//! Errors a client can see, each with a stable `extensions.code`.
+//!
+//! Deliberately not `Display`: that keeps async-graphql's blanket
+//! `From<impl Display>` away, so every error reaches the client through
+//! `From<AppError>` below, with its code.
+
+use std::sync::Arc;
+
+use async_graphql::ErrorExtensions;
+
+#[derive(Clone, Debug)]
+pub enum AppError {
+    Unauthenticated(String),
+    Forbidden(String),
+    NotFound(String),
+    BadInput(String),
+    Conflict(String),
+    Timeout,
+    Internal(Arc<anyhow::Error>),
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::BadInput(_) => "BAD_USER_INPUT",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Timeout => "TIMEOUT",
+            Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated(m)
+            | Self::Forbidden(m)
+            | Self::BadInput(m)
+            | Self::Conflict(m) => m.clone(),
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::Timeout => "the database did not answer in time".into(),
+            Self::Internal(_) => "internal error".into(),
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(Arc::new(e.into()))
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            return match code.as_str() {
+                // RLS WITH CHECK failures and missing privileges.
+                "42501" => Self::Forbidden("not allowed by your role in this workspace".into()),
+                "23505" => Self::Conflict("already exists".into()),
+                "23503" => Self::BadInput("refers to something that does not exist".into()),
+                "23514" | "22001" | "22P02" | "22007" | "22008" => {
+                    Self::BadInput(format!("invalid value: {}", db.message()))
+                }
+                "MOS01" => Self::BadInput(db.message().to_string()),
+                "57014" => Self::Timeout,
+                _ => Self::internal(e),
+            };
+        }
+        Self::internal(e)
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(e: AppError) -> Self {
+        if let AppError::Internal(inner) = &e {
+            tracing::error!(error = ?inner, "internal error");
+        }
+        let code = e.code();
+        async_graphql::Error::new(e.message()).extend_with(|_, ext| ext.set("code", code))
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

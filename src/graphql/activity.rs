@@ -1,0 +1,73 @@
+//! The activity log: who changed what, written by triggers in the database.
+
+use async_graphql::{Context, ID, Json, Object, SimpleObject};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::RequestContext;
+use super::ids::Kind;
+use crate::error::{AppError, AppResult};
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ActivityEntry {
+    pub actor_id: Option<ID>,
+    /// insert, update or delete
+    pub action: String,
+    /// The table changed: tasks, projects, workspaces, workspace_members, ...
+    pub entity_type: String,
+    pub entity_id: String,
+    /// New values of the changed columns (or the whole row on insert and delete).
+    pub changes: Json<serde_json::Value>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Default)]
+pub struct ActivityQuery;
+
+#[Object]
+impl ActivityQuery {
+    /// The newest changes in a workspace, newest first.
+    async fn activity(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        #[graphql(default = 50)] first: i32,
+    ) -> AppResult<Vec<ActivityEntry>> {
+        let rc = RequestContext::of(ctx);
+        let ws = rc.local_id(&workspace_id, Kind::Workspace)?;
+        if first < 0 || first as usize > rc.max_page_size {
+            return Err(AppError::BadInput(format!(
+                "first must be within 0..={}",
+                rc.max_page_size
+            )));
+        }
+        let rows: Vec<(
+            Option<Uuid>,
+            String,
+            String,
+            Uuid,
+            serde_json::Value,
+            OffsetDateTime,
+        )> = sqlx::query_as(
+            "SELECT actor_id, action, entity_type, entity_id, changes, created_at
+             FROM activity_log WHERE workspace_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(ws)
+        .bind(i64::from(first))
+        .fetch_all(&mut *rc.db.conn().await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(actor, action, entity_type, entity_id, changes, at)| ActivityEntry {
+                    actor_id: actor.map(|a| rc.global_id(Kind::User, a)),
+                    action,
+                    entity_type,
+                    entity_id: entity_id.to_string(),
+                    changes: Json(changes),
+                    at,
+                },
+            )
+            .collect())
+    }
+}

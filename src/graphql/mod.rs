@@ -1,0 +1,147 @@
+//! The one GraphQL schema every instance serves.
+
+pub mod activity;
+pub mod ids;
+pub mod limits;
+pub mod pagination;
+pub mod projects;
+pub mod tasks;
+pub mod users;
+pub mod workspaces;
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, EmptySubscription, ID, Interface, MergedObject, Object, Schema, SimpleObject,
+};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::config::Limits;
+use crate::db::RequestDb;
+use crate::error::{AppError, AppResult};
+use ids::{GlobalId, Kind};
+
+pub use limits::QueryLimits;
+
+/// The instance an object lives on (provenance).
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "Instance")]
+pub struct InstanceInfo {
+    pub id: String,
+    pub name: String,
+}
+
+/// Everything a resolver needs about the request it serves.
+pub struct RequestContext {
+    pub db: Arc<RequestDb>,
+    pub principal: Principal,
+    pub instance_id: Uuid,
+    pub instance: Arc<InstanceInfo>,
+    pub max_page_size: usize,
+}
+
+impl RequestContext {
+    pub fn of<'a>(ctx: &Context<'a>) -> &'a Self {
+        ctx.data_unchecked::<RequestContext>()
+    }
+
+    /// Parses an ID that must name an object of `kind` on this instance.
+    pub fn local_id(&self, id: &ID, kind: Kind) -> AppResult<Uuid> {
+        GlobalId::local(id, kind, self.instance_id)
+    }
+
+    pub fn global_id(&self, kind: Kind, local: Uuid) -> ID {
+        GlobalId::new(kind, self.instance_id, local).to_id()
+    }
+}
+
+/// Any object that can be fetched by its global ID.
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID"))]
+pub enum Node {
+    User(users::User),
+    Workspace(workspaces::Workspace),
+    Project(projects::Project),
+    Task(Box<tasks::Task>),
+}
+
+#[derive(Default)]
+pub struct NodeQuery;
+
+#[Object]
+impl NodeQuery {
+    /// Fetches any object by its global ID; null when it does not exist or is not visible to you.
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
+        let rc = RequestContext::of(ctx);
+        let g = GlobalId::parse(&id)?;
+        let local = rc.local_id(&id, g.kind)?;
+        let node = match g.kind {
+            Kind::User => users::load(rc, local).await?.map(Node::User),
+            Kind::Workspace => workspaces::load(rc, local).await?.map(Node::Workspace),
+            Kind::Project => projects::load(rc, local).await?.map(Node::Project),
+            Kind::Task => tasks::load(rc, local)
+                .await?
+                .map(|t| Node::Task(Box::new(t))),
+        };
+        Ok(node)
+    }
+}
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(
+    users::UserQuery,
+    workspaces::WorkspaceQuery,
+    projects::ProjectQuery,
+    tasks::TaskQuery,
+    activity::ActivityQuery,
+    NodeQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(
+    workspaces::WorkspaceMutation,
+    projects::ProjectMutation,
+    tasks::TaskMutation,
+);
+
+pub type MosaicSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+pub fn build_schema(limits: &Limits) -> MosaicSchema {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .extension(QueryLimits(limits.clone()))
+    .finish()
+}
+
+/// The SDL as committed in `schema/mosaic.graphql`.
+pub fn sdl() -> String {
+    build_schema(&Limits::default()).sdl()
+}
+
+/// Trims a required name-like input and checks its length.
+pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(AppError::BadInput(format!("{field} must not be empty")));
+    }
+    if v.chars().count() > max {
+        return Err(AppError::BadInput(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+/// Checks an optional free-text input's length.
+pub fn optional_text(field: &str, value: Option<String>, max: usize) -> AppResult<Option<String>> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(AppError::BadInput(format!(
+            "{field} is longer than {max} characters"
+        ))),
+        other => Ok(other),
+    }
+}

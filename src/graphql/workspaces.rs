@@ -1,0 +1,394 @@
+//! Workspaces and their members.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use sqlx::AssertSqlSafe;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::ids::Kind;
+use super::projects::{self, Project};
+use super::users::User;
+use super::{InstanceInfo, RequestContext, required_text};
+use crate::error::{AppError, AppResult};
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum WorkspaceRole {
+    Owner,
+    Admin,
+    Member,
+    Guest,
+}
+
+impl WorkspaceRole {
+    pub fn as_db(self) -> &'static str {
+        match self {
+            Self::Owner => "OWNER",
+            Self::Admin => "ADMIN",
+            Self::Member => "MEMBER",
+            Self::Guest => "GUEST",
+        }
+    }
+
+    pub fn from_db(s: &str) -> AppResult<Self> {
+        Ok(match s {
+            "OWNER" => Self::Owner,
+            "ADMIN" => Self::Admin,
+            "MEMBER" => Self::Member,
+            "GUEST" => Self::Guest,
+            other => {
+                return Err(AppError::internal(anyhow::anyhow!(
+                    "unknown role {other} in database"
+                )));
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub instance: Arc<InstanceInfo>,
+    pub global_id: ID,
+}
+
+#[derive(sqlx::FromRow)]
+pub struct WorkspaceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl Workspace {
+    pub fn from_row(rc: &RequestContext, r: WorkspaceRow) -> Self {
+        Self {
+            global_id: rc.global_id(Kind::Workspace, r.id),
+            id: r.id,
+            name: r.name,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            instance: rc.instance.clone(),
+        }
+    }
+}
+
+const SELECT: &str = "SELECT id, name, created_at, updated_at FROM workspaces";
+
+pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Workspace>> {
+    let row: Option<WorkspaceRow> =
+        sqlx::query_as(AssertSqlSafe(format!("{SELECT} WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&mut *rc.db.conn().await?)
+            .await?;
+    Ok(row.map(|r| Workspace::from_row(rc, r)))
+}
+
+/// Loads a workspace the caller can see, or NOT_FOUND.
+pub async fn require_visible(rc: &RequestContext, id: Uuid) -> AppResult<Workspace> {
+    load(rc, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("workspace".into()))
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct WorkspaceMember {
+    pub user: User,
+    pub role: WorkspaceRole,
+    pub joined_at: OffsetDateTime,
+}
+
+async fn members_of(
+    rc: &RequestContext,
+    ws: Uuid,
+    only_user: Option<Uuid>,
+) -> AppResult<Vec<WorkspaceMember>> {
+    let rows: Vec<(Uuid, String, Option<String>, bool, String, OffsetDateTime)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.name, u.is_admin, m.role, m.created_at
+         FROM workspace_members m JOIN users u ON u.id = m.user_id
+         WHERE m.workspace_id = $1 AND ($2::uuid IS NULL OR m.user_id = $2)
+         ORDER BY u.email",
+    )
+    .bind(ws)
+    .bind(only_user)
+    .fetch_all(&mut *rc.db.conn().await?)
+    .await?;
+    rows.into_iter()
+        .map(|(id, email, name, admin, role, joined_at)| {
+            Ok(WorkspaceMember {
+                user: User::new(rc, id, email, name, admin),
+                role: WorkspaceRole::from_db(&role)?,
+                joined_at,
+            })
+        })
+        .collect()
+}
+
+#[Object]
+impl Workspace {
+    pub async fn id(&self) -> ID {
+        self.global_id.clone()
+    }
+    async fn name(&self) -> &str {
+        &self.name
+    }
+    async fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+    async fn updated_at(&self) -> OffsetDateTime {
+        self.updated_at
+    }
+    async fn instance(&self) -> &InstanceInfo {
+        &self.instance
+    }
+    /// The caller's role here; null when the caller sees it through a grant.
+    async fn viewer_role(&self, ctx: &Context<'_>) -> AppResult<Option<WorkspaceRole>> {
+        let rc = RequestContext::of(ctx);
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT workspace_role($1, current_user_id())")
+                .bind(self.id)
+                .fetch_one(&mut *rc.db.conn().await?)
+                .await?;
+        Ok(role.as_deref().map(WorkspaceRole::from_db).transpose()?)
+    }
+    async fn members(&self, ctx: &Context<'_>) -> AppResult<Vec<WorkspaceMember>> {
+        Ok(members_of(RequestContext::of(ctx), self.id, None).await?)
+    }
+    async fn projects(&self, ctx: &Context<'_>) -> AppResult<Vec<Project>> {
+        Ok(projects::list(RequestContext::of(ctx), self.id).await?)
+    }
+}
+
+#[derive(Default)]
+pub struct WorkspaceQuery;
+
+#[Object]
+impl WorkspaceQuery {
+    /// Workspaces you are a member of, by name.
+    async fn workspaces(&self, ctx: &Context<'_>) -> AppResult<Vec<Workspace>> {
+        let rc = RequestContext::of(ctx);
+        let rows: Vec<WorkspaceRow> =
+            sqlx::query_as(AssertSqlSafe(format!("{SELECT} ORDER BY name, id")))
+                .fetch_all(&mut *rc.db.conn().await?)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Workspace::from_row(rc, r))
+            .collect())
+    }
+
+    async fn workspace(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Workspace>> {
+        let rc = RequestContext::of(ctx);
+        Ok(load(rc, rc.local_id(&id, Kind::Workspace)?).await?)
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateWorkspaceInput {
+    pub name: String,
+}
+
+#[derive(InputObject)]
+pub struct UpdateWorkspaceInput {
+    pub id: ID,
+    pub name: String,
+}
+
+#[derive(InputObject)]
+pub struct AddWorkspaceMemberInput {
+    pub workspace_id: ID,
+    pub email: String,
+    pub role: WorkspaceRole,
+}
+
+#[derive(InputObject)]
+pub struct UpdateWorkspaceMemberInput {
+    pub workspace_id: ID,
+    pub user_id: ID,
+    pub role: WorkspaceRole,
+}
+
+#[derive(InputObject)]
+pub struct RemoveWorkspaceMemberInput {
+    pub workspace_id: ID,
+    pub user_id: ID,
+}
+
+#[derive(Default)]
+pub struct WorkspaceMutation;
+
+/// Requires the caller to administer the workspace (checked by the SQL helper the policies use).
+async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
+    let admin: bool = sqlx::query_scalar("SELECT is_workspace_admin($1, current_user_id())")
+        .bind(ws)
+        .fetch_one(&mut *rc.db.conn().await?)
+        .await?;
+    if admin {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "only owners and admins of the workspace may do this".into(),
+        ))
+    }
+}
+
+#[Object]
+impl WorkspaceMutation {
+    /// Creates a workspace; you become its owner.
+    async fn create_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWorkspaceInput,
+    ) -> AppResult<Workspace> {
+        let rc = RequestContext::of(ctx);
+        let name = required_text("name", &input.name, 200)?;
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, created_by) VALUES ($1, $2, current_user_id())",
+        )
+        .bind(id)
+        .bind(name)
+        .execute(&mut *rc.db.conn().await?)
+        .await?;
+        Ok(require_visible(rc, id).await?)
+    }
+
+    async fn update_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateWorkspaceInput,
+    ) -> AppResult<Workspace> {
+        let rc = RequestContext::of(ctx);
+        let id = rc.local_id(&input.id, Kind::Workspace)?;
+        let name = required_text("name", &input.name, 200)?;
+        require_visible(rc, id).await?;
+        let row: Option<WorkspaceRow> = sqlx::query_as(
+            "UPDATE workspaces SET name = $2 WHERE id = $1 RETURNING id, name, created_at, updated_at",
+        )
+        .bind(id)
+        .bind(name)
+        .fetch_optional(&mut *rc.db.conn().await?)
+        .await
+        ?;
+        let row = row.ok_or_else(|| {
+            AppError::Forbidden("only owners and admins may rename a workspace".into())
+        })?;
+        Ok(Workspace::from_row(rc, row))
+    }
+
+    /// Deletes a workspace and everything in it (owners only). Returns its ID.
+    async fn delete_workspace(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
+        let rc = RequestContext::of(ctx);
+        let local = rc.local_id(&id, Kind::Workspace)?;
+        require_visible(rc, local).await?;
+        let deleted: Option<Uuid> =
+            sqlx::query_scalar("DELETE FROM workspaces WHERE id = $1 RETURNING id")
+                .bind(local)
+                .fetch_optional(&mut *rc.db.conn().await?)
+                .await?;
+        deleted.ok_or_else(|| AppError::Forbidden("only owners may delete a workspace".into()))?;
+        Ok(id)
+    }
+
+    async fn add_workspace_member(
+        &self,
+        ctx: &Context<'_>,
+        input: AddWorkspaceMemberInput,
+    ) -> AppResult<WorkspaceMember> {
+        let rc = RequestContext::of(ctx);
+        let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
+        require_visible(rc, ws).await?;
+        require_admin(rc, ws).await?;
+        let user: Option<Uuid> = sqlx::query_scalar("SELECT user_id_by_email($1)")
+            .bind(input.email.trim())
+            .fetch_one(&mut *rc.db.conn().await?)
+            .await?;
+        let user = user.ok_or_else(|| {
+            AppError::NotFound(format!("user with e-mail {}", input.email.trim()))
+        })?;
+        let inserted = sqlx::query(
+            "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3)",
+        )
+        .bind(ws)
+        .bind(user)
+        .bind(input.role.as_db())
+        .execute(&mut *rc.db.conn().await?)
+        .await;
+        match inserted.map_err(AppError::from) {
+            Err(AppError::Conflict(_)) => {
+                return Err(AppError::Conflict(
+                    "already a member of this workspace".into(),
+                ));
+            }
+            Err(AppError::Forbidden(_)) => {
+                return Err(AppError::Forbidden("only owners may add owners".into()));
+            }
+            other => other?,
+        };
+        let mut members = members_of(rc, ws, Some(user)).await?;
+        Ok(members
+            .pop()
+            .ok_or_else(|| AppError::NotFound("member".into()))?)
+    }
+
+    async fn update_workspace_member(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateWorkspaceMemberInput,
+    ) -> AppResult<WorkspaceMember> {
+        let rc = RequestContext::of(ctx);
+        let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
+        let user = rc.local_id(&input.user_id, Kind::User)?;
+        if members_of(rc, ws, Some(user)).await?.is_empty() {
+            return Err(AppError::NotFound("member".into()));
+        }
+        let changed = sqlx::query(
+            "UPDATE workspace_members SET role = $3 WHERE workspace_id = $1 AND user_id = $2",
+        )
+        .bind(ws)
+        .bind(user)
+        .bind(input.role.as_db())
+        .execute(&mut *rc.db.conn().await?)
+        .await?;
+        if changed.rows_affected() == 0 {
+            return Err(AppError::Forbidden(
+                "only owners and admins may change roles, and only owners may change an owner"
+                    .into(),
+            ));
+        }
+        let mut members = members_of(rc, ws, Some(user)).await?;
+        Ok(members
+            .pop()
+            .ok_or_else(|| AppError::NotFound("member".into()))?)
+    }
+
+    /// Removes a member (or yourself). Returns the removed user's ID.
+    async fn remove_workspace_member(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveWorkspaceMemberInput,
+    ) -> AppResult<ID> {
+        let rc = RequestContext::of(ctx);
+        let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
+        let user = rc.local_id(&input.user_id, Kind::User)?;
+        if members_of(rc, ws, Some(user)).await?.is_empty() {
+            return Err(AppError::NotFound("member".into()));
+        }
+        let removed =
+            sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
+                .bind(ws)
+                .bind(user)
+                .execute(&mut *rc.db.conn().await?)
+                .await?;
+        if removed.rows_affected() == 0 {
+            return Err(AppError::Forbidden(
+                "only owners and admins may remove members".into(),
+            ));
+        }
+        Ok(input.user_id)
+    }
+}

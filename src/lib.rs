@@ -1,0 +1,12 @@
+//! Mosaic: a federation gateway. Each instance serves its own data through one
+//! GraphQL schema; see ARCHITECTURE in the repository for the whole picture.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod ide;
+pub mod metrics;
+pub mod telemetry;
