@@ -12,7 +12,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
@@ -26,7 +26,9 @@ use crate::auth::Principal;
 use crate::auth::tokens::{self, TokenRejection};
 use crate::config::Config;
 use crate::db::{self, Database, RequestDb, Scope};
-use crate::graphql::{self, InstanceInfo, MosaicSchema, RequestContext};
+use crate::federation::{Federation, inbound, protocol};
+use crate::graphql::federated::Hop;
+use crate::graphql::{self, Caller, InstanceInfo, MosaicSchema, RequestContext};
 use crate::metrics::{CodeLabels, HttpLabels, Metrics, RouteLabels};
 
 #[derive(Clone)]
@@ -37,6 +39,7 @@ pub struct AppState {
     pub instance_id: Uuid,
     pub instance: Arc<InstanceInfo>,
     pub metrics: Arc<Metrics>,
+    pub federation: Arc<Federation>,
 }
 
 /// A built instance, bound to its address, not yet serving.
@@ -51,8 +54,15 @@ impl Application {
     /// Opens the database (embedded or `DATABASE_URL`), migrates, binds the
     /// listener (port 0 picks a free one) and assembles the router.
     pub async fn build(config: Config) -> Result<Self> {
+        crate::federation::tls::install_crypto_provider();
+        let secret = config.require_secret()?;
         let db = Database::open(&config).await?;
         let (instance_id, name) = db::instance_identity(&db, &config.instance_name).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+        let base_url = config.base_url(listener.local_addr()?);
+        let federation = Federation::open(&config, &db, &secret, instance_id, &name, base_url).await?;
         let state = AppState {
             pool: db.app.clone(),
             schema: graphql::build_schema(&config.limits),
@@ -62,11 +72,9 @@ impl Application {
                 name,
             }),
             metrics: Arc::new(Metrics::default()),
+            federation: Arc::new(federation),
             config: Arc::new(config),
         };
-        let listener = tokio::net::TcpListener::bind(state.config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (listen)", state.config.listen))?;
         Ok(Self {
             router: router(state.clone()),
             listener,
@@ -76,19 +84,45 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then drains, closes the pool and
-    /// stops the embedded cluster if this process started it.
+    /// A superuser URL for this instance's database (demo seeding, tests).
+    pub fn database_url(&self) -> String {
+        self.db.admin_url()
+    }
+
+    /// The URL peers and clients reach this instance at.
+    pub fn base_url(&self) -> &str {
+        &self.state.federation.base_url
+    }
+
+    /// Serves (HTTPS when TLS is configured) until `shutdown` completes, then
+    /// drains, closes the pool and stops the embedded cluster if this process
+    /// started it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        tracing::info!(addr = %self.local_addr(), instance = %self.state.instance.name, "serving");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        tracing::info!(url = %self.base_url(), instance = %self.state.instance.name, "serving");
+        match &self.state.config.tls {
+            None => axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving HTTP")?,
+            Some(files) => {
+                let tls = crate::federation::tls::server_config(&files.cert_file, &files.key_file)?;
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+                });
+                let listener = self.listener.into_std()?;
+                axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
+                    .handle(handle)
+                    .serve(self.router.into_make_service())
+                    .await
+                    .context("serving HTTPS")?;
+            }
+        }
         self.db.shutdown().await
     }
 }
@@ -97,15 +131,27 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.config.limits.request_timeout;
     Router::new()
         .route("/graphql", get(graphql_ide).post(graphql_post))
+        .route("/graphql/ide/{file}", get(crate::ide::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(protocol::WELL_KNOWN_PATH, get(inbound::well_known))
+        .route(protocol::CONNECT_PATH, post(inbound::connect))
+        .route(protocol::QUERY_PATH, post(inbound::query))
+        .route(protocol::COMMAND_PATH, post(inbound::command))
+        .route(protocol::EVENT_PATH, post(inbound::event))
+        .route(protocol::DISCONNECT_PATH, post(inbound::disconnect))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 }))
                 .layer(PropagateRequestIdLayer::x_request_id())
@@ -125,9 +171,7 @@ async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) 
     let response = next.run(req).await;
     let m = &state.metrics;
     m.http_latency
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
+        .get_or_create(&RouteLabels { route: route.clone() })
         .observe(start.elapsed().as_secs_f64());
     m.http_requests
         .get_or_create(&HttpLabels {
@@ -140,10 +184,7 @@ async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await
-    {
+    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
         Ok(_) => "ready".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "database not ready");
@@ -236,17 +277,47 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(p) => p,
         Err(response) => return response,
     };
+    let hop = Hop::origin(
+        state.config.federation.hop_limit,
+        state.config.federation.deadline,
+        Some(protocol::Actor {
+            user: graphql::ids::GlobalId::new(graphql::ids::Kind::User, state.instance_id, principal.user_id)
+                .to_id()
+                .to_string(),
+            email: principal.email.clone(),
+        }),
+    );
+    let scope = Scope::user(principal.user_id);
+    match execute(&state, Caller::User(principal), scope, hop, request).await {
+        Ok(response) => Json(response).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Runs one GraphQL request for a caller: one transaction with the caller's
+/// scope, committed only if nothing failed, with the federation report added.
+pub async fn execute(
+    state: &AppState,
+    caller: Caller,
+    scope: Scope,
+    hop: Hop,
+    request: async_graphql::Request,
+) -> Result<async_graphql::Response, Response> {
     let db = Arc::new(RequestDb::new(
         state.pool.clone(),
-        Scope::user(principal.user_id),
+        scope,
         state.config.statement_timeout,
     ));
+    let report = Arc::new(std::sync::Mutex::new(graphql::federated::Report::default()));
     let context = RequestContext {
         db: db.clone(),
-        principal,
+        caller,
         instance_id: state.instance_id,
         instance: state.instance.clone(),
         max_page_size: state.config.limits.max_page_size,
+        federation: state.federation.clone(),
+        hop,
+        report: report.clone(),
     };
     let mut response = state.schema.execute(request.data(context)).await;
     // All or nothing: any error rolls back every write of the request.
@@ -257,17 +328,25 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     if let Err(e) = finished {
         tracing::error!(error = %e, "finishing the request transaction failed");
-        return error_response(
+        return Err(error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL_SERVER_ERROR",
             "could not commit",
-        );
+        ));
     }
     // Errors raised by async-graphql's own input coercion carry no code.
     response.errors = std::mem::take(&mut response.errors)
         .into_iter()
         .map(|e| graphql::limits::with_code(e, "BAD_USER_INPUT"))
         .collect();
+    let report = report.lock().expect("report lock");
+    response.errors.extend(report.errors());
+    if let Some(federation) = report.extension() {
+        response.extensions.insert(
+            "federation".into(),
+            async_graphql::Value::from_json(federation).expect("JSON converts"),
+        );
+    }
     for error in &response.errors {
         let code = error
             .extensions
@@ -275,11 +354,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             .and_then(|e| e.get("code"))
             .map(|v| v.to_string().trim_matches('"').to_string())
             .unwrap_or_default();
-        state
-            .metrics
-            .graphql_errors
-            .get_or_create(&CodeLabels { code })
-            .inc();
+        state.metrics.graphql_errors.get_or_create(&CodeLabels { code }).inc();
     }
-    Json(response).into_response()
+    Ok(response)
 }

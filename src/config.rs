@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::secrets::Secret;
+
 /// Settings table: (TOML key, environment variable).
 const FIELDS: &[(&str, &str)] = &[
     ("listen", "MOSAIC_LISTEN"),
@@ -25,6 +27,18 @@ const FIELDS: &[(&str, &str)] = &[
     ("limits.max_body_bytes", "MOSAIC_MAX_BODY_BYTES"),
     ("limits.max_page_size", "MOSAIC_MAX_PAGE_SIZE"),
     ("limits.request_timeout_ms", "MOSAIC_REQUEST_TIMEOUT_MS"),
+    ("secret_key", "MOSAIC_SECRET_KEY"),
+    ("dev", "MOSAIC_DEV"),
+    ("public_url", "MOSAIC_PUBLIC_URL"),
+    ("tls.cert_file", "MOSAIC_TLS_CERT"),
+    ("tls.key_file", "MOSAIC_TLS_KEY"),
+    ("federation.ca_file", "MOSAIC_PEER_CA"),
+    ("federation.allow_http", "MOSAIC_ALLOW_HTTP_PEERS"),
+    ("federation.deadline_ms", "MOSAIC_FEDERATION_DEADLINE_MS"),
+    ("federation.hop_limit", "MOSAIC_HOP_LIMIT"),
+    ("federation.request_lifetime_s", "MOSAIC_REQUEST_LIFETIME_S"),
+    ("federation.clock_skew_s", "MOSAIC_CLOCK_SKEW_S"),
+    ("federation.key_grace_s", "MOSAIC_KEY_GRACE_S"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -76,6 +90,45 @@ impl Default for Limits {
     }
 }
 
+/// Peer protocol settings.
+#[derive(Clone, Debug)]
+pub struct FederationSettings {
+    /// An extra CA to trust for peers (the demo's and the tests' own CA).
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain-HTTP peers (development only).
+    pub allow_http: bool,
+    /// How long a federated request may take, end to end.
+    pub deadline: Duration,
+    /// The most instances a request may have passed through on arrival.
+    pub hop_limit: u32,
+    /// Lifetime of a signed request (expires - created), seconds.
+    pub request_lifetime_s: i64,
+    /// Allowed clock difference between instances, seconds.
+    pub clock_skew_s: i64,
+    /// How long a rotated-away key keeps verifying.
+    pub key_grace: Duration,
+}
+
+impl Default for FederationSettings {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            allow_http: false,
+            deadline: Duration::from_secs(5),
+            hop_limit: 3,
+            request_lifetime_s: 60,
+            clock_skew_s: 30,
+            key_grace: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -87,6 +140,15 @@ pub struct Config {
     pub pool_size: u32,
     pub statement_timeout: Duration,
     pub limits: Limits,
+    /// Seals secrets at rest (the instance's private key, user secrets).
+    pub secret_key: Option<Secret>,
+    /// Development mode: allows running without `secret_key`.
+    pub dev: bool,
+    /// The URL peers reach this instance at; derived from `listen` if unset.
+    pub public_url: Option<String>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
+    pub federation: FederationSettings,
 }
 
 impl Default for Config {
@@ -100,7 +162,47 @@ impl Default for Config {
             pool_size: 10,
             statement_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            secret_key: None,
+            dev: false,
+            public_url: None,
+            tls: None,
+            federation: FederationSettings::default(),
         }
+    }
+}
+
+/// The fixed secret of development mode: it protects nothing.
+const DEV_SECRET: &str = "mosaic-development-secret-do-not-use-in-production";
+
+impl Config {
+    /// The secret that seals secrets at rest; refuses to go on without one outside dev mode.
+    pub fn require_secret(&self) -> Result<Secret, ConfigError> {
+        match (&self.secret_key, self.dev) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, true) => {
+                tracing::warn!("MOSAIC_DEV: using the fixed development secret; never do this in production");
+                Ok(Secret(DEV_SECRET.into()))
+            }
+            (None, false) => Err(ConfigError {
+                field: "secret_key".into(),
+                source_name: "MOSAIC_SECRET_KEY".into(),
+                reason: "required (at least 32 characters) to seal this instance's keys; set MOSAIC_DEV=true only for development".into(),
+            }),
+        }
+    }
+
+    /// The base URL peers use, given the address actually bound.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let ip = match bound.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            ip => ip.to_string(),
+        };
+        format!("{scheme}://{ip}:{}", bound.port())
     }
 }
 
@@ -143,11 +245,7 @@ impl Config {
         set(take("data_dir"), "data_dir", &mut c.data_dir)?;
         if let Some(r) = take("database_url") {
             if !(r.value.starts_with("postgres://") || r.value.starts_with("postgresql://")) {
-                return Err(err(
-                    "database_url",
-                    &r,
-                    "must start with postgres:// or postgresql://",
-                ));
+                return Err(err("database_url", &r, "must start with postgres:// or postgresql://"));
             }
             c.database_url = Some(r.value);
         }
@@ -158,35 +256,19 @@ impl Config {
                     .chars()
                     .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
             if !ok {
-                return Err(err(
-                    "instance_name",
-                    &r,
-                    "must be 1-63 characters of a-z, 0-9 and '-'",
-                ));
+                return Err(err("instance_name", &r, "must be 1-63 characters of a-z, 0-9 and '-'"));
             }
             c.instance_name = r.value;
         }
         set(take("log_format"), "log_format", &mut c.log_format)?;
-        set_range(
-            take("db.pool_size"),
-            "db.pool_size",
-            1,
-            1000,
-            &mut c.pool_size,
-        )?;
+        set_range(take("db.pool_size"), "db.pool_size", 1, 1000, &mut c.pool_size)?;
         set_millis(
             take("db.statement_timeout_ms"),
             "db.statement_timeout_ms",
             &mut c.statement_timeout,
         )?;
         let l = &mut c.limits;
-        set_range(
-            take("limits.max_depth"),
-            "limits.max_depth",
-            2,
-            1000,
-            &mut l.max_depth,
-        )?;
+        set_range(take("limits.max_depth"), "limits.max_depth", 2, 1000, &mut l.max_depth)?;
         set_range(
             take("limits.max_complexity"),
             "limits.max_complexity",
@@ -220,6 +302,83 @@ impl Config {
             "limits.request_timeout_ms",
             &mut l.request_timeout,
         )?;
+        if let Some(r) = take("secret_key") {
+            if r.value.len() < 32 {
+                return Err(err("secret_key", &r, "must be at least 32 characters"));
+            }
+            c.secret_key = Some(Secret(r.value));
+        }
+        set(take("dev"), "dev", &mut c.dev)?;
+        if let Some(r) = take("public_url") {
+            if !(r.value.starts_with("https://") || r.value.starts_with("http://")) {
+                return Err(err("public_url", &r, "must be an http(s) URL"));
+            }
+            c.public_url = Some(r.value);
+        }
+        match (take("tls.cert_file"), take("tls.key_file")) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                for (field, r) in [("tls.cert_file", &cert), ("tls.key_file", &key)] {
+                    if !std::path::Path::new(&r.value).is_file() {
+                        return Err(err(field, r, format!("no file {}", r.value)));
+                    }
+                }
+                c.tls = Some(TlsFiles {
+                    cert_file: cert.value.into(),
+                    key_file: key.value.into(),
+                });
+            }
+            (Some(r), None) | (None, Some(r)) => {
+                return Err(err("tls", &r, "set both tls.cert_file and tls.key_file, or neither"));
+            }
+        }
+        let f = &mut c.federation;
+        if let Some(r) = take("federation.ca_file") {
+            if !std::path::Path::new(&r.value).is_file() {
+                return Err(err("federation.ca_file", &r, format!("no file {}", r.value)));
+            }
+            f.ca_file = Some(r.value.into());
+        }
+        set(
+            take("federation.allow_http"),
+            "federation.allow_http",
+            &mut f.allow_http,
+        )?;
+        set_millis(
+            take("federation.deadline_ms"),
+            "federation.deadline_ms",
+            &mut f.deadline,
+        )?;
+        set_range(
+            take("federation.hop_limit"),
+            "federation.hop_limit",
+            1,
+            16,
+            &mut f.hop_limit,
+        )?;
+        set_range(
+            take("federation.request_lifetime_s"),
+            "federation.request_lifetime_s",
+            1,
+            3600,
+            &mut f.request_lifetime_s,
+        )?;
+        set_range(
+            take("federation.clock_skew_s"),
+            "federation.clock_skew_s",
+            0,
+            600,
+            &mut f.clock_skew_s,
+        )?;
+        let mut grace = f.key_grace.as_secs();
+        set_range(
+            take("federation.key_grace_s"),
+            "federation.key_grace_s",
+            0,
+            365 * 24 * 3600,
+            &mut grace,
+        )?;
+        f.key_grace = Duration::from_secs(grace);
         Ok(c)
     }
 }
@@ -245,13 +404,7 @@ where
     Ok(())
 }
 
-fn set_range<T>(
-    raw: Option<Raw>,
-    field: &str,
-    min: T,
-    max: T,
-    target: &mut T,
-) -> Result<(), ConfigError>
+fn set_range<T>(raw: Option<Raw>, field: &str, min: T, max: T, target: &mut T) -> Result<(), ConfigError>
 where
     T: FromStr + PartialOrd + Copy + std::fmt::Display,
     T::Err: std::fmt::Display,
@@ -283,11 +436,11 @@ fn read_file(path: &str, out: &mut BTreeMap<&'static str, Raw>) -> Result<(), Co
         source_name: path.to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| file_err("MOSAIC_CONFIG", format!("cannot read file: {e}")))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        file_err("MOSAIC_CONFIG", format!("not valid TOML: {}", e.message()))
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_err("MOSAIC_CONFIG", format!("cannot read file: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_err("MOSAIC_CONFIG", format!("not valid TOML: {}", e.message())))?;
     let mut flat = Vec::new();
     flatten("", &table, &mut flat);
     for (key, value) in flat {
@@ -299,10 +452,7 @@ fn read_file(path: &str, out: &mut BTreeMap<&'static str, Raw>) -> Result<(), Co
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             other => {
-                return Err(file_err(
-                    &key,
-                    format!("unsupported value type {}", other.type_str()),
-                ));
+                return Err(file_err(&key, format!("unsupported value type {}", other.type_str())));
             }
         };
         out.insert(
@@ -335,10 +485,7 @@ mod tests {
     use super::*;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::load(|k| map.get(k).cloned())
     }
 
@@ -359,6 +506,18 @@ mod tests {
         assert!(e.reason.contains("outside"), "{e}");
         let e = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(e.field, "database_url");
+        let e = load(&[("MOSAIC_SECRET_KEY", "short")]).unwrap_err();
+        assert_eq!(e.field, "secret_key");
+        assert!(!e.to_string().contains("short"), "the secret is not echoed: {e}");
+        let e = load(&[("MOSAIC_TLS_CERT", "/nonexistent")]).unwrap_err();
+        assert_eq!(e.field, "tls");
+        let e = load(&[("MOSAIC_HOP_LIMIT", "0")]).unwrap_err();
+        assert_eq!(e.field, "federation.hop_limit");
+        assert!(
+            load(&[]).unwrap().require_secret().is_err(),
+            "no secret outside dev mode"
+        );
+        assert!(load(&[("MOSAIC_DEV", "true")]).unwrap().require_secret().is_ok());
         let e = load(&[("MOSAIC_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(e.to_string().contains("log_format"), "{e}");
     }
@@ -368,11 +527,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mosaic-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("m.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9000\"\n[limits]\nmax_depth = 7\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[limits]\nmax_depth = 7\n").unwrap();
         let path = file.to_str().unwrap();
         let c = load(&[("MOSAIC_CONFIG", path), ("MOSAIC_LISTEN", "127.0.0.1:9001")]).unwrap();
         assert_eq!(c.listen.port(), 9001);

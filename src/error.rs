@@ -16,6 +16,12 @@ pub enum AppError {
     BadInput(String),
     Conflict(String),
     Timeout,
+    /// A peer instance could not answer (PEER_UNAVAILABLE, PEER_TIMEOUT, ...).
+    Peer {
+        code: &'static str,
+        message: String,
+        instance: String,
+    },
     Internal(Arc<anyhow::Error>),
 }
 
@@ -28,18 +34,17 @@ impl AppError {
             Self::BadInput(_) => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
             Self::Timeout => "TIMEOUT",
+            Self::Peer { code, .. } => code,
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            Self::Unauthenticated(m)
-            | Self::Forbidden(m)
-            | Self::BadInput(m)
-            | Self::Conflict(m) => m.clone(),
+            Self::Unauthenticated(m) | Self::Forbidden(m) | Self::BadInput(m) | Self::Conflict(m) => m.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::Timeout => "the database did not answer in time".into(),
+            Self::Peer { message, .. } => message.clone(),
             Self::Internal(_) => "internal error".into(),
         }
     }
@@ -76,7 +81,16 @@ impl From<AppError> for async_graphql::Error {
             tracing::error!(error = ?inner, "internal error");
         }
         let code = e.code();
-        async_graphql::Error::new(e.message()).extend_with(|_, ext| ext.set("code", code))
+        let instance = match &e {
+            AppError::Peer { instance, .. } => Some(instance.clone()),
+            _ => None,
+        };
+        async_graphql::Error::new(e.message()).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let Some(i) = &instance {
+                ext.set("instance", i.as_str());
+            }
+        })
     }
 }
 

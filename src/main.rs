@@ -8,6 +8,8 @@ use mosaic::app::Application;
 use mosaic::auth::{tokens, users};
 use mosaic::config::Config;
 use mosaic::db::Database;
+use mosaic::federation::Federation;
+use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(name = "mosaic", version, about = "Mosaic federation gateway")]
@@ -37,6 +39,59 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Peer instances (same database variables as `serve`).
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+    /// This instance's signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// A local federation of three instances (hq, work, home) with seeded data.
+    Demo {
+        /// First port; the instances listen on N, N+1, N+2.
+        #[arg(long, default_value_t = 8443)]
+        port_base: u16,
+        /// Where the instances keep their data (reused by the next run).
+        #[arg(long, default_value = "./.mosaic-demo")]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Ask the instance at URL to let this one query it (CONNECT).
+    Connect { url: String },
+    /// List peers with state, grant, keys.
+    List,
+    /// Grant a peer that asked to connect access to workspaces.
+    Approve {
+        /// The peer's instance id.
+        id: String,
+        /// A workspace (id, global ID or exact name); repeat for several.
+        #[arg(long = "workspace", required = true)]
+        workspaces: Vec<String>,
+        /// Let the peer change tasks and projects, not only read them.
+        #[arg(long)]
+        read_write: bool,
+        /// Limit the grant to these remote users (e-mail); repeat for several.
+        #[arg(long = "user")]
+        users: Vec<String>,
+    },
+    /// Refuse a peer's request to connect.
+    Reject { id: String },
+    /// Suspend a peer's access (approve again to resume).
+    Suspend { id: String },
+    /// Cut the peering in both directions at once (DISCONNECT).
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key; the old one verifies until federation.key_grace_s has passed.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -123,8 +178,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
             command: UserCommand::Create { email, name, admin },
         } => {
             let db = Database::open(&config).await?;
-            let created =
-                users::create(&mut db.admin().await?, &email, name.as_deref(), admin).await;
+            let created = users::create(&mut db.admin().await?, &email, name.as_deref(), admin).await;
             db.shutdown().await?;
             println!("{}", created?);
             Ok(())
@@ -142,13 +196,119 @@ async fn run(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
         Command::Schema { .. } => unreachable!("handled before the runtime starts"),
+        Command::Peer { command } => peer_command(command, config).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let secret = config.require_secret()?;
+            let db = Database::open(&config).await?;
+            let sealer = mosaic::secrets::Sealer::new(&secret, "instance-keys");
+            let mut conn = db.admin().await?;
+            mosaic::federation::keys::ensure(&mut conn, &sealer).await?;
+            let grace = time::Duration::try_from(config.federation.key_grace)?;
+            let key_id = mosaic::federation::keys::rotate(&mut conn, &sealer, grace).await;
+            drop(conn);
+            db.shutdown().await?;
+            println!("{}", key_id?);
+            Ok(())
+        }
+        Command::Demo { port_base, data_dir } => mosaic::demo::run(port_base, data_dir, shutdown_signal()).await,
     }
+}
+
+async fn peer_command(command: PeerCommand, config: Config) -> Result<()> {
+    mosaic::federation::tls::install_crypto_provider();
+    let secret = config.require_secret()?;
+    let db = Database::open(&config).await?;
+    let (instance_id, name) = mosaic::db::instance_identity(&db, &config.instance_name).await?;
+    let fed = Federation::open(
+        &config,
+        &db,
+        &secret,
+        instance_id,
+        &name,
+        config.base_url(config.listen),
+    )
+    .await?;
+    let result = peer_action(&fed, &db, command).await;
+    db.shutdown().await?;
+    result
+}
+
+async fn peer_action(fed: &Federation, db: &Database, command: PeerCommand) -> Result<()> {
+    let actor = "cli";
+    let parse_id = |id: &str| -> Result<Uuid> {
+        id.parse()
+            .map_err(|_| anyhow::anyhow!("ID: '{id}' is not an instance id"))
+    };
+    let shown = match command {
+        PeerCommand::Connect { url } => fed.connect(&url, actor).await?,
+        PeerCommand::List => {
+            for p in mosaic::federation::registry::list(&fed.pool).await? {
+                print_peer(&p);
+            }
+            return Ok(());
+        }
+        PeerCommand::Approve {
+            id,
+            workspaces,
+            read_write,
+            users,
+        } => {
+            let mut ids = Vec::new();
+            let mut conn = db.admin().await?;
+            for w in &workspaces {
+                ids.push(workspace_id(&mut conn, w).await?);
+            }
+            let users = (!users.is_empty()).then_some(users);
+            fed.approve(parse_id(&id)?, &ids, read_write, users.as_deref(), actor)
+                .await?
+        }
+        PeerCommand::Reject { id } => fed.reject(parse_id(&id)?, actor).await?,
+        PeerCommand::Suspend { id } => fed.suspend(parse_id(&id)?, actor).await?,
+        PeerCommand::Revoke { id } => fed.revoke(parse_id(&id)?, actor).await?,
+    };
+    print_peer(&shown);
+    Ok(())
+}
+
+/// A workspace given as a UUID, a global ID, or an exact name (which must be unique).
+async fn workspace_id(conn: &mut sqlx::PgConnection, text: &str) -> Result<Uuid> {
+    if let Ok(id) = text.parse::<Uuid>() {
+        return Ok(id);
+    }
+    if let Ok(g) = mosaic::graphql::ids::GlobalId::parse(text) {
+        return Ok(g.local);
+    }
+    let named: Vec<Uuid> = sqlx::query_scalar("SELECT unnest(workspace_ids_named($1))")
+        .bind(text)
+        .fetch_all(conn)
+        .await?;
+    match named.as_slice() {
+        [id] => Ok(*id),
+        [] => anyhow::bail!("--workspace: no workspace named '{text}'"),
+        _ => anyhow::bail!("--workspace: several workspaces are named '{text}'; give its id"),
+    }
+}
+
+fn print_peer(p: &mosaic::federation::registry::PeerRecord) {
+    let keys: Vec<&str> = p.keys.iter().map(|k| k.key_id.as_str()).collect();
+    println!(
+        "{}  {:<12} inbound={:<9} outbound={:<9} grant={:?}{} keys={} {}",
+        p.id,
+        p.name,
+        p.inbound_state,
+        p.outbound_state,
+        p.grant_workspaces,
+        if p.grant_read_write { " (read-write)" } else { "" },
+        keys.join(","),
+        p.base_url
+    );
 }
 
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

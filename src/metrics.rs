@@ -47,26 +47,14 @@ impl Default for Metrics {
         let graphql_errors = Family::<CodeLabels, Counter>::default();
         let pool_size = Gauge::<u64, AtomicU64>::default();
         let pool_idle = Gauge::<u64, AtomicU64>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests served",
-            http_requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests served", http_requests.clone());
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency",
             http_latency.clone(),
         );
-        registry.register(
-            "graphql_errors",
-            "GraphQL errors by code",
-            graphql_errors.clone(),
-        );
-        registry.register(
-            "db_pool_connections",
-            "Open database connections",
-            pool_size.clone(),
-        );
+        registry.register("graphql_errors", "GraphQL errors by code", graphql_errors.clone());
+        registry.register("db_pool_connections", "Open database connections", pool_size.clone());
         registry.register(
             "db_pool_idle_connections",
             "Idle database connections",
@@ -89,8 +77,7 @@ impl Metrics {
         self.pool_size.set(u64::from(pool.size()));
         self.pool_idle.set(pool.num_idle() as u64);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
     }
 }

@@ -8,23 +8,10 @@ use serde_json::json;
 #[tokio::test]
 async fn health_ready_and_metrics_answer() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        r.headers().contains_key("x-request-id"),
-        "request id is returned"
-    );
-    let r = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    assert!(r.headers().contains_key("x-request-id"), "request id is returned");
+    let r = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let (_, token) = app.user("m@example.com").await;
     app.gql(&token, "{ me { id } }", json!({})).await;
@@ -39,15 +26,10 @@ async fn health_ready_and_metrics_answer() {
         .await
         .unwrap();
     assert!(
-        text.contains(
-            "mosaic_http_requests_total{method=\"POST\",route=\"/graphql\",status=\"200\"} 2"
-        ),
+        text.contains("mosaic_http_requests_total{method=\"POST\",route=\"/graphql\",status=\"200\"} 2"),
         "{text}"
     );
-    assert!(
-        text.contains("mosaic_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
+    assert!(text.contains("mosaic_http_request_duration_seconds_bucket"), "{text}");
     assert!(
         text.contains("mosaic_graphql_errors_total{code=\"GRAPHQL_VALIDATION_FAILED\"} 1"),
         "{text}"
@@ -59,12 +41,7 @@ async fn health_ready_and_metrics_answer() {
 #[tokio::test]
 async fn ide_is_served_without_authentication() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(format!("{}/graphql", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.get(format!("{}/graphql", app.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Mosaic"));
     app.stop().await;
@@ -85,12 +62,7 @@ async fn missing_unknown_and_expired_tokens_get_unauthenticated_and_no_data() {
         .gql_status("mosaic_not-a-real-token", "{ me { id } }", json!({}))
         .await;
     assert_eq!((status, code(&body).as_str()), (401, "UNAUTHENTICATED"));
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown token")
-    );
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("unknown token"));
     // Expire the token and try again.
     let mut conn = app.admin().await;
     sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second'")
@@ -100,10 +72,7 @@ async fn missing_unknown_and_expired_tokens_get_unauthenticated_and_no_data() {
     let (status, body) = app.gql_status(&token, "{ me { id } }", json!({})).await;
     assert_eq!(status, 401);
     assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
+        body["errors"][0]["message"].as_str().unwrap().contains("expired"),
         "{body}"
     );
     app.stop().await;

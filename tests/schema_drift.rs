@@ -3,11 +3,8 @@
 
 #[test]
 fn committed_sdl_matches_the_code() {
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schema/mosaic.graphql"
-    ))
-    .expect("schema/mosaic.graphql exists");
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/mosaic.graphql"))
+        .expect("schema/mosaic.graphql exists");
     let current = mosaic::graphql::sdl();
     assert!(
         committed == current,

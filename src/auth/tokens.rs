@@ -44,9 +44,7 @@ pub fn parse_expiry(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
         return Ok(now + d);
     }
     let at = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .with_context(|| {
-            format!("--expires: '{text}' is neither a duration (30d) nor an RFC 3339 time")
-        })?;
+        .with_context(|| format!("--expires: '{text}' is neither a duration (30d) nor an RFC 3339 time"))?;
     if at <= now {
         bail!("--expires: {text} is in the past");
     }
@@ -54,11 +52,7 @@ pub fn parse_expiry(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
 }
 
 /// Creates a token for the user with this e-mail; returns the secret (shown once).
-pub async fn create(
-    conn: &mut PgConnection,
-    email: &str,
-    expires_at: Option<OffsetDateTime>,
-) -> Result<String> {
+pub async fn create(conn: &mut PgConnection, email: &str, expires_at: Option<OffsetDateTime>) -> Result<String> {
     let user: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = lower($1)")
         .bind(email)
         .fetch_optional(&mut *conn)
@@ -67,15 +61,13 @@ pub async fn create(
         bail!("--user: no user with e-mail {email}");
     };
     let token = generate();
-    sqlx::query(
-        "INSERT INTO api_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(Uuid::new_v4())
-    .bind(user_id)
-    .bind(hash(&token))
-    .bind(expires_at)
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO api_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(Uuid::new_v4())
+        .bind(user_id)
+        .bind(hash(&token))
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
     Ok(token)
 }
 
@@ -87,19 +79,15 @@ pub enum TokenRejection {
 
 /// Maps a bearer token to its user, through the narrow definer function (the
 /// application role cannot read the token table).
-pub async fn authenticate(
-    pool: &PgPool,
-    token: &str,
-) -> Result<Result<Principal, TokenRejection>, sqlx::Error> {
+pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Result<Principal, TokenRejection>, sqlx::Error> {
     if !token.starts_with(PREFIX) {
         return Ok(Err(TokenRejection::Unknown));
     }
-    let row: Option<(Uuid, String, Option<String>, bool, bool)> = sqlx::query_as(
-        "SELECT user_id, email, name, is_admin, expired FROM authenticate_token($1)",
-    )
-    .bind(hash(token))
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<(Uuid, String, Option<String>, bool, bool)> =
+        sqlx::query_as("SELECT user_id, email, name, is_admin, expired FROM authenticate_token($1)")
+            .bind(hash(token))
+            .fetch_optional(pool)
+            .await?;
     Ok(match row {
         None => Err(TokenRejection::Unknown),
         Some((.., true)) => Err(TokenRejection::Expired),
@@ -120,18 +108,10 @@ mod tests {
     fn expiry_accepts_durations_and_times() {
         let now = OffsetDateTime::UNIX_EPOCH;
         assert_eq!(parse_expiry("2d", now).unwrap(), now + Duration::days(2));
-        assert_eq!(
-            parse_expiry("90m", now).unwrap(),
-            now + Duration::minutes(90)
-        );
+        assert_eq!(parse_expiry("90m", now).unwrap(), now + Duration::minutes(90));
         assert!(parse_expiry("1971-01-01T00:00:00Z", now).is_ok());
         assert!(parse_expiry("0d", now).is_err());
-        assert!(
-            parse_expiry("5y", now)
-                .unwrap_err()
-                .to_string()
-                .contains("unit")
-        );
+        assert!(parse_expiry("5y", now).unwrap_err().to_string().contains("unit"));
         assert!(parse_expiry("1960-01-01T00:00:00Z", now).is_err());
     }
 

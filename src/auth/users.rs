@@ -5,22 +5,16 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Creates a user; errors name the offending field.
-pub async fn create(
-    conn: &mut PgConnection,
-    email: &str,
-    name: Option<&str>,
-    admin: bool,
-) -> Result<Uuid> {
+pub async fn create(conn: &mut PgConnection, email: &str, name: Option<&str>, admin: bool) -> Result<Uuid> {
     let email = email.trim().to_lowercase();
     let id = Uuid::now_v7();
-    let created =
-        sqlx::query("INSERT INTO users (id, email, name, is_admin) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(&email)
-            .bind(name)
-            .bind(admin)
-            .execute(conn)
-            .await;
+    let created = sqlx::query("INSERT INTO users (id, email, name, is_admin) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(&email)
+        .bind(name)
+        .bind(admin)
+        .execute(conn)
+        .await;
     match created {
         Ok(_) => Ok(id),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {

@@ -64,11 +64,8 @@ impl EmbeddedPostgres {
         fs4::fs_std::FileExt::lock_exclusive(&lock).context("cannot lock the embedded cluster")?;
         pg.ensure_initialised()?;
         if !pg.is_running()? {
-            pg.pg_ctl(
-                &["start", "-w", "-t", "120", "-l"],
-                Some(&pg.root.join("server.log")),
-            )
-            .context("starting the embedded PostgreSQL")?;
+            pg.pg_ctl(&["start", "-w", "-t", "120", "-l"], Some(&pg.root.join("server.log")))
+                .context("starting the embedded PostgreSQL")?;
             pg.started_here = true;
         }
         fs4::fs_std::FileExt::unlock(&lock)?;
@@ -118,16 +115,7 @@ impl EmbeddedPostgres {
         let data = self.data();
         let out = self
             .command("initdb")
-            .args([
-                "-U",
-                SUPERUSER,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "-D",
-            ])
+            .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale", "-D"])
             .arg(&data)
             .output()
             .context("running initdb")?;
@@ -219,10 +207,7 @@ pub fn locate_binaries() -> Result<PathBuf> {
         if has_tools(&dir) {
             return Ok(dir);
         }
-        bail!(
-            "MOSAIC_PG_BIN={} does not contain initdb and pg_ctl",
-            dir.display()
-        );
+        bail!("MOSAIC_PG_BIN={} does not contain initdb and pg_ctl", dir.display());
     }
     let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()

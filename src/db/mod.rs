@@ -31,6 +31,7 @@ pub const APP_ROLE: &str = "mosaic_app";
 pub struct Database {
     pub app: PgPool,
     admin_options: PgConnectOptions,
+    admin_url: String,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -38,18 +39,17 @@ impl Database {
     /// Connects (starting the embedded cluster when no `DATABASE_URL` is set)
     /// and brings the schema up to date.
     pub async fn open(config: &Config) -> Result<Self> {
-        let (admin_options, embedded) = match &config.database_url {
+        let (admin_options, admin_url, embedded) = match &config.database_url {
             Some(url) => (
-                PgConnectOptions::from_str(url)
-                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                url.clone(),
                 None,
             ),
             None => {
                 let data_dir = config.data_dir.clone();
-                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir))
-                    .await??;
+                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
                 ensure_database(&pg.connect_options("postgres"), "mosaic").await?;
-                (pg.connect_options("mosaic"), Some(pg))
+                (pg.connect_options("mosaic"), pg.url("mosaic"), Some(pg))
             }
         };
         let admin_options = admin_options.log_statements(tracing::log::LevelFilter::Trace);
@@ -72,6 +72,7 @@ impl Database {
         Ok(Self {
             app,
             admin_options,
+            admin_url,
             embedded,
         })
     }
@@ -81,6 +82,10 @@ impl Database {
         sqlx::PgConnection::connect_with(&self.admin_options)
             .await
             .context("connecting to PostgreSQL as the administrative user")
+    }
+
+    pub fn admin_url(&self) -> String {
+        self.admin_url.clone()
     }
 
     /// Closes the pool and stops the embedded cluster if this process started it.
@@ -95,11 +100,10 @@ impl Database {
 
 async fn ensure_database(server: &PgConnectOptions, name: &str) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect_with(server).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(name)
-            .fetch_one(&mut conn)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
     if !exists {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
@@ -112,10 +116,7 @@ async fn migrate(admin: &PgConnectOptions) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect_with(admin)
         .await
         .context("connecting to PostgreSQL to run migrations")?;
-    MIGRATOR
-        .run(&mut conn)
-        .await
-        .context("running migrations")?;
+    MIGRATOR.run(&mut conn).await.context("running migrations")?;
     Ok(())
 }
 

@@ -69,12 +69,7 @@ impl RequestDb {
                         set_config('mosaic.write_workspace_ids', $3, true),
                         set_config('statement_timeout', $4, true)",
             )
-            .bind(
-                self.scope
-                    .user_id
-                    .map(|u| u.to_string())
-                    .unwrap_or_default(),
-            )
+            .bind(self.scope.user_id.map(|u| u.to_string()).unwrap_or_default())
             .bind(pg_array(&self.scope.read_workspaces))
             .bind(pg_array(&self.scope.write_workspaces))
             .bind(self.statement_timeout.as_millis().to_string())
@@ -82,9 +77,7 @@ impl RequestDb {
             .await?;
             *guard = Some(tx);
         }
-        Ok(MutexGuard::map(guard, |tx| {
-            &mut **tx.as_mut().expect("begun above")
-        }))
+        Ok(MutexGuard::map(guard, |tx| &mut **tx.as_mut().expect("begun above")))
     }
 
     /// Commits if a transaction was begun.

@@ -41,14 +41,7 @@ impl ActivityQuery {
                 rc.max_page_size
             )));
         }
-        let rows: Vec<(
-            Option<Uuid>,
-            String,
-            String,
-            Uuid,
-            serde_json::Value,
-            OffsetDateTime,
-        )> = sqlx::query_as(
+        let rows: Vec<(Option<Uuid>, String, String, Uuid, serde_json::Value, OffsetDateTime)> = sqlx::query_as(
             "SELECT actor_id, action, entity_type, entity_id, changes, created_at
              FROM activity_log WHERE workspace_id = $1 ORDER BY id DESC LIMIT $2",
         )
@@ -58,16 +51,14 @@ impl ActivityQuery {
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(actor, action, entity_type, entity_id, changes, at)| ActivityEntry {
-                    actor_id: actor.map(|a| rc.global_id(Kind::User, a)),
-                    action,
-                    entity_type,
-                    entity_id: entity_id.to_string(),
-                    changes: Json(changes),
-                    at,
-                },
-            )
+            .map(|(actor, action, entity_type, entity_id, changes, at)| ActivityEntry {
+                actor_id: actor.map(|a| rc.global_id(Kind::User, a)),
+                action,
+                entity_type,
+                entity_id: entity_id.to_string(),
+                changes: Json(changes),
+                at,
+            })
             .collect())
     }
 }

@@ -40,27 +40,17 @@ pub struct GlobalId {
 
 impl GlobalId {
     pub fn new(kind: Kind, instance: Uuid, local: Uuid) -> Self {
-        Self {
-            kind,
-            instance,
-            local,
-        }
+        Self { kind, instance, local }
     }
 
     pub fn to_id(&self) -> ID {
-        ID(format!(
-            "{}:{}:{}",
-            self.kind.as_str(),
-            self.instance,
-            self.local
-        ))
+        ID(format!("{}:{}:{}", self.kind.as_str(), self.instance, self.local))
     }
 
     pub fn parse(id: &str) -> Result<Self, AppError> {
         let bad = || AppError::BadInput(format!("'{id}' is not a Mosaic ID (Type:instance:uuid)"));
         let mut parts = id.splitn(3, ':');
-        let (Some(kind), Some(instance), Some(local)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(kind), Some(instance), Some(local)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         Ok(Self {
@@ -98,10 +88,7 @@ mod tests {
     fn round_trips_and_refuses_wrong_kind_or_instance() {
         let (i, l) = (Uuid::new_v4(), Uuid::new_v4());
         let id = GlobalId::new(Kind::Task, i, l).to_id();
-        assert_eq!(
-            GlobalId::parse(&id).unwrap(),
-            GlobalId::new(Kind::Task, i, l)
-        );
+        assert_eq!(GlobalId::parse(&id).unwrap(), GlobalId::new(Kind::Task, i, l));
         assert_eq!(GlobalId::local(&id, Kind::Task, i).unwrap(), l);
         assert!(
             GlobalId::local(&id, Kind::Project, i)
@@ -112,10 +99,7 @@ mod tests {
         assert!(GlobalId::local(&id, Kind::Task, Uuid::new_v4()).is_err());
         assert!(GlobalId::parse("Task:nope").is_err());
         assert!(
-            GlobalId::parse(
-                "Robot:00000000-0000-0000-0000-000000000000:00000000-0000-0000-0000-000000000000"
-            )
-            .is_err()
+            GlobalId::parse("Robot:00000000-0000-0000-0000-000000000000:00000000-0000-0000-0000-000000000000").is_err()
         );
     }
 }

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
 
@@ -92,9 +90,7 @@ fn count_aliases(doc: &ExecutableDocument) -> usize {
         set.items
             .iter()
             .map(|item| match &item.node {
-                Selection::Field(f) => {
-                    usize::from(f.node.alias.is_some()) + in_set(&f.node.selection_set.node)
-                }
+                Selection::Field(f) => usize::from(f.node.alias.is_some()) + in_set(&f.node.selection_set.node),
                 Selection::InlineFragment(f) => in_set(&f.node.selection_set.node),
                 Selection::FragmentSpread(_) => 0,
             })
@@ -105,10 +101,6 @@ fn count_aliases(doc: &ExecutableDocument) -> usize {
         .iter()
         .map(|(_, op)| in_set(&op.node.selection_set.node))
         .sum();
-    let fragments: usize = doc
-        .fragments
-        .values()
-        .map(|f| in_set(&f.node.selection_set.node))
-        .sum();
+    let fragments: usize = doc.fragments.values().map(|f| in_set(&f.node.selection_set.node)).sum();
     operations + fragments
 }

@@ -1,9 +1,11 @@
 //! The one GraphQL schema every instance serves.
 
 pub mod activity;
+pub mod federated;
 pub mod ids;
 pub mod limits;
 pub mod pagination;
+pub mod peers;
 pub mod projects;
 pub mod tasks;
 pub mod users;
@@ -11,15 +13,14 @@ pub mod workspaces;
 
 use std::sync::Arc;
 
-use async_graphql::{
-    Context, EmptySubscription, ID, Interface, MergedObject, Object, Schema, SimpleObject,
-};
+use async_graphql::{Context, EmptySubscription, ID, Interface, MergedObject, Object, Schema, SimpleObject};
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::config::Limits;
 use crate::db::RequestDb;
 use crate::error::{AppError, AppResult};
+use crate::federation::Federation;
 use ids::{GlobalId, Kind};
 
 pub use limits::QueryLimits;
@@ -32,18 +33,59 @@ pub struct InstanceInfo {
     pub name: String,
 }
 
+/// Who a request acts for.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// A local user (API token or session).
+    User(Principal),
+    /// A peer instance, under the grant it holds here.
+    Peer(PeerCaller),
+}
+
+#[derive(Clone, Debug)]
+pub struct PeerCaller {
+    pub instance_id: Uuid,
+    pub name: String,
+    pub actor: Option<crate::federation::protocol::Actor>,
+}
+
 /// Everything a resolver needs about the request it serves.
 pub struct RequestContext {
     pub db: Arc<RequestDb>,
-    pub principal: Principal,
+    pub caller: Caller,
     pub instance_id: Uuid,
     pub instance: Arc<InstanceInfo>,
     pub max_page_size: usize,
+    pub federation: Arc<Federation>,
+    pub hop: federated::Hop,
+    pub report: Arc<std::sync::Mutex<federated::Report>>,
 }
 
 impl RequestContext {
     pub fn of<'a>(ctx: &Context<'a>) -> &'a Self {
         ctx.data_unchecked::<RequestContext>()
+    }
+
+    /// The local user behind the request; peers are refused.
+    pub fn user(&self) -> AppResult<&Principal> {
+        match &self.caller {
+            Caller::User(p) => Ok(p),
+            Caller::Peer(_) => Err(AppError::Forbidden("not available to peer instances".into())),
+        }
+    }
+
+    /// Requires an instance administrator.
+    pub fn admin(&self) -> AppResult<&Principal> {
+        let user = self.user()?;
+        if user.is_admin {
+            Ok(user)
+        } else {
+            Err(AppError::Forbidden("only instance administrators may do this".into()))
+        }
+    }
+
+    pub fn is_local(&self, instance: &InstanceInfo) -> bool {
+        instance.id == self.instance.id
     }
 
     /// Parses an ID that must name an object of `kind` on this instance.
@@ -75,14 +117,15 @@ impl NodeQuery {
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
         let rc = RequestContext::of(ctx);
         let g = GlobalId::parse(&id)?;
+        if g.instance != rc.instance_id {
+            return federated::remote_node(rc, &g, &id).await.map_err(Into::into);
+        }
         let local = rc.local_id(&id, g.kind)?;
         let node = match g.kind {
             Kind::User => users::load(rc, local).await?.map(Node::User),
             Kind::Workspace => workspaces::load(rc, local).await?.map(Node::Workspace),
             Kind::Project => projects::load(rc, local).await?.map(Node::Project),
-            Kind::Task => tasks::load(rc, local)
-                .await?
-                .map(|t| Node::Task(Box::new(t))),
+            Kind::Task => tasks::load(rc, local).await?.map(|t| Node::Task(Box::new(t))),
         };
         Ok(node)
     }
@@ -95,6 +138,7 @@ pub struct QueryRoot(
     projects::ProjectQuery,
     tasks::TaskQuery,
     activity::ActivityQuery,
+    peers::PeerQuery,
     NodeQuery,
 );
 
@@ -103,18 +147,15 @@ pub struct MutationRoot(
     workspaces::WorkspaceMutation,
     projects::ProjectMutation,
     tasks::TaskMutation,
+    peers::PeerMutation,
 );
 
 pub type MosaicSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 pub fn build_schema(limits: &Limits) -> MosaicSchema {
-    Schema::build(
-        QueryRoot::default(),
-        MutationRoot::default(),
-        EmptySubscription,
-    )
-    .extension(QueryLimits(limits.clone()))
-    .finish()
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+        .extension(QueryLimits(limits.clone()))
+        .finish()
 }
 
 /// The SDL as committed in `schema/mosaic.graphql`.
@@ -129,9 +170,7 @@ pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> 
         return Err(AppError::BadInput(format!("{field} must not be empty")));
     }
     if v.chars().count() > max {
-        return Err(AppError::BadInput(format!(
-            "{field} is longer than {max} characters"
-        )));
+        return Err(AppError::BadInput(format!("{field} is longer than {max} characters")));
     }
     Ok(v.to_string())
 }
@@ -139,9 +178,9 @@ pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> 
 /// Checks an optional free-text input's length.
 pub fn optional_text(field: &str, value: Option<String>, max: usize) -> AppResult<Option<String>> {
     match value {
-        Some(v) if v.chars().count() > max => Err(AppError::BadInput(format!(
-            "{field} is longer than {max} characters"
-        ))),
+        Some(v) if v.chars().count() > max => {
+            Err(AppError::BadInput(format!("{field} is longer than {max} characters")))
+        }
         other => Ok(other),
     }
 }

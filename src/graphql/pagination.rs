@@ -53,9 +53,7 @@ pub fn page_size(first: Option<i32>, max: usize) -> AppResult<usize> {
     match first {
         None => Ok(20.min(max)),
         Some(n) if n < 0 => Err(AppError::BadInput("first must not be negative".into())),
-        Some(n) if n as usize > max => {
-            Err(AppError::BadInput(format!("first must be at most {max}")))
-        }
+        Some(n) if n as usize > max => Err(AppError::BadInput(format!("first must be at most {max}"))),
         Some(n) => Ok(n as usize),
     }
 }

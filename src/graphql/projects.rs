@@ -8,7 +8,8 @@ use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::ids::Kind;
+use super::federated;
+use super::ids::{GlobalId, Kind};
 use super::workspaces::{self, Workspace};
 use super::{InstanceInfo, RequestContext, optional_text, required_text};
 use crate::error::{AppError, AppResult};
@@ -50,15 +51,54 @@ impl Project {
     }
 }
 
+impl Project {
+    /// A project of another instance, from a peer's answer.
+    pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
+        let (global_id, id) = federated::ids_of(v, Kind::Project)?;
+        let workspace_id = match v["workspace"]["id"].as_str() {
+            Some(w) => GlobalId::parse(w)?.local,
+            None => Uuid::nil(),
+        };
+        Ok(Self {
+            id,
+            workspace_id,
+            name: federated::text(v, "name")?,
+            description: v["description"].as_str().map(String::from),
+            created_at: federated::time_of(v, "createdAt")?,
+            updated_at: federated::time_of(v, "updatedAt")?,
+            instance: federated::instance_of(v).unwrap_or_else(|_| instance.clone()),
+            global_id,
+        })
+    }
+}
+
+/// Projects of a workspace of another instance, from its owner.
+pub async fn remote_list(rc: &RequestContext, owner: Uuid, workspace: &ID) -> AppResult<Vec<Project>> {
+    let query = format!(
+        "query($w: ID!) {{ projects(workspaceId: $w) {{ ...ProjectFields }} }} {}",
+        federated::PROJECT_FIELDS
+    );
+    let data = federated::forward(rc, owner, false, &query, serde_json::json!({ "w": workspace.as_str() })).await?;
+    let instance = Arc::new(InstanceInfo {
+        id: owner.to_string(),
+        name: String::new(),
+    });
+    data["projects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| Project::from_json(p, &instance))
+        .collect()
+}
+
 const COLUMNS: &str = "id, workspace_id, name, description, created_at, updated_at";
 
 pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Project>> {
-    let row: Option<ProjectRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM projects WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(&mut *rc.db.conn().await?)
-    .await?;
+    let row: Option<ProjectRow> =
+        sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM projects WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&mut *rc.db.conn().await?)
+            .await?;
     Ok(row.map(|r| Project::from_row(rc, r)))
 }
 
@@ -93,7 +133,18 @@ impl Project {
         &self.instance
     }
     async fn workspace(&self, ctx: &Context<'_>) -> AppResult<Workspace> {
-        workspaces::require_visible(RequestContext::of(ctx), self.workspace_id).await
+        let rc = RequestContext::of(ctx);
+        if !rc.is_local(&self.instance) {
+            let owner = GlobalId::parse(&self.global_id)?.instance;
+            let id = GlobalId::new(Kind::Workspace, owner, self.workspace_id).to_id();
+            let query = format!(
+                "query($id: ID!) {{ workspace(id: $id) {{ ...WorkspaceFields }} }} {}",
+                federated::WORKSPACE_FIELDS
+            );
+            let data = federated::forward(rc, owner, false, &query, serde_json::json!({ "id": id.as_str() })).await?;
+            return Workspace::from_json(&data["workspace"], &self.instance);
+        }
+        workspaces::require_visible(rc, self.workspace_id).await
     }
 }
 
@@ -105,6 +156,10 @@ impl ProjectQuery {
     /// Projects of a workspace, by name.
     async fn projects(&self, ctx: &Context<'_>, workspace_id: ID) -> AppResult<Vec<Project>> {
         let rc = RequestContext::of(ctx);
+        let g = GlobalId::parse(&workspace_id)?;
+        if g.kind == Kind::Workspace && g.instance != rc.instance_id {
+            return remote_list(rc, g.instance, &workspace_id).await;
+        }
         list(rc, rc.local_id(&workspace_id, Kind::Workspace)?).await
     }
 }
@@ -128,11 +183,7 @@ pub struct ProjectMutation;
 
 #[Object]
 impl ProjectMutation {
-    async fn create_project(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateProjectInput,
-    ) -> AppResult<Project> {
+    async fn create_project(&self, ctx: &Context<'_>, input: CreateProjectInput) -> AppResult<Project> {
         let rc = RequestContext::of(ctx);
         let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
         let name = required_text("name", &input.name, 200)?;
@@ -154,21 +205,15 @@ impl ProjectMutation {
         Ok(Project::from_row(rc, row))
     }
 
-    async fn update_project(
-        &self,
-        ctx: &Context<'_>,
-        input: UpdateProjectInput,
-    ) -> AppResult<Project> {
+    async fn update_project(&self, ctx: &Context<'_>, input: UpdateProjectInput) -> AppResult<Project> {
         let rc = RequestContext::of(ctx);
         let id = rc.local_id(&input.id, Kind::Project)?;
         load(rc, id)
             .await?
             .ok_or_else(|| AppError::NotFound("project".into()))?;
-        let mut q =
-            QueryBuilder::<Postgres>::new("UPDATE projects SET updated_at = clock_timestamp()");
+        let mut q = QueryBuilder::<Postgres>::new("UPDATE projects SET updated_at = clock_timestamp()");
         if let Some(name) = &input.name {
-            q.push(", name = ")
-                .push_bind(required_text("name", name, 200)?);
+            q.push(", name = ").push_bind(required_text("name", name, 200)?);
         }
         match input.description {
             MaybeUndefined::Undefined => {}
@@ -176,20 +221,14 @@ impl ProjectMutation {
                 q.push(", description = NULL");
             }
             MaybeUndefined::Value(d) => {
-                q.push(", description = ").push_bind(optional_text(
-                    "description",
-                    Some(d),
-                    10_000,
-                )?);
+                q.push(", description = ")
+                    .push_bind(optional_text("description", Some(d), 10_000)?);
             }
         }
         q.push(" WHERE id = ")
             .push_bind(id)
             .push(format!(" RETURNING {COLUMNS}"));
-        let row: Option<ProjectRow> = q
-            .build_query_as()
-            .fetch_optional(&mut *rc.db.conn().await?)
-            .await?;
+        let row: Option<ProjectRow> = q.build_query_as().fetch_optional(&mut *rc.db.conn().await?).await?;
         let row = row.ok_or_else(|| AppError::Forbidden("guests cannot change projects".into()))?;
         Ok(Project::from_row(rc, row))
     }
@@ -201,14 +240,11 @@ impl ProjectMutation {
         load(rc, local)
             .await?
             .ok_or_else(|| AppError::NotFound("project".into()))?;
-        let deleted: Option<Uuid> =
-            sqlx::query_scalar("DELETE FROM projects WHERE id = $1 RETURNING id")
-                .bind(local)
-                .fetch_optional(&mut *rc.db.conn().await?)
-                .await?;
-        deleted.ok_or_else(|| {
-            AppError::Forbidden("only owners and admins may delete projects".into())
-        })?;
+        let deleted: Option<Uuid> = sqlx::query_scalar("DELETE FROM projects WHERE id = $1 RETURNING id")
+            .bind(local)
+            .fetch_optional(&mut *rc.db.conn().await?)
+            .await?;
+        deleted.ok_or_else(|| AppError::Forbidden("only owners and admins may delete projects".into()))?;
         Ok(id)
     }
 }

@@ -2,20 +2,25 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
+use std::cmp::Ordering;
+
+use async_graphql::{Context, Enum, ID, InputObject, InputType, MaybeUndefined, Object, SimpleObject};
+use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use super::ids::Kind;
+use super::federated::{self, InstanceScope, Plan};
+use super::ids::{GlobalId, Kind};
 use super::pagination::{Cursor, PageInfo, page_size};
 use super::projects::{Project, ProjectRow};
 use super::users::User;
 use super::workspaces::{self, Workspace, WorkspaceRow};
 use super::{InstanceInfo, RequestContext, optional_text, required_text};
 use crate::error::{AppError, AppResult};
+use crate::federation::fanout::{MergedCursor, SourcePage};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TaskStatus {
@@ -45,9 +50,7 @@ impl TaskStatus {
             "DONE" => Self::Done,
             "CANCELLED" => Self::Cancelled,
             other => {
-                return Err(AppError::internal(anyhow::anyhow!(
-                    "unknown task status {other}"
-                )));
+                return Err(AppError::internal(anyhow::anyhow!("unknown task status {other}")));
             }
         })
     }
@@ -73,9 +76,7 @@ impl TaskPriority {
             2 => Self::High,
             3 => Self::Urgent,
             other => {
-                return Err(AppError::internal(anyhow::anyhow!(
-                    "unknown task priority {other}"
-                )));
+                return Err(AppError::internal(anyhow::anyhow!("unknown task priority {other}")));
             }
         })
     }
@@ -163,6 +164,54 @@ impl Task {
     }
 }
 
+impl Task {
+    /// A task of another instance, from a peer's answer (`TaskFields`).
+    pub fn from_json(v: &Value) -> AppResult<Self> {
+        let instance = federated::instance_of(v)?;
+        let (global_id, id) = federated::ids_of(v, Kind::Task)?;
+        let enum_of = |field: &str| -> AppResult<async_graphql::Value> {
+            Ok(async_graphql::Value::Enum(async_graphql::Name::new(federated::text(
+                v, field,
+            )?)))
+        };
+        let status = TaskStatus::parse(Some(enum_of("status")?))
+            .map_err(|_| AppError::BadInput("peer answer: status".into()))?;
+        let priority = TaskPriority::parse(Some(enum_of("priority")?))
+            .map_err(|_| AppError::BadInput("peer answer: priority".into()))?;
+        let due_date = match v["dueDate"].as_str() {
+            None => None,
+            Some(d) => Some(
+                Date::parse(d, &time::macros::format_description!("[year]-[month]-[day]"))
+                    .map_err(|_| AppError::BadInput("peer answer: dueDate".into()))?,
+            ),
+        };
+        let workspace = Workspace::from_json(&v["workspace"], &instance)?;
+        let project = match &v["project"] {
+            Value::Null => None,
+            p => Some(Project::from_json(p, &instance)?),
+        };
+        let assignee = match &v["assignee"] {
+            Value::Null => None,
+            u => Some(User::from_json(u, &instance)?),
+        };
+        Ok(Self {
+            id,
+            title: federated::text(v, "title")?,
+            description: v["description"].as_str().map(String::from),
+            status,
+            priority,
+            due_date,
+            created_at: federated::time_of(v, "createdAt")?,
+            updated_at: federated::time_of(v, "updatedAt")?,
+            workspace,
+            project,
+            assignee,
+            instance,
+            global_id,
+        })
+    }
+}
+
 pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Task>> {
     let row = sqlx::query(AssertSqlSafe(format!("{SELECT}{FROM} WHERE t.id = $1")))
         .bind(id)
@@ -172,9 +221,7 @@ pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Task>> {
 }
 
 async fn require(rc: &RequestContext, id: Uuid) -> AppResult<Task> {
-    load(rc, id)
-        .await?
-        .ok_or_else(|| AppError::NotFound("task".into()))
+    load(rc, id).await?.ok_or_else(|| AppError::NotFound("task".into()))
 }
 
 #[Object]
@@ -267,6 +314,32 @@ impl TaskOrder {
     fn name(self) -> String {
         format!("{:?}:{:?}", self.field, self.direction).to_uppercase()
     }
+
+    /// The global order across instances: the field as SQL sorts it, then
+    /// instance id, then id; all reversed for DESC.
+    pub fn compare(self, a: &Task, b: &Task) -> Ordering {
+        let by_field = match self.field {
+            TaskOrderField::CreatedAt => a.created_at.cmp(&b.created_at),
+            TaskOrderField::UpdatedAt => a.updated_at.cmp(&b.updated_at),
+            // No due date sorts as infinitely far away.
+            TaskOrderField::DueDate => match (a.due_date, b.due_date) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+            },
+            TaskOrderField::Priority => a.priority.as_db().cmp(&b.priority.as_db()),
+            TaskOrderField::Title => a.title.as_bytes().cmp(b.title.as_bytes()),
+            TaskOrderField::Status => a.status.as_db().cmp(b.status.as_db()),
+        };
+        let total = by_field
+            .then_with(|| a.instance.id.cmp(&b.instance.id))
+            .then_with(|| a.id.cmp(&b.id));
+        match self.direction {
+            OrderDirection::Asc => total,
+            OrderDirection::Desc => total.reverse(),
+        }
+    }
 }
 
 #[derive(InputObject, Default, Debug)]
@@ -284,7 +357,9 @@ pub struct TaskFilter {
 }
 
 /// A parsed filter with local ids, ready to become SQL.
-struct Conditions {
+pub struct Conditions {
+    /// An id of another instance was given: nothing here can match.
+    impossible: bool,
     workspace: Option<Uuid>,
     status: Option<Vec<String>>,
     priority: Option<Vec<i16>>,
@@ -296,28 +371,32 @@ struct Conditions {
 }
 
 impl Conditions {
-    fn parse(rc: &RequestContext, workspace: Option<&ID>, f: TaskFilter) -> AppResult<Self> {
-        let search = optional_text("filter.search", f.search, 200)?;
+    /// Filter ids of other instances match nothing here (a federated filter
+    /// reaches every instance); ids of the wrong type are refused.
+    fn parse(rc: &RequestContext, workspace: Option<&ID>, f: &TaskFilter) -> AppResult<Self> {
+        let search = optional_text("filter.search", f.search.clone(), 200)?;
+        let mut impossible = false;
+        let mut filter_id = |id: &Option<ID>, kind: Kind| -> AppResult<Option<Uuid>> {
+            let Some(id) = id else { return Ok(None) };
+            let g = GlobalId::parse(id)?;
+            if g.instance != rc.instance_id && g.kind == kind {
+                impossible = true;
+                return Ok(None);
+            }
+            rc.local_id(id, kind).map(Some)
+        };
+        let assignee = filter_id(&f.assignee_id, Kind::User)?;
+        let project = filter_id(&f.project_id, Kind::Project)?;
         Ok(Self {
-            workspace: workspace
-                .map(|id| rc.local_id(id, Kind::Workspace))
-                .transpose()?,
+            impossible,
+            workspace: workspace.map(|id| rc.local_id(id, Kind::Workspace)).transpose()?,
             status: f
                 .status
-                .map(|s| s.into_iter().map(|s| s.as_db().to_string()).collect()),
-            priority: f
-                .priority
-                .map(|p| p.into_iter().map(TaskPriority::as_db).collect()),
-            assignee: f
-                .assignee_id
                 .as_ref()
-                .map(|id| rc.local_id(id, Kind::User))
-                .transpose()?,
-            project: f
-                .project_id
-                .as_ref()
-                .map(|id| rc.local_id(id, Kind::Project))
-                .transpose()?,
+                .map(|s| s.iter().map(|s| s.as_db().to_string()).collect()),
+            priority: f.priority.as_ref().map(|p| p.iter().map(|p| p.as_db()).collect()),
+            assignee,
+            project,
             due_before: f.due_before,
             due_after: f.due_after,
             search,
@@ -325,19 +404,15 @@ impl Conditions {
     }
 
     fn push(&self, q: &mut QueryBuilder<Postgres>) {
-        q.push(" WHERE true");
+        q.push(if self.impossible { " WHERE false" } else { " WHERE true" });
         if let Some(ws) = self.workspace {
             q.push(" AND t.workspace_id = ").push_bind(ws);
         }
         if let Some(s) = &self.status {
-            q.push(" AND t.status = ANY(")
-                .push_bind(s.clone())
-                .push(")");
+            q.push(" AND t.status = ANY(").push_bind(s.clone()).push(")");
         }
         if let Some(p) = &self.priority {
-            q.push(" AND t.priority = ANY(")
-                .push_bind(p.clone())
-                .push(")");
+            q.push(" AND t.priority = ANY(").push_bind(p.clone()).push(")");
         }
         if let Some(a) = self.assignee {
             q.push(" AND t.assignee_id = ").push_bind(a);
@@ -352,12 +427,7 @@ impl Conditions {
             q.push(" AND t.due_date >= ").push_bind(d);
         }
         if let Some(s) = &self.search {
-            let pattern = format!(
-                "%{}%",
-                s.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
+            let pattern = format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
             q.push(" AND t.title ILIKE ").push_bind(pattern);
         }
     }
@@ -393,8 +463,7 @@ async fn page(
         OrderDirection::Asc => (">", "ASC"),
         OrderDirection::Desc => ("<", "DESC"),
     };
-    let mut q =
-        QueryBuilder::<Postgres>::new(format!("{SELECT}, ({expr})::text AS sort_key{FROM}"));
+    let mut q = QueryBuilder::<Postgres>::new(format!("{SELECT}, ({expr})::text AS sort_key{FROM}"));
     conditions.push(&mut q);
     if let Some(c) = &after {
         let key =
@@ -414,20 +483,13 @@ async fn page(
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| match AppError::from(e) {
-            AppError::BadInput(_) => {
-                AppError::BadInput("after: cursor does not fit this ordering".into())
-            }
+            AppError::BadInput(_) => AppError::BadInput("after: cursor does not fit this ordering".into()),
             other => other,
         })?;
     let total_count = if with_total {
         let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM tasks t");
         conditions.push(&mut count);
-        Some(
-            count
-                .build_query_scalar::<i64>()
-                .fetch_one(&mut *conn)
-                .await?,
-        )
+        Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
     } else {
         None
     };
@@ -467,8 +529,10 @@ pub struct TaskQuery;
 #[Object]
 impl TaskQuery {
     /// Tasks you can see, optionally in one workspace, filtered, ordered
-    /// (ties broken by id) and paginated with `first`/`after`.
+    /// (ties broken by instance, then id) and paginated with `first`/`after`.
+    /// `scope` adds other instances; without it, only this instance answers.
     #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[allow(clippy::too_many_arguments)]
     async fn tasks(
         &self,
         ctx: &Context<'_>,
@@ -477,21 +541,169 @@ impl TaskQuery {
         order_by: Option<TaskOrder>,
         first: Option<i32>,
         after: Option<String>,
+        scope: Option<InstanceScope>,
     ) -> AppResult<TaskConnection> {
         let rc = RequestContext::of(ctx);
         let first = page_size(first, rc.max_page_size)?;
-        let conditions = Conditions::parse(rc, workspace_id.as_ref(), filter.unwrap_or_default())?;
+        let filter = filter.unwrap_or_default();
+        let order = order_by.unwrap_or_default();
         let with_total = ctx.look_ahead().field("totalCount").exists();
+        // A workspace of another instance: only its owner can answer.
+        let remote_workspace = match &workspace_id {
+            Some(id) => {
+                let g = GlobalId::parse(id)?;
+                (g.kind == Kind::Workspace && g.instance != rc.instance_id).then_some(g.instance)
+            }
+            None => None,
+        };
+        let plan = match remote_workspace {
+            Some(owner) => federated::owner_plan(rc, owner).await?,
+            None if workspace_id.is_some() => Plan::local(),
+            None => federated::plan(rc, scope.as_ref()).await?,
+        };
+        let conditions = if plan.include_self {
+            Conditions::parse(rc, workspace_id.as_ref(), &filter)?
+        } else {
+            Conditions::parse(rc, None, &filter)?
+        };
+        if !plan.fans_out() && plan.include_self && scope.is_none() {
+            return page(rc, &conditions, order, first, after.as_deref(), with_total).await;
+        }
+        let request = FederatedTasks {
+            workspace_id: workspace_id.map(|w| w.0),
+            filter: filter.to_value().into_json().map_err(AppError::internal)?,
+            order,
+            first,
+            with_total,
+        };
+        federated_page(rc, &plan, &request, &conditions, after.as_deref()).await
+    }
+}
+
+/// What a scoped `tasks` asks of every instance.
+struct FederatedTasks {
+    workspace_id: Option<String>,
+    filter: Value,
+    order: TaskOrder,
+    first: usize,
+    with_total: bool,
+}
+
+fn subquery() -> String {
+    format!(
+        "query($scope: InstanceScope, $workspaceId: ID, $filter: TaskFilter, $orderBy: TaskOrder, $first: Int, $after: String, $withTotal: Boolean!) {{
+  tasks(scope: $scope, workspaceId: $workspaceId, filter: $filter, orderBy: $orderBy, first: $first, after: $after) {{
+    edges {{ cursor node {{ ...TaskFields }} }} pageInfo {{ hasNextPage }} totalCount @include(if: $withTotal) }} }} {}",
+        federated::TASK_FIELDS
+    )
+}
+
+/// Parses a peer's `tasks` connection into a source page and its total.
+fn parse_connection(source: String, data: &Value) -> AppResult<(SourcePage<Task>, Option<i64>)> {
+    let tasks = &data["tasks"];
+    let edges = tasks["edges"]
+        .as_array()
+        .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?;
+    let rows = edges
+        .iter()
+        .map(|e| Ok((Task::from_json(&e["node"])?, federated::text(e, "cursor")?)))
+        .collect::<AppResult<Vec<_>>>()?;
+    let has_next = tasks["pageInfo"]["hasNextPage"]
+        .as_bool()
+        .ok_or_else(|| AppError::BadInput("peer answer: pageInfo".into()))?;
+    Ok((SourcePage { source, rows, has_next }, tasks["totalCount"].as_i64()))
+}
+
+/// One merged page across this instance and the planned peers.
+async fn federated_page(
+    rc: &RequestContext,
+    plan: &Plan,
+    request: &FederatedTasks,
+    conditions: &Conditions,
+    after: Option<&str>,
+) -> AppResult<TaskConnection> {
+    let ordering = request.order.name();
+    let start = match after {
+        Some(a) => MergedCursor::decode(a, &ordering).map_err(AppError::BadInput)?,
+        None => MergedCursor::start(&ordering),
+    };
+    let me = rc.instance.id.clone();
+    let pending = Plan {
+        include_self: plan.include_self && !start.d.contains(&me),
+        peers: plan
+            .peers
+            .iter()
+            .filter(|p| !start.d.contains(&p.id.to_string()))
+            .cloned()
+            .collect(),
+        forward_all: plan.forward_all,
+    };
+    let order_value = request.order.to_value().into_json().map_err(AppError::internal)?;
+    let query = subquery();
+    let variables = |peer: &crate::federation::registry::PeerRecord| {
+        json!({
+            "scope": if pending.forward_all { json!({ "all": true }) } else { Value::Null },
+            "workspaceId": request.workspace_id,
+            "filter": request.filter,
+            "orderBy": order_value,
+            "first": request.first,
+            "after": start.position(&peer.id.to_string()),
+            "withTotal": request.with_total,
+        })
+    };
+    let local = async {
+        if !pending.include_self {
+            return Ok(None);
+        }
+        let after = start.position(&me);
         page(
             rc,
-            &conditions,
-            order_by.unwrap_or_default(),
-            first,
+            conditions,
+            request.order,
+            request.first,
             after.as_deref(),
-            with_total,
+            request.with_total,
         )
         .await
+        .map(Some)
+    };
+    let (local, answers) = futures::join!(local, federated::ask_all(rc, &pending, &query, variables));
+    let mut total = 0;
+    let mut pages = Vec::new();
+    if let Some(local) = local? {
+        total += local.total_count.unwrap_or(0);
+        pages.push(SourcePage {
+            source: me.clone(),
+            has_next: local.page_info.has_next_page,
+            rows: local.edges.into_iter().map(|e| (e.node, e.cursor)).collect(),
+        });
     }
+    for (peer, data) in answers {
+        let Some(data) = data else { continue };
+        match parse_connection(peer.id.to_string(), &data) {
+            Ok((page, count)) => {
+                total += count.unwrap_or(0);
+                pages.push(page);
+            }
+            Err(e) => federated::bad_answer(rc, &peer, &e),
+        }
+    }
+    let order = request.order;
+    let (rows, has_next_page) = federated::merged(pages, request.first, &start, |a, b| order.compare(a, b));
+    let edges: Vec<TaskEdge> = rows
+        .into_iter()
+        .map(|(node, cursor)| TaskEdge { cursor, node })
+        .collect();
+    Ok(TaskConnection {
+        page_info: PageInfo {
+            has_next_page,
+            has_previous_page: after.is_some(),
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: edges.last().map(|e| e.cursor.clone()),
+        },
+        edges,
+        total_count: request.with_total.then_some(total),
+    })
 }
 
 #[derive(InputObject)]
@@ -516,6 +728,48 @@ pub struct UpdateTaskInput {
     pub assignee_id: MaybeUndefined<ID>,
     pub project_id: MaybeUndefined<ID>,
     pub due_date: MaybeUndefined<Date>,
+}
+
+impl UpdateTaskInput {
+    /// The input as GraphQL variables, leaving out fields that were not given
+    /// (so the owner does not clear them).
+    fn to_json(&self) -> AppResult<Value> {
+        fn enc<T: InputType>(v: &T) -> AppResult<Value> {
+            v.to_value().into_json().map_err(AppError::internal)
+        }
+        fn maybe<T: InputType>(
+            m: &MaybeUndefined<T>,
+            out: &mut serde_json::Map<String, Value>,
+            key: &str,
+        ) -> AppResult<()> {
+            match m {
+                MaybeUndefined::Undefined => {}
+                MaybeUndefined::Null => {
+                    out.insert(key.into(), Value::Null);
+                }
+                MaybeUndefined::Value(v) => {
+                    out.insert(key.into(), enc(v)?);
+                }
+            }
+            Ok(())
+        }
+        let mut out = serde_json::Map::new();
+        out.insert("id".into(), json!(self.id.as_str()));
+        if let Some(t) = &self.title {
+            out.insert("title".into(), json!(t));
+        }
+        if let Some(s) = &self.status {
+            out.insert("status".into(), enc(s)?);
+        }
+        if let Some(p) = &self.priority {
+            out.insert("priority".into(), enc(p)?);
+        }
+        maybe(&self.description, &mut out, "description")?;
+        maybe(&self.assignee_id, &mut out, "assigneeId")?;
+        maybe(&self.project_id, &mut out, "projectId")?;
+        maybe(&self.due_date, &mut out, "dueDate")?;
+        Ok(Value::Object(out))
+    }
 }
 
 /// An assignee must be a member of the task's workspace.
@@ -549,8 +803,19 @@ pub struct TaskMutation;
 
 #[Object]
 impl TaskMutation {
+    /// Creates a task; in a workspace of another instance, the owner creates it (COMMAND).
     async fn create_task(&self, ctx: &Context<'_>, input: CreateTaskInput) -> AppResult<Task> {
         let rc = RequestContext::of(ctx);
+        let g = GlobalId::parse(&input.workspace_id)?;
+        if g.kind == Kind::Workspace && g.instance != rc.instance_id {
+            let query = format!(
+                "mutation($input: CreateTaskInput!) {{ createTask(input: $input) {{ ...TaskFields }} }} {}",
+                federated::TASK_FIELDS
+            );
+            let vars = json!({ "input": input.to_value().into_json().map_err(AppError::internal)? });
+            let data = federated::forward(rc, g.instance, true, &query, vars).await?;
+            return Task::from_json(&data["createTask"]);
+        }
         let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
         let project = input
             .project_id
@@ -588,16 +853,24 @@ impl TaskMutation {
         require(rc, id).await
     }
 
+    /// Changes a task; a task of another instance is changed by its owner (COMMAND).
     async fn update_task(&self, ctx: &Context<'_>, input: UpdateTaskInput) -> AppResult<Task> {
         let rc = RequestContext::of(ctx);
+        let g = GlobalId::parse(&input.id)?;
+        if g.kind == Kind::Task && g.instance != rc.instance_id {
+            let query = format!(
+                "mutation($input: UpdateTaskInput!) {{ updateTask(input: $input) {{ ...TaskFields }} }} {}",
+                federated::TASK_FIELDS
+            );
+            let data = federated::forward(rc, g.instance, true, &query, json!({ "input": input.to_json()? })).await?;
+            return Task::from_json(&data["updateTask"]);
+        }
         let id = rc.local_id(&input.id, Kind::Task)?;
         let task = require(rc, id).await?;
-        let mut q =
-            QueryBuilder::<Postgres>::new("UPDATE tasks SET updated_at = clock_timestamp()");
+        let mut q = QueryBuilder::<Postgres>::new("UPDATE tasks SET updated_at = clock_timestamp()");
         let mut changes = 0;
         if let Some(title) = &input.title {
-            q.push(", title = ")
-                .push_bind(required_text("title", title, 500)?);
+            q.push(", title = ").push_bind(required_text("title", title, 500)?);
             changes += 1;
         }
         if let Some(d) = input
@@ -642,8 +915,7 @@ impl TaskMutation {
             changes += 1;
         }
         if !input.due_date.is_undefined() {
-            q.push(", due_date = ")
-                .push_bind(input.due_date.value().copied());
+            q.push(", due_date = ").push_bind(input.due_date.value().copied());
             changes += 1;
         }
         if changes == 0 {
@@ -664,13 +936,24 @@ impl TaskMutation {
     /// Deletes a task. Returns its ID.
     async fn delete_task(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
         let rc = RequestContext::of(ctx);
+        let g = GlobalId::parse(&id)?;
+        if g.kind == Kind::Task && g.instance != rc.instance_id {
+            let data = federated::forward(
+                rc,
+                g.instance,
+                true,
+                "mutation($id: ID!) { deleteTask(id: $id) }",
+                json!({ "id": id.as_str() }),
+            )
+            .await?;
+            return Ok(ID(federated::text(&data, "deleteTask")?));
+        }
         let local = rc.local_id(&id, Kind::Task)?;
         require(rc, local).await?;
-        let deleted: Option<Uuid> =
-            sqlx::query_scalar("DELETE FROM tasks WHERE id = $1 RETURNING id")
-                .bind(local)
-                .fetch_optional(&mut *rc.db.conn().await?)
-                .await?;
+        let deleted: Option<Uuid> = sqlx::query_scalar("DELETE FROM tasks WHERE id = $1 RETURNING id")
+            .bind(local)
+            .fetch_optional(&mut *rc.db.conn().await?)
+            .await?;
         deleted.ok_or_else(|| AppError::Forbidden("guests cannot delete tasks".into()))?;
         Ok(id)
     }

@@ -20,13 +20,20 @@ pub struct User {
 }
 
 impl User {
-    pub fn new(
-        rc: &RequestContext,
-        id: Uuid,
-        email: String,
-        name: Option<String>,
-        is_admin: bool,
-    ) -> Self {
+    /// A user of another instance, from a peer's answer.
+    pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
+        let (global_id, id) = super::federated::ids_of(v, Kind::User)?;
+        Ok(Self {
+            id,
+            email: super::federated::text(v, "email")?,
+            name: v["name"].as_str().map(String::from),
+            is_admin: v["isAdmin"].as_bool().unwrap_or(false),
+            instance: super::federated::instance_of(v).unwrap_or_else(|_| instance.clone()),
+            global_id,
+        })
+    }
+
+    pub fn new(rc: &RequestContext, id: Uuid, email: String, name: Option<String>, is_admin: bool) -> Self {
         Self {
             global_id: rc.global_id(Kind::User, id),
             id,
@@ -74,9 +81,9 @@ pub struct UserQuery;
 #[Object]
 impl UserQuery {
     /// The calling user.
-    async fn me(&self, ctx: &Context<'_>) -> User {
+    async fn me(&self, ctx: &Context<'_>) -> AppResult<User> {
         let rc = RequestContext::of(ctx);
-        let p = &rc.principal;
-        User::new(rc, p.user_id, p.email.clone(), p.name.clone(), p.is_admin)
+        let p = rc.user()?;
+        Ok(User::new(rc, p.user_id, p.email.clone(), p.name.clone(), p.is_admin))
     }
 }

@@ -7,7 +7,8 @@ use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::ids::Kind;
+use super::federated::{self, InstanceScope};
+use super::ids::{GlobalId, Kind};
 use super::projects::{self, Project};
 use super::users::User;
 use super::{InstanceInfo, RequestContext, required_text};
@@ -38,9 +39,7 @@ impl WorkspaceRole {
             "MEMBER" => Self::Member,
             "GUEST" => Self::Guest,
             other => {
-                return Err(AppError::internal(anyhow::anyhow!(
-                    "unknown role {other} in database"
-                )));
+                return Err(AppError::internal(anyhow::anyhow!("unknown role {other} in database")));
             }
         })
     }
@@ -77,14 +76,36 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// A workspace of another instance, from a peer's answer.
+    pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
+        let (global_id, id) = federated::ids_of(v, Kind::Workspace)?;
+        let instance = match federated::instance_of(v) {
+            Ok(own) => own,
+            Err(_) => instance.clone(),
+        };
+        Ok(Self {
+            id,
+            name: federated::text(v, "name")?,
+            created_at: federated::time_of(v, "createdAt")?,
+            updated_at: federated::time_of(v, "updatedAt")?,
+            instance,
+            global_id,
+        })
+    }
+
+    fn owner(&self) -> Option<Uuid> {
+        GlobalId::parse(&self.global_id).ok().map(|g| g.instance)
+    }
+}
+
 const SELECT: &str = "SELECT id, name, created_at, updated_at FROM workspaces";
 
 pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Workspace>> {
-    let row: Option<WorkspaceRow> =
-        sqlx::query_as(AssertSqlSafe(format!("{SELECT} WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&mut *rc.db.conn().await?)
-            .await?;
+    let row: Option<WorkspaceRow> = sqlx::query_as(AssertSqlSafe(format!("{SELECT} WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(&mut *rc.db.conn().await?)
+        .await?;
     Ok(row.map(|r| Workspace::from_row(rc, r)))
 }
 
@@ -102,11 +123,7 @@ pub struct WorkspaceMember {
     pub joined_at: OffsetDateTime,
 }
 
-async fn members_of(
-    rc: &RequestContext,
-    ws: Uuid,
-    only_user: Option<Uuid>,
-) -> AppResult<Vec<WorkspaceMember>> {
+async fn members_of(rc: &RequestContext, ws: Uuid, only_user: Option<Uuid>) -> AppResult<Vec<WorkspaceMember>> {
     let rows: Vec<(Uuid, String, Option<String>, bool, String, OffsetDateTime)> = sqlx::query_as(
         "SELECT u.id, u.email, u.name, u.is_admin, m.role, m.created_at
          FROM workspace_members m JOIN users u ON u.id = m.user_id
@@ -148,18 +165,50 @@ impl Workspace {
     /// The caller's role here; null when the caller sees it through a grant.
     async fn viewer_role(&self, ctx: &Context<'_>) -> AppResult<Option<WorkspaceRole>> {
         let rc = RequestContext::of(ctx);
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT workspace_role($1, current_user_id())")
-                .bind(self.id)
-                .fetch_one(&mut *rc.db.conn().await?)
-                .await?;
+        if !rc.is_local(&self.instance) {
+            return Ok(None);
+        }
+        let role: Option<String> = sqlx::query_scalar("SELECT workspace_role($1, current_user_id())")
+            .bind(self.id)
+            .fetch_one(&mut *rc.db.conn().await?)
+            .await?;
         Ok(role.as_deref().map(WorkspaceRole::from_db).transpose()?)
     }
     async fn members(&self, ctx: &Context<'_>) -> AppResult<Vec<WorkspaceMember>> {
-        Ok(members_of(RequestContext::of(ctx), self.id, None).await?)
+        let rc = RequestContext::of(ctx);
+        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+            let query =
+                "query($id: ID!) { workspace(id: $id) { members { role joinedAt user { id email name isAdmin } } } }";
+            let data = federated::forward(
+                rc,
+                owner,
+                false,
+                query,
+                serde_json::json!({ "id": self.global_id.as_str() }),
+            )
+            .await?;
+            return data["workspace"]["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    let role = WorkspaceRole::from_db(&federated::text(m, "role")?)?;
+                    Ok(WorkspaceMember {
+                        user: User::from_json(&m["user"], &self.instance)?,
+                        role,
+                        joined_at: federated::time_of(m, "joinedAt")?,
+                    })
+                })
+                .collect();
+        }
+        members_of(rc, self.id, None).await
     }
     async fn projects(&self, ctx: &Context<'_>) -> AppResult<Vec<Project>> {
-        Ok(projects::list(RequestContext::of(ctx), self.id).await?)
+        let rc = RequestContext::of(ctx);
+        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+            return projects::remote_list(rc, owner, &self.global_id).await;
+        }
+        projects::list(rc, self.id).await
     }
 }
 
@@ -168,22 +217,67 @@ pub struct WorkspaceQuery;
 
 #[Object]
 impl WorkspaceQuery {
-    /// Workspaces you are a member of, by name.
-    async fn workspaces(&self, ctx: &Context<'_>) -> AppResult<Vec<Workspace>> {
+    /// Workspaces you are a member of (or a peer was granted), by name,
+    /// then instance, then id. `scope` adds other instances.
+    async fn workspaces(&self, ctx: &Context<'_>, scope: Option<InstanceScope>) -> AppResult<Vec<Workspace>> {
         let rc = RequestContext::of(ctx);
-        let rows: Vec<WorkspaceRow> =
-            sqlx::query_as(AssertSqlSafe(format!("{SELECT} ORDER BY name, id")))
+        let plan = federated::plan(rc, scope.as_ref()).await?;
+        let mut all = Vec::new();
+        if plan.include_self {
+            let rows: Vec<WorkspaceRow> = sqlx::query_as(AssertSqlSafe(format!("{SELECT} ORDER BY name, id")))
                 .fetch_all(&mut *rc.db.conn().await?)
                 .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Workspace::from_row(rc, r))
-            .collect())
+            all.extend(rows.into_iter().map(|r| Workspace::from_row(rc, r)));
+        }
+        if plan.fans_out() {
+            let query = format!(
+                "query($scope: InstanceScope) {{ workspaces(scope: $scope) {{ ...WorkspaceFields }} }} {}",
+                federated::WORKSPACE_FIELDS
+            );
+            let scope = if plan.forward_all {
+                serde_json::json!({ "all": true })
+            } else {
+                serde_json::Value::Null
+            };
+            for (peer, data) in federated::ask_all(rc, &plan, &query, |_| serde_json::json!({ "scope": scope })).await {
+                let Some(data) = data else { continue };
+                let parsed: AppResult<Vec<Workspace>> = data["workspaces"]
+                    .as_array()
+                    .ok_or_else(|| AppError::BadInput("peer answer: workspaces".into()))
+                    .and_then(|list| list.iter().map(|w| Workspace::from_json(w, &rc.instance)).collect());
+                match parsed {
+                    Ok(list) => all.extend(list),
+                    Err(e) => federated::bad_answer(rc, &peer, &e),
+                }
+            }
+            all.sort_by(|a, b| {
+                a.name
+                    .as_bytes()
+                    .cmp(b.name.as_bytes())
+                    .then_with(|| a.instance.id.cmp(&b.instance.id))
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+        }
+        Ok(all)
     }
 
+    /// A workspace by ID; one of another instance is fetched from its owner.
     async fn workspace(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Workspace>> {
         let rc = RequestContext::of(ctx);
-        Ok(load(rc, rc.local_id(&id, Kind::Workspace)?).await?)
+        let g = GlobalId::parse(&id)?;
+        if g.kind == Kind::Workspace && g.instance != rc.instance_id {
+            let query = format!(
+                "query($id: ID!) {{ workspace(id: $id) {{ ...WorkspaceFields }} }} {}",
+                federated::WORKSPACE_FIELDS
+            );
+            let data =
+                federated::forward(rc, g.instance, false, &query, serde_json::json!({ "id": id.as_str() })).await?;
+            return match &data["workspace"] {
+                serde_json::Value::Null => Ok(None),
+                w => Workspace::from_json(w, &rc.instance).map(Some),
+            };
+        }
+        load(rc, rc.local_id(&id, Kind::Workspace)?).await
     }
 }
 
@@ -239,44 +333,30 @@ async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
 #[Object]
 impl WorkspaceMutation {
     /// Creates a workspace; you become its owner.
-    async fn create_workspace(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateWorkspaceInput,
-    ) -> AppResult<Workspace> {
+    async fn create_workspace(&self, ctx: &Context<'_>, input: CreateWorkspaceInput) -> AppResult<Workspace> {
         let rc = RequestContext::of(ctx);
         let name = required_text("name", &input.name, 200)?;
         let id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO workspaces (id, name, created_by) VALUES ($1, $2, current_user_id())",
-        )
-        .bind(id)
-        .bind(name)
-        .execute(&mut *rc.db.conn().await?)
-        .await?;
+        sqlx::query("INSERT INTO workspaces (id, name, created_by) VALUES ($1, $2, current_user_id())")
+            .bind(id)
+            .bind(name)
+            .execute(&mut *rc.db.conn().await?)
+            .await?;
         Ok(require_visible(rc, id).await?)
     }
 
-    async fn update_workspace(
-        &self,
-        ctx: &Context<'_>,
-        input: UpdateWorkspaceInput,
-    ) -> AppResult<Workspace> {
+    async fn update_workspace(&self, ctx: &Context<'_>, input: UpdateWorkspaceInput) -> AppResult<Workspace> {
         let rc = RequestContext::of(ctx);
         let id = rc.local_id(&input.id, Kind::Workspace)?;
         let name = required_text("name", &input.name, 200)?;
         require_visible(rc, id).await?;
-        let row: Option<WorkspaceRow> = sqlx::query_as(
-            "UPDATE workspaces SET name = $2 WHERE id = $1 RETURNING id, name, created_at, updated_at",
-        )
-        .bind(id)
-        .bind(name)
-        .fetch_optional(&mut *rc.db.conn().await?)
-        .await
-        ?;
-        let row = row.ok_or_else(|| {
-            AppError::Forbidden("only owners and admins may rename a workspace".into())
-        })?;
+        let row: Option<WorkspaceRow> =
+            sqlx::query_as("UPDATE workspaces SET name = $2 WHERE id = $1 RETURNING id, name, created_at, updated_at")
+                .bind(id)
+                .bind(name)
+                .fetch_optional(&mut *rc.db.conn().await?)
+                .await?;
+        let row = row.ok_or_else(|| AppError::Forbidden("only owners and admins may rename a workspace".into()))?;
         Ok(Workspace::from_row(rc, row))
     }
 
@@ -285,11 +365,10 @@ impl WorkspaceMutation {
         let rc = RequestContext::of(ctx);
         let local = rc.local_id(&id, Kind::Workspace)?;
         require_visible(rc, local).await?;
-        let deleted: Option<Uuid> =
-            sqlx::query_scalar("DELETE FROM workspaces WHERE id = $1 RETURNING id")
-                .bind(local)
-                .fetch_optional(&mut *rc.db.conn().await?)
-                .await?;
+        let deleted: Option<Uuid> = sqlx::query_scalar("DELETE FROM workspaces WHERE id = $1 RETURNING id")
+            .bind(local)
+            .fetch_optional(&mut *rc.db.conn().await?)
+            .await?;
         deleted.ok_or_else(|| AppError::Forbidden("only owners may delete a workspace".into()))?;
         Ok(id)
     }
@@ -307,22 +386,16 @@ impl WorkspaceMutation {
             .bind(input.email.trim())
             .fetch_one(&mut *rc.db.conn().await?)
             .await?;
-        let user = user.ok_or_else(|| {
-            AppError::NotFound(format!("user with e-mail {}", input.email.trim()))
-        })?;
-        let inserted = sqlx::query(
-            "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3)",
-        )
-        .bind(ws)
-        .bind(user)
-        .bind(input.role.as_db())
-        .execute(&mut *rc.db.conn().await?)
-        .await;
+        let user = user.ok_or_else(|| AppError::NotFound(format!("user with e-mail {}", input.email.trim())))?;
+        let inserted = sqlx::query("INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3)")
+            .bind(ws)
+            .bind(user)
+            .bind(input.role.as_db())
+            .execute(&mut *rc.db.conn().await?)
+            .await;
         match inserted.map_err(AppError::from) {
             Err(AppError::Conflict(_)) => {
-                return Err(AppError::Conflict(
-                    "already a member of this workspace".into(),
-                ));
+                return Err(AppError::Conflict("already a member of this workspace".into()));
             }
             Err(AppError::Forbidden(_)) => {
                 return Err(AppError::Forbidden("only owners may add owners".into()));
@@ -330,9 +403,7 @@ impl WorkspaceMutation {
             other => other?,
         };
         let mut members = members_of(rc, ws, Some(user)).await?;
-        Ok(members
-            .pop()
-            .ok_or_else(|| AppError::NotFound("member".into()))?)
+        Ok(members.pop().ok_or_else(|| AppError::NotFound("member".into()))?)
     }
 
     async fn update_workspace_member(
@@ -346,48 +417,36 @@ impl WorkspaceMutation {
         if members_of(rc, ws, Some(user)).await?.is_empty() {
             return Err(AppError::NotFound("member".into()));
         }
-        let changed = sqlx::query(
-            "UPDATE workspace_members SET role = $3 WHERE workspace_id = $1 AND user_id = $2",
-        )
-        .bind(ws)
-        .bind(user)
-        .bind(input.role.as_db())
-        .execute(&mut *rc.db.conn().await?)
-        .await?;
+        let changed = sqlx::query("UPDATE workspace_members SET role = $3 WHERE workspace_id = $1 AND user_id = $2")
+            .bind(ws)
+            .bind(user)
+            .bind(input.role.as_db())
+            .execute(&mut *rc.db.conn().await?)
+            .await?;
         if changed.rows_affected() == 0 {
             return Err(AppError::Forbidden(
-                "only owners and admins may change roles, and only owners may change an owner"
-                    .into(),
+                "only owners and admins may change roles, and only owners may change an owner".into(),
             ));
         }
         let mut members = members_of(rc, ws, Some(user)).await?;
-        Ok(members
-            .pop()
-            .ok_or_else(|| AppError::NotFound("member".into()))?)
+        Ok(members.pop().ok_or_else(|| AppError::NotFound("member".into()))?)
     }
 
     /// Removes a member (or yourself). Returns the removed user's ID.
-    async fn remove_workspace_member(
-        &self,
-        ctx: &Context<'_>,
-        input: RemoveWorkspaceMemberInput,
-    ) -> AppResult<ID> {
+    async fn remove_workspace_member(&self, ctx: &Context<'_>, input: RemoveWorkspaceMemberInput) -> AppResult<ID> {
         let rc = RequestContext::of(ctx);
         let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
         let user = rc.local_id(&input.user_id, Kind::User)?;
         if members_of(rc, ws, Some(user)).await?.is_empty() {
             return Err(AppError::NotFound("member".into()));
         }
-        let removed =
-            sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
-                .bind(ws)
-                .bind(user)
-                .execute(&mut *rc.db.conn().await?)
-                .await?;
+        let removed = sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
+            .bind(ws)
+            .bind(user)
+            .execute(&mut *rc.db.conn().await?)
+            .await?;
         if removed.rows_affected() == 0 {
-            return Err(AppError::Forbidden(
-                "only owners and admins may remove members".into(),
-            ));
+            return Err(AppError::Forbidden("only owners and admins may remove members".into()));
         }
         Ok(input.user_id)
     }

@@ -17,12 +17,8 @@ use uuid::Uuid;
 fn server_url(database: &str) -> String {
     static EMBEDDED: OnceLock<String> = OnceLock::new();
     if let Ok(url) = std::env::var("DATABASE_URL") {
-        let (base, query) = url
-            .split_once('?')
-            .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
-        let (server, _) = base
-            .rsplit_once('/')
-            .expect("DATABASE_URL has a database path");
+        let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+        let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database path");
         return match query {
             Some(q) => format!("{server}/{database}?{q}"),
             None => format!("{server}/{database}"),
@@ -57,6 +53,9 @@ pub fn test_config(database_url: String) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: Some(database_url),
         instance_name: "test".into(),
+        secret_key: Some(mosaic::secrets::Secret(
+            "test-secret-key-that-is-long-enough-0123456789".into(),
+        )),
         ..Config::default()
     }
 }
@@ -65,6 +64,8 @@ pub struct TestApp {
     pub base: String,
     pub database_url: String,
     pub client: reqwest::Client,
+    /// The running application's shared state (its federation service among it).
+    pub state: mosaic::app::AppState,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -81,10 +82,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 pub async fn spawn_config(config: Config) -> TestApp {
     let database_url = config.database_url.clone().unwrap_or_default();
-    let app = Application::build(config)
-        .await
-        .expect("application builds");
-    let base = format!("http://{}", app.local_addr());
+    let app = Application::build(config).await.expect("application builds");
+    let base = app.base_url().to_string();
+    let state = app.state.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run(async {
         let _ = stopped.await;
@@ -92,10 +92,62 @@ pub async fn spawn_config(config: Config) -> TestApp {
     TestApp {
         base,
         database_url,
-        client: reqwest::Client::new(),
+        client: mosaic::federation::tls::http_client(Some(&pki().ca_cert)).expect("test HTTP client"),
+        state,
         stop: Some(stop),
         served: Some(served),
     }
+}
+
+/// A CA and a loopback server certificate, generated once per test process.
+pub fn pki() -> &'static mosaic::federation::tls::LocalPki {
+    static PKI: OnceLock<mosaic::federation::tls::LocalPki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("pki")
+            .join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        mosaic::federation::tls::local_pki(&dir).expect("test certificates")
+    })
+}
+
+/// A named instance serving HTTPS with the test CA, trusting that CA for peers.
+pub async fn spawn_instance(name: &str) -> TestApp {
+    spawn_instance_with(name, |_| {}).await
+}
+
+pub async fn spawn_instance_with(name: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let pki = pki();
+    let mut config = test_config(fresh_database().await);
+    config.instance_name = name.to_string();
+    config.tls = Some(mosaic::config::TlsFiles {
+        cert_file: pki.cert.clone(),
+        key_file: pki.key.clone(),
+    });
+    config.federation.ca_file = Some(pki.ca_cert.clone());
+    adjust(&mut config);
+    spawn_config(config).await
+}
+
+/// `asking` connects to `asked` (signed CONNECT over HTTPS), and `asked`
+/// grants it the given workspaces (global IDs), through the same service
+/// calls the admin API and CLI use.
+pub async fn peer(asking: &TestApp, asked: &TestApp, workspaces: &[&str], read_write: bool) {
+    let fed = &asking.state.federation;
+    let record = fed.connect(&asked.base, "test").await.expect("CONNECT accepted");
+    assert_eq!(record.outbound_state, "requested");
+    let ids: Vec<Uuid> = workspaces.iter().map(|w| local_id(w)).collect();
+    asked
+        .state
+        .federation
+        .approve(fed.instance_id, &ids, read_write, None, "test")
+        .await
+        .expect("approval");
+    let now = mosaic::federation::registry::get(&fed.pool, asked.state.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.outbound_state, "active", "the approval reached the asking instance");
 }
 
 impl TestApp {
@@ -112,9 +164,7 @@ impl TestApp {
         let id = mosaic::auth::users::create(&mut conn, email, None, false)
             .await
             .unwrap();
-        let token = mosaic::auth::tokens::create(&mut conn, email, None)
-            .await
-            .unwrap();
+        let token = mosaic::auth::tokens::create(&mut conn, email, None).await.unwrap();
         (id, token)
     }
 
@@ -190,11 +240,10 @@ impl TestApp {
             "events",
             "activity_log",
         ] {
-            let n: i64 =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
             out.push((table.to_string(), n));
         }
         out
@@ -215,4 +264,65 @@ pub fn code(body: &Value) -> String {
         .as_str()
         .unwrap_or("<none>")
         .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for bad_input, pagination, pool_hygiene and roles.
+// ---------------------------------------------------------------------------
+
+/// Every error code in a response, in order (empty when there are no errors).
+pub fn codes(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["extensions"]["code"].as_str().unwrap_or("<none>").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The local UUID inside a global ID (`Type:instance:uuid`).
+pub fn local_id(global: &str) -> Uuid {
+    global
+        .rsplit(':')
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("'{global}' is not a global ID"))
+}
+
+/// A digest of the whole content of every tenant table (not just row counts),
+/// so a refused update is seen to have changed nothing. `api_tokens` is left
+/// out: authenticating a request may touch a token's `last_used_at`.
+pub async fn fingerprint(conn: &mut PgConnection) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for table in [
+        "users",
+        "workspaces",
+        "workspace_members",
+        "teams",
+        "team_members",
+        "projects",
+        "tasks",
+        "events",
+        "activity_log",
+    ] {
+        let digest: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {table} x"
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        out.push((table.to_string(), digest));
+    }
+    out
+}
+
+/// Like `spawn_config`, but also hands back the application's state (its
+/// request pool included) for tests that inspect the server from inside.
+pub async fn spawn_config_with_state(config: Config) -> (TestApp, mosaic::app::AppState) {
+    let app = spawn_config(config).await;
+    let state = app.state.clone();
+    (app, state)
 }

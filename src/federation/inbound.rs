@@ -1,0 +1,386 @@
+//! What peers send us: the identity document, CONNECT, QUERY, COMMAND,
+//! EVENT and DISCONNECT. Every signed request goes through [`verify`] first;
+//! each refusal has its own code.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::OperationType;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::protocol::{self, ConnectRequest, Disconnect, Event, Refusal, SubRequest};
+use super::registry::{self, KeyLookup, PeerRecord};
+use super::{Federation, document, now_unix, signing};
+use crate::app::{AppState, error_response, execute};
+use crate::db::Scope;
+use crate::graphql::federated::Hop;
+use crate::graphql::{Caller, PeerCaller};
+
+/// A refusal and its explanation.
+pub struct Refused(pub Refusal, pub String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).expect("valid status");
+        tracing::info!(code = self.0.code(), reason = %self.1, "refused peer request");
+        error_response(status, self.0.code(), self.1)
+    }
+}
+
+fn refuse(r: Refusal, message: impl Into<String>) -> Refused {
+    Refused(r, message.into())
+}
+
+/// Which peers a request may come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The peer holds an active grant here (QUERY, COMMAND).
+    ActiveGrant,
+    /// Any registered peer (EVENT, DISCONNECT).
+    Known,
+}
+
+fn signature_header(headers: &HeaderMap) -> Result<&str, Refused> {
+    headers
+        .get(signing::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| refuse(Refusal::MalformedSignature, "missing Mosaic-Signature header"))
+}
+
+fn signature_refusal(e: signing::SignatureError) -> Refused {
+    match e {
+        signing::SignatureError::Malformed(m) => refuse(Refusal::MalformedSignature, m),
+        signing::SignatureError::DigestMismatch => {
+            refuse(Refusal::DigestMismatch, "body digest does not match the signed digest")
+        }
+        signing::SignatureError::BadSignature => refuse(Refusal::BadSignature, "signature does not verify"),
+        signing::SignatureError::OutsideTimeWindow(m) => refuse(Refusal::OutsideTimeWindow, m),
+    }
+}
+
+/// Checks signature, key, time window and nonce of a request from a registered peer.
+pub async fn verify(
+    fed: &Federation,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    need: Need,
+) -> Result<PeerRecord, Refused> {
+    let (params, sig) = signing::parse_header(signature_header(headers)?, "POST", path).map_err(signature_refusal)?;
+    if params.destination != fed.instance_id.to_string() {
+        return Err(refuse(
+            Refusal::WrongDestination,
+            "request is addressed to another instance",
+        ));
+    }
+    let origin: Uuid = params
+        .origin
+        .parse()
+        .map_err(|_| refuse(Refusal::MalformedSignature, "origin is not an instance id"))?;
+    let internal = |e: sqlx::Error| {
+        tracing::error!(error = %e, "peer lookup failed");
+        refuse(Refusal::BadRequest, "cannot check the peer right now")
+    };
+    let mut peer = registry::get(&fed.pool, origin)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| refuse(Refusal::UnknownPeer, "no peering with this instance"))?;
+    if need == Need::ActiveGrant && peer.inbound_state != "active" {
+        return Err(refuse(
+            Refusal::PeerNotActive,
+            format!("peering is {}", peer.inbound_state),
+        ));
+    }
+    let now = now_unix();
+    if matches!(peer.key(&params.key_id, now), KeyLookup::Unknown) {
+        // The peer may have rotated its key: read its identity document once.
+        if let Ok(doc) = fed.fetch_identity(&peer.base_url).await
+            && doc.instance_id == peer.id.to_string()
+            && registry::update_keys(&fed.pool, &doc).await.is_ok()
+        {
+            peer = registry::get(&fed.pool, origin)
+                .await
+                .map_err(internal)?
+                .unwrap_or(peer);
+        }
+    }
+    let key = match peer.key(&params.key_id, now) {
+        KeyLookup::Valid(k) => k
+            .verifying_key()
+            .ok_or_else(|| refuse(Refusal::UnknownKey, "stored key is not usable"))?,
+        KeyLookup::Expired => {
+            return Err(refuse(
+                Refusal::KeyExpired,
+                format!("key {} has expired", params.key_id),
+            ));
+        }
+        KeyLookup::Unknown => {
+            return Err(refuse(
+                Refusal::UnknownKey,
+                format!("key {} is not a key of this peer", params.key_id),
+            ));
+        }
+    };
+    signing::verify(&key, &params, &sig, body).map_err(signature_refusal)?;
+    let s = &fed.settings;
+    signing::check_time(&params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
+    if !fed
+        .replay
+        .check_and_record(&params.origin, &params.nonce, params.expires + s.clock_skew_s, now)
+    {
+        return Err(refuse(Refusal::ReplayedNonce, "this request was already received"));
+    }
+    Ok(peer)
+}
+
+pub async fn well_known(State(state): State<AppState>) -> Response {
+    match state.federation.identity().await {
+        Ok(doc) => Json(doc).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the identity document");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "identity unavailable",
+            )
+        }
+    }
+}
+
+/// CONNECT: self-certifying (the key is in the signed document), confirmed by
+/// fetching the requester's document from the base URL it claims.
+pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+    let fed = &state.federation;
+    let request: ConnectRequest =
+        serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed CONNECT: {e}")))?;
+    let doc = &request.identity.document;
+    document::verify_document(&request.identity).map_err(|e| refuse(Refusal::BadSignature, e))?;
+    let (params, sig) = signing::parse_header(signature_header(&headers)?, "POST", protocol::CONNECT_PATH)
+        .map_err(signature_refusal)?;
+    if params.destination != fed.instance_id.to_string() {
+        return Err(refuse(
+            Refusal::WrongDestination,
+            "request is addressed to another instance",
+        ));
+    }
+    if params.origin != doc.instance_id || params.key_id != doc.current_key.key_id {
+        return Err(refuse(
+            Refusal::UnknownKey,
+            "CONNECT must be signed by the identity it presents",
+        ));
+    }
+    let key = doc
+        .current_key
+        .verifying_key()
+        .ok_or_else(|| refuse(Refusal::UnknownKey, "not an ed25519 key"))?;
+    signing::verify(&key, &params, &sig, &body).map_err(signature_refusal)?;
+    let now = now_unix();
+    let s = &fed.settings;
+    signing::check_time(&params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
+    if !fed
+        .replay
+        .check_and_record(&params.origin, &params.nonce, params.expires + s.clock_skew_s, now)
+    {
+        return Err(refuse(Refusal::ReplayedNonce, "this request was already received"));
+    }
+    let origin: Uuid = doc
+        .instance_id
+        .parse()
+        .map_err(|_| refuse(Refusal::BadRequest, "instance_id is not a UUID"))?;
+    if origin == fed.instance_id {
+        return Err(refuse(Refusal::BadRequest, "an instance cannot peer with itself"));
+    }
+    let url = fed
+        .check_url(&doc.base_url)
+        .map_err(|e| refuse(Refusal::BadRequest, e.to_string()))?;
+    let confirmed = fed.fetch_identity(&url).await.map_err(|e| {
+        refuse(
+            Refusal::BadRequest,
+            format!("cannot confirm your identity at {url}: {}", e.message),
+        )
+    })?;
+    if confirmed.instance_id != doc.instance_id || confirmed.current_key != doc.current_key {
+        return Err(refuse(Refusal::BadRequest, format!("{url} serves another identity")));
+    }
+    let db_error = |e: sqlx::Error| {
+        tracing::error!(error = %e, "recording CONNECT failed");
+        refuse(Refusal::BadRequest, "cannot record the request right now")
+    };
+    let mut tx = fed.pool.begin().await.map_err(db_error)?;
+    registry::upsert_identity(&mut tx, doc).await.map_err(db_error)?;
+    let state_now: String = sqlx::query_scalar("SELECT inbound_state FROM peers WHERE id = $1")
+        .bind(origin)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let state_after = match state_now.as_str() {
+        "active" | "suspended" => state_now.clone(),
+        _ => "pending".to_string(),
+    };
+    registry::set_inbound(&mut tx, origin, &state_after)
+        .await
+        .map_err(db_error)?;
+    registry::audit(
+        &mut tx,
+        origin,
+        &format!("peer:{}", doc.name),
+        "connect_received",
+        json!({ "url": url, "was": state_now }),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Json(json!({ "state": state_after })).into_response())
+}
+
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+    sub_request(state, headers, body, false).await
+}
+
+pub async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+    sub_request(state, headers, body, true).await
+}
+
+/// QUERY and COMMAND: run the GraphQL request under the peer's grant.
+async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: bool) -> Result<Response, Refused> {
+    let fed = state.federation.clone();
+    let path = if command {
+        protocol::COMMAND_PATH
+    } else {
+        protocol::QUERY_PATH
+    };
+    let peer = verify(&fed, path, &headers, &body, Need::ActiveGrant).await?;
+    let request: SubRequest =
+        serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed request: {e}")))?;
+    protocol::check_envelope(&request.envelope, &fed.instance_id.to_string(), fed.settings.hop_limit).map_err(|r| {
+        let why = match r {
+            Refusal::CycleDetected => "this instance is already on the request's path".to_string(),
+            _ => format!(
+                "the request has passed {} instances; the limit is {}",
+                request.envelope.visited.len(),
+                request.envelope.hop_limit.min(fed.settings.hop_limit)
+            ),
+        };
+        refuse(r, why)
+    })?;
+    let mutation = async_graphql::parser::parse_query(&request.query)
+        .map(|doc| {
+            doc.operations
+                .iter()
+                .any(|(_, op)| op.node.ty == OperationType::Mutation)
+        })
+        .unwrap_or(false);
+    if mutation && !command {
+        return Err(refuse(Refusal::BadRequest, "mutations travel as COMMAND"));
+    }
+    if command && !peer.grant_read_write {
+        return Err(refuse(Refusal::GrantDenied, "the grant is read-only"));
+    }
+    if let Some(users) = &peer.grant_users {
+        let allowed = request
+            .envelope
+            .actor
+            .as_ref()
+            .is_some_and(|a| users.iter().any(|u| u.eq_ignore_ascii_case(&a.email)));
+        if !allowed {
+            return Err(refuse(Refusal::GrantDenied, "the grant does not cover this user"));
+        }
+    }
+    let scope = Scope {
+        user_id: None,
+        read_workspaces: peer.grant_workspaces.clone(),
+        write_workspaces: if command {
+            peer.grant_workspaces.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    let deadline = std::time::Duration::from_millis(request.envelope.deadline_ms).min(fed.settings.deadline);
+    let hop = Hop {
+        visited: request.envelope.visited.clone(),
+        exclude: request.envelope.exclude.clone(),
+        hop_limit: request.envelope.hop_limit.min(fed.settings.hop_limit),
+        deadline: std::time::Instant::now() + deadline,
+        actor: request.envelope.actor.clone(),
+    };
+    let caller = Caller::Peer(PeerCaller {
+        instance_id: peer.id,
+        name: peer.name.clone(),
+        actor: request.envelope.actor.clone(),
+    });
+    let gql =
+        async_graphql::Request::new(request.query).variables(async_graphql::Variables::from_json(request.variables));
+    Ok(match execute(&state, caller, scope, hop, gql).await {
+        Ok(response) => Json(response).into_response(),
+        Err(response) => response,
+    })
+}
+
+/// EVENT: the peer tells us what it decided about our CONNECT.
+pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+    let fed: Arc<Federation> = state.federation.clone();
+    let peer = verify(&fed, protocol::EVENT_PATH, &headers, &body, Need::Known).await?;
+    let event: Event =
+        serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed EVENT: {e}")))?;
+    let (outbound, action) = match &event {
+        Event::Granted { .. } if matches!(peer.outbound_state.as_str(), "requested" | "active" | "suspended") => {
+            ("active", "granted_by_peer")
+        }
+        Event::Granted { .. } => {
+            return Err(refuse(
+                Refusal::BadRequest,
+                format!("no pending request (state {})", peer.outbound_state),
+            ));
+        }
+        Event::Rejected => ("rejected", "rejected_by_peer"),
+        Event::Suspended => ("suspended", "suspended_by_peer"),
+    };
+    let db_error = |e: sqlx::Error| {
+        tracing::error!(error = %e, "recording EVENT failed");
+        refuse(Refusal::BadRequest, "cannot record the event right now")
+    };
+    let mut tx = fed.pool.begin().await.map_err(db_error)?;
+    registry::set_outbound(&mut tx, peer.id, outbound)
+        .await
+        .map_err(db_error)?;
+    registry::audit(
+        &mut tx,
+        peer.id,
+        &format!("peer:{}", peer.name),
+        action,
+        serde_json::to_value(&event).unwrap_or_default(),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Json(json!({ "ok": true })).into_response())
+}
+
+/// DISCONNECT: the peer ends the peering; both directions are revoked at once.
+pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+    let fed = state.federation.clone();
+    let peer = verify(&fed, protocol::DISCONNECT_PATH, &headers, &body, Need::Known).await?;
+    let notice: Disconnect = serde_json::from_slice(&body).unwrap_or_default();
+    let db_error = |e: sqlx::Error| {
+        tracing::error!(error = %e, "recording DISCONNECT failed");
+        refuse(Refusal::BadRequest, "cannot record the disconnect right now")
+    };
+    let mut tx = fed.pool.begin().await.map_err(db_error)?;
+    super::revoke_both(&mut tx, peer.id).await.map_err(db_error)?;
+    registry::audit(
+        &mut tx,
+        peer.id,
+        &format!("peer:{}", peer.name),
+        "disconnected_by_peer",
+        json!({ "reason": notice.reason }),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Json(json!({ "ok": true })).into_response())
+}

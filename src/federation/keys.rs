@@ -1,0 +1,132 @@
+//! This instance's ed25519 keys: generated on first start, private halves
+//! sealed with `MOSAIC_SECRET_KEY`, rotated by `mosaic keys rotate` (the old
+//! key keeps verifying until its `valid_until`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, anyhow};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use super::document::PublicKey;
+use super::signing;
+use crate::secrets::Sealer;
+
+fn generate() -> SigningKey {
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    SigningKey::from_bytes(&seed)
+}
+
+async fn insert(conn: &mut PgConnection, sealer: &Sealer, key: &SigningKey) -> Result<String> {
+    let vk = key.verifying_key();
+    let key_id = signing::key_id(&vk);
+    sqlx::query("INSERT INTO instance_keys (key_id, public_key, private_key_sealed) VALUES ($1, $2, $3)")
+        .bind(&key_id)
+        .bind(vk.as_bytes().as_slice())
+        .bind(sealer.seal(&key.to_bytes(), key_id.as_bytes()))
+        .execute(conn)
+        .await?;
+    Ok(key_id)
+}
+
+/// Creates the first key if there is none, and proves the secret opens the current one.
+pub async fn ensure(conn: &mut PgConnection, sealer: &Sealer) -> Result<()> {
+    let current: Option<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT key_id, private_key_sealed FROM instance_keys WHERE retired_at IS NULL")
+            .fetch_optional(&mut *conn)
+            .await?;
+    match current {
+        None => {
+            insert(conn, sealer, &generate()).await?;
+        }
+        Some((key_id, sealed)) => {
+            sealer
+                .open(&sealed, key_id.as_bytes())
+                .map_err(|_| anyhow!("MOSAIC_SECRET_KEY does not open this instance's signing key {key_id}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Retires the current key (it verifies for `grace` more) and makes a new one.
+pub async fn rotate(conn: &mut PgConnection, sealer: &Sealer, grace: time::Duration) -> Result<String> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    sqlx::query("UPDATE instance_keys SET retired_at = now(), valid_until = now() + $1 WHERE retired_at IS NULL")
+        .bind(grace)
+        .execute(&mut *tx)
+        .await?;
+    let id = insert(&mut tx, sealer, &generate()).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Reads keys through the application pool; decrypted keys are cached by id.
+pub struct KeyRing {
+    pool: PgPool,
+    sealer: Sealer,
+    cache: Mutex<HashMap<String, SigningKey>>,
+}
+
+impl KeyRing {
+    pub fn new(pool: PgPool, sealer: Sealer) -> Self {
+        Self {
+            pool,
+            sealer,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current signing key (read each time, so a rotation by the CLI takes effect at once).
+    pub async fn current(&self) -> Result<(String, SigningKey)> {
+        let (key_id, sealed): (String, Vec<u8>) =
+            sqlx::query_as("SELECT key_id, private_key_sealed FROM instance_keys WHERE retired_at IS NULL")
+                .fetch_one(&self.pool)
+                .await
+                .context("reading the current signing key")?;
+        if let Some(k) = self.cache.lock().expect("key cache").get(&key_id) {
+            return Ok((key_id, k.clone()));
+        }
+        let bytes = self.sealer.open(&sealed, key_id.as_bytes())?;
+        let key = SigningKey::from_bytes(
+            &bytes
+                .try_into()
+                .map_err(|_| anyhow!("sealed key has the wrong length"))?,
+        );
+        self.cache
+            .lock()
+            .expect("key cache")
+            .insert(key_id.clone(), key.clone());
+        Ok((key_id, key))
+    }
+
+    /// The current public key and the retired ones still within their validity.
+    pub async fn public_keys(&self) -> Result<(PublicKey, Vec<PublicKey>)> {
+        let rows: Vec<(String, Vec<u8>, Option<OffsetDateTime>)> = sqlx::query_as(
+            "SELECT key_id, public_key, valid_until FROM instance_keys
+             WHERE retired_at IS NULL OR valid_until > now() ORDER BY created_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut current = None;
+        let mut old = Vec::new();
+        for (key_id, public, valid_until) in rows {
+            let k = PublicKey {
+                key_id,
+                public_key: URL_SAFE_NO_PAD.encode(public),
+                valid_until: valid_until.map(OffsetDateTime::unix_timestamp),
+            };
+            if k.valid_until.is_none() {
+                current = Some(k);
+            } else {
+                old.push(k);
+            }
+        }
+        Ok((current.ok_or_else(|| anyhow!("no current signing key"))?, old))
+    }
+}

@@ -1,0 +1,426 @@
+//! Federation: identity, signed requests between instances, the peer
+//! registry, and the admin operations that change peerings.
+
+pub mod document;
+pub mod fanout;
+pub mod inbound;
+pub mod keys;
+pub mod protocol;
+pub mod registry;
+pub mod replay;
+pub mod signing;
+pub mod stats;
+pub mod tls;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::FederationSettings;
+use document::{IdentityDocument, PROTOCOL, SignedDocument};
+use protocol::{ConnectRequest, Disconnect, Event};
+use registry::PeerRecord;
+use replay::ReplayCache;
+use stats::PeerStats;
+
+/// Why a request to a peer failed, as the client sees it.
+#[derive(Clone, Debug)]
+pub struct PeerError {
+    /// PEER_UNAVAILABLE, PEER_TIMEOUT, PEER_FORBIDDEN or PEER_BAD_RESPONSE.
+    pub code: &'static str,
+    pub message: String,
+    /// The peer's own refusal code, when it refused.
+    pub refusal: Option<String>,
+}
+
+impl PeerError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            refusal: None,
+        }
+    }
+}
+
+pub struct Federation {
+    pub instance_id: Uuid,
+    pub name: String,
+    pub base_url: String,
+    pub schema_hash: String,
+    pub pool: PgPool,
+    pub keys: keys::KeyRing,
+    pub http: reqwest::Client,
+    pub replay: ReplayCache,
+    pub stats: PeerStats,
+    pub settings: FederationSettings,
+}
+
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Federation {
+    /// Makes sure the instance has a signing key (sealed with the secret) and
+    /// assembles the service. Shared by `serve`, `demo` and the CLI.
+    pub async fn open(
+        config: &crate::config::Config,
+        db: &crate::db::Database,
+        secret: &crate::secrets::Secret,
+        instance_id: Uuid,
+        name: &str,
+        base_url: String,
+    ) -> Result<Self> {
+        let sealer = crate::secrets::Sealer::new(secret, "instance-keys");
+        keys::ensure(&mut db.admin().await?, &sealer).await?;
+        let schema_hash = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(crate::graphql::sdl().as_bytes());
+            digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+        };
+        Ok(Self {
+            instance_id,
+            name: name.to_string(),
+            base_url,
+            schema_hash,
+            pool: db.app.clone(),
+            keys: keys::KeyRing::new(db.app.clone(), sealer),
+            http: tls::http_client(config.federation.ca_file.as_deref())?,
+            replay: ReplayCache::default(),
+            stats: PeerStats::default(),
+            settings: config.federation.clone(),
+        })
+    }
+
+    /// This instance's signed identity document.
+    pub async fn identity(&self) -> Result<SignedDocument> {
+        let (current_key, old_keys) = self.keys.public_keys().await?;
+        let (_, signing_key) = self.keys.current().await?;
+        let doc = IdentityDocument {
+            protocol: PROTOCOL.into(),
+            instance_id: self.instance_id.to_string(),
+            name: self.name.clone(),
+            base_url: self.base_url.clone(),
+            current_key,
+            old_keys,
+            schema_hash: self.schema_hash.clone(),
+            capabilities: ["connect", "query", "command", "event", "disconnect"]
+                .map(String::from)
+                .to_vec(),
+            issued_at: now_unix(),
+        };
+        Ok(document::sign_document(doc, &signing_key))
+    }
+
+    /// Checks that a peer URL is one we may talk to.
+    pub fn check_url(&self, url: &str) -> Result<String> {
+        let url = url.trim().trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&url).map_err(|e| anyhow!("url: '{url}' is not a URL ({e})"))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if self.settings.allow_http => {}
+            "http" => {
+                bail!("url: plain http to peers is refused; use https (or set federation.allow_http for development)")
+            }
+            other => bail!("url: unsupported scheme {other}"),
+        }
+        if parsed.path() != "/" && !parsed.path().is_empty() || parsed.query().is_some() {
+            bail!("url: give the instance's base URL, without a path or query");
+        }
+        Ok(url)
+    }
+
+    /// Fetches and verifies a peer's identity document.
+    pub async fn fetch_identity(&self, base_url: &str) -> Result<IdentityDocument, PeerError> {
+        let url = format!("{base_url}{}", protocol::WELL_KNOWN_PATH);
+        let response = self
+            .http
+            .get(&url)
+            .timeout(self.settings.deadline)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        if !response.status().is_success() {
+            return Err(PeerError::new(
+                "PEER_BAD_RESPONSE",
+                format!("{url} answered {}", response.status()),
+            ));
+        }
+        let signed: SignedDocument = response
+            .json()
+            .await
+            .map_err(|e| PeerError::new("PEER_BAD_RESPONSE", format!("identity document is not valid: {e}")))?;
+        document::verify_document(&signed).map_err(|e| PeerError::new("PEER_BAD_RESPONSE", e))?;
+        if signed.document.base_url.trim_end_matches('/') != base_url.trim_end_matches('/') {
+            return Err(PeerError::new(
+                "PEER_BAD_RESPONSE",
+                format!("{url} claims base URL {}", signed.document.base_url),
+            ));
+        }
+        Ok(signed.document)
+    }
+
+    /// Sends one signed request and returns the peer's JSON answer.
+    pub async fn send<T: Serialize>(
+        &self,
+        peer_id: Uuid,
+        base_url: &str,
+        path: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<Value, PeerError> {
+        let started = Instant::now();
+        let result = self.send_uncounted(peer_id, base_url, path, body, timeout).await;
+        self.stats
+            .record(peer_id, started.elapsed().as_millis() as u64, result.is_ok());
+        result
+    }
+
+    async fn send_uncounted<T: Serialize>(
+        &self,
+        peer_id: Uuid,
+        base_url: &str,
+        path: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<Value, PeerError> {
+        let body = serde_json::to_vec(body).expect("request bodies serialise");
+        let header = self
+            .sign(peer_id, path, &body)
+            .await
+            .map_err(|e| PeerError::new("PEER_UNAVAILABLE", format!("cannot sign: {e}")))?;
+        let request = self
+            .http
+            .post(format!("{base_url}{path}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(signing::HEADER, header)
+            .body(body)
+            .send();
+        let response = match tokio::time::timeout(timeout, request).await {
+            Err(_) => {
+                return Err(PeerError::new(
+                    "PEER_TIMEOUT",
+                    format!("no answer within {} ms", timeout.as_millis()),
+                ));
+            }
+            Ok(Err(e)) if e.is_timeout() => return Err(PeerError::new("PEER_TIMEOUT", "timed out")),
+            Ok(Err(e)) => return Err(transport_error(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let remaining = timeout.saturating_sub(Duration::from_millis(1));
+        let bytes = match tokio::time::timeout(remaining, response.bytes()).await {
+            Err(_) => return Err(PeerError::new("PEER_TIMEOUT", "answer did not finish in time")),
+            Ok(Err(e)) => return Err(transport_error(&e)),
+            Ok(Ok(b)) => b,
+        };
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return parsed.ok_or_else(|| PeerError::new("PEER_BAD_RESPONSE", "answer is not JSON"));
+        }
+        let refusal = parsed
+            .as_ref()
+            .and_then(|v| v["errors"][0]["extensions"]["code"].as_str())
+            .map(String::from);
+        let message = parsed
+            .as_ref()
+            .and_then(|v| v["errors"][0]["message"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let code = match status.as_u16() {
+            401 | 403 => "PEER_FORBIDDEN",
+            500..=599 => "PEER_UNAVAILABLE",
+            _ => "PEER_BAD_RESPONSE",
+        };
+        Err(PeerError {
+            code,
+            message: format!(
+                "peer answered {status}{}{message}",
+                if message.is_empty() { "" } else { ": " }
+            ),
+            refusal,
+        })
+    }
+
+    /// The `Mosaic-Signature` header for a request to `destination`.
+    pub async fn sign(&self, destination: Uuid, path: &str, body: &[u8]) -> Result<String> {
+        let (key_id, key) = self.keys.current().await?;
+        let mut nonce = [0u8; 16];
+        rand::rng().fill_bytes(&mut nonce);
+        let created = now_unix();
+        let params = signing::SignatureParams {
+            method: "POST".into(),
+            path: path.into(),
+            origin: self.instance_id.to_string(),
+            destination: destination.to_string(),
+            digest: signing::body_digest(body),
+            created,
+            expires: created + self.settings.request_lifetime_s,
+            nonce: URL_SAFE_NO_PAD.encode(nonce),
+            key_id,
+        };
+        let sig = signing::sign(&key, &params);
+        Ok(signing::header_value(&params, &sig))
+    }
+
+    /// Asks the instance at `url` to let us query it. Records it as `requested`.
+    pub async fn connect(&self, url: &str, actor: &str) -> Result<PeerRecord> {
+        let url = self.check_url(url)?;
+        let doc = self
+            .fetch_identity(&url)
+            .await
+            .map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
+        let peer_id: Uuid = doc.instance_id.parse().context("peer instance id")?;
+        if peer_id == self.instance_id {
+            bail!("url: that is this instance");
+        }
+        let mut tx = self.pool.begin().await?;
+        registry::upsert_identity(&mut tx, &doc).await?;
+        registry::set_outbound(&mut tx, peer_id, "requested").await?;
+        registry::audit(&mut tx, peer_id, actor, "connect_requested", json!({ "url": url })).await?;
+        tx.commit().await?;
+        let request = ConnectRequest {
+            identity: self.identity().await?,
+        };
+        let answer = self
+            .send(peer_id, &url, protocol::CONNECT_PATH, &request, self.settings.deadline)
+            .await
+            .map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
+        if answer["state"] == "active" {
+            let mut conn = self.pool.acquire().await?;
+            registry::set_outbound(&mut conn, peer_id, "active").await?;
+        }
+        Ok(registry::get(&self.pool, peer_id).await?.expect("just written"))
+    }
+
+    async fn require_peer(&self, id: Uuid) -> Result<PeerRecord> {
+        registry::get(&self.pool, id)
+            .await?
+            .ok_or_else(|| anyhow!("peer: no peer {id}"))
+    }
+
+    /// Grants a pending (or suspended, or active) peer access to workspaces.
+    pub async fn approve(
+        &self,
+        id: Uuid,
+        workspaces: &[Uuid],
+        read_write: bool,
+        users: Option<&[String]>,
+        actor: &str,
+    ) -> Result<PeerRecord> {
+        let peer = self.require_peer(id).await?;
+        if !matches!(peer.inbound_state.as_str(), "pending" | "suspended" | "active") {
+            bail!(
+                "peer: {} is {}, not pending; it must send CONNECT first",
+                peer.name,
+                peer.inbound_state
+            );
+        }
+        if workspaces.is_empty() {
+            bail!("workspace: grant at least one workspace");
+        }
+        let mut tx = self.pool.begin().await?;
+        let missing: Vec<Uuid> = sqlx::query_scalar("SELECT missing_workspaces($1)")
+            .bind(workspaces)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !missing.is_empty() {
+            bail!(
+                "workspace: no workspace {}",
+                missing.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
+            );
+        }
+        registry::set_grant(&mut tx, id, workspaces, read_write, users).await?;
+        registry::audit(
+            &mut tx,
+            id,
+            actor,
+            "approved",
+            json!({ "workspaces": workspaces, "read_write": read_write, "users": users }),
+        )
+        .await?;
+        tx.commit().await?;
+        let event = Event::Granted {
+            read_write,
+            workspaces: workspaces.iter().map(Uuid::to_string).collect(),
+        };
+        self.notify(&peer, protocol::EVENT_PATH, &event).await;
+        self.require_peer(id).await
+    }
+
+    pub async fn reject(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
+        self.change_inbound(id, "rejected", actor, Some(Event::Rejected)).await
+    }
+
+    pub async fn suspend(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
+        self.change_inbound(id, "suspended", actor, Some(Event::Suspended))
+            .await
+    }
+
+    async fn change_inbound(&self, id: Uuid, state: &str, actor: &str, event: Option<Event>) -> Result<PeerRecord> {
+        let peer = self.require_peer(id).await?;
+        let mut tx = self.pool.begin().await?;
+        registry::set_inbound(&mut tx, id, state).await?;
+        registry::audit(&mut tx, id, actor, state, json!({ "was": peer.inbound_state })).await?;
+        tx.commit().await?;
+        if let Some(event) = event {
+            self.notify(&peer, protocol::EVENT_PATH, &event).await;
+        }
+        self.require_peer(id).await
+    }
+
+    /// DISCONNECT: revokes both directions at once, then tells the peer.
+    pub async fn revoke(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
+        let peer = self.require_peer(id).await?;
+        let mut tx = self.pool.begin().await?;
+        revoke_both(&mut tx, id).await?;
+        registry::audit(&mut tx, id, actor, "revoked", json!({})).await?;
+        tx.commit().await?;
+        self.notify(&peer, protocol::DISCONNECT_PATH, &Disconnect::default())
+            .await;
+        self.require_peer(id).await
+    }
+
+    /// Best-effort notification; the local change already took effect.
+    async fn notify<T: Serialize>(&self, peer: &PeerRecord, path: &str, body: &T) {
+        if let Err(e) = self
+            .send(peer.id, &peer.base_url, path, body, self.settings.deadline)
+            .await
+        {
+            tracing::warn!(peer = %peer.name, code = e.code, error = %e.message, "could not notify peer");
+        }
+    }
+}
+
+pub(crate) async fn revoke_both(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE peers SET inbound_state = 'revoked', outbound_state = 'revoked', grant_workspaces = '{}',
+             grant_read_write = false, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn transport_error(e: &reqwest::Error) -> PeerError {
+    if e.is_timeout() {
+        return PeerError::new("PEER_TIMEOUT", "timed out");
+    }
+    // The full chain says which part failed (connect, TLS, closed connection).
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    PeerError::new("PEER_UNAVAILABLE", message)
+}

@@ -1,0 +1,193 @@
+//! Wire types of the peer protocol (pure data; see `peers/PROTOCOL.md`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::document::SignedDocument;
+
+pub const CONNECT_PATH: &str = "/federation/connect";
+pub const QUERY_PATH: &str = "/federation/query";
+pub const COMMAND_PATH: &str = "/federation/command";
+pub const EVENT_PATH: &str = "/federation/event";
+pub const DISCONNECT_PATH: &str = "/federation/disconnect";
+pub const WELL_KNOWN_PATH: &str = "/.well-known/mosaic";
+
+/// Routing facts every QUERY and COMMAND carries (covered by the signature,
+/// since it is part of the body).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// Instances the request has passed through, the origin of this hop last.
+    pub visited: Vec<String>,
+    /// Instances someone upstream already asks; never forward to these.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// The most instances `visited` may hold on arrival.
+    pub hop_limit: u32,
+    /// Milliseconds the sender will wait for the answer.
+    pub deadline_ms: u64,
+    /// Who the request acts for, when a person started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// Instance-qualified user id (a global User ID).
+    pub user: String,
+    pub email: String,
+}
+
+/// QUERY and COMMAND body: a GraphQL request plus its envelope.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SubRequest {
+    pub query: String,
+    #[serde(default)]
+    pub variables: Value,
+    pub envelope: Envelope,
+}
+
+/// CONNECT body: the requester's signed identity document.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ConnectRequest {
+    pub identity: SignedDocument,
+}
+
+/// EVENT body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// The sender approved our CONNECT: we may now query it.
+    Granted { read_write: bool, workspaces: Vec<String> },
+    /// The sender rejected our CONNECT.
+    Rejected,
+    /// The sender suspended our access.
+    Suspended,
+}
+
+/// DISCONNECT body.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Disconnect {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Why a receiver refused a signed request; each has its own code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    MalformedSignature,
+    WrongDestination,
+    UnknownPeer,
+    PeerNotActive,
+    UnknownKey,
+    KeyExpired,
+    BadSignature,
+    DigestMismatch,
+    OutsideTimeWindow,
+    ReplayedNonce,
+    HopLimitExceeded,
+    CycleDetected,
+    GrantDenied,
+    BadRequest,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MalformedSignature => "MALFORMED_SIGNATURE",
+            Self::WrongDestination => "WRONG_DESTINATION",
+            Self::UnknownPeer => "UNKNOWN_PEER",
+            Self::PeerNotActive => "PEER_NOT_ACTIVE",
+            Self::UnknownKey => "UNKNOWN_KEY",
+            Self::KeyExpired => "KEY_EXPIRED",
+            Self::BadSignature => "BAD_SIGNATURE",
+            Self::DigestMismatch => "DIGEST_MISMATCH",
+            Self::OutsideTimeWindow => "REQUEST_EXPIRED",
+            Self::ReplayedNonce => "REPLAYED_NONCE",
+            Self::HopLimitExceeded => "HOP_LIMIT_EXCEEDED",
+            Self::CycleDetected => "CYCLE_DETECTED",
+            Self::GrantDenied => "GRANT_DENIED",
+            Self::BadRequest => "BAD_REQUEST",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        use Refusal::*;
+        [
+            MalformedSignature,
+            WrongDestination,
+            UnknownPeer,
+            PeerNotActive,
+            UnknownKey,
+            KeyExpired,
+            BadSignature,
+            DigestMismatch,
+            OutsideTimeWindow,
+            ReplayedNonce,
+            HopLimitExceeded,
+            CycleDetected,
+            GrantDenied,
+            BadRequest,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
+    /// HTTP status: 400 for requests that cannot be read, 401 for failed
+    /// authentication, 403 for authenticated requests that are not allowed.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::MalformedSignature | Self::BadRequest | Self::WrongDestination => 400,
+            Self::UnknownKey
+            | Self::KeyExpired
+            | Self::BadSignature
+            | Self::DigestMismatch
+            | Self::OutsideTimeWindow
+            | Self::ReplayedNonce => 401,
+            Self::UnknownPeer
+            | Self::PeerNotActive
+            | Self::HopLimitExceeded
+            | Self::CycleDetected
+            | Self::GrantDenied => 403,
+        }
+    }
+}
+
+/// Checks an arriving envelope against this instance (pure).
+pub fn check_envelope(envelope: &Envelope, me: &str, my_hop_limit: u32) -> Result<(), Refusal> {
+    if envelope.visited.iter().any(|v| v == me) {
+        return Err(Refusal::CycleDetected);
+    }
+    let limit = envelope.hop_limit.min(my_hop_limit);
+    if envelope.visited.len() as u32 > limit {
+        return Err(Refusal::HopLimitExceeded);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_refuses_cycles_and_long_chains() {
+        let e = |visited: &[&str], hop_limit| Envelope {
+            visited: visited.iter().map(|s| s.to_string()).collect(),
+            hop_limit,
+            ..Envelope::default()
+        };
+        assert_eq!(check_envelope(&e(&["a"], 2), "b", 3), Ok(()));
+        assert_eq!(check_envelope(&e(&["a", "b"], 3), "b", 3), Err(Refusal::CycleDetected));
+        assert_eq!(
+            check_envelope(&e(&["a", "c"], 1), "b", 3),
+            Err(Refusal::HopLimitExceeded)
+        );
+        assert_eq!(
+            check_envelope(&e(&["a", "c"], 5), "b", 1),
+            Err(Refusal::HopLimitExceeded),
+            "receiver's own limit applies"
+        );
+        for r in [Refusal::ReplayedNonce, Refusal::GrantDenied, Refusal::OutsideTimeWindow] {
+            assert_eq!(Refusal::from_code(r.code()), Some(r));
+        }
+    }
+}

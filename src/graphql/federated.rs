@@ -1,0 +1,527 @@
+//! Fan-out: choosing instances for a scoped list, asking peers (signed
+//! QUERY/COMMAND), reporting per-instance outcomes, and forwarding objects
+//! and writes to the instance that owns them. Nothing a peer returns is
+//! stored; it only builds this response.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_graphql::{ID, InputObject, ServerError};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::ids::{GlobalId, Kind};
+use super::{InstanceInfo, Node, RequestContext};
+use crate::error::{AppError, AppResult};
+use crate::federation::protocol::{self, Actor, Envelope, SubRequest};
+use crate::federation::registry::{self, PeerRecord};
+use crate::federation::{PeerError, fanout};
+
+/// Which instances a list field covers. No scope: this instance only.
+#[derive(InputObject, Clone, Debug, Default)]
+pub struct InstanceScope {
+    /// This instance and every instance reachable through its peers.
+    pub all: Option<bool>,
+    /// Named instances (names or ids) among this one and its direct peers.
+    pub instances: Option<Vec<String>>,
+}
+
+/// Routing state of the request being served.
+#[derive(Clone, Debug)]
+pub struct Hop {
+    /// Instances the request passed through before reaching us.
+    pub visited: Vec<String>,
+    /// Instances someone upstream already asks.
+    pub exclude: Vec<String>,
+    pub hop_limit: u32,
+    pub deadline: Instant,
+    pub actor: Option<Actor>,
+}
+
+impl Hop {
+    /// A request that starts here.
+    pub fn origin(hop_limit: u32, deadline: Duration, actor: Option<Actor>) -> Self {
+        Self {
+            visited: Vec::new(),
+            exclude: Vec::new(),
+            hop_limit,
+            deadline: Instant::now() + deadline,
+            actor,
+        }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// What is left for the next hop: the remainder minus a margin for our own work.
+    fn forwardable(&self) -> Duration {
+        let left = self.remaining();
+        left.saturating_sub((left / 10).min(Duration::from_millis(100)))
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Outcome {
+    name: String,
+    status: &'static str,
+    latency_ms: Option<u64>,
+}
+
+/// Per-instance outcomes of everything this request fanned out.
+#[derive(Default, Debug)]
+pub struct Report {
+    fanned_out: bool,
+    instances: BTreeMap<String, Outcome>,
+    errors: Vec<(String, String, String)>, // (code, message, instance)
+}
+
+fn rank(status: &str) -> u8 {
+    match status {
+        "failed" => 2,
+        "skipped" => 1,
+        _ => 0,
+    }
+}
+
+impl Report {
+    fn note(&mut self, id: &str, name: &str, status: &'static str, latency_ms: Option<u64>) {
+        self.fanned_out = true;
+        let entry = self.instances.entry(id.to_string()).or_insert(Outcome {
+            name: name.to_string(),
+            status,
+            latency_ms,
+        });
+        if rank(status) > rank(entry.status) {
+            entry.status = status;
+        }
+        if latency_ms.is_some() {
+            entry.latency_ms = latency_ms;
+        }
+    }
+
+    fn fail(&mut self, id: &str, name: &str, status: &'static str, code: &str, message: &str, latency_ms: Option<u64>) {
+        self.note(id, name, status, latency_ms);
+        if !self.errors.iter().any(|(c, _, i)| c == code && i == id) {
+            self.errors
+                .push((code.to_string(), format!("{name}: {message}"), id.to_string()));
+        }
+    }
+
+    /// Takes in what a peer reported about the instances behind it.
+    fn absorb(&mut self, peer: &PeerRecord, answer: &Value) {
+        if let Some(list) = answer["extensions"]["federation"]["instances"].as_array() {
+            for i in list {
+                let (Some(id), Some(name)) = (i["id"].as_str(), i["name"].as_str()) else {
+                    continue;
+                };
+                if id == peer.id.to_string() {
+                    continue;
+                }
+                let status = match i["status"].as_str() {
+                    Some("failed") => "failed",
+                    Some("skipped") => "skipped",
+                    _ => "succeeded",
+                };
+                self.note(id, name, status, i["latencyMs"].as_u64());
+            }
+        }
+        for e in answer["errors"].as_array().into_iter().flatten() {
+            if let (Some(code), Some(instance)) =
+                (e["extensions"]["code"].as_str(), e["extensions"]["instance"].as_str())
+            {
+                let message = e["message"].as_str().unwrap_or("");
+                if !self.errors.iter().any(|(c, _, i)| c == code && i == instance) {
+                    self.errors
+                        .push((code.to_string(), message.to_string(), instance.to_string()));
+                }
+            }
+        }
+    }
+
+    /// `extensions.federation`, when the request fanned out.
+    pub fn extension(&self) -> Option<Value> {
+        if !self.fanned_out {
+            return None;
+        }
+        let count = |s: &str| self.instances.values().filter(|o| o.status == s).count();
+        let instances: Vec<Value> = self
+            .instances
+            .iter()
+            .map(|(id, o)| json!({ "id": id, "name": o.name, "status": o.status, "latencyMs": o.latency_ms }))
+            .collect();
+        Some(json!({
+            "total": self.instances.len(),
+            "succeeded": count("succeeded"),
+            "failed": count("failed"),
+            "skipped": count("skipped"),
+            "instances": instances,
+        }))
+    }
+
+    /// One error per failed or skipped instance, with `extensions { code, instance }`.
+    pub fn errors(&self) -> Vec<ServerError> {
+        self.errors
+            .iter()
+            .map(|(code, message, instance)| {
+                let mut e = ServerError::new(message.clone(), None);
+                let ext = e.extensions.get_or_insert_with(Default::default);
+                ext.set("code", code.as_str());
+                ext.set("instance", instance.as_str());
+                e
+            })
+            .collect()
+    }
+}
+
+/// The instances a scoped list asks.
+pub struct Plan {
+    pub include_self: bool,
+    pub peers: Vec<PeerRecord>,
+    /// Peers are asked with `scope: {all: true}` and forward further.
+    pub forward_all: bool,
+}
+
+impl Plan {
+    pub fn local() -> Self {
+        Self {
+            include_self: true,
+            peers: Vec::new(),
+            forward_all: false,
+        }
+    }
+
+    pub fn fans_out(&self) -> bool {
+        !self.peers.is_empty()
+    }
+}
+
+pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResult<Plan> {
+    let Some(scope) = scope else { return Ok(Plan::local()) };
+    let all = scope.all.unwrap_or(false);
+    match (&scope.instances, all) {
+        (Some(_), true) => Err(AppError::BadInput(
+            "scope: give either all or instances, not both".into(),
+        )),
+        (None, false) => Ok(Plan::local()),
+        (None, true) => {
+            let me = rc.instance.id.as_str();
+            let peers = registry::queryable(&rc.federation.pool)
+                .await?
+                .into_iter()
+                .filter(|p| {
+                    let id = p.id.to_string();
+                    id != me && !rc.hop.visited.contains(&id) && !rc.hop.exclude.contains(&id)
+                })
+                .collect();
+            let mut report = rc.report.lock().expect("report lock");
+            report.note(me, &rc.instance.name, "succeeded", None);
+            Ok(Plan {
+                include_self: true,
+                peers,
+                forward_all: true,
+            })
+        }
+        (Some(names), false) => {
+            let known = registry::list(&rc.federation.pool).await?;
+            let mut plan = Plan {
+                include_self: false,
+                peers: Vec::new(),
+                forward_all: false,
+            };
+            let mut report = rc.report.lock().expect("report lock");
+            for name in names {
+                if *name == rc.instance.name || *name == rc.instance.id {
+                    plan.include_self = true;
+                    report.note(&rc.instance.id, &rc.instance.name, "succeeded", None);
+                    continue;
+                }
+                let matches: Vec<&PeerRecord> = known
+                    .iter()
+                    .filter(|p| p.name == *name || p.id.to_string() == *name)
+                    .collect();
+                match matches.as_slice() {
+                    [p] if p.outbound_state == "active" => {
+                        if !plan.peers.iter().any(|q| q.id == p.id) {
+                            plan.peers.push((*p).clone());
+                        }
+                    }
+                    [p] => report.fail(
+                        &p.id.to_string(),
+                        &p.name,
+                        "skipped",
+                        "PEER_FORBIDDEN",
+                        &format!("peering is {}, not active", p.outbound_state),
+                        None,
+                    ),
+                    [] => report.fail(
+                        name,
+                        name,
+                        "skipped",
+                        "UNKNOWN_INSTANCE",
+                        "no such instance among this instance's peers",
+                        None,
+                    ),
+                    _ => report.fail(
+                        name,
+                        name,
+                        "skipped",
+                        "AMBIGUOUS_INSTANCE",
+                        "several peers have this name; use the instance id",
+                        None,
+                    ),
+                }
+            }
+            Ok(plan)
+        }
+    }
+}
+
+fn envelope(rc: &RequestContext, siblings: &[PeerRecord]) -> Envelope {
+    let mut visited = rc.hop.visited.clone();
+    visited.push(rc.instance.id.clone());
+    let mut exclude = rc.hop.exclude.clone();
+    exclude.extend(siblings.iter().map(|p| p.id.to_string()));
+    Envelope {
+        visited,
+        exclude,
+        hop_limit: rc.hop.hop_limit,
+        deadline_ms: rc.hop.forwardable().as_millis() as u64,
+        actor: rc.hop.actor.clone(),
+    }
+}
+
+fn peer_code(code: &str) -> &'static str {
+    match code {
+        "FORBIDDEN" | "UNAUTHENTICATED" => "PEER_FORBIDDEN",
+        "PEER_TIMEOUT" => "PEER_TIMEOUT",
+        _ => "PEER_BAD_RESPONSE",
+    }
+}
+
+/// Sends a GraphQL request to a peer and returns its `data`. Failures of
+/// instances behind the peer go into the report; the peer's own failure is
+/// the error.
+async fn ask(
+    rc: &RequestContext,
+    peer: &PeerRecord,
+    path: &str,
+    query: &str,
+    variables: Value,
+    siblings: &[PeerRecord],
+) -> Result<Value, PeerError> {
+    let timeout = rc.hop.forwardable();
+    if timeout.is_zero() {
+        return Err(PeerError {
+            code: "PEER_TIMEOUT",
+            message: "the deadline passed before the peer was asked".into(),
+            refusal: None,
+        });
+    }
+    let body = SubRequest {
+        query: query.to_string(),
+        variables,
+        envelope: envelope(rc, siblings),
+    };
+    let answer = rc
+        .federation
+        .send(peer.id, &peer.base_url, path, &body, timeout)
+        .await?;
+    rc.report.lock().expect("report lock").absorb(peer, &answer);
+    let own_error = answer["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["extensions"]["instance"].is_null());
+    if let Some(e) = own_error {
+        return Err(PeerError {
+            code: peer_code(e["extensions"]["code"].as_str().unwrap_or("")),
+            message: e["message"]
+                .as_str()
+                .unwrap_or("the peer reported an error")
+                .to_string(),
+            refusal: e["extensions"]["code"].as_str().map(String::from),
+        });
+    }
+    match answer.get("data") {
+        Some(d) if d.is_object() => Ok(d.clone()),
+        _ => Err(PeerError {
+            code: "PEER_BAD_RESPONSE",
+            message: "the answer has no data".into(),
+            refusal: None,
+        }),
+    }
+}
+
+/// Asks every planned peer at once; each result is paired with its peer.
+/// Successes and failures are reported; failed peers yield `None`.
+pub async fn ask_all(
+    rc: &RequestContext,
+    plan: &Plan,
+    query: &str,
+    variables: impl Fn(&PeerRecord) -> Value,
+) -> Vec<(PeerRecord, Option<Value>)> {
+    let asks = plan.peers.iter().map(|peer| {
+        let vars = variables(peer);
+        async move {
+            let started = Instant::now();
+            let result = ask(rc, peer, protocol::QUERY_PATH, query, vars, &plan.peers).await;
+            (peer, result, started.elapsed().as_millis() as u64)
+        }
+    });
+    let results = futures::future::join_all(asks).await;
+    let mut report = rc.report.lock().expect("report lock");
+    results
+        .into_iter()
+        .map(|(peer, result, ms)| {
+            let id = peer.id.to_string();
+            match result {
+                Ok(data) => {
+                    report.note(&id, &peer.name, "succeeded", Some(ms));
+                    (peer.clone(), Some(data))
+                }
+                Err(e) => {
+                    report.fail(&id, &peer.name, "failed", e.code, &e.message, Some(ms));
+                    (peer.clone(), None)
+                }
+            }
+        })
+        .collect()
+}
+
+/// Records a peer answer that could not be used.
+pub fn bad_answer(rc: &RequestContext, peer: &PeerRecord, e: &AppError) {
+    rc.report.lock().expect("report lock").fail(
+        &peer.id.to_string(),
+        &peer.name,
+        "failed",
+        "PEER_BAD_RESPONSE",
+        &format!("unusable answer: {}", e.message()),
+        None,
+    );
+}
+
+/// The direct peer that owns `instance`, if we may query it.
+async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<PeerRecord> {
+    match registry::get(&rc.federation.pool, instance).await? {
+        Some(p) if p.outbound_state == "active" => Ok(p),
+        Some(p) => Err(AppError::Peer {
+            code: "PEER_FORBIDDEN",
+            message: format!("peering with {} is {}, not active", p.name, p.outbound_state),
+            instance: p.id.to_string(),
+        }),
+        None => Err(AppError::BadInput(format!(
+            "instance {instance} is not a peer of this instance"
+        ))),
+    }
+}
+
+/// Sends one request to the instance that owns an object; QUERY or COMMAND.
+pub async fn forward(
+    rc: &RequestContext,
+    instance: Uuid,
+    command: bool,
+    query: &str,
+    variables: Value,
+) -> AppResult<Value> {
+    let peer = owner(rc, instance).await?;
+    let path = if command {
+        protocol::COMMAND_PATH
+    } else {
+        protocol::QUERY_PATH
+    };
+    ask(rc, &peer, path, query, variables, &[])
+        .await
+        .map_err(|e| AppError::Peer {
+            code: if e.refusal.as_deref() == Some("GRANT_DENIED") {
+                "PEER_FORBIDDEN"
+            } else {
+                e.code
+            },
+            message: format!("{}: {}", peer.name, e.message),
+            instance: peer.id.to_string(),
+        })
+}
+
+pub const TASK_FIELDS: &str =
+    "fragment TaskFields on Task { id title description status priority dueDate createdAt updatedAt
+    instance { id name }
+    workspace { id name createdAt updatedAt }
+    project { id name description createdAt updatedAt }
+    assignee { id email name isAdmin } }";
+pub const WORKSPACE_FIELDS: &str =
+    "fragment WorkspaceFields on Workspace { id name createdAt updatedAt instance { id name } }";
+pub const PROJECT_FIELDS: &str = "fragment ProjectFields on Project { id name description createdAt updatedAt workspace { id name createdAt updatedAt } instance { id name } }";
+
+/// `node(id:)` for an object of another instance.
+pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResult<Option<Node>> {
+    let query = format!(
+        "query($id: ID!) {{ node(id: $id) {{ __typename ...TaskFields ...WorkspaceFields ...ProjectFields ... on User {{ id email name isAdmin instance {{ id name }} }} }} }} {TASK_FIELDS} {WORKSPACE_FIELDS} {PROJECT_FIELDS}"
+    );
+    let data = forward(rc, g.instance, false, &query, json!({ "id": id.as_str() })).await?;
+    let node = &data["node"];
+    if node.is_null() {
+        return Ok(None);
+    }
+    let instance = instance_of(node)?;
+    Ok(Some(match g.kind {
+        Kind::Task => Node::Task(Box::new(super::tasks::Task::from_json(node)?)),
+        Kind::Workspace => Node::Workspace(super::workspaces::Workspace::from_json(node, &instance)?),
+        Kind::Project => Node::Project(super::projects::Project::from_json(node, &instance)?),
+        Kind::User => Node::User(super::users::User::from_json(node, &instance)?),
+    }))
+}
+
+// --- reading peers' JSON into objects -------------------------------------
+
+fn bad(what: &str) -> AppError {
+    AppError::BadInput(format!("peer answer: {what} missing or malformed"))
+}
+
+pub fn text(v: &Value, field: &str) -> AppResult<String> {
+    v[field].as_str().map(String::from).ok_or_else(|| bad(field))
+}
+
+pub fn time_of(v: &Value, field: &str) -> AppResult<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(&text(v, field)?, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad(field))
+}
+
+/// The global ID and local UUID of an object of `kind`.
+pub fn ids_of(v: &Value, kind: Kind) -> AppResult<(ID, Uuid)> {
+    let id = text(v, "id")?;
+    let g = GlobalId::parse(&id).map_err(|_| bad("id"))?;
+    if g.kind != kind {
+        return Err(bad("id"));
+    }
+    Ok((ID(id), g.local))
+}
+
+pub fn instance_of(v: &Value) -> AppResult<Arc<InstanceInfo>> {
+    Ok(Arc::new(InstanceInfo {
+        id: text(&v["instance"], "id")?,
+        name: text(&v["instance"], "name")?,
+    }))
+}
+
+/// Merges pages with a comparison; adds up totals of the sources that answered.
+pub fn merged<R>(
+    pages: Vec<fanout::SourcePage<R>>,
+    first: usize,
+    start: &fanout::MergedCursor,
+    cmp: impl Fn(&R, &R) -> std::cmp::Ordering,
+) -> (Vec<(R, String)>, bool) {
+    let (rows, more) = fanout::merge(pages, first, start, cmp);
+    (rows.into_iter().map(|(r, c)| (r, c.encode())).collect(), more)
+}
+
+/// The plan for an object that lives on one other instance.
+pub async fn owner_plan(rc: &RequestContext, instance: Uuid) -> AppResult<Plan> {
+    let peer = owner(rc, instance).await?;
+    Ok(Plan {
+        include_self: false,
+        peers: vec![peer],
+        forward_all: false,
+    })
+}

@@ -1,0 +1,372 @@
+//! The `mosaic` binary end to end: embedded PostgreSQL lifecycle, operator
+//! commands, and how startup failures are reported.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mosaic");
+/// Every command below needs a secret key; this one protects nothing.
+const SECRET_KEY: &str = "cli-test-secret-key-0123456789abcdef";
+
+/// The binary with a clean environment (nothing of the caller's
+/// `DATABASE_URL`, `MOSAIC_*` or `RUST_LOG` leaks in) and a secret key.
+fn mosaic(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("MOSAIC_SECRET_KEY", SECRET_KEY)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let out = tokio::time::timeout(Duration::from_secs(120), mosaic(args, env).output())
+        .await
+        .expect("command finished in time")
+        .expect("command ran");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// A fresh data directory with a short path (the cluster's Unix socket lives
+/// in it). If a test fails with the embedded cluster still running, dropping
+/// this stops it.
+struct DataDir {
+    dir: tempfile::TempDir,
+}
+
+impl DataDir {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("mos").tempdir_in("/tmp").unwrap();
+        // As root, PostgreSQL runs as `postgres`, which must reach the directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self { dir }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn data_str(&self) -> String {
+        self.data().to_str().unwrap().to_string()
+    }
+
+    fn postmaster_pid(&self) -> PathBuf {
+        self.data().join("postgres/data/postmaster.pid")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(self.postmaster_pid())
+            && let Some(pid) = text.lines().next().and_then(|l| l.trim().parse().ok())
+        {
+            // Fast shutdown of a cluster a failed test left behind.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+        }
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    mosaic::federation::tls::http_client(None).expect("HTTP client")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `mosaic serve`; SIGTERMed if a test fails while it runs.
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(dir: &DataDir, name: &str) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = dir.dir.path().join(format!("{name}.log"));
+        let child = mosaic(
+            &["serve"],
+            &[("MOSAIC_DATA_DIR", &dir.data_str()), ("MOSAIC_LISTEN", &addr)],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+        let mut server = Self {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls /readyz (bounded) until the server and its database answer.
+    async fn wait_ready(&mut self) {
+        let client = http_client();
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("serve exited early ({status}): {}", self.log());
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("serve never became ready: {}", self.log());
+    }
+
+    async fn gql(&self, token: &str, query: &str) -> Value {
+        http_client()
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(token)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// SIGTERM, then the exit code.
+    async fn terminate(mut self) -> Option<i32> {
+        let pid = Pid::from_raw(self.child.id().unwrap() as i32);
+        kill(pid, Signal::SIGTERM).unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("serve exits after SIGTERM")
+            .unwrap();
+        status.code()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let (Ok(None), Some(pid)) = (self.child.try_wait(), self.child.id()) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            // Bounded wait so the embedded cluster is stopped before the
+            // data directory is removed.
+            for _ in 0..300 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn embedded_mode_creates_serves_stops_and_reuses_its_cluster() {
+    let dir = DataDir::new();
+    let env = [("MOSAIC_DATA_DIR", dir.data_str())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let created = run(&["user", "create", "--email", "cli@example.com"], &env).await;
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let user_id: Uuid = created.stdout.trim_end().parse().expect("prints the user id");
+    assert_eq!(created.stdout, format!("{user_id}\n"));
+    assert!(dir.data().join("postgres/data/PG_VERSION").is_file());
+    assert!(
+        !dir.postmaster_pid().exists(),
+        "the command stops the cluster it started"
+    );
+
+    let issued = run(&["token", "create", "--user", "cli@example.com"], &env).await;
+    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
+    assert_eq!(issued.stdout.lines().count(), 1, "{:?}", issued.stdout);
+    let token = issued.stdout.strip_suffix('\n').expect("one line").to_string();
+    assert!(!token.is_empty() && !token.contains(char::is_whitespace), "{token:?}");
+    assert!(!dir.postmaster_pid().exists());
+
+    // First run: the token works, and something is written.
+    let server = Server::start(&dir, "first").await;
+    let body = server
+        .gql(&token, "mutation { createWorkspace(input: {name: \"kept\"}) { id } }")
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let body = server.gql(&token, "{ me { email id instance { id } } }").await;
+    assert_eq!(body["data"]["me"]["email"], "cli@example.com", "{body}");
+    assert!(
+        body["data"]["me"]["id"]
+            .as_str()
+            .unwrap()
+            .ends_with(&user_id.to_string())
+    );
+    let instance = body["data"]["me"]["instance"]["id"].clone();
+    assert!(dir.postmaster_pid().exists(), "serve runs the cluster");
+    let log = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&log));
+    assert!(!dir.postmaster_pid().exists(), "SIGTERM stops the embedded PostgreSQL");
+
+    // Second run on the same directory: same instance, same data, same token.
+    let server = Server::start(&dir, "second").await;
+    let body = server
+        .gql(&token, "{ me { email instance { id } } workspaces { name } }")
+        .await;
+    assert_eq!(body["data"]["me"]["email"], "cli@example.com", "{body}");
+    assert_eq!(body["data"]["me"]["instance"]["id"], instance);
+    assert_eq!(body["data"]["workspaces"], json!([{ "name": "kept" }]));
+    // A CLI command while serve holds the cluster uses it and leaves it running.
+    let second = run(&["token", "create", "--user", "cli@example.com"], &env).await;
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    let second = second.stdout.trim_end();
+    assert_ne!(second, token);
+    let body = server.gql(second, "{ me { email } }").await;
+    assert_eq!(body["data"]["me"]["email"], "cli@example.com", "{body}");
+    assert!(dir.postmaster_pid().exists());
+    let log = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&log));
+    assert!(!dir.postmaster_pid().exists());
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Asserts a failed command: non-zero (or exactly `code`), nothing on stdout,
+/// and one line on stderr containing each of `names`.
+fn assert_fails(ran: &Ran, code: Option<i32>, names: &[&str]) {
+    assert_ne!(ran.code, Some(0), "{}", ran.stdout);
+    assert!(ran.code.is_some(), "exited by signal");
+    if code.is_some() {
+        assert_eq!(ran.code, code, "{}", ran.stderr);
+    }
+    assert_eq!(ran.stdout, "", "nothing on stdout");
+    assert_eq!(ran.stderr.lines().count(), 1, "{:?}", ran.stderr);
+    for name in names {
+        assert!(ran.stderr.contains(name), "{name} in {:?}", ran.stderr);
+    }
+}
+
+#[tokio::test]
+async fn missing_postgres_binaries_are_reported_naming_mosaic_pg_bin() {
+    let dir = DataDir::new();
+    let data = dir.data_str();
+    for args in [
+        &["serve"][..],
+        &["migrate"],
+        &["user", "create", "--email", "x@example.com"],
+    ] {
+        let ran = run(args, &[("MOSAIC_DATA_DIR", &data), ("MOSAIC_PG_BIN", "/nonexistent")]).await;
+        assert_fails(&ran, None, &["MOSAIC_PG_BIN"]);
+    }
+    assert!(!dir.data().exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn invalid_configuration_exits_2_naming_the_field() {
+    let dir = DataDir::new();
+    let data = dir.data_str();
+    let toml = dir.dir.path().join("m.toml");
+    std::fs::write(&toml, "[limits]\nmax_dept = 7\n").unwrap();
+    let toml = toml.to_str().unwrap();
+    for (args, var, value, names) in [
+        (
+            &["serve"][..],
+            "MOSAIC_LISTEN",
+            "nonsense",
+            &["listen", "MOSAIC_LISTEN"][..],
+        ),
+        (
+            &["serve"],
+            "MOSAIC_MAX_DEPTH",
+            "1",
+            &["limits.max_depth", "MOSAIC_MAX_DEPTH"],
+        ),
+        (&["serve"], "MOSAIC_DB_POOL_SIZE", "0", &["db.pool_size"]),
+        (&["serve"], "DATABASE_URL", "mysql://x", &["database_url"]),
+        (
+            &["serve"],
+            "MOSAIC_CONFIG",
+            toml,
+            &["limits.max_dept", "unknown setting"],
+        ),
+        (
+            &["user", "create", "--email", "x@example.com"],
+            "MOSAIC_LISTEN",
+            "nonsense",
+            &["listen"],
+        ),
+    ] {
+        let ran = run(args, &[("MOSAIC_DATA_DIR", &data), (var, value)]).await;
+        assert_fails(&ran, Some(2), names);
+    }
+    assert!(!dir.data().exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn token_create_for_an_unknown_user_names_user() {
+    let url = common::fresh_database().await;
+    let env = [("DATABASE_URL", url.as_str())];
+    let ran = run(&["token", "create", "--user", "nobody@example.com"], &env).await;
+    assert_fails(&ran, None, &["--user"]);
+    let ran = run(
+        &["token", "create", "--user", "nobody@example.com", "--expires", "5y"],
+        &env,
+    )
+    .await;
+    assert_fails(&ran, None, &["--expires"]);
+    // No token was stored.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0);
+}
+
+#[tokio::test]
+async fn user_create_twice_with_one_email_names_email() {
+    let url = common::fresh_database().await;
+    let env = [("DATABASE_URL", url.as_str())];
+    let first = run(&["user", "create", "--email", "dup@example.com"], &env).await;
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    for email in ["dup@example.com", "Dup@Example.COM"] {
+        let ran = run(&["user", "create", "--email", email], &env).await;
+        assert_fails(&ran, None, &["--email"]);
+    }
+    let ran = run(&["user", "create", "--email", "not-an-address"], &env).await;
+    assert_fails(&ran, None, &["--email"]);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let users: Vec<String> = sqlx::query_scalar("SELECT email FROM users")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(users, ["dup@example.com"]);
+}

@@ -1,0 +1,77 @@
+//! The GraphQL IDE at `GET /graphql`: GraphiQL served entirely by this
+//! instance (no CDN), from assets embedded at build time.
+
+mod common;
+
+use common::spawn_app;
+
+/// The `/graphql/ide/...` URLs the page references (query strings removed).
+fn asset_paths(html: &str) -> Vec<String> {
+    let mut paths: Vec<String> = html
+        .match_indices("/graphql/ide/")
+        .map(|(at, _)| {
+            let rest = &html[at..];
+            let end = rest
+                .find(|c: char| c == '"' || c == '\'' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            let url = &rest[..end];
+            url.split('?').next().unwrap().to_string()
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+#[tokio::test]
+async fn ide_page_and_its_assets_are_served_offline() {
+    let app = spawn_app().await;
+    let r = app.client.get(format!("{}/graphql", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let html = r.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the IDE page must not reference any external URL:\n{html}"
+    );
+
+    let paths = asset_paths(&html);
+    assert!(
+        !paths.is_empty(),
+        "the IDE assets were not embedded at build time: run `npm ci --prefix ide` and rebuild\n{html}"
+    );
+    for name in ["graphiql.min.js", "graphiql.min.css", "react.production.min.js"] {
+        assert!(
+            paths.iter().any(|p| p.ends_with(name)),
+            "{name} is not referenced: {paths:?}"
+        );
+    }
+    for path in &paths {
+        let r = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let content_type = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+        let expected = if path.ends_with(".css") {
+            "text/css"
+        } else {
+            "text/javascript"
+        };
+        assert!(content_type.starts_with(expected), "{path}: {content_type}");
+        let cache = r.headers()[reqwest::header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(cache.contains("max-age="), "{path}: {cache}");
+        let body = r.bytes().await.unwrap();
+        assert!(body.len() > 10_000, "{path} is only {} bytes", body.len());
+    }
+
+    let r = app
+        .client
+        .get(format!("{}/graphql/ide/no-such-file.js", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    app.stop().await;
+}
