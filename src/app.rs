@@ -294,6 +294,20 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     }
 }
 
+/// Whether the operation the request runs is a mutation.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let ty = match (&doc.operations, &request.operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()).map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) => ops.values().next().map(|op| op.node.ty),
+    };
+    ty == Some(OperationType::Mutation)
+}
+
 /// Runs one GraphQL request for a caller: one transaction with the caller's
 /// scope, committed only if nothing failed, with the federation report added.
 pub async fn execute(
@@ -319,11 +333,16 @@ pub async fn execute(
         hop,
         report: report.clone(),
     };
+    let mutation = is_mutation(&request);
     let mut response = state.schema.execute(request.data(context)).await;
-    // All or nothing: any error rolls back every write of the request.
+    // All or nothing: any error rolls back every write of the request, and a
+    // rolled-back mutation returns no data (it would name rows that do not exist).
     let finished = if response.errors.is_empty() {
         db.commit().await
     } else {
+        if mutation {
+            response.data = async_graphql::Value::Null;
+        }
         db.rollback().await
     };
     if let Err(e) = finished {
@@ -334,10 +353,18 @@ pub async fn execute(
             "could not commit",
         ));
     }
-    // Errors raised by async-graphql's own input coercion carry no code.
+    // Errors raised by async-graphql itself at run time carry no code: an
+    // undefined variable is a validation failure, the rest are input coercion.
     response.errors = std::mem::take(&mut response.errors)
         .into_iter()
-        .map(|e| graphql::limits::with_code(e, "BAD_USER_INPUT"))
+        .map(|e| {
+            let code = if e.message.starts_with("Variable ") && e.message.ends_with(" is not defined.") {
+                graphql::limits::VALIDATION_FAILED
+            } else {
+                "BAD_USER_INPUT"
+            };
+            graphql::limits::with_code(e, code)
+        })
         .collect();
     let report = report.lock().expect("report lock");
     response.errors.extend(report.errors());

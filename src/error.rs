@@ -63,7 +63,9 @@ impl From<sqlx::Error> for AppError {
                 "42501" => Self::Forbidden("not allowed by your role in this workspace".into()),
                 "23505" => Self::Conflict("already exists".into()),
                 "23503" => Self::BadInput("refers to something that does not exist".into()),
-                "23514" | "22001" | "22P02" | "22007" | "22008" => {
+                // check violation, too long, bad text representation, bad datetime,
+                // datetime out of range, number out of range, NUL or unsupported character
+                "23514" | "22001" | "22P02" | "22007" | "22008" | "22003" | "22021" | "22P05" => {
                     Self::BadInput(format!("invalid value: {}", db.message()))
                 }
                 "MOS01" => Self::BadInput(db.message().to_string()),

@@ -200,16 +200,25 @@ async fn run(command: Command, config: Config) -> Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {
+            mosaic::federation::tls::install_crypto_provider();
             let secret = config.require_secret()?;
             let db = Database::open(&config).await?;
             let sealer = mosaic::secrets::Sealer::new(&secret, "instance-keys");
-            let mut conn = db.admin().await?;
-            mosaic::federation::keys::ensure(&mut conn, &sealer).await?;
             let grace = time::Duration::try_from(config.federation.key_grace)?;
-            let key_id = mosaic::federation::keys::rotate(&mut conn, &sealer, grace).await;
-            drop(conn);
+            let rotated = async {
+                let mut conn = db.admin().await?;
+                mosaic::federation::keys::ensure(&mut conn, &sealer).await?;
+                let key_id = mosaic::federation::keys::rotate(&mut conn, &sealer, grace).await?;
+                let (id, name) = mosaic::db::instance_identity(&db, &config.instance_name).await?;
+                let fed = Federation::open(&config, &db, &secret, id, &name, config.base_url(config.listen)).await?;
+                let told = fed.announce_rotation().await?;
+                anyhow::Ok((key_id, told))
+            }
+            .await;
             db.shutdown().await?;
-            println!("{}", key_id?);
+            let (key_id, told) = rotated?;
+            eprintln!("rotated; told {told} peer(s)");
+            println!("{key_id}");
             Ok(())
         }
         Command::Demo { port_base, data_dir } => mosaic::demo::run(port_base, data_dir, shutdown_signal()).await,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, code, codes, fresh_database, local_id, spawn_app_with, spawn_config_with_state, test_config};
+use common::{TestApp, code, codes, local_id, spawn_app_with};
 use futures::StreamExt;
 use mosaic::db::{RequestDb, Scope};
 use serde_json::{Value, json};
@@ -272,26 +272,24 @@ async fn default_statement_timeout(app: &TestApp) -> String {
 /// failed requests, that connection holds no trace of the request's scope.
 #[tokio::test]
 async fn the_servers_connection_is_clean_after_every_kind_of_request() {
-    let mut config = test_config(fresh_database().await);
-    config.pool_size = 1;
-    config.statement_timeout = Duration::from_millis(4321);
-    let (app, state) = spawn_config_with_state(config).await;
+    let app = spawn_app_with(|c| {
+        c.pool_size = 1;
+        c.statement_timeout = Duration::from_millis(4321);
+    })
+    .await;
+    let pool = app.state.pool.clone();
     let default_timeout = default_statement_timeout(&app).await;
     assert_ne!(default_timeout, "4321ms");
     let t = &tenants(&app, &["ann"]).await[0];
     let poison = poisoned_cursor(&app, &t.token).await;
-    let pid = idle_state(&state.pool).await.pid;
+    let pid = idle_state(&pool).await.pid;
     for (i, kind) in KINDS.iter().enumerate() {
         let (query, vars) = request(*kind, t, i, &poison);
         let body = app.gql(&t.token, query, vars).await;
         check(*kind, t, &body);
-        assert_eq!(
-            idle_state(&state.pool).await,
-            clean(pid, &default_timeout),
-            "after {kind:?}"
-        );
+        assert_eq!(idle_state(&pool).await, clean(pid, &default_timeout), "after {kind:?}");
     }
-    assert_eq!(state.pool.size(), 1, "one connection served everything");
+    assert_eq!(pool.size(), 1, "one connection served everything");
     app.stop().await;
 }
 

@@ -339,6 +339,8 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
         }
         Event::Rejected => ("rejected", "rejected_by_peer"),
         Event::Suspended => ("suspended", "suspended_by_peer"),
+        // Verifying the request already refreshed the peer's keys.
+        Event::KeysRotated => return Ok(Json(json!({ "ok": true })).into_response()),
     };
     let db_error = |e: sqlx::Error| {
         tracing::error!(error = %e, "recording EVENT failed");

@@ -388,6 +388,23 @@ impl Federation {
         self.require_peer(id).await
     }
 
+    /// Tells every peer with a live peering that our key changed, so they stop
+    /// accepting the old one (if its grace is over) without waiting to notice.
+    pub async fn announce_rotation(&self) -> Result<usize> {
+        let peers = registry::list(&self.pool).await?;
+        let live: Vec<&PeerRecord> = peers
+            .iter()
+            .filter(|p| {
+                matches!(p.inbound_state.as_str(), "pending" | "active" | "suspended")
+                    || matches!(p.outbound_state.as_str(), "requested" | "active" | "suspended")
+            })
+            .collect();
+        for p in &live {
+            self.notify(p, protocol::EVENT_PATH, &Event::KeysRotated).await;
+        }
+        Ok(live.len())
+    }
+
     /// Best-effort notification; the local change already took effect.
     async fn notify<T: Serialize>(&self, peer: &PeerRecord, path: &str, body: &T) {
         if let Err(e) = self

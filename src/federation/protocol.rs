@@ -62,6 +62,9 @@ pub enum Event {
     Rejected,
     /// The sender suspended our access.
     Suspended,
+    /// The sender rotated its key (this event is signed with the new one, so
+    /// verifying it makes the receiver re-read the sender's identity document).
+    KeysRotated,
 }
 
 /// DISCONNECT body.

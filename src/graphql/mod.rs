@@ -165,6 +165,7 @@ pub fn sdl() -> String {
 
 /// Trims a required name-like input and checks its length.
 pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> {
+    no_nul(field, value)?;
     let v = value.trim();
     if v.is_empty() {
         return Err(AppError::BadInput(format!("{field} must not be empty")));
@@ -176,7 +177,20 @@ pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> 
 }
 
 /// Checks an optional free-text input's length.
+/// PostgreSQL text cannot hold U+0000.
+fn no_nul(field: &str, value: &str) -> AppResult<()> {
+    if value.contains('\0') {
+        return Err(AppError::BadInput(format!(
+            "{field} must not contain the NUL character"
+        )));
+    }
+    Ok(())
+}
+
 pub fn optional_text(field: &str, value: Option<String>, max: usize) -> AppResult<Option<String>> {
+    if let Some(v) = &value {
+        no_nul(field, v)?;
+    }
     match value {
         Some(v) if v.chars().count() > max => {
             Err(AppError::BadInput(format!("{field} is longer than {max} characters")))

@@ -311,8 +311,9 @@ impl TaskOrder {
         }
     }
 
+    /// The ordering as the schema names it, e.g. `DUE_DATE:DESC`.
     fn name(self) -> String {
-        format!("{:?}:{:?}", self.field, self.direction).to_uppercase()
+        format!("{}:{}", self.field.to_value(), self.direction.to_value())
     }
 
     /// The global order across instances: the field as SQL sorts it, then
@@ -628,26 +629,31 @@ async fn federated_page(
         None => MergedCursor::start(&ordering),
     };
     let me = rc.instance.id.clone();
+    // Exhausted sources give no more rows, but still count towards totalCount.
+    let done = |id: &str| start.d.contains(id);
+    let asked = |id: &str| !done(id) || request.with_total;
     let pending = Plan {
-        include_self: plan.include_self && !start.d.contains(&me),
+        include_self: plan.include_self && asked(&me),
         peers: plan
             .peers
             .iter()
-            .filter(|p| !start.d.contains(&p.id.to_string()))
+            .filter(|p| asked(&p.id.to_string()))
             .cloned()
             .collect(),
         forward_all: plan.forward_all,
     };
+    let first_for = |id: &str| if done(id) { 0 } else { request.first };
     let order_value = request.order.to_value().into_json().map_err(AppError::internal)?;
     let query = subquery();
     let variables = |peer: &crate::federation::registry::PeerRecord| {
+        let id = peer.id.to_string();
         json!({
             "scope": if pending.forward_all { json!({ "all": true }) } else { Value::Null },
             "workspaceId": request.workspace_id,
             "filter": request.filter,
             "orderBy": order_value,
-            "first": request.first,
-            "after": start.position(&peer.id.to_string()),
+            "first": first_for(&id),
+            "after": start.position(&id),
             "withTotal": request.with_total,
         })
     };
@@ -660,7 +666,7 @@ async fn federated_page(
             rc,
             conditions,
             request.order,
-            request.first,
+            first_for(&me),
             after.as_deref(),
             request.with_total,
         )

@@ -318,11 +318,3 @@ pub async fn fingerprint(conn: &mut PgConnection) -> Vec<(String, String)> {
     }
     out
 }
-
-/// Like `spawn_config`, but also hands back the application's state (its
-/// request pool included) for tests that inspect the server from inside.
-pub async fn spawn_config_with_state(config: Config) -> (TestApp, mosaic::app::AppState) {
-    let app = spawn_config(config).await;
-    let state = app.state.clone();
-    (app, state)
-}
