@@ -317,10 +317,12 @@ pub async fn execute(
     hop: Hop,
     request: async_graphql::Request,
 ) -> Result<async_graphql::Response, Response> {
+    let mutation = is_mutation(&request);
     let db = Arc::new(RequestDb::new(
         state.pool.clone(),
         scope,
         state.config.statement_timeout,
+        !mutation,
     ));
     let report = Arc::new(std::sync::Mutex::new(graphql::federated::Report::default()));
     let context = RequestContext {
@@ -333,7 +335,6 @@ pub async fn execute(
         hop,
         report: report.clone(),
     };
-    let mutation = is_mutation(&request);
     let mut response = state.schema.execute(request.data(context)).await;
     // All or nothing: any error rolls back every write of the request, and a
     // rolled-back mutation returns no data (it would name rows that do not exist).

@@ -39,6 +39,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("federation.request_lifetime_s", "MOSAIC_REQUEST_LIFETIME_S"),
     ("federation.clock_skew_s", "MOSAIC_CLOCK_SKEW_S"),
     ("federation.key_grace_s", "MOSAIC_KEY_GRACE_S"),
+    ("federation.key_refresh_s", "MOSAIC_KEY_REFRESH_S"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -107,6 +108,8 @@ pub struct FederationSettings {
     pub clock_skew_s: i64,
     /// How long a rotated-away key keeps verifying.
     pub key_grace: Duration,
+    /// How often a receiver re-reads a peer's identity document (its keys).
+    pub key_refresh: Duration,
 }
 
 impl Default for FederationSettings {
@@ -119,6 +122,7 @@ impl Default for FederationSettings {
             request_lifetime_s: 60,
             clock_skew_s: 30,
             key_grace: Duration::from_secs(7 * 24 * 3600),
+            key_refresh: Duration::from_secs(300),
         }
     }
 }
@@ -379,6 +383,15 @@ impl Config {
             &mut grace,
         )?;
         f.key_grace = Duration::from_secs(grace);
+        let mut refresh = f.key_refresh.as_secs();
+        set_range(
+            take("federation.key_refresh_s"),
+            "federation.key_refresh_s",
+            0,
+            24 * 3600,
+            &mut refresh,
+        )?;
+        f.key_refresh = Duration::from_secs(refresh);
         Ok(c)
     }
 }

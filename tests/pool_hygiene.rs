@@ -329,7 +329,14 @@ async fn a_scoped_transaction_leaves_no_scope_on_its_pooled_connection() {
         Ending::Dropped,
         Ending::FailedThenRollback,
     ] {
-        let db = RequestDb::new(pool.clone(), Scope::user(t.user_id), Duration::from_millis(1234));
+        // Alternate the two kinds of request transaction: both must leave the connection clean.
+        let read_only = matches!(ending, Ending::Rollback | Ending::FailedThenRollback);
+        let db = RequestDb::new(
+            pool.clone(),
+            Scope::user(t.user_id),
+            Duration::from_millis(1234),
+            read_only,
+        );
         {
             let mut conn = db.conn().await.unwrap();
             let (user, timeout, tasks): (String, String, i64) = sqlx::query_as(

@@ -41,15 +41,20 @@ pub struct RequestDb {
     pool: PgPool,
     scope: Scope,
     statement_timeout: Duration,
+    /// Reads only, from one snapshot (a page and its totalCount agree).
+    read_only: bool,
     tx: Mutex<Option<Transaction<'static, Postgres>>>,
 }
 
 impl RequestDb {
-    pub fn new(pool: PgPool, scope: Scope, statement_timeout: Duration) -> Self {
+    /// `read_only`: a query, which sees one snapshot and cannot write; a
+    /// mutation reads committed data as it goes.
+    pub fn new(pool: PgPool, scope: Scope, statement_timeout: Duration, read_only: bool) -> Self {
         Self {
             pool,
             scope,
             statement_timeout,
+            read_only,
             tx: Mutex::new(None),
         }
     }
@@ -62,7 +67,13 @@ impl RequestDb {
     pub async fn conn(&self) -> Result<MappedMutexGuard<'_, PgConnection>, sqlx::Error> {
         let mut guard = self.tx.lock().await;
         if guard.is_none() {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = if self.read_only {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?
+            } else {
+                self.pool.begin().await?
+            };
             sqlx::query(
                 "SELECT set_config('mosaic.user_id', $1, true),
                         set_config('mosaic.workspace_ids', $2, true),

@@ -90,15 +90,14 @@ pub async fn verify(
         .await
         .map_err(internal)?
         .ok_or_else(|| refuse(Refusal::UnknownPeer, "no peering with this instance"))?;
-    if need == Need::ActiveGrant && peer.inbound_state != "active" {
-        return Err(refuse(
-            Refusal::PeerNotActive,
-            format!("peering is {}", peer.inbound_state),
-        ));
-    }
     let now = now_unix();
-    if matches!(peer.key(&params.key_id, now), KeyLookup::Unknown) {
-        // The peer may have rotated its key: read its identity document once.
+    // Re-read the peer's identity document when the key is unknown (it may
+    // have rotated; throttled, since the request is not verified yet) or when
+    // our copy is older than federation.key_refresh_s (a retired key must stop
+    // verifying even if the rotation announcement never arrived).
+    let unknown = matches!(peer.key(&params.key_id, now), KeyLookup::Unknown);
+    if (unknown && fed.refresh_allowed(origin)) || (!unknown && fed.keys_stale(origin)) {
+        fed.note_refresh(origin);
         if let Ok(doc) = fed.fetch_identity(&peer.base_url).await
             && doc.instance_id == peer.id.to_string()
             && registry::update_keys(&fed.pool, &doc).await.is_ok()
@@ -135,7 +134,22 @@ pub async fn verify(
     {
         return Err(refuse(Refusal::ReplayedNonce, "this request was already received"));
     }
+    // Only a verified sender learns the state of its peering.
+    if need == Need::ActiveGrant && peer.inbound_state != "active" {
+        return Err(refuse(
+            Refusal::PeerNotActive,
+            format!("peering is {}", peer.inbound_state),
+        ));
+    }
     Ok(peer)
+}
+
+/// Maps a failure to record a peer's message to a refusal (logged, not shown).
+fn recording_failed(message: &'static str) -> impl Fn(sqlx::Error) -> Refused + Copy {
+    move |e| {
+        tracing::error!(error = %e, message, "recording a peer message failed");
+        refuse(Refusal::BadRequest, format!("cannot record the {message} right now"))
+    }
 }
 
 pub async fn well_known(State(state): State<AppState>) -> Response {
@@ -195,6 +209,28 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: By
     if origin == fed.instance_id {
         return Err(refuse(Refusal::BadRequest, "an instance cannot peer with itself"));
     }
+    // An instance id we already know keeps its identity: the CONNECT must be
+    // signed by a key we trust for it, or its registered base URL must serve
+    // the presented identity (a legitimate rotation or move). Otherwise anyone
+    // could claim a peer's id with their own key and URL.
+    if let Some(known) = registry::get(&fed.pool, origin)
+        .await
+        .map_err(|_| refuse(Refusal::BadRequest, "cannot check the peer right now"))?
+    {
+        let trusted =
+            matches!(known.key(&params.key_id, now), KeyLookup::Valid(k) if k.public_key == doc.current_key.public_key);
+        let confirmed_at_registered_url = !trusted
+            && fed
+                .fetch_identity(&known.base_url)
+                .await
+                .is_ok_and(|d| d.instance_id == doc.instance_id && d.current_key == doc.current_key);
+        if !trusted && !confirmed_at_registered_url {
+            return Err(refuse(
+                Refusal::UnknownKey,
+                "this instance is registered with other keys; sign with a key we know, or serve the new identity at the registered base URL",
+            ));
+        }
+    }
     let url = fed
         .check_url(&doc.base_url)
         .map_err(|e| refuse(Refusal::BadRequest, e.to_string()))?;
@@ -207,10 +243,7 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: By
     if confirmed.instance_id != doc.instance_id || confirmed.current_key != doc.current_key {
         return Err(refuse(Refusal::BadRequest, format!("{url} serves another identity")));
     }
-    let db_error = |e: sqlx::Error| {
-        tracing::error!(error = %e, "recording CONNECT failed");
-        refuse(Refusal::BadRequest, "cannot record the request right now")
-    };
+    let db_error = recording_failed("CONNECT");
     let mut tx = fed.pool.begin().await.map_err(db_error)?;
     registry::upsert_identity(&mut tx, doc).await.map_err(db_error)?;
     let state_now: String = sqlx::query_scalar("SELECT inbound_state FROM peers WHERE id = $1")
@@ -342,10 +375,7 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
         // Verifying the request already refreshed the peer's keys.
         Event::KeysRotated => return Ok(Json(json!({ "ok": true })).into_response()),
     };
-    let db_error = |e: sqlx::Error| {
-        tracing::error!(error = %e, "recording EVENT failed");
-        refuse(Refusal::BadRequest, "cannot record the event right now")
-    };
+    let db_error = recording_failed("EVENT");
     let mut tx = fed.pool.begin().await.map_err(db_error)?;
     registry::set_outbound(&mut tx, peer.id, outbound)
         .await
@@ -368,10 +398,7 @@ pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body:
     let fed = state.federation.clone();
     let peer = verify(&fed, protocol::DISCONNECT_PATH, &headers, &body, Need::Known).await?;
     let notice: Disconnect = serde_json::from_slice(&body).unwrap_or_default();
-    let db_error = |e: sqlx::Error| {
-        tracing::error!(error = %e, "recording DISCONNECT failed");
-        refuse(Refusal::BadRequest, "cannot record the disconnect right now")
-    };
+    let db_error = recording_failed("DISCONNECT");
     let mut tx = fed.pool.begin().await.map_err(db_error)?;
     super::revoke_both(&mut tx, peer.id).await.map_err(db_error)?;
     registry::audit(

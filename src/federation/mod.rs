@@ -61,7 +61,15 @@ pub struct Federation {
     pub replay: ReplayCache,
     pub stats: PeerStats,
     pub settings: FederationSettings,
+    /// When each peer's identity document was last re-read (in memory).
+    key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, Instant>>,
+    /// Re-reads caused by unknown key ids in the last minute, per peer.
+    unknown_key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::VecDeque<Instant>>>,
 }
+
+/// Unverified requests naming an unknown key may make us re-read a peer's
+/// document at most this many times a minute (a rotation needs one).
+const UNKNOWN_KEY_REFRESHES_PER_MINUTE: usize = 10;
 
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -96,7 +104,44 @@ impl Federation {
             replay: ReplayCache::default(),
             stats: PeerStats::default(),
             settings: config.federation.clone(),
+            key_refreshes: Default::default(),
+            unknown_key_refreshes: Default::default(),
         })
+    }
+
+    fn since_refresh(&self, peer: Uuid) -> Option<Duration> {
+        self.key_refreshes
+            .lock()
+            .expect("refresh lock")
+            .get(&peer)
+            .map(Instant::elapsed)
+    }
+
+    /// Whether an unknown key id may trigger a re-read of the peer's document
+    /// now; counts the re-read when it may.
+    pub fn refresh_allowed(&self, peer: Uuid) -> bool {
+        let mut all = self.unknown_key_refreshes.lock().expect("refresh lock");
+        let recent = all.entry(peer).or_default();
+        while recent.front().is_some_and(|t| t.elapsed() >= Duration::from_secs(60)) {
+            recent.pop_front();
+        }
+        if recent.len() >= UNKNOWN_KEY_REFRESHES_PER_MINUTE {
+            return false;
+        }
+        recent.push_back(Instant::now());
+        true
+    }
+
+    /// Whether our copy of the peer's keys is due for a re-read.
+    pub fn keys_stale(&self, peer: Uuid) -> bool {
+        self.since_refresh(peer).is_none_or(|d| d >= self.settings.key_refresh)
+    }
+
+    pub fn note_refresh(&self, peer: Uuid) {
+        self.key_refreshes
+            .lock()
+            .expect("refresh lock")
+            .insert(peer, Instant::now());
     }
 
     /// This instance's signed identity document.
@@ -191,6 +236,7 @@ impl Federation {
         body: &T,
         timeout: Duration,
     ) -> Result<Value, PeerError> {
+        let started = Instant::now();
         let body = serde_json::to_vec(body).expect("request bodies serialise");
         let header = self
             .sign(peer_id, path, &body)
@@ -215,7 +261,8 @@ impl Federation {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
-        let remaining = timeout.saturating_sub(Duration::from_millis(1));
+        // The body gets only what is left of the deadline, not a fresh one.
+        let remaining = timeout.saturating_sub(started.elapsed());
         let bytes = match tokio::time::timeout(remaining, response.bytes()).await {
             Err(_) => return Err(PeerError::new("PEER_TIMEOUT", "answer did not finish in time")),
             Ok(Err(e)) => return Err(transport_error(&e)),

@@ -207,7 +207,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
         (None, false) => Ok(Plan::local()),
         (None, true) => {
             let me = rc.instance.id.as_str();
-            let peers = registry::queryable(&rc.federation.pool)
+            let peers: Vec<PeerRecord> = registry::queryable(&rc.federation.pool)
                 .await?
                 .into_iter()
                 .filter(|p| {
@@ -217,6 +217,20 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                 .collect();
             let mut report = rc.report.lock().expect("report lock");
             report.note(me, &rc.instance.name, "succeeded", None);
+            // A peer would refuse a request that arrives past the hop limit: do not send it.
+            let arriving_with = rc.hop.visited.len() as u32 + 1;
+            let peers: Vec<PeerRecord> = if arriving_with > rc.hop.hop_limit {
+                for p in peers.iter() {
+                    let why = format!(
+                        "would arrive through {arriving_with} instances; the hop limit is {}",
+                        rc.hop.hop_limit
+                    );
+                    report.fail(&p.id.to_string(), &p.name, "skipped", "HOP_LIMIT_EXCEEDED", &why, None);
+                }
+                Vec::new()
+            } else {
+                peers
+            };
             Ok(Plan {
                 include_self: true,
                 peers,

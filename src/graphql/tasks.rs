@@ -448,6 +448,21 @@ pub struct TaskConnection {
     pub total_count: Option<i64>,
 }
 
+impl TaskConnection {
+    fn new(edges: Vec<TaskEdge>, has_next_page: bool, has_previous_page: bool, total_count: Option<i64>) -> Self {
+        Self {
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page,
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            total_count,
+        }
+    }
+}
+
 /// One page of tasks visible to the request.
 async fn page(
     rc: &RequestContext,
@@ -512,16 +527,7 @@ async fn page(
             })
         })
         .collect::<AppResult<Vec<_>>>()?;
-    Ok(TaskConnection {
-        page_info: PageInfo {
-            has_next_page,
-            has_previous_page: after.is_some(),
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
-        },
-        edges,
-        total_count,
-    })
+    Ok(TaskConnection::new(edges, has_next_page, after.is_some(), total_count))
 }
 
 #[derive(Default)]
@@ -700,16 +706,12 @@ async fn federated_page(
         .into_iter()
         .map(|(node, cursor)| TaskEdge { cursor, node })
         .collect();
-    Ok(TaskConnection {
-        page_info: PageInfo {
-            has_next_page,
-            has_previous_page: after.is_some(),
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
-        },
+    Ok(TaskConnection::new(
         edges,
-        total_count: request.with_total.then_some(total),
-    })
+        has_next_page,
+        after.is_some(),
+        request.with_total.then_some(total),
+    ))
 }
 
 #[derive(InputObject)]
