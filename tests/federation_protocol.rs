@@ -1083,3 +1083,53 @@ async fn connect_cannot_replace_the_key_of_a_registered_peer() {
     assert_eq!(*after.keys, *registered.keys, "the peer's keys are unchanged");
     assert_refused(&stolen, 401, "UNKNOWN_KEY");
 }
+
+/// A peer that only asked to connect to us (our outbound state: none) cannot
+/// make us query it by sending decisions we never asked for.
+#[tokio::test]
+async fn unsolicited_events_cannot_make_us_query_a_peer() {
+    use mosaic::federation::protocol::{EVENT_PATH, Event};
+    let a = spawn_instance("victim").await;
+    let b = spawn_instance("intruder").await;
+    // B asks A; A has no request of its own toward B.
+    b.state
+        .federation
+        .connect(&a.base, "test")
+        .await
+        .expect("CONNECT accepted");
+    let outbound = |app: &TestApp, other: Uuid| {
+        let pool = app.state.federation.pool.clone();
+        async move {
+            mosaic::federation::registry::get(&pool, other)
+                .await
+                .unwrap()
+                .unwrap()
+                .outbound_state
+        }
+    };
+    let a_id = a.state.instance_id;
+    let b_id = b.state.instance_id;
+    assert_eq!(outbound(&a, b_id).await, "none");
+    for event in [
+        Event::Suspended,
+        Event::Granted {
+            read_write: true,
+            workspaces: vec![],
+        },
+        Event::Rejected,
+    ] {
+        let err = b
+            .state
+            .federation
+            .send(a_id, &a.base, EVENT_PATH, &event, Duration::from_secs(5))
+            .await
+            .expect_err("A refuses decisions about a request it never made");
+        assert_eq!(
+            err.refusal.as_deref(),
+            Some("BAD_REQUEST"),
+            "{event:?}: {}",
+            err.message
+        );
+        assert_eq!(outbound(&a, b_id).await, "none", "{event:?} changed nothing");
+    }
+}

@@ -21,6 +21,9 @@ use crate::db::Scope;
 use crate::graphql::federated::Hop;
 use crate::graphql::{Caller, PeerCaller};
 
+/// The longest a receiver waits to re-read a sender's identity document.
+const KEY_REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A refusal and its explanation.
 pub struct Refused(pub Refusal, pub String);
 
@@ -84,7 +87,7 @@ pub async fn verify(
         .map_err(|_| refuse(Refusal::MalformedSignature, "origin is not an instance id"))?;
     let internal = |e: sqlx::Error| {
         tracing::error!(error = %e, "peer lookup failed");
-        refuse(Refusal::BadRequest, "cannot check the peer right now")
+        refuse(Refusal::Unavailable, "cannot check the peer right now")
     };
     let mut peer = registry::get(&fed.pool, origin)
         .await
@@ -98,7 +101,9 @@ pub async fn verify(
     let unknown = matches!(peer.key(&params.key_id, now), KeyLookup::Unknown);
     if (unknown && fed.refresh_allowed(origin)) || (!unknown && fed.keys_stale(origin)) {
         fed.note_refresh(origin);
-        if let Ok(doc) = fed.fetch_identity(&peer.base_url).await
+        // Capped: a slow peer document must not eat the request's own deadline.
+        let fetched = tokio::time::timeout(KEY_REFRESH_TIMEOUT, fed.fetch_identity(&peer.base_url)).await;
+        if let Ok(Ok(doc)) = fetched
             && doc.instance_id == peer.id.to_string()
             && registry::update_keys(&fed.pool, &doc).await.is_ok()
         {
@@ -148,7 +153,7 @@ pub async fn verify(
 fn recording_failed(message: &'static str) -> impl Fn(sqlx::Error) -> Refused + Copy {
     move |e| {
         tracing::error!(error = %e, message, "recording a peer message failed");
-        refuse(Refusal::BadRequest, format!("cannot record the {message} right now"))
+        refuse(Refusal::Unavailable, format!("cannot record the {message} right now"))
     }
 }
 
@@ -215,7 +220,7 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: By
     // could claim a peer's id with their own key and URL.
     if let Some(known) = registry::get(&fed.pool, origin)
         .await
-        .map_err(|_| refuse(Refusal::BadRequest, "cannot check the peer right now"))?
+        .map_err(|_| refuse(Refusal::Unavailable, "cannot check the peer right now"))?
     {
         let trusted =
             matches!(known.key(&params.key_id, now), KeyLookup::Valid(k) if k.public_key == doc.current_key.public_key);
@@ -301,6 +306,12 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
         };
         refuse(r, why)
     })?;
+    if request.envelope.visited.last() != Some(&peer.id.to_string()) {
+        return Err(refuse(
+            Refusal::BadRequest,
+            "envelope.visited must end with the sending instance",
+        ));
+    }
     let mutation = async_graphql::parser::parse_query(&request.query)
         .map(|doc| {
             doc.operations
@@ -360,20 +371,27 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
     let peer = verify(&fed, protocol::EVENT_PATH, &headers, &body, Need::Known).await?;
     let event: Event =
         serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed EVENT: {e}")))?;
+    // A peer decides only about a request we made: events change our outbound
+    // state only while we asked (requested) or were granted (active, suspended);
+    // never from none, rejected or revoked, so nobody can make us query them.
+    if matches!(event, Event::KeysRotated) {
+        // Verifying the request already re-read the peer's keys.
+        return Ok(Json(json!({ "ok": true })).into_response());
+    }
+    if !matches!(peer.outbound_state.as_str(), "requested" | "active" | "suspended") {
+        return Err(refuse(
+            Refusal::BadRequest,
+            format!(
+                "we have no request with you to decide on (state {})",
+                peer.outbound_state
+            ),
+        ));
+    }
     let (outbound, action) = match &event {
-        Event::Granted { .. } if matches!(peer.outbound_state.as_str(), "requested" | "active" | "suspended") => {
-            ("active", "granted_by_peer")
-        }
-        Event::Granted { .. } => {
-            return Err(refuse(
-                Refusal::BadRequest,
-                format!("no pending request (state {})", peer.outbound_state),
-            ));
-        }
+        Event::Granted { .. } => ("active", "granted_by_peer"),
         Event::Rejected => ("rejected", "rejected_by_peer"),
         Event::Suspended => ("suspended", "suspended_by_peer"),
-        // Verifying the request already refreshed the peer's keys.
-        Event::KeysRotated => return Ok(Json(json!({ "ok": true })).into_response()),
+        Event::KeysRotated => unreachable!("answered above"),
     };
     let db_error = recording_failed("EVENT");
     let mut tx = fed.pool.begin().await.map_err(db_error)?;

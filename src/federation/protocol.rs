@@ -91,6 +91,8 @@ pub enum Refusal {
     CycleDetected,
     GrantDenied,
     BadRequest,
+    /// The receiver cannot check or record the request right now.
+    Unavailable,
 }
 
 impl Refusal {
@@ -110,6 +112,7 @@ impl Refusal {
             Self::CycleDetected => "CYCLE_DETECTED",
             Self::GrantDenied => "GRANT_DENIED",
             Self::BadRequest => "BAD_REQUEST",
+            Self::Unavailable => "SERVICE_UNAVAILABLE",
         }
     }
 
@@ -130,6 +133,7 @@ impl Refusal {
             CycleDetected,
             GrantDenied,
             BadRequest,
+            Unavailable,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -139,6 +143,7 @@ impl Refusal {
     /// authentication, 403 for authenticated requests that are not allowed.
     pub fn status(self) -> u16 {
         match self {
+            Self::Unavailable => 503,
             Self::MalformedSignature | Self::BadRequest | Self::WrongDestination => 400,
             Self::UnknownKey
             | Self::KeyExpired

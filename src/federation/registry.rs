@@ -86,7 +86,7 @@ pub async fn upsert_identity(conn: &mut PgConnection, doc: &IdentityDocument) ->
     )
     .bind(id)
     .bind(&doc.name)
-    .bind(&doc.base_url)
+    .bind(doc.base_url.trim_end_matches('/'))
     .bind(all_keys(doc))
     .bind(&doc.schema_hash)
     .execute(conn)

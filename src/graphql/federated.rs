@@ -72,6 +72,8 @@ struct Outcome {
 /// Per-instance outcomes of everything this request fanned out.
 #[derive(Default, Debug)]
 pub struct Report {
+    /// This instance's id: peers cannot report outcomes for it.
+    me: Option<String>,
     fanned_out: bool,
     instances: BTreeMap<String, Outcome>,
     errors: Vec<(String, String, String)>, // (code, message, instance)
@@ -86,6 +88,13 @@ fn rank(status: &str) -> u8 {
 }
 
 impl Report {
+    pub fn for_instance(id: &str) -> Self {
+        Self {
+            me: Some(id.to_string()),
+            ..Self::default()
+        }
+    }
+
     fn note(&mut self, id: &str, name: &str, status: &'static str, latency_ms: Option<u64>) {
         self.fanned_out = true;
         let entry = self.instances.entry(id.to_string()).or_insert(Outcome {
@@ -116,7 +125,8 @@ impl Report {
                 let (Some(id), Some(name)) = (i["id"].as_str(), i["name"].as_str()) else {
                     continue;
                 };
-                if id == peer.id.to_string() {
+                // The peer reports itself through us, and cannot report for us.
+                if id == peer.id.to_string() || self.me.as_deref() == Some(id) {
                     continue;
                 }
                 let status = match i["status"].as_str() {
@@ -131,6 +141,9 @@ impl Report {
             if let (Some(code), Some(instance)) =
                 (e["extensions"]["code"].as_str(), e["extensions"]["instance"].as_str())
             {
+                if self.me.as_deref() == Some(instance) {
+                    continue;
+                }
                 let message = e["message"].as_str().unwrap_or("");
                 if !self.errors.iter().any(|(c, _, i)| c == code && i == instance) {
                     self.errors

@@ -105,7 +105,7 @@ const SELECT: &str = "SELECT t.id, t.title, t.description, t.status, t.priority,
         w.name AS w_name, w.created_at AS w_created_at, w.updated_at AS w_updated_at,
         p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at,
         u.id AS u_id, u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin";
-const FROM: &str = " FROM tasks t JOIN workspaces w ON w.id = t.workspace_id
+const JOINS: &str = " JOIN workspaces w ON w.id = t.workspace_id
         LEFT JOIN projects p ON p.id = t.project_id
         LEFT JOIN users u ON u.id = t.assignee_id";
 
@@ -213,7 +213,7 @@ impl Task {
 }
 
 pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Task>> {
-    let row = sqlx::query(AssertSqlSafe(format!("{SELECT}{FROM} WHERE t.id = $1")))
+    let row = sqlx::query(AssertSqlSafe(format!("{SELECT} FROM tasks t{JOINS} WHERE t.id = $1")))
         .bind(id)
         .fetch_optional(&mut *rc.db.conn().await?)
         .await?;
@@ -479,7 +479,9 @@ async fn page(
         OrderDirection::Asc => (">", "ASC"),
         OrderDirection::Desc => ("<", "DESC"),
     };
-    let mut q = QueryBuilder::<Postgres>::new(format!("{SELECT}, ({expr})::text AS sort_key{FROM}"));
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "{SELECT}, ({expr})::text AS sort_key FROM (SELECT * FROM tasks t"
+    ));
     conditions.push(&mut q);
     if let Some(c) = &after {
         let key =
@@ -493,6 +495,9 @@ async fn page(
     }
     q.push(format!(" ORDER BY {expr} {dir}, t.id {dir} LIMIT "))
         .push_bind(first as i64 + 1);
+    // Choose the page from tasks alone, then join its details: joining first (under
+    // RLS) makes PostgreSQL read every visible task and sort them all.
+    q.push(format!(") t{JOINS} ORDER BY {expr} {dir}, t.id {dir}"));
     let mut conn = rc.db.conn().await?;
     let rows = q
         .build()
