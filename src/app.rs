@@ -40,6 +40,10 @@ pub struct AppState {
     pub instance: Arc<InstanceInfo>,
     pub metrics: Arc<Metrics>,
     pub federation: Arc<Federation>,
+    /// Single sign-on, when `oidc.issuer_url` is configured.
+    pub sso: Option<Arc<crate::auth::oidc::Sso>>,
+    /// Per-user agent containers; a Docker engine that is down fails only their operations.
+    pub agents: Arc<crate::containers::AgentService>,
 }
 
 /// A built instance, bound to its address, not yet serving.
@@ -62,8 +66,20 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
         let base_url = config.base_url(listener.local_addr()?);
-        let federation = Federation::open(&config, &db, &secret, instance_id, &name, base_url).await?;
+        let federation = Federation::open(&config, &db, &secret, instance_id, &name, base_url.clone()).await?;
+        let sso = match &config.oidc {
+            Some(settings) => {
+                let http = crate::federation::tls::http_client(config.federation.ca_file.as_deref())?;
+                Some(Arc::new(
+                    crate::auth::oidc::Sso::start(settings.clone(), &base_url, http).await?,
+                ))
+            }
+            None => None,
+        };
+        let agents =
+            crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, &secret).await?;
         let state = AppState {
+            agents,
             pool: db.app.clone(),
             schema: graphql::build_schema(&config.limits),
             instance_id,
@@ -73,6 +89,7 @@ impl Application {
             }),
             metrics: Arc::new(Metrics::default()),
             federation: Arc::new(federation),
+            sso,
             config: Arc::new(config),
         };
         Ok(Self {
@@ -132,6 +149,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphql_ide).post(graphql_post))
         .route("/graphql/ide/{file}", get(crate::ide::asset))
+        .route("/auth/login", get(crate::auth::routes::login))
+        .route("/auth/callback", get(crate::auth::routes::callback))
+        .route("/auth/logout", post(crate::auth::routes::logout))
+        .route("/auth/session", get(crate::auth::routes::session))
+        .route("/auth/breakglass", post(crate::auth::routes::breakglass))
+        .route("/agent", axum::routing::any(agent_proxy))
+        .route("/agent/", axum::routing::any(agent_proxy))
+        .route("/agent/{*path}", axum::routing::any(agent_proxy))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -220,6 +245,10 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     let unauthenticated = |m: &str| error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
+        // A browser session (cookie + CSRF header) is the alternative to a Bearer token.
+        if let Some(result) = crate::auth::routes::cookie_principal(state, headers).await {
+            return result;
+        }
         return Err(unauthenticated(
             "authentication required: send Authorization: Bearer <token>",
         ));
@@ -242,6 +271,15 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
             ))
         }
     }
+}
+
+/// `ANY /agent/*path`: the caller's own agent container, started on demand.
+async fn agent_proxy(State(state): State<AppState>, req: Request) -> Response {
+    let principal = match authenticate(&state, req.headers()).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    crate::containers::proxy::forward(&state.agents, &principal, req, state.config.limits.max_body_bytes).await
 }
 
 async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {

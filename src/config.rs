@@ -40,6 +40,18 @@ const FIELDS: &[(&str, &str)] = &[
     ("federation.clock_skew_s", "MOSAIC_CLOCK_SKEW_S"),
     ("federation.key_grace_s", "MOSAIC_KEY_GRACE_S"),
     ("federation.key_refresh_s", "MOSAIC_KEY_REFRESH_S"),
+    ("oidc.issuer_url", "MOSAIC_OIDC_ISSUER_URL"),
+    ("oidc.client_id", "MOSAIC_OIDC_CLIENT_ID"),
+    ("oidc.client_secret", "MOSAIC_OIDC_CLIENT_SECRET"),
+    ("oidc.redirect_url", "MOSAIC_OIDC_REDIRECT_URL"),
+    ("oidc.group_roles", "MOSAIC_OIDC_GROUP_ROLES"),
+    ("session.ttl_s", "MOSAIC_SESSION_TTL_S"),
+    ("agents.docker_host", "MOSAIC_AGENTS_DOCKER_HOST"),
+    ("agents.image", "MOSAIC_AGENTS_IMAGE"),
+    ("agents.port", "MOSAIC_AGENTS_PORT"),
+    ("agents.idle_timeout_s", "MOSAIC_AGENTS_IDLE_TIMEOUT_S"),
+    ("agents.start_timeout_ms", "MOSAIC_AGENTS_START_TIMEOUT_MS"),
+    ("agents.reaper_interval_ms", "MOSAIC_AGENTS_REAPER_INTERVAL_MS"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -127,6 +139,86 @@ impl Default for FederationSettings {
     }
 }
 
+/// Single sign-on through an OpenID provider (Authentik: `https://HOST/application/o/SLUG/`).
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Where the provider sends the browser back; default `<public URL>/auth/callback`.
+    pub redirect_url: Option<String>,
+    /// `oidc.group_roles`: `group=admin` and `group=workspace:<uuid>:<ROLE>`, comma-separated.
+    pub group_roles: Vec<GroupRole>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupRole {
+    InstanceAdmin {
+        group: String,
+    },
+    Workspace {
+        group: String,
+        workspace: uuid::Uuid,
+        role: String,
+    },
+}
+
+impl FromStr for GroupRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (group, role) = s.split_once('=').ok_or_else(|| format!("'{s}' is not group=role"))?;
+        let group = group.trim().to_string();
+        if group.is_empty() {
+            return Err(format!("'{s}' names no group"));
+        }
+        let role = role.trim();
+        if role == "admin" {
+            return Ok(Self::InstanceAdmin { group });
+        }
+        let parts: Vec<&str> = role.splitn(3, ':').collect();
+        match parts.as_slice() {
+            ["workspace", ws, r] if ["OWNER", "ADMIN", "MEMBER", "GUEST"].contains(r) => Ok(Self::Workspace {
+                group,
+                workspace: ws.parse().map_err(|_| format!("'{ws}' is not a workspace id"))?,
+                role: r.to_string(),
+            }),
+            _ => Err(format!(
+                "role '{role}' is not 'admin' or 'workspace:<uuid>:OWNER|ADMIN|MEMBER|GUEST'"
+            )),
+        }
+    }
+}
+
+/// Per-user agent containers (issue 5). `image`, `port` and `idle_timeout_s`
+/// seed the instance's agent configuration in PostgreSQL on first start; from
+/// then on the database (the `updateAgentConfig` mutation) is authoritative.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// The Docker Engine API: `unix:///path` or `tcp://host:port`.
+    pub docker_host: String,
+    pub image: String,
+    /// The port the agent listens on inside its container.
+    pub port: u16,
+    pub idle_timeout: Duration,
+    /// How long a start may take until the agent answers its health check.
+    pub start_timeout: Duration,
+    /// How often idle and stale agents are looked for.
+    pub reaper_interval: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            docker_host: "unix:///var/run/docker.sock".into(),
+            image: "mosaic-agent:latest".into(),
+            port: 8080,
+            idle_timeout: Duration::from_secs(900),
+            start_timeout: Duration::from_secs(30),
+            reaper_interval: Duration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub cert_file: PathBuf,
@@ -153,6 +245,12 @@ pub struct Config {
     /// Serve HTTPS with this certificate and key.
     pub tls: Option<TlsFiles>,
     pub federation: FederationSettings,
+    /// Single sign-on; off unless `oidc.issuer_url` is set.
+    pub oidc: Option<OidcSettings>,
+    /// Lifetime of a browser session.
+    pub session_ttl: Duration,
+    /// Per-user agent containers.
+    pub agents: AgentSettings,
 }
 
 impl Default for Config {
@@ -171,6 +269,9 @@ impl Default for Config {
             public_url: None,
             tls: None,
             federation: FederationSettings::default(),
+            oidc: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            agents: AgentSettings::default(),
         }
     }
 }
@@ -392,8 +493,103 @@ impl Config {
             &mut refresh,
         )?;
         f.key_refresh = Duration::from_secs(refresh);
+        c.oidc = oidc_settings(&mut take)?;
+        let mut ttl = c.session_ttl.as_secs();
+        set_range(take("session.ttl_s"), "session.ttl_s", 60, 90 * 24 * 3600, &mut ttl)?;
+        c.session_ttl = Duration::from_secs(ttl);
+        let a = &mut c.agents;
+        if let Some(r) = take("agents.docker_host") {
+            let ok = ["unix://", "tcp://", "http://"].iter().any(|p| r.value.starts_with(p));
+            if !ok {
+                return Err(err(
+                    "agents.docker_host",
+                    &r,
+                    "must start with unix://, tcp:// or http://",
+                ));
+            }
+            a.docker_host = r.value;
+        }
+        if let Some(r) = take("agents.image") {
+            if r.value.trim().is_empty() || r.value.len() > 255 {
+                return Err(err(
+                    "agents.image",
+                    &r,
+                    "must be an image reference of 1-255 characters",
+                ));
+            }
+            a.image = r.value;
+        }
+        set_range(take("agents.port"), "agents.port", 1, 65535, &mut a.port)?;
+        let mut idle = a.idle_timeout.as_secs();
+        set_range(
+            take("agents.idle_timeout_s"),
+            "agents.idle_timeout_s",
+            1,
+            30 * 24 * 3600,
+            &mut idle,
+        )?;
+        a.idle_timeout = Duration::from_secs(idle);
+        set_millis(
+            take("agents.start_timeout_ms"),
+            "agents.start_timeout_ms",
+            &mut a.start_timeout,
+        )?;
+        set_millis(
+            take("agents.reaper_interval_ms"),
+            "agents.reaper_interval_ms",
+            &mut a.reaper_interval,
+        )?;
         Ok(c)
     }
+}
+
+fn oidc_settings(take: &mut impl FnMut(&'static str) -> Option<Raw>) -> Result<Option<OidcSettings>, ConfigError> {
+    let issuer = take("oidc.issuer_url");
+    let id = take("oidc.client_id");
+    let secret = take("oidc.client_secret");
+    let redirect = take("oidc.redirect_url");
+    let roles = take("oidc.group_roles");
+    let Some(issuer) = issuer else {
+        if let Some(r) = id.as_ref().or(secret.as_ref()).or(redirect.as_ref()).or(roles.as_ref()) {
+            return Err(err("oidc.issuer_url", r, "required when any oidc setting is given"));
+        }
+        return Ok(None);
+    };
+    let is_url = |v: &str| v.starts_with("https://") || v.starts_with("http://");
+    if !is_url(&issuer.value) {
+        return Err(err("oidc.issuer_url", &issuer, "must be an http(s) URL"));
+    }
+    let missing = |field: &str| ConfigError {
+        field: field.to_string(),
+        source_name: issuer.source_name.clone(),
+        reason: "required when oidc.issuer_url is set".into(),
+    };
+    let id = id.ok_or_else(|| missing("oidc.client_id"))?;
+    if id.value.trim().is_empty() {
+        return Err(err("oidc.client_id", &id, "must not be empty"));
+    }
+    let secret = secret.ok_or_else(|| missing("oidc.client_secret"))?;
+    if secret.value.is_empty() {
+        return Err(err("oidc.client_secret", &secret, "must not be empty"));
+    }
+    if let Some(r) = &redirect
+        && !is_url(&r.value)
+    {
+        return Err(err("oidc.redirect_url", r, "must be an http(s) URL"));
+    }
+    let mut group_roles = Vec::new();
+    if let Some(r) = &roles {
+        for item in r.value.split(',').filter(|i| !i.trim().is_empty()) {
+            group_roles.push(item.parse().map_err(|e: String| err("oidc.group_roles", r, e))?);
+        }
+    }
+    Ok(Some(OidcSettings {
+        issuer_url: issuer.value,
+        client_id: id.value,
+        client_secret: Secret(secret.value),
+        redirect_url: redirect.map(|r| r.value),
+        group_roles,
+    }))
 }
 
 fn err(field: &str, raw: &Raw, reason: impl Into<String>) -> ConfigError {
@@ -533,6 +729,35 @@ mod tests {
         assert!(load(&[("MOSAIC_DEV", "true")]).unwrap().require_secret().is_ok());
         let e = load(&[("MOSAIC_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(e.to_string().contains("log_format"), "{e}");
+    }
+
+    #[test]
+    fn oidc_settings_are_checked_by_field() {
+        assert!(load(&[]).unwrap().oidc.is_none());
+        let e = load(&[("MOSAIC_OIDC_CLIENT_ID", "x")]).unwrap_err();
+        assert_eq!(e.field, "oidc.issuer_url");
+        let issuer = ("MOSAIC_OIDC_ISSUER_URL", "https://auth.example/application/o/mosaic/");
+        let e = load(&[issuer]).unwrap_err();
+        assert_eq!(e.field, "oidc.client_id");
+        let e = load(&[issuer, ("MOSAIC_OIDC_CLIENT_ID", "m")]).unwrap_err();
+        assert_eq!(e.field, "oidc.client_secret");
+        let ok = [
+            issuer,
+            ("MOSAIC_OIDC_CLIENT_ID", "m"),
+            ("MOSAIC_OIDC_CLIENT_SECRET", "s3cret"),
+        ];
+        let c = load(&ok).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"), "the secret is not printed");
+        let roles = "mosaic-admins=admin, eng=workspace:0190d1a2-0000-7000-8000-000000000001:MEMBER";
+        let mut with_roles = ok.to_vec();
+        with_roles.push(("MOSAIC_OIDC_GROUP_ROLES", roles));
+        let c = load(&with_roles).unwrap();
+        assert_eq!(c.oidc.unwrap().group_roles.len(), 2);
+        let mut bad = ok.to_vec();
+        bad.push(("MOSAIC_OIDC_GROUP_ROLES", "eng=workspace:nope:MEMBER"));
+        assert_eq!(load(&bad).unwrap_err().field, "oidc.group_roles");
+        let e = load(&[("MOSAIC_SESSION_TTL_S", "5")]).unwrap_err();
+        assert_eq!(e.field, "session.ttl_s");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod containers;
 pub mod db;
 pub mod demo;
 pub mod error;

@@ -29,6 +29,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Break-glass administrators (local password, for when the identity provider is down).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -109,6 +114,15 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum AdminCommand {
+    /// Create (or reset) a break-glass administrator; reads the password from stdin.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Create an API token for a user; prints only the token, once.
     Create {
@@ -179,6 +193,18 @@ async fn run(command: Command, config: Config) -> Result<()> {
         } => {
             let db = Database::open(&config).await?;
             let created = users::create(&mut db.admin().await?, &email, name.as_deref(), admin).await;
+            db.shutdown().await?;
+            println!("{}", created?);
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::Create { email },
+        } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let db = Database::open(&config).await?;
+            let created = mosaic::auth::breakglass::create_admin(&mut db.admin().await?, &email, password).await;
             db.shutdown().await?;
             println!("{}", created?);
             Ok(())

@@ -6,6 +6,9 @@ use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // bollard's debug logs carry container definitions, environment (user
+    // secrets) included: never below info, whatever RUST_LOG asks.
+    let filter = filter.add_directive("bollard=info".parse().expect("static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,5 +1,10 @@
-//! Who is calling: API tokens now; OpenID Connect sessions later.
+//! Who is calling: API tokens, and browser sessions opened by OpenID Connect
+//! single sign-on or by a break-glass administrator.
 
+pub mod breakglass;
+pub mod oidc;
+pub mod routes;
+pub mod sessions;
 pub mod tokens;
 pub mod users;
 

@@ -1,6 +1,7 @@
 //! The one GraphQL schema every instance serves.
 
 pub mod activity;
+pub mod agents;
 pub mod federated;
 pub mod ids;
 pub mod limits;
@@ -139,6 +140,7 @@ pub struct QueryRoot(
     tasks::TaskQuery,
     activity::ActivityQuery,
     peers::PeerQuery,
+    agents::AgentQuery,
     NodeQuery,
 );
 
@@ -148,6 +150,7 @@ pub struct MutationRoot(
     projects::ProjectMutation,
     tasks::TaskMutation,
     peers::PeerMutation,
+    agents::AgentMutation,
 );
 
 pub type MosaicSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -1,0 +1,368 @@
+//! OpenID Connect login (authorization code + PKCE, state and nonce) against
+//! one provider, Authentik-style (`https://HOST/application/o/SLUG/`).
+//!
+//! The provider's discovery document and JWKS are fetched at start (a
+//! provider that is down then does not stop the instance: they are fetched
+//! again at the next login) and the JWKS is fetched again when an ID token
+//! names a key id it does not hold, so key rotation at the provider logs
+//! nobody out. HTTP goes through one reqwest client with redirects off.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::{
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndSessionUrl, IssuerUrl,
+    JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl,
+    RequestTokenError, Scope, SignatureVerificationError,
+};
+
+use crate::config::OidcSettings;
+
+/// Largest provider response read (discovery, JWKS, tokens).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a login was refused: an HTTP status, a stable code and a message for the page.
+#[derive(Debug, Clone)]
+pub struct LoginError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl LoginError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "OIDC_PROVIDER_UNAVAILABLE", message)
+    }
+
+    fn bad_token(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+}
+
+/// The HTTP adapter's error (openidconnect wants a `std::error::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);
+
+/// Sends one request for openidconnect through the shared reqwest client.
+async fn send(
+    http: reqwest::Client,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, HttpError> {
+    let (parts, body) = request.into_parts();
+    let mut response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .timeout(PROVIDER_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| HttpError(format!("{e}")))?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| HttpError(format!("{e}")))? {
+        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(HttpError("provider response too large".into()));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut out = openidconnect::http::Response::new(bytes);
+    *out.status_mut() = response.status();
+    *out.headers_mut() = response.headers().clone();
+    Ok(out)
+}
+
+/// A login just started: where to send the browser, and what to keep until the callback.
+pub struct LoginStart {
+    pub authorize_url: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+/// The verified claims of an ID token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub preferred_username: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    /// The raw ID token, kept as `id_token_hint` for logout.
+    pub id_token: String,
+}
+
+type Metadata = ProviderMetadataWithLogout;
+
+pub struct Sso {
+    pub settings: OidcSettings,
+    redirect_url: RedirectUrl,
+    http: reqwest::Client,
+    metadata: RwLock<Option<Arc<Metadata>>>,
+}
+
+impl Sso {
+    /// Fetches discovery and JWKS; a provider that cannot be reached is logged, not fatal.
+    pub async fn start(settings: OidcSettings, base_url: &str, http: reqwest::Client) -> anyhow::Result<Self> {
+        let redirect = settings
+            .redirect_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/auth/callback", base_url.trim_end_matches('/')));
+        let redirect_url =
+            RedirectUrl::new(redirect).map_err(|e| anyhow::anyhow!("oidc.redirect_url: not a URL: {e}"))?;
+        IssuerUrl::new(settings.issuer_url.clone()).map_err(|e| anyhow::anyhow!("oidc.issuer_url: not a URL: {e}"))?;
+        let sso = Self {
+            settings,
+            redirect_url,
+            http,
+            metadata: RwLock::new(None),
+        };
+        if let Err(e) = sso.discover().await {
+            tracing::warn!(issuer = %sso.settings.issuer_url, error = %e.message,
+                "OpenID provider unreachable at start; logins will retry discovery");
+        }
+        Ok(sso)
+    }
+
+    fn cached(&self) -> Option<Arc<Metadata>> {
+        self.metadata.read().expect("metadata lock").clone()
+    }
+
+    async fn discover(&self) -> Result<Arc<Metadata>, LoginError> {
+        let issuer = IssuerUrl::new(self.settings.issuer_url.clone())
+            .map_err(|e| LoginError::unavailable(format!("issuer URL: {e}")))?;
+        let http = self.http.clone();
+        let client = move |r| send(http.clone(), r);
+        let metadata = Metadata::discover_async(issuer, &client).await.map_err(|e| {
+            LoginError::unavailable(format!(
+                "the identity provider could not be reached ({}): {}",
+                self.settings.issuer_url,
+                error_chain(&e)
+            ))
+        })?;
+        let metadata = Arc::new(metadata);
+        *self.metadata.write().expect("metadata lock") = Some(metadata.clone());
+        tracing::info!(issuer = %self.settings.issuer_url, keys = metadata.jwks().keys().len(), "OpenID provider discovered");
+        Ok(metadata)
+    }
+
+    /// The provider's metadata, discovering it now if the start could not.
+    async fn metadata(&self) -> Result<Arc<Metadata>, LoginError> {
+        match self.cached() {
+            Some(m) => Ok(m),
+            None => self.discover().await,
+        }
+    }
+
+    /// Fetches the JWKS again (an ID token named a key we do not hold).
+    async fn refresh_jwks(&self, metadata: &Metadata) -> Result<Arc<Metadata>, LoginError> {
+        let http = self.http.clone();
+        let client = move |r| send(http.clone(), r);
+        let jwks = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &client)
+            .await
+            .map_err(|e| LoginError::unavailable(format!("cannot fetch the provider's keys: {}", error_chain(&e))))?;
+        let fresh = Arc::new(metadata.clone().set_jwks(jwks));
+        *self.metadata.write().expect("metadata lock") = Some(fresh.clone());
+        tracing::info!(keys = fresh.jwks().keys().len(), "OpenID provider keys refreshed");
+        Ok(fresh)
+    }
+
+    fn client(
+        &self,
+        metadata: &Metadata,
+    ) -> openidconnect::core::CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    > {
+        CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(self.settings.client_secret.0.clone())),
+        )
+        .set_redirect_uri(self.redirect_url.clone())
+    }
+
+    /// Starts a login: PKCE (S256), a random state and a random nonce.
+    pub async fn begin(&self) -> Result<LoginStart, LoginError> {
+        let metadata = self.metadata().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = self
+            .client(&metadata)
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        Ok(LoginStart {
+            authorize_url: url.to_string(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Redeems the code (with the PKCE verifier) and checks the ID token:
+    /// signature, issuer, audience, expiry and nonce.
+    pub async fn finish(&self, code: &str, nonce: &str, pkce_verifier: &str) -> Result<Identity, LoginError> {
+        let mut metadata = self.metadata().await?;
+        let http = self.http.clone();
+        let http_client = move |r| send(http.clone(), r);
+        let exchange = self
+            .client(&metadata)
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| LoginError::unavailable(format!("the provider offers no token endpoint: {e}")))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
+            .request_async(&http_client)
+            .await;
+        let tokens = match exchange {
+            Ok(t) => t,
+            Err(RequestTokenError::ServerResponse(e)) => {
+                return Err(LoginError::new(
+                    StatusCode::BAD_REQUEST,
+                    "OIDC_CODE_REJECTED",
+                    format!(
+                        "the identity provider refused the authorization code ({}); it may have been used already",
+                        e.error()
+                    ),
+                ));
+            }
+            Err(RequestTokenError::Request(e)) => {
+                return Err(LoginError::unavailable(format!(
+                    "the identity provider could not be reached: {}",
+                    error_chain(&e)
+                )));
+            }
+            Err(e) => {
+                return Err(LoginError::unavailable(format!(
+                    "the identity provider answered the token request wrongly: {}",
+                    error_chain(&e)
+                )));
+            }
+        };
+        let Some(id_token) = tokens.extra_fields().id_token() else {
+            return Err(LoginError::bad_token(
+                "OIDC_INVALID_TOKEN",
+                "the provider returned no ID token",
+            ));
+        };
+        let nonce = Nonce::new(nonce.to_string());
+        let mut refreshed = false;
+        let claims = loop {
+            let client = self.client(&metadata);
+            match id_token.claims(&client.id_token_verifier(), &nonce) {
+                Ok(c) => break c.clone(),
+                Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
+                    if !refreshed =>
+                {
+                    refreshed = true;
+                    metadata = self.refresh_jwks(&metadata).await?;
+                }
+                Err(e) => return Err(token_error(e)),
+            }
+        };
+        let raw = id_token.to_string();
+        let email = claims
+            .email()
+            .map(|e| e.as_str().to_string())
+            .ok_or_else(|| LoginError::bad_token("OIDC_MISSING_CLAIM", "the ID token has no email claim"))?;
+        Ok(Identity {
+            issuer: claims.issuer().as_str().to_string(),
+            subject: claims.subject().as_str().to_string(),
+            email,
+            email_verified: claims.email_verified().unwrap_or(false),
+            preferred_username: claims.preferred_username().map(|u| u.as_str().to_string()),
+            name: claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string()),
+            groups: groups_claim(&raw),
+            id_token: raw,
+        })
+    }
+
+    /// Where to send the browser to end the provider's session, when it offers that.
+    pub fn end_session_url(&self, id_token: Option<&str>) -> Option<String> {
+        let metadata = self.cached()?;
+        let endpoint: EndSessionUrl = metadata.additional_metadata().end_session_endpoint.clone()?;
+        let mut request = LogoutRequest::from(endpoint).set_client_id(ClientId::new(self.settings.client_id.clone()));
+        if let Some(token) = id_token.and_then(|t| t.parse::<openidconnect::core::CoreIdToken>().ok()) {
+            request = request.set_id_token_hint(&token);
+        }
+        Some(request.http_get_url().to_string())
+    }
+}
+
+fn token_error(e: ClaimsVerificationError) -> LoginError {
+    use ClaimsVerificationError as E;
+    let (code, what) = match &e {
+        E::Expired(_) => ("OIDC_TOKEN_EXPIRED", "the ID token has expired"),
+        E::InvalidAudience(_) => ("OIDC_WRONG_AUDIENCE", "the ID token is meant for another client"),
+        E::InvalidIssuer(_) => ("OIDC_WRONG_ISSUER", "the ID token comes from another issuer"),
+        E::InvalidNonce(_) => ("OIDC_WRONG_NONCE", "the ID token does not answer this login (nonce)"),
+        E::SignatureVerification(SignatureVerificationError::NoMatchingKey) => (
+            "OIDC_UNKNOWN_KEY",
+            "the ID token is signed by a key the provider does not publish",
+        ),
+        E::SignatureVerification(_) => ("OIDC_BAD_SIGNATURE", "the ID token's signature is not valid"),
+        _ => ("OIDC_INVALID_TOKEN", "the ID token is not valid"),
+    };
+    tracing::warn!(code, error = %e, "ID token refused");
+    LoginError::bad_token(code, format!("{what}: {e}"))
+}
+
+/// `groups` is not a standard claim: read it from the (already verified) payload.
+fn groups_claim(jwt: &str) -> Vec<String> {
+    let payload = jwt.split('.').nth(1).unwrap_or_default();
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
+        return Vec::new();
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Vec::new();
+    };
+    value["groups"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|g| g.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_come_from_the_payload() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"1","groups":["a","b"]}"#);
+        assert_eq!(groups_claim(&format!("h.{payload}.s")), vec!["a", "b"]);
+        assert!(groups_claim("garbage").is_empty());
+    }
+}

@@ -1,0 +1,203 @@
+//! Server-side browser sessions: a random id in an HttpOnly cookie, only its
+//! SHA-256 in the database, a per-session CSRF token that cookie-authenticated
+//! GraphQL POSTs must send back in the `x-mosaic-csrf` header.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Principal;
+
+pub const SESSION_COOKIE: &str = "mosaic_session";
+/// Readable by the page's scripts (not HttpOnly): the CSRF token to echo in the header.
+pub const CSRF_COOKIE: &str = "mosaic_csrf";
+pub const CSRF_HEADER: &str = "x-mosaic-csrf";
+/// The pending login's id between `/auth/login` and `/auth/callback`.
+pub const LOGIN_COOKIE: &str = "mosaic_login";
+
+/// 32 random bytes, base64url.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn hash(id: &str) -> Vec<u8> {
+    Sha256::digest(id.as_bytes()).to_vec()
+}
+
+/// How the session was opened.
+#[derive(Clone, Copy, Debug)]
+pub enum Method {
+    Oidc,
+    BreakGlass,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Oidc => "oidc",
+            Self::BreakGlass => "breakglass",
+        }
+    }
+}
+
+pub struct NewSession {
+    pub id: String,
+    pub csrf_token: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Opens a session for a user.
+pub async fn create(
+    pool: &PgPool,
+    user_id: Uuid,
+    method: Method,
+    id_token: Option<&str>,
+    ttl: std::time::Duration,
+) -> Result<NewSession, sqlx::Error> {
+    let id = random_token();
+    let csrf_token = random_token();
+    let expires_at: OffsetDateTime = sqlx::query_scalar("SELECT session_create($1, $2, $3, $4, $5, $6)")
+        .bind(hash(&id))
+        .bind(user_id)
+        .bind(&csrf_token)
+        .bind(method.as_str())
+        .bind(id_token)
+        .bind(i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX))
+        .fetch_one(pool)
+        .await?;
+    Ok(NewSession {
+        id,
+        csrf_token,
+        expires_at,
+    })
+}
+
+pub struct Session {
+    pub principal: Principal,
+    pub csrf_token: String,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionRejection {
+    Unknown,
+    Expired,
+}
+
+pub async fn authenticate(pool: &PgPool, id: &str) -> Result<Result<Session, SessionRejection>, sqlx::Error> {
+    type Row = (Uuid, String, Option<String>, bool, String, OffsetDateTime, bool);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT user_id, email, name, is_admin, csrf_token, expires_at, expired FROM session_authenticate($1)",
+    )
+    .bind(hash(id))
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => Err(SessionRejection::Unknown),
+        Some((.., true)) => Err(SessionRejection::Expired),
+        Some((user_id, email, name, is_admin, csrf_token, expires_at, false)) => Ok(Session {
+            principal: Principal {
+                user_id,
+                email,
+                name,
+                is_admin,
+            },
+            csrf_token,
+            expires_at,
+        }),
+    })
+}
+
+/// Ends a session; returns (user, ID token) if it existed.
+pub async fn end(pool: &PgPool, id: &str) -> Result<Option<(Uuid, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT user_id, id_token FROM session_end($1)")
+        .bind(hash(id))
+        .fetch_optional(pool)
+        .await
+}
+
+/// Whether the request carries the session's CSRF token in `x-mosaic-csrf`.
+pub fn csrf_ok(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sent| !sent.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value: Path=/, SameSite=Lax, Secure over HTTPS.
+pub fn set_cookie(name: &str, value: &str, max_age_s: i64, http_only: bool, secure: bool) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/; Max-Age={max_age_s}; SameSite=Lax");
+    if http_only {
+        c.push_str("; HttpOnly");
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie values are base64url")
+}
+
+pub fn clear_cookie(name: &str, http_only: bool, secure: bool) -> HeaderValue {
+    set_cookie(name, "", 0, http_only, secure)
+}
+
+/// Writes one row of the authentication audit (logins, break-glass use, logouts).
+pub async fn audit(
+    pool: &PgPool,
+    user_id: Option<Uuid>,
+    email: Option<&str>,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT auth_audit_write($1, $2, $3, $4)")
+        .bind(user_id)
+        .bind(email)
+        .bind(action)
+        .bind(details)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_parse_and_csrf_compares() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; mosaic_session=abc; b=2"));
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "nope"), None);
+        assert!(!csrf_ok(&h, "t"));
+        h.insert(CSRF_HEADER, HeaderValue::from_static("t"));
+        assert!(csrf_ok(&h, "t"));
+        assert!(!csrf_ok(&h, "u"));
+        let c = set_cookie(SESSION_COOKIE, "v", 60, true, true);
+        assert_eq!(
+            c.to_str().unwrap(),
+            "mosaic_session=v; Path=/; Max-Age=60; SameSite=Lax; HttpOnly; Secure"
+        );
+        assert_ne!(random_token(), random_token());
+    }
+}

@@ -1,0 +1,112 @@
+//! `ANY /agent/*path`: a request of an authenticated user, forwarded to that
+//! user's own container on 127.0.0.1 (started on demand). The user's Mosaic
+//! credentials (Authorization, cookies) are not passed on; the agent learns
+//! who is calling from `X-Mosaic-User` and `X-Mosaic-User-Email`.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{AgentError, AgentService};
+use crate::app::error_response;
+use crate::auth::Principal;
+
+/// Headers that belong to one hop, or carry the caller's Mosaic credentials.
+fn forwardable(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "authorization"
+            | "cookie"
+            | "x-csrf-token"
+    ) && !name.as_str().starts_with("x-mosaic-")
+}
+
+fn agent_error(e: &AgentError) -> Response {
+    error_response(e.status(), e.code(), e.message())
+}
+
+pub async fn forward(svc: &AgentService, principal: &Principal, req: Request, max_body: usize) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().strip_prefix("/agent").unwrap_or("");
+    let path = if path.is_empty() { "/" } else { path };
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds the limit of {max_body} bytes"),
+        );
+    };
+    let user = principal.user_id;
+    // One retry: a container that died since it was last seen is started again.
+    for attempt in 0..2 {
+        let port = match svc.ensure_running(user).await {
+            Ok(p) => p,
+            Err(e) => return agent_error(&e),
+        };
+        let mut outbound = svc
+            .http
+            .request(parts.method.clone(), format!("http://127.0.0.1:{port}{path_and_query}"));
+        for (name, value) in parts.headers.iter().filter(|(n, _)| forwardable(n)) {
+            outbound = outbound.header(name, value);
+        }
+        outbound = outbound
+            .header("x-mosaic-user", user.to_string())
+            .header("x-mosaic-user-email", principal.email.as_str())
+            .body(bytes.clone());
+        match outbound.send().await {
+            Ok(answer) => {
+                svc.touch(user);
+                let status = answer.status();
+                let headers = answer.headers().clone();
+                let body = match answer.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return error_response(
+                            StatusCode::BAD_GATEWAY,
+                            "AGENT_BAD_ANSWER",
+                            format!("the agent's answer broke off: {e}"),
+                        );
+                    }
+                };
+                let mut response = (status, Body::from(body)).into_response();
+                for (name, value) in headers.iter().filter(|(n, _)| forwardable(n)) {
+                    response.headers_mut().append(name, value.clone());
+                }
+                if !response.headers().contains_key(header::CONTENT_TYPE) {
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/octet-stream"),
+                    );
+                }
+                return response;
+            }
+            Err(e) if attempt == 0 && e.is_connect() => {
+                tracing::info!(user = %user, "agent did not answer; starting it again");
+                svc.forget(user);
+            }
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "AGENT_BAD_ANSWER",
+                    format!("the agent did not answer: {e}"),
+                );
+            }
+        }
+    }
+    error_response(StatusCode::BAD_GATEWAY, "AGENT_BAD_ANSWER", "the agent did not answer")
+}

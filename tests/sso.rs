@@ -1,0 +1,565 @@
+//! Single sign-on against a real OpenID provider: the npm package
+//! `oidc-provider` (tests/oidc/server.js, installed by scripts/oidc-test-env)
+//! with an Authentik-style issuer path and Authentik's claims. Each test
+//! starts its own provider on a free loopback port and its own instance.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TestApp, spawn_app_with};
+use mosaic::config::{GroupRole, OidcSettings, Secret};
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+
+const CLIENT_ID: &str = "mosaic";
+const CLIENT_SECRET: &str = "mosaic-test-client-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Provider {
+    child: tokio::process::Child,
+    base: String,
+    issuer: String,
+}
+
+impl Provider {
+    async fn start(redirect_uri: &str) -> Self {
+        let port = free_port();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
+        assert!(
+            std::path::Path::new(dir).join("node_modules/oidc-provider").is_dir(),
+            "run scripts/oidc-test-env first (installs tests/oidc)"
+        );
+        let child = tokio::process::Command::new("node")
+            .arg("server.js")
+            .current_dir(dir)
+            .env("OIDC_PORT", port.to_string())
+            .env("OIDC_CLIENT_ID", CLIENT_ID)
+            .env("OIDC_CLIENT_SECRET", CLIENT_SECRET)
+            .env("OIDC_REDIRECT_URI", redirect_uri)
+            .env("OIDC_USER", user(&["staff"]).to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts tests/oidc/server.js");
+        let base = format!("http://127.0.0.1:{port}");
+        let issuer = format!("{base}/application/o/mosaic/");
+        let discovery = format!("{issuer}.well-known/openid-configuration");
+        let client = plain_client(Policy::none(), None);
+        for _ in 0..100 {
+            if let Ok(r) = client.get(&discovery).send().await
+                && r.status().is_success()
+            {
+                return Self { child, base, issuer };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the OpenID provider did not serve its discovery document within 10 s");
+    }
+
+    async fn control(&self, path: &str, body: Value) {
+        let r = plain_client(Policy::none(), None)
+            .post(format!("{}/__test/{path}", self.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "control {path}");
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn user(groups: &[&str]) -> Value {
+    json!({
+        "sub": "authentik-user-1",
+        "email": "alice@example.com",
+        "email_verified": true,
+        "preferred_username": "alice",
+        "name": "Alice",
+        "groups": groups,
+    })
+}
+
+fn plain_client(policy: Policy, jar: Option<Arc<Jar>>) -> reqwest::Client {
+    mosaic::federation::tls::install_crypto_provider();
+    let mut b = reqwest::Client::builder().redirect(policy).no_proxy();
+    if let Some(jar) = jar {
+        b = b.cookie_provider(jar);
+    }
+    b.build().unwrap()
+}
+
+/// A browser: a cookie store, following redirects.
+struct Browser {
+    jar: Arc<Jar>,
+    follow: reqwest::Client,
+    /// Same cookies, stops before the redirect back to /auth/callback.
+    to_callback: reqwest::Client,
+    manual: reqwest::Client,
+}
+
+impl Browser {
+    fn new() -> Self {
+        let jar = Arc::new(Jar::default());
+        let stop_at_callback = Policy::custom(|attempt| {
+            if attempt.url().path() == "/auth/callback" {
+                attempt.stop()
+            } else if attempt.previous().len() > 10 {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        });
+        Self {
+            follow: plain_client(Policy::limited(10), Some(jar.clone())),
+            to_callback: plain_client(stop_at_callback, Some(jar.clone())),
+            manual: plain_client(Policy::none(), Some(jar.clone())),
+            jar,
+        }
+    }
+
+    /// The whole flow: /auth/login → provider → /auth/callback → /graphql.
+    async fn login(&self, app: &TestApp) -> reqwest::Response {
+        self.follow
+            .get(format!("{}/auth/login", app.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Runs the flow up to the provider's redirect back; returns the callback URL.
+    async fn callback_url(&self, app: &TestApp) -> reqwest::Url {
+        let r = self
+            .to_callback
+            .get(format!("{}/auth/login", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "the provider redirects back");
+        let location = r.headers()["location"].to_str().unwrap();
+        let url = reqwest::Url::parse(location).unwrap();
+        assert_eq!(url.path(), "/auth/callback");
+        url
+    }
+
+    fn cookie(&self, app: &TestApp, name: &str) -> Option<String> {
+        let header = self.jar.cookies(&app.base.parse().unwrap())?;
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    async fn session(&self, app: &TestApp) -> (u16, Value) {
+        let r = self
+            .manual
+            .get(format!("{}/auth/session", app.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// A GraphQL POST authenticated by the session cookie, with or without the CSRF header.
+    async fn gql(&self, app: &TestApp, query: &str, csrf: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .manual
+            .post(format!("{}/graphql", app.base))
+            .json(&json!({ "query": query }));
+        if let Some(token) = csrf {
+            req = req.header("x-mosaic-csrf", token);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn csrf(&self, app: &TestApp) -> String {
+        let (status, body) = self.session(app).await;
+        assert_eq!(status, 200, "{body}");
+        body["csrfToken"].as_str().unwrap().to_string()
+    }
+}
+
+/// A provider and an instance configured to use it.
+async fn setup(group_roles: Vec<GroupRole>) -> (TestApp, Provider) {
+    let port = free_port();
+    let provider = Provider::start(&format!("http://127.0.0.1:{port}/auth/callback")).await;
+    let issuer = provider.issuer.clone();
+    let app = spawn_app_with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.oidc = Some(OidcSettings {
+            issuer_url: issuer,
+            client_id: CLIENT_ID.into(),
+            client_secret: Secret(CLIENT_SECRET.into()),
+            redirect_url: None,
+            group_roles,
+        });
+    })
+    .await;
+    (app, provider)
+}
+
+fn error_code(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-mosaic-error")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn full_login_gives_a_session_that_needs_the_csrf_header() {
+    let (app, provider) = setup(vec![]).await;
+    let browser = Browser::new();
+    let r = browser.login(&app).await;
+    assert_eq!(r.status(), 200, "lands on the IDE: {}", r.url());
+    assert_eq!(r.url().path(), "/graphql");
+    assert!(browser.cookie(&app, "mosaic_session").is_some(), "session cookie set");
+    let csrf = browser.csrf(&app).await;
+    let (status, body) = browser.gql(&app, "{ me { email name } }", Some(&csrf)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["email"], "alice@example.com");
+    assert_eq!(body["data"]["me"]["name"], "Alice");
+    // Without the header: refused, whatever the cookie.
+    let (status, body) = browser.gql(&app, "{ me { email } }", None).await;
+    assert_eq!((status, common::code(&body).as_str()), (403, "CSRF_TOKEN_INVALID"));
+    let (status, _) = browser.gql(&app, "{ me { email } }", Some("forged")).await;
+    assert_eq!(status, 403);
+    // The session is stored by hash only; the cookie is HttpOnly, SameSite=Lax.
+    let id = browser.cookie(&app, "mosaic_session").unwrap();
+    let mut conn = app.admin().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE id_hash = sha256($1::bytea)")
+        .bind(id.as_bytes())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    let plain: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE encode(id_hash, 'escape') = $1")
+        .bind(&id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(plain, 0);
+    // API tokens keep working beside sessions.
+    let (_, token) = app.user("script@example.com").await;
+    let data = app.gql_ok(&token, "{ me { email } }", json!({})).await;
+    assert_eq!(data["me"]["email"], "script@example.com");
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn set_cookie_attributes_and_logout_at_the_provider() {
+    let (app, provider) = setup(vec![]).await;
+    let browser = Browser::new();
+    let url = browser.callback_url(&app).await;
+    let r = browser.manual.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies.iter().find(|c| c.starts_with("mosaic_session=")).unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(!session.contains("Secure"), "plain HTTP here: {session}");
+    let csrf = browser.csrf(&app).await;
+    let r = browser
+        .manual
+        .post(format!("{}/auth/logout", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{}session/end", provider.issuer)) && location.contains("id_token_hint="),
+        "{location}"
+    );
+    let (status, _) = browser.session(&app).await;
+    assert_eq!(status, 401, "the session ended here");
+    let (status, _) = browser.gql(&app, "{ me { email } }", Some(&csrf)).await;
+    assert_eq!(status, 401);
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn second_login_updates_claims_and_rotates_the_session() {
+    let (app, provider) = setup(vec![]).await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&app).await.status(), 200);
+    let first = browser.cookie(&app, "mosaic_session").unwrap();
+    let mut changed = user(&["staff", "eng"]);
+    changed["email"] = json!("alice.smith@example.com");
+    changed["name"] = json!("Alice Smith");
+    changed["preferred_username"] = json!("asmith");
+    provider.control("user", changed).await;
+    assert_eq!(browser.login(&app).await.status(), 200);
+    let second = browser.cookie(&app, "mosaic_session").unwrap();
+    assert_ne!(first, second, "a new session id at login");
+    let csrf = browser.csrf(&app).await;
+    let (_, body) = browser.gql(&app, "{ me { email name } }", Some(&csrf)).await;
+    assert_eq!(body["data"]["me"]["email"], "alice.smith@example.com", "{body}");
+    assert_eq!(body["data"]["me"]["name"], "Alice Smith");
+    let mut conn = app.admin().await;
+    let (users, username, groups): (i64, String, Vec<String>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM users), preferred_username, groups FROM user_identities WHERE subject = 'authentik-user-1'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((users, username.as_str()), (1, "asmith"), "same user, updated");
+    assert_eq!(groups, vec!["staff", "eng"]);
+    let old: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE id_hash = sha256($1::bytea)")
+        .bind(first.as_bytes())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(old, 0, "the previous session ended at the new login");
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn admin_group_makes_instance_admins_and_leaving_it_revokes() {
+    let roles = vec![GroupRole::InstanceAdmin {
+        group: "mosaic-admins".into(),
+    }];
+    let (app, provider) = setup(roles).await;
+    provider.control("user", user(&["staff", "mosaic-admins"])).await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&app).await.status(), 200);
+    let csrf = browser.csrf(&app).await;
+    let (_, body) = browser.gql(&app, "{ me { isAdmin } }", Some(&csrf)).await;
+    assert_eq!(body["data"]["me"]["isAdmin"], true, "{body}");
+    provider.control("user", user(&["staff"])).await;
+    let other = Browser::new();
+    assert_eq!(other.login(&app).await.status(), 200);
+    let csrf = other.csrf(&app).await;
+    let (_, body) = other.gql(&app, "{ me { isAdmin } }", Some(&csrf)).await;
+    assert_eq!(body["data"]["me"]["isAdmin"], false, "{body}");
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn provider_key_rotation_logs_nobody_out() {
+    let (app, provider) = setup(vec![]).await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&app).await.status(), 200);
+    provider.control("rotate", json!({})).await;
+    let csrf = browser.csrf(&app).await;
+    let (status, _) = browser.gql(&app, "{ me { email } }", Some(&csrf)).await;
+    assert_eq!(status, 200, "existing session unaffected");
+    let other = Browser::new();
+    let r = other.login(&app).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "a token signed by the new key is accepted after a JWKS refresh"
+    );
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_state_is_refused() {
+    let (app, provider) = setup(vec![]).await;
+    let browser = Browser::new();
+    let mut url = browser.callback_url(&app).await;
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "state" { "forged".into() } else { v.into_owned() };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let r = browser.manual.get(url.clone()).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(&r).as_str()),
+        (400, "OIDC_STATE_MISMATCH")
+    );
+    assert!(
+        r.text().await.unwrap().contains("OIDC_STATE_MISMATCH"),
+        "the page names the code"
+    );
+    assert_eq!(browser.session(&app).await.0, 401, "no session");
+    // The pending login is spent: even the right state now fails.
+    let r = browser.manual.get(url).send().await.unwrap();
+    assert_eq!(error_code(&r), "OIDC_LOGIN_UNKNOWN");
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn replayed_code_is_refused() {
+    let (app, provider) = setup(vec![]).await;
+    let victim = Browser::new();
+    let used = victim.callback_url(&app).await;
+    let r = victim.manual.get(used.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 303, "first use succeeds");
+    // The same callback again: the pending login is gone.
+    let r = victim.manual.get(used.clone()).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(&r).as_str()),
+        (400, "OIDC_LOGIN_UNKNOWN")
+    );
+    // An attacker replays the used code inside a login of their own.
+    let attacker = Browser::new();
+    let own = attacker.callback_url(&app).await;
+    let code = used.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let state = own.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let mut replay = own.clone();
+    replay
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &code)
+        .append_pair("state", &state);
+    let r = attacker.manual.get(replay).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(&r).as_str()),
+        (400, "OIDC_CODE_REJECTED")
+    );
+    assert_eq!(attacker.session(&app).await.0, 401, "no session");
+    app.stop().await;
+    provider.stop().await;
+}
+
+/// The provider's next ID token is spoiled in one way; the login must fail with `code`.
+async fn refused_token(mode: &str, code: &str) {
+    let (app, provider) = setup(vec![]).await;
+    provider.control("next-id-token", json!({ "mode": mode })).await;
+    let browser = Browser::new();
+    let r = browser.login(&app).await;
+    assert_eq!(r.url().path(), "/auth/callback");
+    assert_eq!((r.status().as_u16(), error_code(&r).as_str()), (401, code), "{mode}");
+    assert!(r.text().await.unwrap().contains(code));
+    assert!(
+        browser.cookie(&app, "mosaic_session").is_none(),
+        "{mode}: no session cookie"
+    );
+    assert_eq!(browser.session(&app).await.0, 401);
+    let mut conn = app.admin().await;
+    let (users, sessions): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((users, sessions), (0, 0), "{mode}: nothing created");
+    // The next (unspoiled) login works: the refusal left nothing behind.
+    assert_eq!(browser.login(&app).await.status(), 200);
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_nonce_is_refused() {
+    refused_token("wrong_nonce", "OIDC_WRONG_NONCE").await;
+}
+
+#[tokio::test]
+async fn expired_id_token_is_refused() {
+    refused_token("expired", "OIDC_TOKEN_EXPIRED").await;
+}
+
+#[tokio::test]
+async fn wrong_audience_is_refused() {
+    refused_token("wrong_audience", "OIDC_WRONG_AUDIENCE").await;
+}
+
+#[tokio::test]
+async fn token_signed_by_unknown_key_is_refused() {
+    refused_token("unknown_key", "OIDC_UNKNOWN_KEY").await;
+}
+
+#[tokio::test]
+async fn provider_unreachable_instance_stays_up_and_break_glass_works() {
+    let dead = free_port();
+    let app = spawn_app_with(|c| {
+        c.oidc = Some(OidcSettings {
+            issuer_url: format!("http://127.0.0.1:{dead}/application/o/mosaic/"),
+            client_id: CLIENT_ID.into(),
+            client_secret: Secret(CLIENT_SECRET.into()),
+            redirect_url: None,
+            group_roles: vec![],
+        });
+    })
+    .await;
+    let browser = Browser::new();
+    let r = browser.login(&app).await;
+    assert_eq!(
+        (r.status().as_u16(), error_code(&r).as_str()),
+        (502, "OIDC_PROVIDER_UNAVAILABLE")
+    );
+    assert!(r.text().await.unwrap().contains("could not be reached"));
+    let r = browser
+        .manual
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Break-glass: a local admin with an argon2-hashed password; every use audited.
+    let mut conn = app.admin().await;
+    mosaic::auth::breakglass::create_admin(&mut conn, "root@example.com", "correct horse battery staple")
+        .await
+        .unwrap();
+    let stored: String = sqlx::query_scalar("SELECT password_hash FROM local_credentials")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$"));
+    let url = format!("{}/auth/breakglass", app.base);
+    let r = browser
+        .manual
+        .post(&url)
+        .json(&json!({ "email": "root@example.com", "password": "wrong password here" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = browser
+        .manual
+        .post(&url)
+        .json(&json!({ "email": "root@example.com", "password": "correct horse battery staple" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let csrf = body["csrfToken"].as_str().unwrap().to_string();
+    let (status, body) = browser.gql(&app, "{ me { email isAdmin } }", Some(&csrf)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["isAdmin"], true);
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM auth_audit ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        actions,
+        vec!["breakglass_created", "breakglass_login_failed", "breakglass_login"]
+    );
+    app.stop().await;
+}
