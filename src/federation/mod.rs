@@ -222,7 +222,9 @@ impl Federation {
         timeout: Duration,
     ) -> Result<Value, PeerError> {
         let started = Instant::now();
-        let result = self.send_uncounted(peer_id, base_url, path, body, timeout).await;
+        let result = self
+            .send_uncounted(peer_id, base_url, path, body, timeout, started)
+            .await;
         self.stats
             .record(peer_id, started.elapsed().as_millis() as u64, result.is_ok());
         result
@@ -235,8 +237,8 @@ impl Federation {
         path: &str,
         body: &T,
         timeout: Duration,
+        started: Instant,
     ) -> Result<Value, PeerError> {
-        let started = Instant::now();
         let body = serde_json::to_vec(body).expect("request bodies serialise");
         let header = self
             .sign(peer_id, path, &body)

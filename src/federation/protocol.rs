@@ -116,29 +116,6 @@ impl Refusal {
         }
     }
 
-    pub fn from_code(code: &str) -> Option<Self> {
-        use Refusal::*;
-        [
-            MalformedSignature,
-            WrongDestination,
-            UnknownPeer,
-            PeerNotActive,
-            UnknownKey,
-            KeyExpired,
-            BadSignature,
-            DigestMismatch,
-            OutsideTimeWindow,
-            ReplayedNonce,
-            HopLimitExceeded,
-            CycleDetected,
-            GrantDenied,
-            BadRequest,
-            Unavailable,
-        ]
-        .into_iter()
-        .find(|r| r.code() == code)
-    }
-
     /// HTTP status: 400 for requests that cannot be read, 401 for failed
     /// authentication, 403 for authenticated requests that are not allowed.
     pub fn status(self) -> u16 {
@@ -194,8 +171,5 @@ mod tests {
             Err(Refusal::HopLimitExceeded),
             "receiver's own limit applies"
         );
-        for r in [Refusal::ReplayedNonce, Refusal::GrantDenied, Refusal::OutsideTimeWindow] {
-            assert_eq!(Refusal::from_code(r.code()), Some(r));
-        }
     }
 }
