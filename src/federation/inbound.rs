@@ -131,14 +131,7 @@ pub async fn verify(
         }
     };
     signing::verify(&key, &params, &sig, body).map_err(signature_refusal)?;
-    let s = &fed.settings;
-    signing::check_time(&params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
-    if !fed
-        .replay
-        .check_and_record(&params.origin, &params.nonce, params.expires + s.clock_skew_s, now)
-    {
-        return Err(refuse(Refusal::ReplayedNonce, "this request was already received"));
-    }
+    check_fresh(fed, &params, now)?;
     // Only a verified sender learns the state of its peering.
     if need == Need::ActiveGrant && peer.inbound_state != "active" {
         return Err(refuse(
@@ -147,6 +140,20 @@ pub async fn verify(
         ));
     }
     Ok(peer)
+}
+
+/// The time window, then the nonce: run only after the signature verified, so
+/// unverified requests cannot fill the replay cache.
+fn check_fresh(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
+    let s = &fed.settings;
+    signing::check_time(params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
+    if !fed
+        .replay
+        .check_and_record(&params.origin, &params.nonce, params.expires + s.clock_skew_s, now)
+    {
+        return Err(refuse(Refusal::ReplayedNonce, "this request was already received"));
+    }
+    Ok(())
 }
 
 /// Maps a failure to record a peer's message to a refusal (logged, not shown).
@@ -199,14 +206,7 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: By
         .ok_or_else(|| refuse(Refusal::UnknownKey, "not an ed25519 key"))?;
     signing::verify(&key, &params, &sig, &body).map_err(signature_refusal)?;
     let now = now_unix();
-    let s = &fed.settings;
-    signing::check_time(&params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
-    if !fed
-        .replay
-        .check_and_record(&params.origin, &params.nonce, params.expires + s.clock_skew_s, now)
-    {
-        return Err(refuse(Refusal::ReplayedNonce, "this request was already received"));
-    }
+    check_fresh(fed, &params, now)?;
     let origin: Uuid = doc
         .instance_id
         .parse()

@@ -60,6 +60,19 @@ pub fn test_config(database_url: String) -> Config {
     }
 }
 
+/// Tables of tenant data (api_tokens aside: authenticating may touch it).
+pub const TENANT_TABLES: [&str; 9] = [
+    "users",
+    "workspaces",
+    "workspace_members",
+    "teams",
+    "team_members",
+    "projects",
+    "tasks",
+    "events",
+    "activity_log",
+];
+
 pub struct TestApp {
     pub base: String,
     pub database_url: String,
@@ -228,18 +241,7 @@ impl TestApp {
     pub async fn row_counts(&self) -> Vec<(String, i64)> {
         let mut conn = self.admin().await;
         let mut out = Vec::new();
-        for table in [
-            "users",
-            "api_tokens",
-            "workspaces",
-            "workspace_members",
-            "teams",
-            "team_members",
-            "projects",
-            "tasks",
-            "events",
-            "activity_log",
-        ] {
+        for table in std::iter::once("api_tokens").chain(TENANT_TABLES) {
             let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
                 .fetch_one(&mut conn)
                 .await
@@ -297,17 +299,7 @@ pub fn local_id(global: &str) -> Uuid {
 /// out: authenticating a request may touch a token's `last_used_at`.
 pub async fn fingerprint(conn: &mut PgConnection) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for table in [
-        "users",
-        "workspaces",
-        "workspace_members",
-        "teams",
-        "team_members",
-        "projects",
-        "tasks",
-        "events",
-        "activity_log",
-    ] {
+    for table in TENANT_TABLES {
         let digest: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {table} x"
         )))
