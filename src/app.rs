@@ -242,6 +242,15 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
     response
 }
 
+/// The credential is valid but its user was deactivated by an instance administrator.
+pub fn deactivated() -> Response {
+    error_response(
+        StatusCode::FORBIDDEN,
+        "ACCOUNT_DEACTIVATED",
+        "this account is deactivated; ask an instance administrator",
+    )
+}
+
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     let unauthenticated = |m: &str| error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -262,6 +271,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
         Ok(Ok(p)) => Ok(p),
         Ok(Err(TokenRejection::Expired)) => Err(unauthenticated("token expired")),
         Ok(Err(TokenRejection::Unknown)) => Err(unauthenticated("unknown token")),
+        Ok(Err(TokenRejection::Deactivated)) => Err(deactivated()),
         Err(e) => {
             tracing::error!(error = %e, "token lookup failed");
             Err(error_response(
@@ -322,7 +332,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             user: graphql::ids::GlobalId::new(graphql::ids::Kind::User, state.instance_id, principal.user_id)
                 .to_id()
                 .to_string(),
-            email: principal.email.clone(),
+            email: principal.email_verified.then(|| principal.email.clone()),
         }),
     );
     let scope = Scope::user(principal.user_id);

@@ -69,6 +69,7 @@ impl From<sqlx::Error> for AppError {
                     Self::BadInput(format!("invalid value: {}", db.message()))
                 }
                 "MOS01" => Self::BadInput(db.message().to_string()),
+                "MOS43" => Self::Conflict(db.message().to_string()),
                 "57014" => Self::Timeout,
                 _ => Self::internal(e),
             };

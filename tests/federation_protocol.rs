@@ -749,7 +749,7 @@ async fn grant_decides_commands_mutations_and_users() {
         let mut e = envelope(&a);
         e.actor = Some(Actor {
             user: format!("User:{}:{}", id(&a), Uuid::new_v4()),
-            email: email.to_string(),
+            email: Some(email.to_string()),
         });
         body_with(TASKS, json!({}), e)
     };

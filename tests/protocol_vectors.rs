@@ -380,7 +380,7 @@ fn query_body() -> String {
             deadline_ms: 4500,
             actor: Some(Actor {
                 user: format!("User:{ORIGIN}:0196f2a4-7000-7000-8000-000000000001"),
-                email: "ada@example.org".into(),
+                email: Some("ada@example.org".into()),
             }),
         },
     };

@@ -66,16 +66,18 @@ pub async fn create_admin(conn: &mut PgConnection, email: &str, password: &str) 
 
 /// Checks a break-glass login and audits it, whatever the outcome.
 pub async fn login(pool: &PgPool, email: &str, password: &str) -> Result<Option<Principal>, sqlx::Error> {
-    type Row = (Uuid, String, Option<String>, bool, String);
-    let row: Option<Row> =
-        sqlx::query_as("SELECT user_id, email, name, is_admin, password_hash FROM breakglass_credential($1)")
-            .bind(email.trim())
-            .fetch_optional(pool)
-            .await?;
+    type Row = (Uuid, String, Option<String>, bool, bool, String, bool);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT user_id, email, name, is_admin, email_verified, password_hash, deactivated \
+         FROM breakglass_credential($1)",
+    )
+    .bind(email.trim())
+    .fetch_optional(pool)
+    .await?;
     // Hash work happens either way, so timing does not tell whether the account exists.
     let (ok, user) = match row {
-        Some((user_id, email, name, is_admin, phc)) => {
-            let ok = verify_password(password, &phc) && is_admin;
+        Some((user_id, email, name, is_admin, email_verified, phc, deactivated)) => {
+            let ok = verify_password(password, &phc) && is_admin && !deactivated;
             (
                 ok,
                 Some(Principal {
@@ -83,6 +85,7 @@ pub async fn login(pool: &PgPool, email: &str, password: &str) -> Result<Option<
                     email,
                     name,
                     is_admin,
+                    email_verified,
                 }),
             )
         }

@@ -17,4 +17,7 @@ pub struct Principal {
     pub email: String,
     pub name: Option<String>,
     pub is_admin: bool,
+    /// Vouched for by the operator who created the user, or by the provider
+    /// (`email_verified`); only a verified address is named to peers.
+    pub email_verified: bool,
 }

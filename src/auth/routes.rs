@@ -310,6 +310,11 @@ async fn link_user(state: &AppState, id: &Identity) -> Result<uuid::Uuid, LoginE
                 "another local account already uses this e-mail address",
             ))
         }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("MOS42") => Err(LoginError::new(
+            StatusCode::FORBIDDEN,
+            "ACCOUNT_DEACTIVATED",
+            "this account is deactivated; ask an instance administrator",
+        )),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => Err(LoginError::new(
             StatusCode::BAD_REQUEST,
             "OIDC_BAD_CLAIMS",
@@ -435,6 +440,7 @@ pub async fn cookie_principal(state: &AppState, headers: &HeaderMap) -> Option<R
             "UNAUTHENTICATED",
             "unknown or ended session; sign in again",
         )),
+        Ok(Err(SessionRejection::Deactivated)) => Err(crate::app::deactivated()),
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
             Err(error_response(

@@ -90,25 +90,39 @@ pub struct Session {
 pub enum SessionRejection {
     Unknown,
     Expired,
+    Deactivated,
 }
 
 pub async fn authenticate(pool: &PgPool, id: &str) -> Result<Result<Session, SessionRejection>, sqlx::Error> {
-    type Row = (Uuid, String, Option<String>, bool, String, OffsetDateTime, bool);
+    type Row = (
+        Uuid,
+        String,
+        Option<String>,
+        bool,
+        bool,
+        String,
+        OffsetDateTime,
+        bool,
+        bool,
+    );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT user_id, email, name, is_admin, csrf_token, expires_at, expired FROM session_authenticate($1)",
+        "SELECT user_id, email, name, is_admin, email_verified, csrf_token, expires_at, expired, deactivated \
+         FROM session_authenticate($1)",
     )
     .bind(hash(id))
     .fetch_optional(pool)
     .await?;
     Ok(match row {
         None => Err(SessionRejection::Unknown),
-        Some((.., true)) => Err(SessionRejection::Expired),
-        Some((user_id, email, name, is_admin, csrf_token, expires_at, false)) => Ok(Session {
+        Some((.., true)) => Err(SessionRejection::Deactivated),
+        Some((.., true, false)) => Err(SessionRejection::Expired),
+        Some((user_id, email, name, is_admin, email_verified, csrf_token, expires_at, false, false)) => Ok(Session {
             principal: Principal {
                 user_id,
                 email,
                 name,
                 is_admin,
+                email_verified,
             },
             csrf_token,
             expires_at,

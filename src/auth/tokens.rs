@@ -75,6 +75,8 @@ pub async fn create(conn: &mut PgConnection, email: &str, expires_at: Option<Off
 pub enum TokenRejection {
     Unknown,
     Expired,
+    /// The token's user was deactivated by an instance administrator.
+    Deactivated,
 }
 
 /// Maps a bearer token to its user, through the narrow definer function (the
@@ -83,19 +85,23 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Result<Principal
     if !token.starts_with(PREFIX) {
         return Ok(Err(TokenRejection::Unknown));
     }
-    let row: Option<(Uuid, String, Option<String>, bool, bool)> =
-        sqlx::query_as("SELECT user_id, email, name, is_admin, expired FROM authenticate_token($1)")
-            .bind(hash(token))
-            .fetch_optional(pool)
-            .await?;
+    type Row = (Uuid, String, Option<String>, bool, bool, bool, bool);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT user_id, email, name, is_admin, email_verified, expired, deactivated FROM authenticate_token($1)",
+    )
+    .bind(hash(token))
+    .fetch_optional(pool)
+    .await?;
     Ok(match row {
         None => Err(TokenRejection::Unknown),
-        Some((.., true)) => Err(TokenRejection::Expired),
-        Some((user_id, email, name, is_admin, false)) => Ok(Principal {
+        Some((.., true)) => Err(TokenRejection::Deactivated),
+        Some((.., true, false)) => Err(TokenRejection::Expired),
+        Some((user_id, email, name, is_admin, email_verified, false, false)) => Ok(Principal {
             user_id,
             email,
             name,
             is_admin,
+            email_verified,
         }),
     })
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::protocol::{self, ConnectRequest, Disconnect, Event, Refusal, SubRequest};
 use super::registry::{self, KeyLookup, PeerRecord};
-use super::{Federation, document, now_unix, signing};
+use super::{Federation, document, grant, now_unix, signing};
 use crate::app::{AppState, error_response, execute};
 use crate::db::Scope;
 use crate::graphql::federated::Hop;
@@ -325,15 +325,8 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
     if command && !peer.grant_read_write {
         return Err(refuse(Refusal::GrantDenied, "the grant is read-only"));
     }
-    if let Some(users) = &peer.grant_users {
-        let allowed = request
-            .envelope
-            .actor
-            .as_ref()
-            .is_some_and(|a| users.iter().any(|u| u.eq_ignore_ascii_case(&a.email)));
-        if !allowed {
-            return Err(refuse(Refusal::GrantDenied, "the grant does not cover this user"));
-        }
+    if !grant::covers(peer.grant_users.as_deref(), request.envelope.actor.as_ref()) {
+        return Err(refuse(Refusal::GrantDenied, "the grant does not cover this user"));
     }
     let scope = Scope {
         user_id: None,

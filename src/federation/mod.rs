@@ -3,6 +3,7 @@
 
 pub mod document;
 pub mod fanout;
+pub mod grant;
 pub mod inbound;
 pub mod keys;
 pub mod protocol;
@@ -375,6 +376,8 @@ impl Federation {
         if workspaces.is_empty() {
             bail!("workspace: grant at least one workspace");
         }
+        let users = users.map(grant::normalise_users).transpose().map_err(|e| anyhow!(e))?;
+        let users = users.as_deref();
         let mut tx = self.pool.begin().await?;
         let missing: Vec<Uuid> = sqlx::query_scalar("SELECT missing_workspaces($1)")
             .bind(workspaces)

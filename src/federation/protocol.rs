@@ -34,7 +34,9 @@ pub struct Envelope {
 pub struct Actor {
     /// Instance-qualified user id (a global User ID).
     pub user: String,
-    pub email: String,
+    /// Present only when the sending instance holds it as verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// QUERY and COMMAND body: a GraphQL request plus its envelope.

@@ -9,6 +9,7 @@ pub mod pagination;
 pub mod peers;
 pub mod projects;
 pub mod tasks;
+pub mod user_admin;
 pub mod users;
 pub mod workspaces;
 
@@ -135,6 +136,7 @@ impl NodeQuery {
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
     users::UserQuery,
+    user_admin::UserAdminQuery,
     workspaces::WorkspaceQuery,
     projects::ProjectQuery,
     tasks::TaskQuery,
@@ -150,6 +152,7 @@ pub struct MutationRoot(
     projects::ProjectMutation,
     tasks::TaskMutation,
     peers::PeerMutation,
+    user_admin::UserAdminMutation,
     agents::AgentMutation,
 );
 

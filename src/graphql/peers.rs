@@ -15,7 +15,8 @@ pub struct PeerGrant {
     /// Workspaces of this instance the peer may query.
     pub workspaces: Vec<ID>,
     pub read_write: bool,
-    /// Remote users (e-mail) the grant is limited to; null means any.
+    /// Remote users the grant is limited to (verified e-mail addresses or
+    /// global User IDs); null means any.
     pub users: Option<Vec<String>>,
 }
 
@@ -116,7 +117,8 @@ pub struct ApprovePeerInput {
     pub workspace_ids: Vec<ID>,
     #[graphql(default)]
     pub read_write: bool,
-    /// Limit the grant to these remote users (e-mail addresses).
+    /// Limit the grant to these remote users: e-mail addresses (matched only
+    /// when the peer vouches the address is verified) or global User IDs.
     pub users: Option<Vec<String>>,
 }
 

@@ -1,0 +1,304 @@
+//! Instance administration of users (list, make and unmake administrators,
+//! deactivate and reactivate), and who a federated query names as its actor:
+//! only a verified e-mail address reaches a peer, so a grant limited to named
+//! users is never matched by an address nobody vouched for.
+
+mod common;
+
+use common::{TestApp, code, codes, fingerprint, spawn_app, spawn_instance};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const USERS: &str = "{ users { id email isAdmin emailVerified deactivatedAt } }";
+const SET_ADMIN: &str = "mutation($u: ID!, $a: Boolean!) { setUserAdmin(userId: $u, admin: $a) { id isAdmin } }";
+const DEACTIVATE: &str = "mutation($u: ID!) { deactivateUser(userId: $u) { id deactivatedAt } }";
+const REACTIVATE: &str = "mutation($u: ID!) { reactivateUser(userId: $u) { id deactivatedAt } }";
+
+async fn admin_token(app: &TestApp, email: &str) -> (Uuid, String) {
+    let mut conn = app.admin().await;
+    let id = mosaic::auth::users::create(&mut conn, email, None, true).await.unwrap();
+    (id, mosaic::auth::tokens::create(&mut conn, email, None).await.unwrap())
+}
+
+fn user_id(app: &TestApp, id: Uuid) -> String {
+    format!("User:{}:{id}", app.state.instance_id)
+}
+
+async fn audit(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT action, email FROM auth_audit ORDER BY id")
+        .fetch_all(&mut app.admin().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn admins_list_users_and_others_are_refused() {
+    let app = spawn_app().await;
+    let (_, admin) = admin_token(&app, "root@example.com").await;
+    let (bob, bob_token) = app.user("bob@example.com").await;
+    let data = app.gql_ok(&admin, USERS, json!({})).await;
+    assert_eq!(
+        data["users"],
+        json!([
+            { "id": user_id(&app, bob), "email": "bob@example.com", "isAdmin": false,
+              "emailVerified": true, "deactivatedAt": null },
+            { "id": data["users"][1]["id"], "email": "root@example.com", "isAdmin": true,
+              "emailVerified": true, "deactivatedAt": null },
+        ])
+    );
+    let body = app.gql(&bob_token, USERS, json!({})).await;
+    assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
+    assert!(body["data"].is_null());
+    // The definer function checks again: a non-admin scope gets nothing even in SQL.
+    let mut conn = app.admin().await;
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SET LOCAL ROLE mosaic_app")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT set_config('mosaic.user_id', $1, true)")
+        .bind(bob.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let e = sqlx::query("SELECT * FROM admin_users()")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("only instance administrators"), "{e}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn making_and_unmaking_admins_keeps_one_and_is_audited() {
+    let app = spawn_app().await;
+    let (root, admin) = admin_token(&app, "root@example.com").await;
+    let (bob, bob_token) = app.user("bob@example.com").await;
+    // The only admin cannot step down: nobody could undo it.
+    let before = fingerprint(&mut app.admin().await).await;
+    let body = app
+        .gql(&admin, SET_ADMIN, json!({ "u": user_id(&app, root), "a": false }))
+        .await;
+    assert_eq!(code(&body), "CONFLICT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("last active instance administrator")
+    );
+    let body = app.gql(&admin, DEACTIVATE, json!({ "u": user_id(&app, root) })).await;
+    assert_eq!(code(&body), "CONFLICT", "{body}");
+    assert_eq!(fingerprint(&mut app.admin().await).await, before, "nothing changed");
+
+    let data = app
+        .gql_ok(&admin, SET_ADMIN, json!({ "u": user_id(&app, bob), "a": true }))
+        .await;
+    assert_eq!(data["setUserAdmin"]["isAdmin"], true);
+    // Bob now administers: he may list peers and demote root.
+    app.gql_ok(&bob_token, "{ peers { id } }", json!({})).await;
+    let data = app
+        .gql_ok(&bob_token, SET_ADMIN, json!({ "u": user_id(&app, root), "a": false }))
+        .await;
+    assert_eq!(data["setUserAdmin"]["isAdmin"], false);
+    let body = app.gql(&admin, USERS, json!({})).await;
+    assert_eq!(codes(&body), ["FORBIDDEN"], "root is no longer an admin: {body}");
+    assert_eq!(
+        audit(&app).await,
+        [
+            ("admin_granted".to_string(), "bob@example.com".to_string()),
+            ("admin_revoked".to_string(), "root@example.com".to_string())
+        ]
+    );
+    // Bad targets: unknown user, another instance's user, another type.
+    let unknown = user_id(&app, Uuid::now_v7());
+    let body = app.gql(&bob_token, SET_ADMIN, json!({ "u": unknown, "a": true })).await;
+    assert_eq!(code(&body), "NOT_FOUND", "{body}");
+    let foreign = format!("User:{}:{bob}", Uuid::now_v7());
+    let body = app.gql(&bob_token, DEACTIVATE, json!({ "u": foreign })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    let ws = app.create_workspace(&bob_token, "w").await;
+    let body = app.gql(&bob_token, DEACTIVATE, json!({ "u": ws })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_refused_everywhere_until_reactivated() {
+    let app = spawn_app().await;
+    let (_, admin) = admin_token(&app, "root@example.com").await;
+    let (bob, bob_token) = app.user("bob@example.com").await;
+    let ws = app.create_workspace(&bob_token, "bob's").await;
+    app.create_task(&bob_token, &ws, "kept").await;
+    // Bob also has a break-glass session open.
+    let mut conn = app.admin().await;
+    mosaic::auth::breakglass::create_admin(&mut conn, "carol@example.com", "correct horse battery staple")
+        .await
+        .unwrap();
+    let carol: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'carol@example.com'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let login = |email: &'static str| {
+        app.client
+            .post(format!("{}/auth/breakglass", app.base))
+            .json(&json!({ "email": email, "password": "correct horse battery staple" }))
+            .send()
+    };
+    let r = login("carol@example.com").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let csrf = r.json::<Value>().await.unwrap()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let with_session = || {
+        app.client
+            .post(format!("{}/graphql", app.base))
+            .header("cookie", &cookie)
+            .header("x-mosaic-csrf", &csrf)
+            .json(&json!({ "query": "{ me { email } }" }))
+            .send()
+    };
+    assert_eq!(with_session().await.unwrap().status(), 200);
+
+    let data = app.gql_ok(&admin, DEACTIVATE, json!({ "u": user_id(&app, bob) })).await;
+    assert!(data["deactivateUser"]["deactivatedAt"].is_string(), "{data}");
+    app.gql_ok(&admin, DEACTIVATE, json!({ "u": user_id(&app, carol) }))
+        .await;
+    let (status, body) = app.gql_status(&bob_token, "{ me { email } }", json!({})).await;
+    assert_eq!((status, code(&body).as_str()), (403, "ACCOUNT_DEACTIVATED"), "{body}");
+    let r = with_session().await.unwrap();
+    assert_eq!(r.status(), 401, "the session ended at deactivation");
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 0);
+    assert_eq!(
+        login("carol@example.com").await.unwrap().status(),
+        401,
+        "no new session either"
+    );
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tasks, 1, "the data stays");
+
+    let data = app.gql_ok(&admin, REACTIVATE, json!({ "u": user_id(&app, bob) })).await;
+    assert!(data["reactivateUser"]["deactivatedAt"].is_null());
+    let data = app
+        .gql_ok(&bob_token, "{ tasks { edges { node { title } } } }", json!({}))
+        .await;
+    assert_eq!(data["tasks"]["edges"][0]["node"]["title"], "kept");
+    let actions: Vec<String> = audit(&app).await.into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        actions,
+        [
+            "breakglass_created",
+            "breakglass_login",
+            "user_deactivated",
+            "user_deactivated",
+            "breakglass_login_failed",
+            "user_reactivated"
+        ]
+    );
+    app.stop().await;
+}
+
+/// The master reports the peer's refusal as its own error for that instance.
+#[track_caller]
+fn assert_grant_denied(body: &Value, peer: &TestApp) {
+    assert_eq!(codes(body), ["PEER_FORBIDDEN"], "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["instance"],
+        peer.state.instance_id.to_string()
+    );
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("the grant does not cover this user"), "{message}");
+}
+
+/// A user of `home` queries `work`, whose grant names remote users.
+#[tokio::test]
+async fn only_a_verified_address_is_named_to_peers() {
+    let work = spawn_instance("work").await;
+    let home = spawn_instance("home").await;
+    let (_, work_admin) = admin_token(&work, "admin@work.example").await;
+    let shared = work.create_workspace(&work_admin, "shared").await;
+    work.create_task(&work_admin, &shared, "work task").await;
+    let (ada, ada_token) = home.user("ada@example.org").await;
+    common::peer(&home, &work, &[&shared], false).await;
+    let home_id = home.state.instance_id;
+    let grant = |users: Vec<String>| {
+        let fed = work.state.federation.clone();
+        let ws = common::local_id(&shared);
+        async move { fed.approve(home_id, &[ws], false, Some(&users), "test").await.unwrap() }
+    };
+    let query = "{ tasks(scope: {all: true}) { edges { node { title } } } }";
+    let titles = |body: &Value| -> Vec<String> {
+        body["data"]["tasks"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["title"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let home_db = home.database_url.clone();
+    let set_verified = |verified: bool| {
+        let url = home_db.clone();
+        async move {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+            sqlx::query("UPDATE users SET email_verified = $1 WHERE id = $2")
+                .bind(verified)
+                .bind(ada)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+
+    // Named by address, and the address is verified: work answers.
+    grant(vec!["Ada@Example.org".into()]).await;
+    let body = home.gql(&ada_token, query, json!({})).await;
+    assert_eq!(titles(&body), ["work task"], "{body}");
+
+    // The same address, unverified: home does not name it, work refuses.
+    set_verified(false).await;
+    let body = home.gql(&ada_token, query, json!({})).await;
+    assert_eq!(titles(&body), Vec::<String>::new(), "{body}");
+    assert_grant_denied(&body, &work);
+
+    // Named by global User ID: the address does not matter.
+    grant(vec![user_id(&home, ada)]).await;
+    let body = home.gql(&ada_token, query, json!({})).await;
+    assert_eq!(titles(&body), ["work task"], "{body}");
+
+    // Someone else of home, even verified, is not covered by Ada's ID.
+    let (_, eve_token) = home.user("eve@example.org").await;
+    let body = home.gql(&eve_token, query, json!({})).await;
+    assert_grant_denied(&body, &work);
+    set_verified(true).await;
+
+    // A grant's user list is checked when it is given.
+    let e = work
+        .state
+        .federation
+        .approve(
+            home_id,
+            &[common::local_id(&shared)],
+            false,
+            Some(&["not an address".into()]),
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").starts_with("users:"), "{e:#}");
+    home.stop().await;
+    work.stop().await;
+}
