@@ -45,6 +45,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("oidc.client_secret", "MOSAIC_OIDC_CLIENT_SECRET"),
     ("oidc.redirect_url", "MOSAIC_OIDC_REDIRECT_URL"),
     ("oidc.group_roles", "MOSAIC_OIDC_GROUP_ROLES"),
+    ("oidc.discovery_refresh_s", "MOSAIC_OIDC_DISCOVERY_REFRESH_S"),
     ("session.ttl_s", "MOSAIC_SESSION_TTL_S"),
     ("agents.docker_host", "MOSAIC_AGENTS_DOCKER_HOST"),
     ("agents.image", "MOSAIC_AGENTS_IMAGE"),
@@ -149,6 +150,13 @@ pub struct OidcSettings {
     pub redirect_url: Option<String>,
     /// `oidc.group_roles`: `group=admin` and `group=workspace:<uuid>:<ROLE>`, comma-separated.
     pub group_roles: Vec<GroupRole>,
+    /// How old the provider's discovery document and keys may be when a login
+    /// starts before they are fetched again; zero: at every login.
+    pub discovery_refresh: Duration,
+}
+
+impl OidcSettings {
+    pub const DEFAULT_DISCOVERY_REFRESH: Duration = Duration::from_secs(60);
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -549,8 +557,9 @@ fn oidc_settings(take: &mut impl FnMut(&'static str) -> Option<Raw>) -> Result<O
     let secret = take("oidc.client_secret");
     let redirect = take("oidc.redirect_url");
     let roles = take("oidc.group_roles");
+    let refresh = take("oidc.discovery_refresh_s");
     let Some(issuer) = issuer else {
-        if let Some(r) = id.as_ref().or(secret.as_ref()).or(redirect.as_ref()).or(roles.as_ref()) {
+        if let Some(r) = [&id, &secret, &redirect, &roles, &refresh].into_iter().flatten().next() {
             return Err(err("oidc.issuer_url", r, "required when any oidc setting is given"));
         }
         return Ok(None);
@@ -583,12 +592,15 @@ fn oidc_settings(take: &mut impl FnMut(&'static str) -> Option<Raw>) -> Result<O
             group_roles.push(item.parse().map_err(|e: String| err("oidc.group_roles", r, e))?);
         }
     }
+    let mut refresh_s = OidcSettings::DEFAULT_DISCOVERY_REFRESH.as_secs();
+    set_range(refresh, "oidc.discovery_refresh_s", 0, 24 * 3600, &mut refresh_s)?;
     Ok(Some(OidcSettings {
         issuer_url: issuer.value,
         client_id: id.value,
         client_secret: Secret(secret.value),
         redirect_url: redirect.map(|r| r.value),
         group_roles,
+        discovery_refresh: Duration::from_secs(refresh_s),
     }))
 }
 
@@ -758,6 +770,34 @@ mod tests {
         assert_eq!(load(&bad).unwrap_err().field, "oidc.group_roles");
         let e = load(&[("MOSAIC_SESSION_TTL_S", "5")]).unwrap_err();
         assert_eq!(e.field, "session.ttl_s");
+    }
+
+    #[test]
+    fn oidc_discovery_refresh_defaults_to_a_minute_and_zero_is_allowed() {
+        let ok = [
+            ("MOSAIC_OIDC_ISSUER_URL", "https://auth.example/application/o/mosaic/"),
+            ("MOSAIC_OIDC_CLIENT_ID", "m"),
+            ("MOSAIC_OIDC_CLIENT_SECRET", "s3cret"),
+        ];
+        let refresh = |value: &str| {
+            let mut pairs = ok.to_vec();
+            pairs.push(("MOSAIC_OIDC_DISCOVERY_REFRESH_S", value));
+            load(&pairs).map(|c| c.oidc.unwrap().discovery_refresh)
+        };
+        assert_eq!(
+            load(&ok).unwrap().oidc.unwrap().discovery_refresh,
+            Duration::from_secs(60)
+        );
+        assert_eq!(refresh("0").unwrap(), Duration::ZERO);
+        assert_eq!(refresh("300").unwrap(), Duration::from_secs(300));
+        for bad in ["-1", "abc"] {
+            let e = refresh(bad).unwrap_err();
+            assert_eq!(e.field, "oidc.discovery_refresh_s", "{bad}");
+            assert_eq!(e.source_name, "MOSAIC_OIDC_DISCOVERY_REFRESH_S");
+            assert!(e.to_string().contains(bad), "the value is named: {e}");
+        }
+        let e = load(&[("MOSAIC_OIDC_DISCOVERY_REFRESH_S", "30")]).unwrap_err();
+        assert_eq!(e.field, "oidc.issuer_url", "no refresh without a provider");
     }
 
     #[test]

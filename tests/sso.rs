@@ -199,6 +199,11 @@ impl Browser {
 
 /// A provider and an instance configured to use it.
 async fn setup(group_roles: Vec<GroupRole>) -> (TestApp, Provider) {
+    setup_with(group_roles, OidcSettings::DEFAULT_DISCOVERY_REFRESH).await
+}
+
+/// As `setup`, with the given `oidc.discovery_refresh_s`.
+async fn setup_with(group_roles: Vec<GroupRole>, discovery_refresh: Duration) -> (TestApp, Provider) {
     let port = free_port();
     let provider = Provider::start(&format!("http://127.0.0.1:{port}/auth/callback")).await;
     let issuer = provider.issuer.clone();
@@ -210,6 +215,7 @@ async fn setup(group_roles: Vec<GroupRole>) -> (TestApp, Provider) {
             client_secret: Secret(CLIENT_SECRET.into()),
             redirect_url: None,
             group_roles,
+            discovery_refresh,
         });
     })
     .await;
@@ -504,6 +510,7 @@ async fn provider_unreachable_instance_stays_up_and_break_glass_works() {
             client_secret: Secret(CLIENT_SECRET.into()),
             redirect_url: None,
             group_roles: vec![],
+            discovery_refresh: OidcSettings::DEFAULT_DISCOVERY_REFRESH,
         });
     })
     .await;
@@ -561,5 +568,122 @@ async fn provider_unreachable_instance_stays_up_and_break_glass_works() {
         actions,
         vec!["breakglass_created", "breakglass_login_failed", "breakglass_login"]
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn provider_down_after_start_gives_a_clear_error_and_the_instance_stays_up() {
+    // Refresh 0: every login discovers the provider again.
+    let (app, provider) = setup_with(vec![], Duration::ZERO).await;
+    let issuer = provider.issuer.clone();
+    let browser = Browser::new();
+    let r = browser.login(&app).await;
+    assert_eq!(r.status(), 200, "lands on the IDE: {}", r.url());
+    assert_eq!(r.url().path(), "/graphql");
+    let csrf = browser.csrf(&app).await;
+    provider.stop().await;
+
+    // A new login is refused here, not redirected to the provider that is gone.
+    let r = browser
+        .manual
+        .get(format!("{}/auth/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(&r).as_str()),
+        (502, "OIDC_PROVIDER_UNAVAILABLE")
+    );
+    assert!(r.headers().get("location").is_none(), "no redirect");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("could not be reached") && page.contains(&issuer),
+        "the page names the problem and the provider: {page}"
+    );
+
+    // Sessions are server-side: the one already open keeps working.
+    let (status, body) = browser.session(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["email"], "alice@example.com");
+    let (status, body) = browser.gql(&app, "{ me { email } }", Some(&csrf)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["email"], "alice@example.com");
+    let r = browser
+        .manual
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Break-glass still works.
+    let mut conn = app.admin().await;
+    mosaic::auth::breakglass::create_admin(&mut conn, "root@example.com", "correct horse battery staple")
+        .await
+        .unwrap();
+    let admin = Browser::new();
+    let r = admin
+        .manual
+        .post(format!("{}/auth/breakglass", app.base))
+        .json(&json!({ "email": "root@example.com", "password": "correct horse battery staple" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let admin_csrf = body["csrfToken"].as_str().unwrap().to_string();
+    let (status, body) = admin.gql(&app, "{ me { email isAdmin } }", Some(&admin_csrf)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["email"], "root@example.com");
+
+    // The refused login left nothing: the SSO session and the break-glass one only.
+    let sessions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.method, u.email FROM sessions s JOIN users u ON u.id = s.user_id ORDER BY s.created_at",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let sessions: Vec<(&str, &str)> = sessions.iter().map(|(m, e)| (m.as_str(), e.as_str())).collect();
+    assert_eq!(
+        sessions,
+        vec![("oidc", "alice@example.com"), ("breakglass", "root@example.com")]
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM oidc_logins")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "no pending login recorded for the refused one");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn provider_down_mid_login_is_a_clear_error() {
+    let (app, provider) = setup(vec![]).await;
+    let browser = Browser::new();
+    let url = browser.callback_url(&app).await;
+    provider.stop().await;
+    // The code cannot be redeemed: the token request finds no provider.
+    let r = browser.manual.get(url).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(&r).as_str()),
+        (502, "OIDC_PROVIDER_UNAVAILABLE")
+    );
+    let session_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("mosaic_session="));
+    assert!(!session_cookie, "no session cookie set");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("could not be reached"), "{page}");
+    assert!(browser.cookie(&app, "mosaic_session").is_none());
+    assert_eq!(browser.session(&app).await.0, 401, "no session");
+    let mut conn = app.admin().await;
+    let (users, sessions): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((users, sessions), (0, 0), "nothing created");
     app.stop().await;
 }

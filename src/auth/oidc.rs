@@ -2,13 +2,18 @@
 //! one provider, Authentik-style (`https://HOST/application/o/SLUG/`).
 //!
 //! The provider's discovery document and JWKS are fetched at start (a
-//! provider that is down then does not stop the instance: they are fetched
-//! again at the next login) and the JWKS is fetched again when an ID token
-//! names a key id it does not hold, so key rotation at the provider logs
-//! nobody out. HTTP goes through one reqwest client with redirects off.
+//! provider that is down then does not stop the instance) and again when a
+//! login starts with a copy older than `oidc.discovery_refresh_s`. So a login
+//! started while the provider is down fails here with a clear error instead of
+//! sending the browser to a provider that does not answer, and changes to the
+//! provider's configuration are picked up without a restart. The callback uses
+//! the cached copy (a provider gone by then fails the token request, which is
+//! reported the same way). The JWKS is fetched again when an ID token names a
+//! key id it does not hold, so key rotation at the provider logs nobody out.
+//! HTTP goes through one reqwest client with redirects off.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use base64::Engine;
@@ -108,11 +113,17 @@ pub struct Identity {
 
 type Metadata = ProviderMetadataWithLogout;
 
+/// The provider's metadata (with its JWKS) and when it was discovered.
+struct Cached {
+    metadata: Arc<Metadata>,
+    discovered: Instant,
+}
+
 pub struct Sso {
     pub settings: OidcSettings,
     redirect_url: RedirectUrl,
     http: reqwest::Client,
-    metadata: RwLock<Option<Arc<Metadata>>>,
+    cache: RwLock<Option<Cached>>,
 }
 
 impl Sso {
@@ -129,7 +140,7 @@ impl Sso {
             settings,
             redirect_url,
             http,
-            metadata: RwLock::new(None),
+            cache: RwLock::new(None),
         };
         if let Err(e) = sso.discover().await {
             tracing::warn!(issuer = %sso.settings.issuer_url, error = %e.message,
@@ -139,7 +150,17 @@ impl Sso {
     }
 
     fn cached(&self) -> Option<Arc<Metadata>> {
-        self.metadata.read().expect("metadata lock").clone()
+        let cache = self.cache.read().expect("metadata lock");
+        cache.as_ref().map(|c| c.metadata.clone())
+    }
+
+    /// The cached metadata if it is younger than `discovery_refresh`.
+    fn fresh(&self) -> Option<Arc<Metadata>> {
+        let cache = self.cache.read().expect("metadata lock");
+        cache
+            .as_ref()
+            .filter(|c| c.discovered.elapsed() < self.settings.discovery_refresh)
+            .map(|c| c.metadata.clone())
     }
 
     async fn discover(&self) -> Result<Arc<Metadata>, LoginError> {
@@ -155,12 +176,15 @@ impl Sso {
             ))
         })?;
         let metadata = Arc::new(metadata);
-        *self.metadata.write().expect("metadata lock") = Some(metadata.clone());
+        *self.cache.write().expect("metadata lock") = Some(Cached {
+            metadata: metadata.clone(),
+            discovered: Instant::now(),
+        });
         tracing::info!(issuer = %self.settings.issuer_url, keys = metadata.jwks().keys().len(), "OpenID provider discovered");
         Ok(metadata)
     }
 
-    /// The provider's metadata, discovering it now if the start could not.
+    /// The cached metadata, whatever its age; discovered now if there is none yet.
     async fn metadata(&self) -> Result<Arc<Metadata>, LoginError> {
         match self.cached() {
             Some(m) => Ok(m),
@@ -169,14 +193,20 @@ impl Sso {
     }
 
     /// Fetches the JWKS again (an ID token named a key we do not hold).
-    async fn refresh_jwks(&self, metadata: &Metadata) -> Result<Arc<Metadata>, LoginError> {
+    async fn refresh_jwks(&self, metadata: &Arc<Metadata>) -> Result<Arc<Metadata>, LoginError> {
         let http = self.http.clone();
         let client = move |r| send(http.clone(), r);
         let jwks = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &client)
             .await
             .map_err(|e| LoginError::unavailable(format!("cannot fetch the provider's keys: {}", error_chain(&e))))?;
-        let fresh = Arc::new(metadata.clone().set_jwks(jwks));
-        *self.metadata.write().expect("metadata lock") = Some(fresh.clone());
+        let fresh = Arc::new(metadata.as_ref().clone().set_jwks(jwks));
+        // Only over the copy the keys were fetched for: a login that started
+        // meanwhile may have cached a newer discovery, which stays.
+        if let Some(c) = self.cache.write().expect("metadata lock").as_mut()
+            && Arc::ptr_eq(&c.metadata, metadata)
+        {
+            c.metadata = fresh.clone();
+        }
         tracing::info!(keys = fresh.jwks().keys().len(), "OpenID provider keys refreshed");
         Ok(fresh)
     }
@@ -201,8 +231,13 @@ impl Sso {
     }
 
     /// Starts a login: PKCE (S256), a random state and a random nonce.
+    /// Discovers the provider again when the cached copy is too old; if it
+    /// cannot be reached, the login fails here rather than at the provider.
     pub async fn begin(&self) -> Result<LoginStart, LoginError> {
-        let metadata = self.metadata().await?;
+        let metadata = match self.fresh() {
+            Some(m) => m,
+            None => self.discover().await?,
+        };
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = self
             .client(&metadata)
