@@ -14,6 +14,7 @@ use mosaic::config::{GroupRole, OidcSettings, Secret};
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 const CLIENT_ID: &str = "mosaic";
 const CLIENT_SECRET: &str = "mosaic-test-client-secret";
@@ -222,6 +223,13 @@ async fn setup_with(group_roles: Vec<GroupRole>, discovery_refresh: Duration) ->
     (app, provider)
 }
 
+async fn session_count(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 fn error_code(r: &reqwest::Response) -> String {
     r.headers()
         .get("x-mosaic-error")
@@ -365,6 +373,94 @@ async fn admin_group_makes_instance_admins_and_leaving_it_revokes() {
     let csrf = other.csrf(&app).await;
     let (_, body) = other.gql(&app, "{ me { isAdmin } }", Some(&csrf)).await;
     assert_eq!(body["data"]["me"]["isAdmin"], false, "{body}");
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_grants_a_workspace_role_and_an_unverified_address_is_recorded_as_such() {
+    let eng = Uuid::now_v7();
+    let roles = vec![GroupRole::Workspace {
+        group: "eng".into(),
+        workspace: eng,
+        role: "MEMBER".into(),
+    }];
+    let (app, provider) = setup(roles).await;
+    let mut conn = app.admin().await;
+    let owner = mosaic::auth::users::create(&mut conn, "owner@example.com", None, false)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO workspaces (id, name, created_by) VALUES ($1, 'engineering', $2)")
+        .bind(eng)
+        .bind(owner)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut claims = user(&["staff", "eng"]);
+    claims["email_verified"] = json!(false);
+    provider.control("user", claims).await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&app).await.status(), 200);
+    let csrf = browser.csrf(&app).await;
+    let (_, body) = browser
+        .gql(&app, "{ workspaces { name viewerRole } }", Some(&csrf))
+        .await;
+    assert_eq!(
+        body["data"]["workspaces"],
+        json!([{ "name": "engineering", "viewerRole": "MEMBER" }]),
+        "{body}"
+    );
+    let verified: bool = sqlx::query_scalar("SELECT email_verified FROM users WHERE email = 'alice@example.com'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!verified, "the provider did not verify the address");
+    // The provider verifies it later: the next login records that.
+    provider.control("user", user(&["staff", "eng"])).await;
+    assert_eq!(browser.login(&app).await.status(), 200);
+    let verified: bool = sqlx::query_scalar("SELECT email_verified FROM users WHERE email = 'alice@example.com'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(verified);
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn a_deactivated_user_cannot_sign_in_until_reactivated() {
+    let (app, provider) = setup(vec![]).await;
+    let mut conn = app.admin().await;
+    mosaic::auth::users::create(&mut conn, "root@example.com", None, true)
+        .await
+        .unwrap();
+    let root = mosaic::auth::tokens::create(&mut conn, "root@example.com", None)
+        .await
+        .unwrap();
+    let browser = Browser::new();
+    assert_eq!(browser.login(&app).await.status(), 200);
+    let csrf = browser.csrf(&app).await;
+    let (_, body) = browser.gql(&app, "{ me { id } }", Some(&csrf)).await;
+    let alice = body["data"]["me"]["id"].as_str().unwrap().to_string();
+    let deactivate = "mutation($u: ID!) { deactivateUser(userId: $u) { id } }";
+    app.gql_ok(&root, deactivate, json!({ "u": alice })).await;
+    // The open session ended with the deactivation.
+    let (status, _) = browser.gql(&app, "{ me { id } }", Some(&csrf)).await;
+    assert_eq!(status, 401);
+    // A new sign-in is refused with its own code, and opens nothing.
+    let r = browser.login(&app).await;
+    assert_eq!(r.url().path(), "/auth/callback");
+    assert_eq!(
+        (r.status().as_u16(), error_code(&r).as_str()),
+        (403, "ACCOUNT_DEACTIVATED")
+    );
+    assert!(r.text().await.unwrap().contains("deactivated"));
+    assert_eq!(session_count(&mut conn).await, 0);
+    assert_eq!(browser.session(&app).await.0, 401);
+    let reactivate = "mutation($u: ID!) { reactivateUser(userId: $u) { id } }";
+    app.gql_ok(&root, reactivate, json!({ "u": alice })).await;
+    assert_eq!(browser.login(&app).await.status(), 200);
+    assert_eq!(session_count(&mut conn).await, 1);
     app.stop().await;
     provider.stop().await;
 }
