@@ -57,6 +57,7 @@ const GRAPHIQL_PAGE: &str = concat!(
   <button type="submit">Use token</button>
   <button type="button" id="mosaic-forget">Forget</button>
   <span id="mosaic-status" role="status"></span>
+  <span id="mosaic-session"></span>
 </form>
 <div id="graphiql">Loading GraphiQL&hellip;</div>
 <script src=""#,
@@ -73,12 +74,15 @@ const GRAPHIQL_PAGE: &str = concat!(
   "use strict";
   var ENDPOINT = "/graphql";
   var STORAGE_KEY = "mosaic.graphql.token";
-  var DEFAULT_QUERY = '# Paste a token above, then run the query (Ctrl-Enter).\n' +
+  var DEFAULT_QUERY = '# Sign in, or paste a token above, then run the query (Ctrl-Enter).\n' +
     "{\n  me {\n    id\n    email\n  }\n  workspaces {\n    id\n    name\n  }\n}\n";
 
   var form = document.getElementById("mosaic-bar");
   var input = document.getElementById("mosaic-token");
   var status = document.getElementById("mosaic-status");
+  var sessionBox = document.getElementById("mosaic-session");
+  // The signed-in browser session, if any: { email, csrfToken }.
+  var session = null;
 
   function loadToken() {
     try { return localStorage.getItem(STORAGE_KEY) || ""; } catch (e) { return ""; }
@@ -89,7 +93,8 @@ const GRAPHIQL_PAGE: &str = concat!(
     } catch (e) { /* storage disabled: the token lasts for this page only */ }
   }
 
-  // Sends the token from the box unless the header editor sets Authorization.
+  // Sends the token from the box unless the header editor sets Authorization;
+  // without a token, the session cookie goes along with its CSRF header.
   function makeFetcher(token) {
     return function (params, options) {
       var headers = { "Content-Type": "application/json", "Accept": "application/json" };
@@ -100,6 +105,7 @@ const GRAPHIQL_PAGE: &str = concat!(
         if (name.toLowerCase() === "authorization") { ownAuthorization = true; }
       });
       if (token && !ownAuthorization) { headers.Authorization = "Bearer " + token; }
+      if (!token && !ownAuthorization && session) { headers["x-mosaic-csrf"] = session.csrfToken; }
       return fetch(ENDPOINT, {
         method: "POST",
         headers: headers,
@@ -119,10 +125,38 @@ const GRAPHIQL_PAGE: &str = concat!(
   input.value = token;
   var root = ReactDOM.createRoot(document.getElementById("graphiql"));
 
+  function showSession() {
+    sessionBox.textContent = "";
+    if (session) {
+      sessionBox.appendChild(document.createTextNode("signed in as " + session.email + " "));
+      var out = document.createElement("button");
+      out.type = "button";
+      out.id = "mosaic-signout";
+      out.textContent = "Sign out";
+      out.addEventListener("click", signOut);
+      sessionBox.appendChild(out);
+    } else {
+      var link = document.createElement("a");
+      link.id = "mosaic-signin";
+      link.href = "/auth/login?return_to=%2Fgraphql";
+      link.textContent = "Sign in";
+      sessionBox.appendChild(link);
+    }
+  }
+
+  // Ends the session here, then goes to the provider's end-session page.
+  function signOut() {
+    fetch("/auth/logout", { method: "POST", headers: { "Accept": "application/json" }, credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (body) { window.location.assign(body.redirect || "/graphql"); })
+      .catch(function () { window.location.assign("/graphql"); });
+  }
+
   function render() {
     status.textContent = token
       ? "requests carry this token"
-      : "no token: requests will be rejected (401)";
+      : session ? "requests use your session" : "no token: requests will be rejected (401)";
+    showSession();
     // A new fetcher makes GraphiQL fetch the schema again with the new token.
     root.render(React.createElement(GraphiQL, {
       fetcher: makeFetcher(token),
@@ -143,7 +177,13 @@ const GRAPHIQL_PAGE: &str = concat!(
     saveToken("");
     render();
   });
-  render();
+  fetch("/auth/session", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+    .then(function (r) { return r.ok ? r.json() : null; })
+    .then(function (body) {
+      session = body && body.user ? { email: body.user.email, csrfToken: body.csrfToken } : null;
+    })
+    .catch(function () { session = null; })
+    .then(render);
 })();
 </script>
 </body>

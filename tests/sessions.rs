@@ -104,3 +104,38 @@ async fn an_expired_session_is_refused_and_says_so() {
     assert_eq!(r.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn logout_ends_the_session_and_answers_scripts_with_json() {
+    let app = spawn_app_with(|_| {}).await;
+    let (_, cookie, csrf) = sign_in(&app).await;
+    let logout = |accept: &'static str| {
+        app.client
+            .post(format!("{}/auth/logout", app.base))
+            .header("cookie", &cookie)
+            .header("accept", accept)
+            .send()
+    };
+    let r = logout("application/json").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cleared: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    for name in ["mosaic_session=;", "mosaic_csrf=;"] {
+        assert!(
+            cleared.iter().any(|c| c.starts_with(name) && c.contains("Max-Age=0")),
+            "{name} cleared: {cleared:?}"
+        );
+    }
+    // No provider here: back to the IDE.
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "redirect": "/graphql" }));
+    assert_eq!(me(&app, &cookie, &csrf).await.0, 401, "the session ended");
+    // A browser form gets a redirect.
+    let r = logout("text/html").await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/graphql");
+    app.stop().await;
+}

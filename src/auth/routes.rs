@@ -333,6 +333,8 @@ async fn link_user(state: &AppState, id: &Identity) -> Result<uuid::Uuid, LoginE
 
 /// Ends the session here, then sends the browser to the provider's
 /// end-session endpoint when it offers one (with the ID token as hint).
+/// A script asking for JSON (the IDE) gets `{"redirect": url}` instead of
+/// a 303, and navigates there itself.
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut id_token = None;
     if let Some(id) = sessions::cookie(&headers, SESSION_COOKIE) {
@@ -349,8 +351,17 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .as_deref()
         .and_then(|t| state.sso.as_ref().and_then(|s| s.end_session_url(Some(t))))
         .unwrap_or_else(|| DEFAULT_RETURN.to_string());
-    let mut r = redirect(&to);
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let mut r = if wants_json {
+        Json(json!({ "redirect": to })).into_response()
+    } else {
+        redirect(&to)
+    };
     let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.append(
         header::SET_COOKIE,
         sessions::clear_cookie(SESSION_COOKIE, true, secure(&state)),
