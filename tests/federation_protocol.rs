@@ -201,6 +201,35 @@ async fn well_known(from: &TestApp, of: &TestApp) -> SignedDocument {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_request_captured_before_a_restart_cannot_be_replayed_after_it() {
+    let Pair { a, b, .. } = pair(false).await;
+    let (key_id, key) = a.state.federation.keys.current().await.unwrap();
+    let body = tasks_body(&a);
+    let p = params(&a, id(&b), QUERY, &body, &key_id);
+    let captured = header(&p, &key);
+    assert_ok(&post(&a, &b, QUERY, Some(&captured), body.clone()).await);
+    assert_refused(
+        &post(&a, &b, QUERY, Some(&captured), body.clone()).await,
+        401,
+        "REPLAYED_NONCE",
+    );
+    // B restarts in a later second than the capture (times are whole
+    // seconds): wait for the wall clock to tick, at most one second.
+    while now_unix() <= p.created {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let config = (*b.state.config).clone();
+    b.stop().await;
+    let b = common::spawn_config(config).await;
+    let replayed = post(&a, &b, QUERY, Some(&captured), body).await;
+    assert_refused(&replayed, 401, "REQUEST_EXPIRED");
+    let message = replayed.1["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("before this instance started"), "{message}");
+    // What A signs now is accepted.
+    assert_ok(&send_signed(&a, &b, QUERY, tasks_body(&a)).await);
+}
+
+#[tokio::test]
 async fn signed_query_from_an_active_peer_runs_and_every_tampering_is_refused() {
     let Pair { a, b, .. } = pair(false).await;
     let (key_id, key) = a.state.federation.keys.current().await.unwrap();

@@ -147,6 +147,12 @@ pub async fn verify(
 fn check_fresh(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
     let s = &fed.settings;
     signing::check_time(params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
+    if !fed.replay.covers(params.created) {
+        return Err(refuse(
+            Refusal::OutsideTimeWindow,
+            "created before this instance started, so its nonce cannot be checked; sign it again",
+        ));
+    }
     if !fed
         .replay
         .check_and_record(&params.origin, &params.nonce, params.expires + s.clock_skew_s, now)

@@ -102,7 +102,7 @@ impl Federation {
             pool: db.app.clone(),
             keys: keys::KeyRing::new(db.app.clone(), sealer),
             http: tls::http_client(config.federation.ca_file.as_deref())?,
-            replay: ReplayCache::default(),
+            replay: ReplayCache::starting_at(now_unix()),
             stats: PeerStats::default(),
             settings: config.federation.clone(),
             key_refreshes: Default::default(),

@@ -1,6 +1,9 @@
 //! Nonces seen recently, per origin instance, kept until their request
-//! expires. In memory: a restart forgets them, which the short request
-//! lifetime (see `federation.request_lifetime_s`) bounds.
+//! expires. In memory: a restart forgets them, so the cache only vouches for
+//! requests created since it started (`covers`); older ones are refused as
+//! expired, and a request captured before a restart cannot be replayed after
+//! it. Replicas sharing one identity would each need to see every nonce;
+//! that is not handled here.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -9,6 +12,8 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct ReplayCache {
     inner: Mutex<Inner>,
+    /// Unix time from which every nonce received is in the cache.
+    since: i64,
 }
 
 #[derive(Default)]
@@ -18,6 +23,20 @@ struct Inner {
 }
 
 impl ReplayCache {
+    /// An empty cache that has seen every nonce received from `now` on.
+    pub fn starting_at(now: i64) -> Self {
+        Self {
+            inner: Mutex::default(),
+            since: now,
+        }
+    }
+
+    /// Whether a request created at `created` can be checked here: one
+    /// created before the cache started may have been received by then.
+    pub fn covers(&self, created: i64) -> bool {
+        created >= self.since
+    }
+
     /// Records `(origin, nonce)`; false when it was already seen and has not expired.
     pub fn check_and_record(&self, origin: &str, nonce: &str, expires: i64, now: i64) -> bool {
         let mut inner = self.inner.lock().expect("replay cache lock");
@@ -49,6 +68,14 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_vouches_only_for_requests_created_since_it_started() {
+        let cache = ReplayCache::starting_at(1_000);
+        assert!(!cache.covers(999));
+        assert!(cache.covers(1_000));
+        assert!(cache.covers(1_001));
+    }
 
     #[test]
     fn refuses_a_repeat_until_it_expires() {
