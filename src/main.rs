@@ -200,13 +200,24 @@ async fn run(command: Command, config: Config) -> Result<()> {
         Command::Admin {
             command: AdminCommand::Create { email },
         } => {
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password)?;
-            let password = password.trim_end_matches(['\n', '\r']);
+            let password = read_password()?;
+            // Refuse a bad password before starting anything.
+            mosaic::auth::breakglass::check_password(&password)?;
             let db = Database::open(&config).await?;
-            let created = mosaic::auth::breakglass::create_admin(&mut db.admin().await?, &email, password).await;
+            let created = mosaic::auth::breakglass::create_admin(&mut db.admin().await?, &email, &password).await;
             db.shutdown().await?;
-            println!("{}", created?);
+            let (id, account) = created?;
+            use mosaic::auth::breakglass::AdminAccount;
+            match account {
+                AdminAccount::Created => eprintln!("created break-glass administrator {email}"),
+                AdminAccount::Promoted => {
+                    eprintln!("made the existing user {email} an instance administrator with a break-glass password")
+                }
+                AdminAccount::PasswordReset => {
+                    eprintln!("replaced the break-glass password of {email}; their sessions have ended")
+                }
+            }
+            println!("{id}");
             Ok(())
         }
         Command::Token {
@@ -349,4 +360,16 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The break-glass password: typed without echo at a terminal, else the
+/// first line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("Break-glass password: ")?);
+    }
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    Ok(password.trim_end_matches(['\n', '\r']).to_string())
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -43,11 +44,34 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Ran {
         .await
         .expect("command finished in time")
         .expect("command ran");
+    ran(out)
+}
+
+fn ran(out: std::process::Output) -> Ran {
     Ran {
         code: out.status.code(),
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
+}
+
+/// `mosaic admin create --email EMAIL` with `input` written to its stdin
+/// (which is then closed).
+async fn admin_create(env: &[(&str, &str)], email: &str, input: &str) -> Ran {
+    let mut child = mosaic(&["admin", "create", "--email", email], env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command ran");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("command finished in time")
+        .expect("command ran");
+    ran(out)
 }
 
 /// A fresh data directory with a short path (the cluster's Unix socket lives
@@ -161,6 +185,53 @@ impl Server {
             .json()
             .await
             .unwrap()
+    }
+
+    /// `POST /auth/breakglass`; on success also the `Cookie` header to send
+    /// and the CSRF token.
+    async fn breakglass(&self, email: &str, password: &str) -> (u16, Option<(String, String)>) {
+        let r = http_client()
+            .post(format!("{}/auth/breakglass", self.base))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let cookie = r
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let body: Value = r.json().await.unwrap();
+        if status != 200 {
+            assert_eq!(cookie, "", "no cookie when refused: {body}");
+            return (status, None);
+        }
+        assert!(cookie.contains("mosaic_session="), "{cookie}");
+        let csrf = body["csrfToken"].as_str().expect("csrfToken").to_string();
+        assert!(!csrf.is_empty(), "{body}");
+        (status, Some((cookie, csrf)))
+    }
+
+    /// A GraphQL POST authenticated by a session cookie and its CSRF token.
+    async fn session_gql(&self, session: &(String, String), query: &str) -> Value {
+        let (status, body) = self.session_gql_status(session, query).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn session_gql_status(&self, (cookie, csrf): &(String, String), query: &str) -> (u16, Value) {
+        let r = http_client()
+            .post(format!("{}/graphql", self.base))
+            .header(reqwest::header::COOKIE, cookie)
+            .header("x-mosaic-csrf", csrf)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
     }
 
     /// SIGTERM, then the exit code.
@@ -369,4 +440,107 @@ async fn user_create_twice_with_one_email_names_email() {
         .await
         .unwrap();
     assert_eq!(users, ["dup@example.com"]);
+}
+
+/// Neither output of a command carries any of `secrets`.
+fn assert_not_echoed(ran: &Ran, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!ran.stdout.contains(secret), "{secret:?} on stdout");
+        assert!(!ran.stderr.contains(secret), "{secret:?} on stderr");
+    }
+}
+
+#[tokio::test]
+async fn admin_create_makes_a_break_glass_admin_refuses_bad_input_and_resets_the_password() {
+    const EMAIL: &str = "root@example.com";
+    let first = "first Correct-Horse 1";
+    // Exactly the minimum length; `short` is one character less.
+    let reset = "Reset-Pw-12!";
+    let short = "Short-Pw-11";
+    let other = "valid Password For Nobody";
+    assert_eq!(reset.chars().count(), mosaic::auth::breakglass::MIN_PASSWORD_CHARS);
+    assert_eq!(short.chars().count(), mosaic::auth::breakglass::MIN_PASSWORD_CHARS - 1);
+    let dir = DataDir::new();
+    let data = dir.data_str();
+    let env = [("MOSAIC_DATA_DIR", data.as_str())];
+
+    let created = admin_create(&env, EMAIL, &format!("{first}\n")).await;
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let admin_id: Uuid = created.stdout.trim_end().parse().expect("prints the user id");
+    assert_eq!(created.stdout, format!("{admin_id}\n"));
+    assert_not_echoed(&created, &[first]);
+    assert!(
+        !dir.postmaster_pid().exists(),
+        "the command stops the cluster it started"
+    );
+
+    // Refused input names what is wrong; nothing is created or changed
+    // (checked below through the server).
+    for (email, input, names) in [
+        (EMAIL, format!("{short}\n"), &["password", "12"][..]),
+        ("short@example.com", format!("{short}\n"), &["password", "12"]),
+        ("empty@example.com", String::new(), &["password"]),
+        ("not-an-address", format!("{other}\n"), &["--email", "not-an-address"]),
+    ] {
+        let ran = admin_create(&env, email, &input).await;
+        assert_fails(&ran, None, names);
+        assert_not_echoed(&ran, &[short, other]);
+        assert!(!dir.postmaster_pid().exists());
+    }
+
+    let server = Server::start(&dir, "serve").await;
+    // The refused reset left the first password in place.
+    let (status, session) = server.breakglass(EMAIL, first).await;
+    assert_eq!(status, 200);
+    let session = session.unwrap();
+    let body = server
+        .session_gql(&session, "{ me { id email isAdmin } users { email isAdmin } }")
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["me"]["email"], EMAIL, "{body}");
+    assert_eq!(body["data"]["me"]["isAdmin"], true, "{body}");
+    let me_id = body["data"]["me"]["id"].as_str().unwrap();
+    assert!(me_id.ends_with(&admin_id.to_string()), "{me_id} is {admin_id}");
+    assert_eq!(
+        body["data"]["users"],
+        json!([{ "email": EMAIL, "isAdmin": true }]),
+        "no other user was created"
+    );
+    for (email, password) in [
+        (EMAIL, "wrong Correct-Horse 1"),
+        (EMAIL, short),
+        ("short@example.com", short),
+        ("empty@example.com", ""),
+        ("not-an-address", other),
+    ] {
+        let (status, _) = server.breakglass(email, password).await;
+        assert_eq!(status, 401, "{email} / {password:?}");
+    }
+
+    // A reset while serve holds the cluster (password without a newline).
+    let ran = admin_create(&env, EMAIL, reset).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(ran.stdout, format!("{admin_id}\n"), "the same user");
+    assert_not_echoed(&ran, &[reset]);
+    assert!(dir.postmaster_pid().exists(), "serve's cluster is left running");
+    assert!(ran.stderr.contains("sessions have ended"), "{}", ran.stderr);
+    let (status, _) = server.session_gql_status(&session, "{ me { email } }").await;
+    assert_eq!(status, 401, "a reset ends the sessions opened with the old password");
+    let (status, _) = server.breakglass(EMAIL, first).await;
+    assert_eq!(status, 401, "the old password is refused");
+    let (status, session) = server.breakglass(EMAIL, reset).await;
+    assert_eq!(status, 200, "the new password is accepted");
+    let body = server
+        .session_gql(&session.unwrap(), "{ me { email isAdmin } users { email } }")
+        .await;
+    assert_eq!(body["data"]["me"], json!({ "email": EMAIL, "isAdmin": true }), "{body}");
+    assert_eq!(body["data"]["users"], json!([{ "email": EMAIL }]), "{body}");
+
+    let log = server.log();
+    for password in [first, reset, short, other] {
+        assert!(!log.contains(password), "{password:?} in the server log");
+    }
+    let log = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&log));
+    assert!(!dir.postmaster_pid().exists());
 }

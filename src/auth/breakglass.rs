@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Principal;
@@ -27,26 +27,62 @@ fn verify_password(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Creates (or updates) a break-glass administrator: the user is made an
-/// instance admin and given this password. Returns the user id.
-pub async fn create_admin(conn: &mut PgConnection, email: &str, password: &str) -> Result<Uuid> {
+/// Checks a new break-glass password before anything is opened or written.
+pub fn check_password(password: &str) -> Result<()> {
+    if password.is_empty() {
+        bail!("password: none was read from standard input; pipe it in or type it at the prompt");
+    }
+    if password.trim().is_empty() {
+        bail!("password: must not be only spaces");
+    }
     if password.chars().count() < MIN_PASSWORD_CHARS {
         bail!("password: must be at least {MIN_PASSWORD_CHARS} characters");
     }
-    let email = email.trim().to_lowercase();
-    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+    Ok(())
+}
+
+/// What `create_admin` did to the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAccount {
+    Created,
+    /// An existing user was made an instance administrator and given the password.
+    Promoted,
+    /// An existing administrator's password was replaced; their sessions ended.
+    PasswordReset,
+}
+
+/// Creates (or updates) a break-glass administrator, in one transaction: the
+/// user is made an instance admin and given this password, and any session
+/// they had ends (a reset locks out whoever knew the old password).
+pub async fn create_admin(conn: &mut PgConnection, email: &str, password: &str) -> Result<(Uuid, AdminAccount)> {
+    check_password(password)?;
+    let email = super::users::normalise_email(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let mut tx = conn.begin().await?;
+    let existing: Option<(Uuid, bool)> = sqlx::query_as("SELECT id, is_admin FROM users WHERE email = $1 FOR UPDATE")
         .bind(&email)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await?;
-    let user_id = match existing {
-        Some(id) => {
+    let (user_id, account) = match existing {
+        Some((id, was_admin)) => {
             sqlx::query("UPDATE users SET is_admin = true, updated_at = now() WHERE id = $1")
                 .bind(id)
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await?;
-            id
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let account = if was_admin {
+                AdminAccount::PasswordReset
+            } else {
+                AdminAccount::Promoted
+            };
+            (id, account)
         }
-        None => super::users::create(conn, &email, Some("Break-glass administrator"), true).await?,
+        None => {
+            let id = super::users::create(&mut tx, &email, Some("Break-glass administrator"), true).await?;
+            (id, AdminAccount::Created)
+        }
     };
     sqlx::query(
         "INSERT INTO local_credentials (user_id, password_hash) VALUES ($1, $2) \
@@ -54,14 +90,16 @@ pub async fn create_admin(conn: &mut PgConnection, email: &str, password: &str) 
     )
     .bind(user_id)
     .bind(hash_password(password)?)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT auth_audit_write($1, $2, 'breakglass_created', '{}')")
+    sqlx::query("SELECT auth_audit_write($1, $2, 'breakglass_created', $3)")
         .bind(user_id)
         .bind(&email)
-        .execute(&mut *conn)
+        .bind(serde_json::json!({ "account": format!("{account:?}") }))
+        .execute(&mut *tx)
         .await?;
-    Ok(user_id)
+    tx.commit().await?;
+    Ok((user_id, account))
 }
 
 /// Checks a break-glass login and audits it, whatever the outcome.
@@ -126,5 +164,27 @@ mod tests {
         assert!(verify_password("correct horse battery", &h));
         assert!(!verify_password("wrong", &h));
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_naming_the_field() {
+        let e = check_password("").unwrap_err().to_string();
+        assert!(e.starts_with("password:") && e.contains("standard input"), "{e}");
+        let e = check_password(&" ".repeat(20)).unwrap_err().to_string();
+        assert!(e.contains("only spaces"), "{e}");
+        let e = check_password("elevenchars").unwrap_err().to_string();
+        assert!(e.contains("at least 12"), "{e}");
+        assert!(check_password("twelve chars").is_ok());
+    }
+
+    #[test]
+    fn addresses_are_checked_like_the_users_table() {
+        assert_eq!(
+            super::super::users::normalise_email(" Root@Example.COM ").unwrap(),
+            "root@example.com"
+        );
+        for bad in ["", "root", "@example.com", "root@", "a@b@c", "ro ot@example.com"] {
+            assert!(super::super::users::normalise_email(bad).is_err(), "{bad}");
+        }
     }
 }

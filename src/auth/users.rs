@@ -4,9 +4,26 @@ use anyhow::{Result, bail};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+/// Lower-cases and checks an e-mail address as the `users` table will
+/// (one `@`, something on both sides, no spaces).
+pub fn normalise_email(email: &str) -> Result<String, String> {
+    let email = email.trim().to_lowercase();
+    let ok = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !email.contains(char::is_whitespace)
+        }
+        None => false,
+    };
+    if ok {
+        Ok(email)
+    } else {
+        Err(format!("'{email}' is not an e-mail address"))
+    }
+}
+
 /// Creates a user; errors name the offending field.
 pub async fn create(conn: &mut PgConnection, email: &str, name: Option<&str>, admin: bool) -> Result<Uuid> {
-    let email = email.trim().to_lowercase();
+    let email = normalise_email(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
     let id = Uuid::now_v7();
     let created = sqlx::query("INSERT INTO users (id, email, name, is_admin) VALUES ($1, $2, $3, $4)")
         .bind(id)
@@ -21,7 +38,10 @@ pub async fn create(conn: &mut PgConnection, email: &str, name: Option<&str>, ad
             bail!("--email: a user with e-mail {email} already exists")
         }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
-            bail!("--email/--name: '{email}' is not an e-mail address, or the name is too long")
+            if e.constraint().is_some_and(|c| c.contains("email")) {
+                bail!("--email: '{email}' is not an e-mail address")
+            }
+            bail!("--name: longer than 200 characters")
         }
         Err(e) => Err(e.into()),
     }
