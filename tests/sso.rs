@@ -5,104 +5,16 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::oidc::{Provider, free_port, plain_client, settings, user};
 use common::{TestApp, spawn_app_with};
-use mosaic::config::{GroupRole, OidcSettings, Secret};
+use mosaic::config::{GroupRole, OidcSettings};
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-const CLIENT_ID: &str = "mosaic";
-const CLIENT_SECRET: &str = "mosaic-test-client-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Provider {
-    child: tokio::process::Child,
-    base: String,
-    issuer: String,
-}
-
-impl Provider {
-    async fn start(redirect_uri: &str) -> Self {
-        let port = free_port();
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
-        assert!(
-            std::path::Path::new(dir).join("node_modules/oidc-provider").is_dir(),
-            "run scripts/oidc-test-env first (installs tests/oidc)"
-        );
-        let child = tokio::process::Command::new("node")
-            .arg("server.js")
-            .current_dir(dir)
-            .env("OIDC_PORT", port.to_string())
-            .env("OIDC_CLIENT_ID", CLIENT_ID)
-            .env("OIDC_CLIENT_SECRET", CLIENT_SECRET)
-            .env("OIDC_REDIRECT_URI", redirect_uri)
-            .env("OIDC_USER", user(&["staff"]).to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts tests/oidc/server.js");
-        let base = format!("http://127.0.0.1:{port}");
-        let issuer = format!("{base}/application/o/mosaic/");
-        let discovery = format!("{issuer}.well-known/openid-configuration");
-        let client = plain_client(Policy::none(), None);
-        for _ in 0..100 {
-            if let Ok(r) = client.get(&discovery).send().await
-                && r.status().is_success()
-            {
-                return Self { child, base, issuer };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the OpenID provider did not serve its discovery document within 10 s");
-    }
-
-    async fn control(&self, path: &str, body: Value) {
-        let r = plain_client(Policy::none(), None)
-            .post(format!("{}/__test/{path}", self.base))
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204, "control {path}");
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-fn user(groups: &[&str]) -> Value {
-    json!({
-        "sub": "authentik-user-1",
-        "email": "alice@example.com",
-        "email_verified": true,
-        "preferred_username": "alice",
-        "name": "Alice",
-        "groups": groups,
-    })
-}
-
-fn plain_client(policy: Policy, jar: Option<Arc<Jar>>) -> reqwest::Client {
-    mosaic::federation::tls::install_crypto_provider();
-    let mut b = reqwest::Client::builder().redirect(policy).no_proxy();
-    if let Some(jar) = jar {
-        b = b.cookie_provider(jar);
-    }
-    b.build().unwrap()
-}
 
 /// A browser: a cookie store, following redirects.
 struct Browser {
@@ -210,14 +122,7 @@ async fn setup_with(group_roles: Vec<GroupRole>, discovery_refresh: Duration) ->
     let issuer = provider.issuer.clone();
     let app = spawn_app_with(|c| {
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        c.oidc = Some(OidcSettings {
-            issuer_url: issuer,
-            client_id: CLIENT_ID.into(),
-            client_secret: Secret(CLIENT_SECRET.into()),
-            redirect_url: None,
-            group_roles,
-            discovery_refresh,
-        });
+        c.oidc = Some(settings(issuer, group_roles, discovery_refresh));
     })
     .await;
     (app, provider)
@@ -600,14 +505,11 @@ async fn token_signed_by_unknown_key_is_refused() {
 async fn provider_unreachable_instance_stays_up_and_break_glass_works() {
     let dead = free_port();
     let app = spawn_app_with(|c| {
-        c.oidc = Some(OidcSettings {
-            issuer_url: format!("http://127.0.0.1:{dead}/application/o/mosaic/"),
-            client_id: CLIENT_ID.into(),
-            client_secret: Secret(CLIENT_SECRET.into()),
-            redirect_url: None,
-            group_roles: vec![],
-            discovery_refresh: OidcSettings::DEFAULT_DISCOVERY_REFRESH,
-        });
+        c.oidc = Some(settings(
+            format!("http://127.0.0.1:{dead}/application/o/mosaic/"),
+            vec![],
+            OidcSettings::DEFAULT_DISCOVERY_REFRESH,
+        ));
     })
     .await;
     let browser = Browser::new();

@@ -3,6 +3,10 @@
 //! `Application::build` the binary uses.
 #![allow(dead_code)]
 
+/// The test OpenID provider (tests/oidc) for the sign-in tests; `dead_code`
+/// is allowed above for it too, as binaries without sign-in leave it unused.
+pub mod oidc;
+
 use std::sync::OnceLock;
 
 use mosaic::app::Application;
