@@ -332,6 +332,92 @@ async fn a_group_grants_a_workspace_role_and_an_unverified_address_is_recorded_a
     provider.stop().await;
 }
 
+/// Alice's workspaces and roles, by workspace name.
+async fn alice_roles(conn: &mut sqlx::PgConnection) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT w.name, m.role FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id \
+         JOIN users u ON u.id = m.user_id WHERE u.email = 'alice@example.com' ORDER BY w.name",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn workspace_roles_follow_the_provider_groups_and_leave_hand_given_ones_alone() {
+    let (eng, ops, hand) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let map = |group: &str, workspace: Uuid, role: &str| GroupRole::Workspace {
+        group: group.into(),
+        workspace,
+        role: role.into(),
+    };
+    let roles = vec![
+        map("eng", eng, "MEMBER"),
+        map("eng-leads", eng, "ADMIN"),
+        map("ops", ops, "GUEST"),
+    ];
+    let (app, provider) = setup(roles).await;
+    let mut conn = app.admin().await;
+    let owner = mosaic::auth::users::create(&mut conn, "owner@example.com", None, false)
+        .await
+        .unwrap();
+    for (id, name) in [(eng, "eng"), (ops, "ops"), (hand, "hand")] {
+        sqlx::query("INSERT INTO workspaces (id, name, created_by) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name)
+            .bind(owner)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let login_with = |groups: &'static [&'static str]| {
+        let (provider, app) = (&provider, &app);
+        async move {
+            provider.control("user", user(groups)).await;
+            assert_eq!(Browser::new().login(app).await.status(), 200, "{groups:?}");
+        }
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    };
+
+    // The strongest role a group gives wins.
+    login_with(&["eng", "eng-leads", "ops"]).await;
+    assert_eq!(
+        alice_roles(&mut conn).await,
+        pairs(&[("eng", "ADMIN"), ("ops", "GUEST")])
+    );
+    // Someone adds Alice to a workspace by hand.
+    sqlx::query(
+        "INSERT INTO workspace_members (workspace_id, user_id, role) \
+         SELECT $1, id, 'MEMBER' FROM users WHERE email = 'alice@example.com'",
+    )
+    .bind(hand)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // She leaves eng-leads and ops: what those gave goes, the hand-given stays.
+    login_with(&["eng"]).await;
+    assert_eq!(
+        alice_roles(&mut conn).await,
+        pairs(&[("eng", "MEMBER"), ("hand", "MEMBER")])
+    );
+    // Her eng role is changed by hand: from then on it is hand-given.
+    sqlx::query("UPDATE workspace_members SET role = 'ADMIN' WHERE workspace_id = $1 AND user_id <> $2")
+        .bind(eng)
+        .bind(owner)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    login_with(&[]).await;
+    assert_eq!(
+        alice_roles(&mut conn).await,
+        pairs(&[("eng", "ADMIN"), ("hand", "MEMBER")])
+    );
+    app.stop().await;
+    provider.stop().await;
+}
+
 #[tokio::test]
 async fn a_deactivated_user_cannot_sign_in_until_reactivated() {
     let (app, provider) = setup(vec![]).await;

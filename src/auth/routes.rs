@@ -271,17 +271,18 @@ async fn link_user(state: &AppState, id: &Identity) -> Result<uuid::Uuid, LoginE
         .collect();
     // With no admin group configured, SSO leaves is_admin as it is.
     let admin = (!admin_groups.is_empty()).then(|| admin_groups.iter().any(|g| member(g)));
-    let (mut ws_ids, mut ws_roles) = (Vec::new(), Vec::new());
+    let (mut ws_ids, mut ws_roles, mut ws_groups) = (Vec::new(), Vec::new(), Vec::new());
     for r in roles {
         if let GroupRole::Workspace { group, workspace, role } = r
             && member(group)
         {
             ws_ids.push(*workspace);
             ws_roles.push(role.clone());
+            ws_groups.push(group.clone());
         }
     }
     let linked: Result<(uuid::Uuid, bool), sqlx::Error> =
-        sqlx::query_as("SELECT linked_user, created FROM sso_upsert_user($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        sqlx::query_as("SELECT linked_user, created FROM sso_upsert_user($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
             .bind(&id.issuer)
             .bind(&id.subject)
             .bind(&id.email)
@@ -292,6 +293,7 @@ async fn link_user(state: &AppState, id: &Identity) -> Result<uuid::Uuid, LoginE
             .bind(admin)
             .bind(&ws_ids)
             .bind(&ws_roles)
+            .bind(&ws_groups)
             .fetch_one(&state.pool)
             .await;
     match linked {
