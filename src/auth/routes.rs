@@ -281,21 +281,22 @@ async fn link_user(state: &AppState, id: &Identity) -> Result<uuid::Uuid, LoginE
             ws_groups.push(group.clone());
         }
     }
-    let linked: Result<(uuid::Uuid, bool), sqlx::Error> =
-        sqlx::query_as("SELECT linked_user, created FROM sso_upsert_user($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-            .bind(&id.issuer)
-            .bind(&id.subject)
-            .bind(&id.email)
-            .bind(id.email_verified)
-            .bind(&id.name)
-            .bind(&id.preferred_username)
-            .bind(&id.groups)
-            .bind(admin)
-            .bind(&ws_ids)
-            .bind(&ws_roles)
-            .bind(&ws_groups)
-            .fetch_one(&state.pool)
-            .await;
+    let linked: Result<(uuid::Uuid, bool), sqlx::Error> = sqlx::query_as(
+        "SELECT linked_user, created FROM sso_upsert_user($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&id.issuer)
+    .bind(&id.subject)
+    .bind(&id.email)
+    .bind(id.email_verified)
+    .bind(&id.name)
+    .bind(&id.preferred_username)
+    .bind(&id.groups)
+    .bind(admin)
+    .bind(&ws_ids)
+    .bind(&ws_roles)
+    .bind(&ws_groups)
+    .fetch_one(&state.pool)
+    .await;
     match linked {
         Ok((user, created)) => {
             if created {
