@@ -21,6 +21,8 @@ pub enum AppError {
         code: &'static str,
         message: String,
         instance: String,
+        /// The peer's own refusal code (e.g. GRANT_DENIED), when it refused.
+        peer_code: Option<String>,
     },
     Internal(Arc<anyhow::Error>),
 }
@@ -84,14 +86,19 @@ impl From<AppError> for async_graphql::Error {
             tracing::error!(error = ?inner, "internal error");
         }
         let code = e.code();
-        let instance = match &e {
-            AppError::Peer { instance, .. } => Some(instance.clone()),
-            _ => None,
+        let (instance, peer_code) = match &e {
+            AppError::Peer {
+                instance, peer_code, ..
+            } => (Some(instance.clone()), peer_code.clone()),
+            _ => (None, None),
         };
         async_graphql::Error::new(e.message()).extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(i) = &instance {
                 ext.set("instance", i.as_str());
+            }
+            if let Some(p) = &peer_code {
+                ext.set("peerCode", p.as_str());
             }
         })
     }

@@ -220,6 +220,7 @@ fn assert_grant_denied(body: &Value, peer: &TestApp) {
         body["errors"][0]["extensions"]["instance"],
         peer.state.instance_id.to_string()
     );
+    assert_eq!(body["errors"][0]["extensions"]["peerCode"], "GRANT_DENIED", "{body}");
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("the grant does not cover this user"), "{message}");
 }

@@ -78,7 +78,17 @@ pub struct Report {
     me: Option<String>,
     fanned_out: bool,
     instances: BTreeMap<String, Outcome>,
-    errors: Vec<(String, String, String)>, // (code, message, instance)
+    errors: Vec<ReportedError>,
+}
+
+/// One failed or skipped instance, as `errors[]` shows it.
+#[derive(Debug)]
+struct ReportedError {
+    code: String,
+    message: String,
+    instance: String,
+    /// The peer's own refusal code (e.g. GRANT_DENIED), when it refused.
+    peer_code: Option<String>,
 }
 
 fn rank(status: &str) -> u8 {
@@ -112,11 +122,29 @@ impl Report {
         }
     }
 
-    fn fail(&mut self, id: &str, name: &str, status: &'static str, code: &str, message: &str, latency_ms: Option<u64>) {
+    #[allow(clippy::too_many_arguments)]
+    fn fail(
+        &mut self,
+        id: &str,
+        name: &str,
+        status: &'static str,
+        code: &str,
+        message: &str,
+        latency_ms: Option<u64>,
+        peer_code: Option<&str>,
+    ) {
         self.note(id, name, status, latency_ms);
-        if !self.errors.iter().any(|(c, _, i)| c == code && i == id) {
-            self.errors
-                .push((code.to_string(), format!("{name}: {message}"), id.to_string()));
+        self.push_error(code, format!("{name}: {message}"), id, peer_code);
+    }
+
+    fn push_error(&mut self, code: &str, message: String, instance: &str, peer_code: Option<&str>) {
+        if !self.errors.iter().any(|e| e.code == code && e.instance == instance) {
+            self.errors.push(ReportedError {
+                code: code.to_string(),
+                message,
+                instance: instance.to_string(),
+                peer_code: peer_code.map(String::from),
+            });
         }
     }
 
@@ -146,11 +174,8 @@ impl Report {
                 if self.me.as_deref() == Some(instance) {
                     continue;
                 }
-                let message = e["message"].as_str().unwrap_or("");
-                if !self.errors.iter().any(|(c, _, i)| c == code && i == instance) {
-                    self.errors
-                        .push((code.to_string(), message.to_string(), instance.to_string()));
-                }
+                let message = e["message"].as_str().unwrap_or("").to_string();
+                self.push_error(code, message, instance, e["extensions"]["peerCode"].as_str());
             }
         }
     }
@@ -175,15 +200,19 @@ impl Report {
         }))
     }
 
-    /// One error per failed or skipped instance, with `extensions { code, instance }`.
+    /// One error per failed or skipped instance, with `extensions { code,
+    /// instance }` and, when the peer refused, its own code as `peerCode`.
     pub fn errors(&self) -> Vec<ServerError> {
         self.errors
             .iter()
-            .map(|(code, message, instance)| {
-                let mut e = ServerError::new(message.clone(), None);
+            .map(|r| {
+                let mut e = ServerError::new(r.message.clone(), None);
                 let ext = e.extensions.get_or_insert_with(Default::default);
-                ext.set("code", code.as_str());
-                ext.set("instance", instance.as_str());
+                ext.set("code", r.code.as_str());
+                ext.set("instance", r.instance.as_str());
+                if let Some(peer_code) = &r.peer_code {
+                    ext.set("peerCode", peer_code.as_str());
+                }
                 e
             })
             .collect()
@@ -240,7 +269,15 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                         "would arrive through {arriving_with} instances; the hop limit is {}",
                         rc.hop.hop_limit
                     );
-                    report.fail(&p.id.to_string(), &p.name, "skipped", "HOP_LIMIT_EXCEEDED", &why, None);
+                    report.fail(
+                        &p.id.to_string(),
+                        &p.name,
+                        "skipped",
+                        "HOP_LIMIT_EXCEEDED",
+                        &why,
+                        None,
+                        None,
+                    );
                 }
                 Vec::new()
             } else {
@@ -283,6 +320,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                         "PEER_FORBIDDEN",
                         &format!("peering is {}, not active", p.outbound_state),
                         None,
+                        None,
                     ),
                     [] => report.fail(
                         name,
@@ -291,6 +329,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                         "UNKNOWN_INSTANCE",
                         "no such instance among this instance's peers",
                         None,
+                        None,
                     ),
                     _ => report.fail(
                         name,
@@ -298,6 +337,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                         "skipped",
                         "AMBIGUOUS_INSTANCE",
                         "several peers have this name; use the instance id",
+                        None,
                         None,
                     ),
                 }
@@ -411,7 +451,15 @@ pub async fn ask_all(
                     (peer.clone(), Some(data))
                 }
                 Err(e) => {
-                    report.fail(&id, &peer.name, "failed", e.code, &e.message, Some(ms));
+                    report.fail(
+                        &id,
+                        &peer.name,
+                        "failed",
+                        e.code,
+                        &e.message,
+                        Some(ms),
+                        e.refusal.as_deref(),
+                    );
                     (peer.clone(), None)
                 }
             }
@@ -428,6 +476,7 @@ pub fn bad_answer(rc: &RequestContext, peer: &PeerRecord, e: &AppError) {
         "PEER_BAD_RESPONSE",
         &format!("unusable answer: {}", e.message()),
         None,
+        None,
     );
 }
 
@@ -439,6 +488,7 @@ async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<PeerRecord> {
             code: "PEER_FORBIDDEN",
             message: format!("peering with {} is {}, not active", p.name, p.outbound_state),
             instance: p.id.to_string(),
+            peer_code: None,
         }),
         None => Err(AppError::BadInput(format!(
             "instance {instance} is not a peer of this instance"
@@ -470,6 +520,7 @@ pub async fn forward(
             },
             message: format!("{}: {}", peer.name, e.message),
             instance: peer.id.to_string(),
+            peer_code: e.refusal,
         })
 }
 
