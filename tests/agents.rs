@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -16,6 +17,7 @@ use bollard::query_parameters::{
 use common::{TestApp, code, spawn_app_with, spawn_config, test_config};
 use futures::StreamExt;
 use mosaic::config::Config;
+use mosaic::containers::reaper;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -257,6 +259,146 @@ async fn idle_agent_is_stopped_and_started_again_by_the_next_request() {
     let again = my_agent(&app, &token).await;
     assert_eq!(again["status"], "RUNNING");
     assert_ne!(again["startedAt"], first["startedAt"], "started anew");
+    app.stop().await;
+}
+
+/// The test image's httpd, serving besides "/" a `/hold.sh` that holds its
+/// request open until the test says so: it writes to the FIFO /tmp/entered
+/// (so the test knows the agent has the request) and then answers with what
+/// the test writes to the FIFO /tmp/release. busybox httpd runs `*.sh` with
+/// /bin/sh, so the script may live on the agent's noexec /tmp.
+const HOLDING_AGENT: &str = r#"set -e
+cd /tmp
+busybox mkdir -p www
+echo ok > www/index.html
+echo '*.sh:/bin/sh' > httpd.conf
+busybox mkfifo entered release
+cat > www/hold.sh <<'EOF'
+echo "Content-Type: text/plain"
+echo ""
+echo in > /tmp/entered
+cat /tmp/release
+EOF
+exec httpd -f -p 8080 -h /tmp/www -c /tmp/httpd.conf"#;
+
+/// Runs `sh -c script` in a container; its output. Bounded: the scripts here
+/// block on the agent's FIFOs.
+async fn exec(docker: &Docker, container: &str, script: &str) -> String {
+    let run = async {
+        let options = CreateExecOptions {
+            cmd: Some(vec!["/bin/sh", "-c", script]),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = docker.create_exec(container, options).await.expect("exec created");
+        let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await.unwrap() else {
+            panic!("exec started detached")
+        };
+        let mut text = String::new();
+        while let Some(chunk) = output.next().await {
+            text.push_str(&chunk.unwrap().to_string());
+        }
+        text
+    };
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap_or_else(|_| panic!("`{script}` in {container} did not finish within 30 s"))
+}
+
+async fn container_running(docker: &Docker, name: &str) -> bool {
+    let c = docker
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    c.state.and_then(|s| s.running) == Some(true)
+}
+
+#[tokio::test]
+async fn a_request_outlasting_the_idle_timeout_keeps_the_agent_until_it_ends() {
+    let idle = Duration::from_secs(2);
+    // The reaper runs only when the test calls `reaper::tick`: the background
+    // loop reconciles and ticks once at start, then sleeps for an hour.
+    let (app, _cleanup, docker) = spawn(|c| {
+        c.agents.idle_timeout = idle;
+        c.agents.reaper_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let svc = app.state.agents.clone();
+    let admin = admin_user(&app, "root@example.com").await;
+    let (user, token) = app.user("grace@example.com").await;
+    app.gql_ok(
+        &admin,
+        "mutation($c: [String!]) { updateAgentConfig(input: {command: $c}) { version } }",
+        json!({ "c": ["/bin/sh", "-c", HOLDING_AGENT] }),
+    )
+    .await;
+    eventually(Duration::from_secs(20), "reconciliation", || async {
+        svc.is_reconciled()
+    })
+    .await;
+    assert_eq!(get(&app, &token, "/").await, (200, "ok\n".to_string()));
+    let name = svc.container_name(user);
+
+    let held = tokio::spawn({
+        let (client, url, token) = (app.client.clone(), format!("{}/agent/hold.sh", app.base), token.clone());
+        async move {
+            let r = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("proxy request sent");
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    assert_eq!(exec(&docker, &name, "cat /tmp/entered").await.trim(), "in");
+    assert_eq!(svc.in_flight(user), 1);
+
+    // The idle timeout passes with the request still in the agent; the last
+    // activity is when the request started (and its answer's head arrived).
+    eventually(
+        Duration::from_secs(20),
+        "the idle timeout to pass during the request",
+        || async {
+            let last = svc.last_active(user).expect("activity recorded");
+            time::OffsetDateTime::now_utc() - last > idle
+        },
+    )
+    .await;
+    reaper::tick(&svc).await;
+    reaper::tick(&svc).await;
+    assert!(!held.is_finished(), "the request is still held by the agent");
+    assert!(
+        container_running(&docker, &name).await,
+        "stopped under a request in flight"
+    );
+    assert_eq!(my_agent(&app, &token).await["status"], "RUNNING");
+
+    exec(&docker, &name, "echo released > /tmp/release").await;
+    assert_eq!(held.await.unwrap(), (200, "released\n".to_string()));
+    assert_eq!(svc.in_flight(user), 0);
+    // When the request ended, as the proxy recorded it.
+    let ended = svc.last_active(user).expect("activity recorded");
+    let since_end = || time::OffsetDateTime::now_utc() - ended;
+
+    // Idleness counts from the end of the request...
+    reaper::tick(&svc).await;
+    assert!(since_end() < idle, "the pass above ran within the idle timeout");
+    assert!(
+        container_running(&docker, &name).await,
+        "stopped right after its request ended"
+    );
+    assert_eq!(my_agent(&app, &token).await["status"], "RUNNING");
+
+    // ...and once it has passed, the agent is stopped.
+    eventually(Duration::from_secs(20), "the idle agent to stop", || async {
+        reaper::tick(&svc).await;
+        my_agent(&app, &token).await["status"] == "STOPPED"
+    })
+    .await;
+    assert!(since_end() >= idle);
+    assert!(!container_running(&docker, &name).await);
     app.stop().await;
 }
 

@@ -100,24 +100,75 @@ impl From<AgentError> for async_graphql::Error {
 struct Slot {
     /// Held while starting or stopping: one start per user at a time.
     lock: tokio::sync::Mutex<()>,
-    /// Running, healthy, on this port, built from this version.
-    ready: std::sync::Mutex<Option<(u16, i64)>>,
-    last_active: std::sync::Mutex<Option<OffsetDateTime>>,
+    /// Readiness, requests in flight and activity, under one lock so that the
+    /// reaper's "idle and nothing in flight: no longer ready" is one step
+    /// that a request registering itself is ordered against (see [`InFlight`]).
+    live: std::sync::Mutex<Live>,
     persisted_active: std::sync::Mutex<Option<OffsetDateTime>>,
 }
 
+#[derive(Default)]
+struct Live {
+    /// Running, healthy, on this port, built from this version.
+    ready: Option<(u16, i64)>,
+    /// Proxied requests under way (one per live [`InFlight`] guard).
+    in_flight: usize,
+    /// The last traffic: a request starting, its answer arriving, or it ending.
+    last_active: Option<OffsetDateTime>,
+}
+
 impl Slot {
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().expect("slot lock")
+    }
     fn ready(&self) -> Option<(u16, i64)> {
-        *self.ready.lock().expect("slot lock")
+        self.live().ready
     }
     fn set_ready(&self, value: Option<(u16, i64)>) {
-        *self.ready.lock().expect("slot lock") = value;
+        self.live().ready = value;
     }
     fn touch(&self) {
-        *self.last_active.lock().expect("slot lock") = Some(OffsetDateTime::now_utc());
+        self.live().last_active = Some(OffsetDateTime::now_utc());
     }
     fn last_active(&self) -> Option<OffsetDateTime> {
-        *self.last_active.lock().expect("slot lock")
+        self.live().last_active
+    }
+    fn in_flight(&self) -> usize {
+        self.live().in_flight
+    }
+}
+
+/// One proxied request to a user's agent, from before the agent is looked up
+/// until the exchange with it is over. [`proxy::forward`] holds it for its
+/// whole run; it buffers the agent's answer before returning, so the
+/// container is done with the request when the guard drops (a request that
+/// is cancelled or times out drops it too). While any guard is alive the idle
+/// reaper leaves the agent running, and dropping one counts as activity, so
+/// idleness is measured from the end of the last request.
+///
+/// Ordering with the reaper: the count is raised under the slot's `live` lock
+/// *before* the request reads `ready`, and [`AgentService::stop_if_idle`],
+/// holding the user's start/stop lock, checks the count and clears `ready` in
+/// one step under that same `live` lock. Either the reaper sees the request
+/// and keeps the agent, or it cleared `ready` first, and then the request
+/// finds it not ready, waits in [`AgentService::ensure_running`] for the
+/// user's lock until the stop is done, and starts the agent again. The reaper
+/// can never decide "idle", let a request reach the old container, and stop
+/// it under that request.
+///
+/// Only the idle reaper honours it: an explicit stop (`stopMyAgent`, an
+/// administrator deactivating the user) and a restart onto a changed
+/// configuration still interrupt requests in flight.
+#[must_use = "the request counts as in flight only while the guard is alive"]
+pub struct InFlight {
+    slot: Arc<Slot>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut live = self.slot.live();
+        live.in_flight = live.in_flight.saturating_sub(1);
+        live.last_active = Some(OffsetDateTime::now_utc());
     }
 }
 
@@ -198,6 +249,27 @@ impl AgentService {
     /// Records traffic for the idle reaper.
     pub fn touch(&self, user_id: Uuid) {
         self.slot(user_id).touch();
+    }
+
+    /// Counts a proxied request to the user's agent as in flight until the
+    /// guard is dropped (see [`InFlight`]); taken before [`Self::ensure_running`].
+    pub fn begin_request(&self, user_id: Uuid) -> InFlight {
+        let slot = self.slot(user_id);
+        {
+            let mut live = slot.live();
+            live.in_flight += 1;
+            live.last_active = Some(OffsetDateTime::now_utc());
+        }
+        InFlight { slot }
+    }
+
+    /// Proxied requests to the user's agent under way in this process.
+    pub fn in_flight(&self, user_id: Uuid) -> usize {
+        self.slots
+            .lock()
+            .expect("slots lock")
+            .get(&user_id)
+            .map_or(0, |s| s.in_flight())
     }
 
     /// The last traffic this process saw for a user.
@@ -304,6 +376,7 @@ impl AgentService {
     }
 
     /// Stops the user's agent (the container is kept for a faster next start).
+    /// Deliberate (the user, an administrator): requests in flight are cut off.
     pub async fn stop(&self, user_id: Uuid) -> Result<(), AgentError> {
         let slot = self.slot(user_id);
         let _guard = slot.lock.lock().await;
@@ -318,7 +391,8 @@ impl AgentService {
         Ok(())
     }
 
-    /// Stops the agent if it has still seen no traffic for `idle`.
+    /// Stops the agent if it has no request in flight and has still seen no
+    /// traffic for `idle` since the last one ended.
     pub(crate) async fn stop_if_idle(
         &self,
         user_id: Uuid,
@@ -327,16 +401,27 @@ impl AgentService {
     ) -> Result<bool, AgentError> {
         let slot = self.slot(user_id);
         let _guard = slot.lock.lock().await;
-        let last = slot.last_active().max(db_last_active);
-        let idle_for = last.map(|t| OffsetDateTime::now_utc() - t);
-        if idle_for.is_some_and(|d| d < idle) {
-            return Ok(false);
+        {
+            // One step under `live` (see `InFlight`): nothing in flight and
+            // idle long enough, so no longer ready. A request registering
+            // after this finds it not ready and waits for `_guard`.
+            let mut live = slot.live();
+            if live.in_flight > 0 {
+                return Ok(false);
+            }
+            let last = live.last_active.max(db_last_active);
+            let idle_for = last.map(|t| OffsetDateTime::now_utc() - t);
+            if idle_for.is_some_and(|d| d < idle) {
+                return Ok(false);
+            }
+            live.ready = None;
         }
         self.stop_locked(user_id, &slot).await?;
         Ok(true)
     }
 
-    /// Restarts a running agent on its new configuration.
+    /// Restarts a running agent on its new configuration, even with requests
+    /// in flight (they are cut off: the old container is replaced).
     pub(crate) async fn restart_stale(&self, user_id: Uuid) -> Result<(), AgentError> {
         let slot = self.slot(user_id);
         let _guard = slot.lock.lock().await;

@@ -36,7 +36,12 @@ fn agent_error(e: &AgentError) -> Response {
     error_response(e.status(), e.code(), e.message())
 }
 
+/// Forwards one request. The agent's answer is read whole before it is
+/// returned, so the exchange with the container is over when this returns;
+/// the in-flight guard taken first keeps the idle reaper off the agent until
+/// then (and is dropped with the future if the client goes away).
 pub async fn forward(svc: &AgentService, principal: &Principal, req: Request, max_body: usize) -> Response {
+    let _in_flight = svc.begin_request(principal.user_id);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().strip_prefix("/agent").unwrap_or("");
     let path = if path.is_empty() { "/" } else { path };

@@ -1,7 +1,8 @@
 //! The background loop: reconcile with the engine until that has succeeded
-//! once, then on every tick persist activity, stop idle agents and restart
-//! running agents whose configuration changed. It ends when the service is
-//! dropped or its pool closed, and an unreachable engine only costs a warning.
+//! once, then on every tick persist activity, stop idle agents (never one with
+//! a proxied request in flight) and restart running agents whose configuration
+//! changed. It ends when the service is dropped or its pool closed, and an
+//! unreachable engine only costs a warning.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -60,7 +61,9 @@ pub async fn tick(svc: &Arc<AgentService>) {
         let idle = Duration::from_secs(row.idle_timeout_s.max(1) as u64);
         let last = svc.last_active(row.user_id).max(row.last_active_at);
         let idle_for = last.map(|t| now - t);
-        let result = if idle_for.is_none_or(|d| d >= idle) {
+        // A first look only: `stop_if_idle` decides again under the user's lock.
+        let busy = svc.in_flight(row.user_id) > 0;
+        let result = if !busy && idle_for.is_none_or(|d| d >= idle) {
             svc.stop_if_idle(row.user_id, row.last_active_at, idle)
                 .await
                 .map(|stopped| {
