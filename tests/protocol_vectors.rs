@@ -875,6 +875,18 @@ fn signing_vectors() -> SigningVectors {
             "Malformed",
         ),
         bad(
+            "created-plus-sign",
+            "integers have no sign: '+' is refused although the value would be the same",
+            replace(&format!("created={}", p.created), &format!("created=+{}", p.created)),
+            "Malformed",
+        ),
+        bad(
+            "expires-leading-zero",
+            "integers have no leading zeros, so each value has one spelling",
+            replace(&format!("expires={}", p.expires), &format!("expires=0{}", p.expires)),
+            "Malformed",
+        ),
+        bad(
             "quote-inside-value",
             "a value cannot contain '\"'",
             replace(&format!("nonce=\"{}\"", p.nonce), "nonce=\"a\"b\""),

@@ -138,8 +138,11 @@ pub fn parse_header(value: &str, method: &str, path: &str) -> Result<(SignatureP
             .ok_or_else(|| SignatureError::Malformed(format!("missing {name}")))
     };
     let number = |name: &str, v: String| {
-        v.parse::<i64>()
-            .map_err(|_| SignatureError::Malformed(format!("{name} is not an integer")))
+        parse_integer(&v).ok_or_else(|| {
+            SignatureError::Malformed(format!(
+                "{name} is not an integer (decimal digits, no sign or leading zeros)"
+            ))
+        })
     };
     let params = SignatureParams {
         method: method.to_string(),
@@ -157,6 +160,15 @@ pub fn parse_header(value: &str, method: &str, path: &str) -> Result<(SignatureP
         return Err(SignatureError::Malformed(format!("unknown parameter {extra}")));
     }
     Ok((params, sig))
+}
+
+/// The header's integer grammar: `0`, or ASCII digits not starting with `0`
+/// (no sign, no whitespace), at most `i64::MAX`: the spelling `header_value`
+/// writes, so a request has one header. (Times before 1970 cannot be sent.)
+fn parse_integer(v: &str) -> Option<i64> {
+    let canonical = v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'));
+    // `parse` refuses the empty string and anything above `i64::MAX`.
+    canonical.then(|| v.parse().ok()).flatten()
 }
 
 /// A key id names the key by its fingerprint: `ed25519:` + the first 12
@@ -219,6 +231,62 @@ mod tests {
             parse_header(&dup, "POST", "/"),
             Err(SignatureError::Malformed(_))
         ));
+    }
+
+    /// Parses the header of `params` with `created` (or `expires`) spelled `v`.
+    fn parse_with(name: &str, v: &str) -> Result<SignatureParams, SignatureError> {
+        let p = params(b"x");
+        let given = if name == "created" { p.created } else { p.expires };
+        let h = header_value(&p, "c2ln").replacen(&format!("{name}={given},"), &format!("{name}={v},"), 1);
+        assert!(h.contains(&format!("{name}={v},")), "{h}");
+        parse_header(&h, "POST", "/federation/query").map(|(p, _)| p)
+    }
+
+    #[test]
+    fn integers_have_one_spelling() {
+        for (v, n) in [
+            ("0", 0),
+            ("7", 7),
+            ("1700000000", 1_700_000_000),
+            ("\"1700000000\"", 1_700_000_000),
+            // Whitespace around a value belongs to the header syntax (§4.3).
+            (" 1700000000\t", 1_700_000_000),
+            ("9223372036854775807", i64::MAX),
+        ] {
+            assert_eq!(parse_with("created", v).map(|p| p.created), Ok(n), "created={v}");
+            assert_eq!(parse_with("expires", v).map(|p| p.expires), Ok(n), "expires={v}");
+        }
+        for v in [
+            "+1",
+            "-1",
+            "-0",
+            "+0",
+            "01",
+            "00",
+            "0001700000000",
+            "\"01\"",
+            "\"1 \"",
+            "\" 1\"",
+            "1 0",
+            "\"1\t\"",
+            "1e3",
+            "1.0",
+            "0x10",
+            "1_000",
+            "\u{661}",
+            "12345678901234567890",
+            "9223372036854775808",
+            "99999999999999999999",
+            "",
+            "\"\"",
+        ] {
+            for name in ["created", "expires"] {
+                assert!(
+                    matches!(parse_with(name, v), Err(SignatureError::Malformed(_))),
+                    "{name}={v} must be refused"
+                );
+            }
+        }
     }
 
     #[test]
