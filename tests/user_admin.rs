@@ -303,3 +303,54 @@ async fn only_a_verified_address_is_named_to_peers() {
     home.stop().await;
     work.stop().await;
 }
+
+#[tokio::test]
+async fn users_come_in_pages_by_email_and_can_be_searched() {
+    let app = spawn_app().await;
+    let (_, admin) = admin_token(&app, "root@example.com").await;
+    let mut conn = app.admin().await;
+    for (email, name) in [
+        ("ann@example.com", "Ann"),
+        ("bob@example.com", "Robert"),
+        ("cy@example.org", "Bobby Cy"),
+        ("dee@example.com", "Dee"),
+    ] {
+        mosaic::auth::users::create(&mut conn, email, Some(name), false)
+            .await
+            .unwrap();
+    }
+    let page = |vars: Value| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let q = "query($s: String, $f: Int, $a: String) { users(search: $s, first: $f, after: $a) { email } }";
+            let data = app.gql_ok(admin, q, vars).await;
+            data["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["email"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(json!({ "f": 2 })).await, ["ann@example.com", "bob@example.com"]);
+    assert_eq!(
+        page(json!({ "f": 2, "a": "bob@example.com" })).await,
+        ["cy@example.org", "dee@example.com"]
+    );
+    assert_eq!(page(json!({ "a": "dee@example.com" })).await, ["root@example.com"]);
+    // By e-mail or name, ignoring case.
+    assert_eq!(page(json!({ "s": "BOB" })).await, ["bob@example.com", "cy@example.org"]);
+    assert_eq!(page(json!({ "s": "example.org" })).await, ["cy@example.org"]);
+    assert!(page(json!({ "s": "nobody" })).await.is_empty());
+    for bad in [json!({ "f": -1 }), json!({ "f": 100_000 }), json!({ "s": "a\u{0}b" })] {
+        let body = app
+            .gql(
+                &admin,
+                "query($s: String, $f: Int) { users(search: $s, first: $f) { email } }",
+                bad.clone(),
+            )
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{bad}: {body}");
+    }
+    app.stop().await;
+}

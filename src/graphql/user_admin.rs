@@ -116,13 +116,36 @@ pub struct UserAdminQuery;
 
 #[Object]
 impl UserAdminQuery {
-    /// Every user of this instance, by e-mail (instance administrators only).
-    async fn users(&self, ctx: &Context<'_>) -> AppResult<Vec<UserAccount>> {
+    /// Users of this instance by e-mail, `first` at a time after the e-mail
+    /// `after`; `search` keeps those whose e-mail or name contains it, ignoring
+    /// case (instance administrators only).
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        search: Option<String>,
+        #[graphql(desc = "At most this many (default 100).")] first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Vec<UserAccount>> {
         let rc = RequestContext::of(ctx);
         rc.admin()?;
-        let rows: Vec<Row> = sqlx::query_as(accounts_sql!(""))
-            .fetch_all(&mut *rc.db.conn().await?)
-            .await?;
+        let first = first.unwrap_or(100);
+        if first < 0 || first as usize > rc.max_page_size {
+            return Err(AppError::BadInput(format!(
+                "first must be within 0..={}",
+                rc.max_page_size
+            )));
+        }
+        let search = super::optional_text("search", search, 200)?;
+        let after = super::optional_text("after", after, 320)?;
+        let rows: Vec<Row> = sqlx::query_as(accounts_sql!(
+            " WHERE ($1::text IS NULL OR strpos(lower(email || ' ' || coalesce(name, '')), lower($1)) > 0) \
+             AND ($2::text IS NULL OR email > $2) ORDER BY email LIMIT $3"
+        ))
+        .bind(search)
+        .bind(after)
+        .bind(i64::from(first))
+        .fetch_all(&mut *rc.db.conn().await?)
+        .await?;
         Ok(rows.into_iter().map(|r| account(rc, r)).collect())
     }
 }
