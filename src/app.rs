@@ -44,6 +44,8 @@ pub struct AppState {
     pub sso: Option<Arc<crate::auth::oidc::Sso>>,
     /// Per-user agent containers; a Docker engine that is down fails only their operations.
     pub agents: Arc<crate::containers::AgentService>,
+    /// Password guesses at `/auth/breakglass`, per address.
+    pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
 }
 
 /// A built instance, bound to its address, not yet serving.
@@ -90,6 +92,7 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
             federation: Arc::new(federation),
             sso,
+            breakglass_throttle: Arc::default(),
             config: Arc::new(config),
         };
         Ok(Self {

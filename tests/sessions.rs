@@ -139,3 +139,125 @@ async fn logout_ends_the_session_and_answers_scripts_with_json() {
     assert_eq!(r.headers()["location"], "/graphql");
     app.stop().await;
 }
+
+/// One break-glass attempt: status, `Retry-After`, error code, whether a session cookie came back.
+async fn attempt(app: &TestApp, email: &str, password: &str) -> (u16, Option<String>, String, bool) {
+    let r = app
+        .client
+        .post(format!("{}/auth/breakglass", app.base))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let cookie = r.headers().get("set-cookie").is_some();
+    let body: Value = r.json().await.unwrap();
+    let code = body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, retry, code, cookie)
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled_per_address_and_a_known_address_looks_like_an_unknown_one() {
+    use mosaic::auth::throttle::FREE_ATTEMPTS;
+    let app = spawn_app_with(|_| {}).await;
+    let mut conn = app.admin().await;
+    for email in [EMAIL, "other@example.com"] {
+        mosaic::auth::breakglass::create_admin(&mut conn, email, PASSWORD)
+            .await
+            .unwrap();
+    }
+    for email in [EMAIL, "nobody@example.com"] {
+        for i in 0..FREE_ATTEMPTS {
+            let r = attempt(&app, email, "wrong password!").await;
+            assert_eq!(r, (401, None, "UNAUTHENTICATED".into(), false), "{email} attempt {i}");
+        }
+        // Now even the right password waits, unchecked, and says for how long.
+        let r = attempt(&app, &email.to_uppercase(), PASSWORD).await;
+        assert_eq!(r, (429, Some("1".into()), "TOO_MANY_ATTEMPTS".into(), false), "{email}");
+    }
+    // Another address is not held back by them.
+    assert_eq!(attempt(&app, "other@example.com", PASSWORD).await.0, 200);
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT coalesce(email, ''), action FROM auth_audit ORDER BY at, id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let failed = |e: &str| {
+        rows.iter()
+            .filter(|(m, a)| m == e && a == "breakglass_login_failed")
+            .count()
+    };
+    // Each checked attempt is audited; throttled ones were not checked.
+    assert_eq!((failed(EMAIL), failed("nobody@example.com")), (5, 5));
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 1, "only other@ signed in");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn parallel_guesses_cannot_slip_past_the_throttle() {
+    use mosaic::auth::throttle::FREE_ATTEMPTS;
+    let app = spawn_app_with(|_| {}).await;
+    let guesses = (0..20).map(|i| {
+        let app = &app;
+        async move { attempt(app, EMAIL, &format!("guess number {i}")).await.0 }
+    });
+    let mut statuses = futures::future::join_all(guesses).await;
+    statuses.sort();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (checked, throttled),
+        (FREE_ATTEMPTS as usize, 20 - FREE_ATTEMPTS as usize),
+        "{statuses:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_or_oversized_break_glass_requests_get_bad_request() {
+    let app = spawn_app_with(|_| {}).await;
+    let send = |body: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/auth/breakglass", app.base))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let long = "x".repeat(400);
+    for body in [
+        "{".to_string(),
+        json!({ "email": EMAIL }).to_string(),
+        json!({ "email": EMAIL, "password": 5 }).to_string(),
+        json!({ "email": format!("{long}@example.com"), "password": PASSWORD }).to_string(),
+        json!({ "email": EMAIL, "password": "y".repeat(2000) }).to_string(),
+    ] {
+        let (status, body_json) = send(body.clone()).await;
+        assert_eq!(
+            (status, code(&body_json)),
+            (400, "BAD_REQUEST".to_string()),
+            "{body}: {body_json}"
+        );
+    }
+    let mut conn = app.admin().await;
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_audit")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(audited, 0, "refused unread, so nothing was checked");
+    app.stop().await;
+}

@@ -6,10 +6,15 @@ use anyhow::{Result, bail};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::Principal;
+use super::throttle::LoginThrottle;
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
@@ -37,6 +42,9 @@ pub fn check_password(password: &str) -> Result<()> {
     }
     if password.chars().count() < MIN_PASSWORD_CHARS {
         bail!("password: must be at least {MIN_PASSWORD_CHARS} characters");
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        bail!("password: must be at most {MAX_PASSWORD_BYTES} bytes");
     }
     Ok(())
 }
@@ -102,20 +110,61 @@ pub async fn create_admin(conn: &mut PgConnection, email: &str, password: &str) 
     Ok((user_id, account))
 }
 
-/// Checks a break-glass login and audits it, whatever the outcome.
-pub async fn login(pool: &PgPool, email: &str, password: &str) -> Result<Option<Principal>, sqlx::Error> {
+/// How a break-glass login attempt ended.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    SignedIn(Principal),
+    /// Wrong address or password, or not an active administrator (one answer for all).
+    Refused,
+    /// Too many recent attempts for this address: try again after this long.
+    Throttled(Duration),
+}
+
+/// Longest address and password looked at; longer input is refused unread.
+pub const MAX_EMAIL_BYTES: usize = 320;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// argon2id with the default parameters holds 19 MiB for each hash: at most
+/// this many run at once, off the async workers, so a flood of attempts can
+/// neither stall other requests nor exhaust memory.
+static HASHING: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+async fn verify_off_thread(password: &str, phc: String) -> bool {
+    let Ok(_permit) = HASHING.acquire().await else {
+        return false;
+    };
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .unwrap_or(false)
+}
+
+/// Checks a break-glass login (throttled per address, see `throttle`) and
+/// audits every attempt that is checked, whatever the outcome.
+pub async fn login(
+    pool: &PgPool,
+    throttle: &LoginThrottle,
+    email: &str,
+    password: &str,
+) -> Result<LoginOutcome, sqlx::Error> {
+    let account = email.trim().to_lowercase();
+    if let Err(wait) = throttle.begin(&account, Instant::now()) {
+        tracing::warn!(email = %account, wait_s = wait.as_secs_f64(), "break-glass login throttled");
+        return Ok(LoginOutcome::Throttled(wait));
+    }
     type Row = (Uuid, String, Option<String>, bool, bool, String, bool);
     let row: Option<Row> = sqlx::query_as(
         "SELECT user_id, email, name, is_admin, email_verified, password_hash, deactivated \
          FROM breakglass_credential($1)",
     )
-    .bind(email.trim())
+    .bind(&account)
     .fetch_optional(pool)
     .await?;
     // Hash work happens either way, so timing does not tell whether the account exists.
     let (ok, user) = match row {
         Some((user_id, email, name, is_admin, email_verified, phc, deactivated)) => {
-            let ok = verify_password(password, &phc) && is_admin && !deactivated;
+            let ok = verify_off_thread(password, phc).await && is_admin && !deactivated;
             (
                 ok,
                 Some(Principal {
@@ -128,25 +177,30 @@ pub async fn login(pool: &PgPool, email: &str, password: &str) -> Result<Option<
             )
         }
         None => {
-            let _ = verify_password(password, DUMMY_HASH);
+            verify_off_thread(password, DUMMY_HASH.to_string()).await;
             (false, None)
         }
     };
     let action = if ok {
+        throttle.succeeded(&account);
         "breakglass_login"
     } else {
+        throttle.failed(&account, Instant::now());
         "breakglass_login_failed"
     };
-    tracing::warn!(email = %email, action, "break-glass login attempt");
+    tracing::warn!(email = %account, action, "break-glass login attempt");
     super::sessions::audit(
         pool,
         user.as_ref().map(|u| u.user_id),
-        Some(email),
+        Some(&account),
         action,
         serde_json::json!({}),
     )
     .await?;
-    Ok(if ok { user } else { None })
+    Ok(match user {
+        Some(user) if ok => LoginOutcome::SignedIn(user),
+        _ => LoginOutcome::Refused,
+    })
 }
 
 /// argon2id of a random string, so an unknown account costs the same as a known one.
@@ -175,6 +229,11 @@ mod tests {
         let e = check_password("elevenchars").unwrap_err().to_string();
         assert!(e.contains("at least 12"), "{e}");
         assert!(check_password("twelve chars").is_ok());
+        let e = check_password(&"x".repeat(MAX_PASSWORD_BYTES + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 1024 bytes"), "{e}");
+        assert!(check_password(&"x".repeat(MAX_PASSWORD_BYTES)).is_ok());
     }
 
     #[test]

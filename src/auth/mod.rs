@@ -5,6 +5,7 @@ pub mod breakglass;
 pub mod oidc;
 pub mod routes;
 pub mod sessions;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 

@@ -3,6 +3,7 @@
 //! check `graphql_post` uses beside Bearer tokens.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -399,16 +400,49 @@ pub struct BreakGlassLogin {
     password: String,
 }
 
-/// Local administrator login for when the provider is down; audited.
-pub async fn breakglass(State(state): State<AppState>, Json(body): Json<BreakGlassLogin>) -> Response {
-    let principal = match super::breakglass::login(&state.pool, &body.email, &body.password).await {
-        Ok(Some(p)) => p,
-        Ok(None) => {
+/// Local administrator login for when the provider is down; audited and
+/// throttled per address (429 `TOO_MANY_ATTEMPTS` with `Retry-After`).
+pub async fn breakglass(State(state): State<AppState>, body: Result<Json<BreakGlassLogin>, JsonRejection>) -> Response {
+    use super::breakglass::{LoginOutcome, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!(
+                    "expected a JSON body {{\"email\": …, \"password\": …}}: {}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    if body.email.len() > MAX_EMAIL_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            format!("email is at most {MAX_EMAIL_BYTES} bytes and password at most {MAX_PASSWORD_BYTES}"),
+        );
+    }
+    let outcome = super::breakglass::login(&state.pool, &state.breakglass_throttle, &body.email, &body.password).await;
+    let principal = match outcome {
+        Ok(LoginOutcome::SignedIn(p)) => p,
+        Ok(LoginOutcome::Refused) => {
             return error_response(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",
                 "wrong e-mail or password for a break-glass administrator",
             );
+        }
+        Ok(LoginOutcome::Throttled(wait)) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut r = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_ATTEMPTS",
+                format!("too many sign-in attempts for this address; try again in {seconds} s"),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            return r;
         }
         Err(e) => return internal(&state, e),
     };
