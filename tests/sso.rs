@@ -583,6 +583,21 @@ async fn wrong_audience_is_refused() {
 }
 
 #[tokio::test]
+async fn wrong_issuer_is_refused() {
+    refused_token("wrong_issuer", "OIDC_WRONG_ISSUER").await;
+}
+
+#[tokio::test]
+async fn token_changed_after_signing_is_refused() {
+    refused_token("tampered", "OIDC_BAD_SIGNATURE").await;
+}
+
+#[tokio::test]
+async fn unsigned_token_is_refused() {
+    refused_token("alg_none", "OIDC_BAD_SIGNATURE").await;
+}
+
+#[tokio::test]
 async fn token_signed_by_unknown_key_is_refused() {
     refused_token("unknown_key", "OIDC_UNKNOWN_KEY").await;
 }

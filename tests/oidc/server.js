@@ -12,7 +12,8 @@
 //   POST /__test/user      body: JSON claims     the user the next login signs in
 //   POST /__test/rotate                          new signing key (old one still published)
 //   POST /__test/next-id-token  body: {"mode": M} the next token response carries a
-//        bad ID token, M one of: expired, wrong_audience, unknown_key, wrong_nonce
+//        bad ID token, M one of: expired, wrong_audience, wrong_issuer, unknown_key,
+//        wrong_nonce, tampered (a claim changed after signing), alg_none (unsigned)
 'use strict';
 
 const http = require('node:http');
@@ -96,8 +97,17 @@ async function spoil(idToken, mode) {
     claims.aud = 'some-other-client';
   } else if (mode === 'wrong_nonce') {
     claims.nonce = 'not-the-nonce-mosaic-sent';
+  } else if (mode === 'wrong_issuer') {
+    claims.iss = `http://127.0.0.1:${port}/application/o/another-app/`;
   } else if (mode === 'unknown_key') {
     key = await newKey(); // never published
+  } else if (mode === 'tampered') {
+    // Signed as issued, then the e-mail is changed: the signature no longer matches.
+    const [header, , signature] = idToken.split('.');
+    const forged = { ...claims, email: 'mallory@example.com' };
+    return [header, b64url(forged), signature].join('.');
+  } else if (mode === 'alg_none') {
+    return [b64url({ alg: 'none', typ: 'JWT' }), b64url(claims), ''].join('.');
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
@@ -105,6 +115,10 @@ async function spoil(idToken, mode) {
   return new jose.SignJWT(claims)
     .setProtectedHeader({ alg: 'RS256', kid: key.kid, typ: 'JWT' })
     .sign(signingKey);
+}
+
+function b64url(value) {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
 }
 
 let provider;
