@@ -73,7 +73,7 @@ impl Application {
             Some(settings) => {
                 let http = crate::federation::tls::http_client(config.federation.ca_file.as_deref())?;
                 Some(Arc::new(
-                    crate::auth::oidc::Sso::start(settings.clone(), &base_url, http).await?,
+                    crate::auth::oidc::Sso::start(settings.clone(), &base_url, http, &secret).await?,
                 ))
             }
             None => None,

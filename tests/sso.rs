@@ -202,6 +202,12 @@ async fn set_cookie_attributes_and_logout_at_the_provider() {
         "{session}"
     );
     assert!(!session.contains("Secure"), "plain HTTP here: {session}");
+    // The ID token kept for logout is sealed at rest, not the JWT itself.
+    let stored: String = sqlx::query_scalar("SELECT id_token FROM sessions")
+        .fetch_one(&mut app.admin().await)
+        .await
+        .unwrap();
+    assert!(!stored.contains('.') && !stored.contains("eyJ"), "{stored}");
     let csrf = browser.csrf(&app).await;
     let r = browser
         .manual
@@ -212,7 +218,7 @@ async fn set_cookie_attributes_and_logout_at_the_provider() {
     assert_eq!(r.status(), 303);
     let location = r.headers()["location"].to_str().unwrap();
     assert!(
-        location.starts_with(&format!("{}session/end", provider.issuer)) && location.contains("id_token_hint="),
+        location.starts_with(&format!("{}session/end", provider.issuer)) && location.contains("id_token_hint=eyJ"),
         "{location}"
     );
     let (status, _) = browser.session(&app).await;

@@ -25,7 +25,10 @@ use openidconnect::{
     RequestTokenError, Scope, SignatureVerificationError,
 };
 
+use uuid::Uuid;
+
 use crate::config::OidcSettings;
+use crate::secrets::{Sealer, Secret};
 
 /// Largest provider response read (discovery, JWKS, tokens).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -124,11 +127,20 @@ pub struct Sso {
     redirect_url: RedirectUrl,
     http: reqwest::Client,
     cache: RwLock<Option<Cached>>,
+    /// Seals the ID tokens kept with sessions (they carry the user's claims).
+    id_tokens: Sealer,
 }
+
+const ID_TOKEN_PURPOSE: &str = "session-id-token";
 
 impl Sso {
     /// Fetches discovery and JWKS; a provider that cannot be reached is logged, not fatal.
-    pub async fn start(settings: OidcSettings, base_url: &str, http: reqwest::Client) -> anyhow::Result<Self> {
+    pub async fn start(
+        settings: OidcSettings,
+        base_url: &str,
+        http: reqwest::Client,
+        secret: &Secret,
+    ) -> anyhow::Result<Self> {
         let redirect = settings
             .redirect_url
             .clone()
@@ -141,6 +153,7 @@ impl Sso {
             redirect_url,
             http,
             cache: RwLock::new(None),
+            id_tokens: Sealer::new(secret, ID_TOKEN_PURPOSE),
         };
         if let Err(e) = sso.discover().await {
             tracing::warn!(issuer = %sso.settings.issuer_url, error = %e.message,
@@ -332,6 +345,19 @@ impl Sso {
             groups: groups_claim(&raw),
             id_token: raw,
         })
+    }
+
+    /// An ID token as stored with its user's session: sealed, bound to the user.
+    pub fn seal_id_token(&self, user: Uuid, id_token: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.id_tokens.seal(id_token.as_bytes(), user.as_bytes()))
+    }
+
+    /// The ID token back from `seal_id_token`; `None` when it does not open
+    /// (another secret key, or another user's), and logout goes on without a hint.
+    pub fn open_id_token(&self, user: Uuid, stored: &str) -> Option<String> {
+        let sealed = URL_SAFE_NO_PAD.decode(stored).ok()?;
+        let plain = self.id_tokens.open(&sealed, user.as_bytes()).ok()?;
+        String::from_utf8(plain).ok()
     }
 
     /// Where to send the browser to end the provider's session, when it offers that.

@@ -212,11 +212,12 @@ pub async fn callback(State(state): State<AppState>, headers: HeaderMap, Query(q
     if let Some(old) = sessions::cookie(&headers, SESSION_COOKIE) {
         let _ = sessions::end(&state.pool, &old).await;
     }
+    let sealed_id_token = sso.seal_id_token(user_id, &identity.id_token);
     let session = match sessions::create(
         &state.pool,
         user_id,
         Method::Oidc,
-        Some(&identity.id_token),
+        Some(&sealed_id_token),
         state.config.session_ttl,
     )
     .await
@@ -343,9 +344,9 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let mut id_token = None;
     if let Some(id) = sessions::cookie(&headers, SESSION_COOKIE) {
         match sessions::end(&state.pool, &id).await {
-            Ok(Some((user, token))) => {
+            Ok(Some((user, sealed))) => {
                 let _ = sessions::audit(&state.pool, Some(user), None, "logout", json!({})).await;
-                id_token = token;
+                id_token = sealed.and_then(|t| state.sso.as_ref()?.open_id_token(user, &t));
             }
             Ok(None) => {}
             Err(e) => return internal(&state, e),

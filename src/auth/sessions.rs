@@ -54,12 +54,13 @@ pub struct NewSession {
     pub expires_at: OffsetDateTime,
 }
 
-/// Opens a session for a user.
+/// Opens a session for a user, keeping the provider's ID token (sealed by
+/// `Sso::seal_id_token`) for logout.
 pub async fn create(
     pool: &PgPool,
     user_id: Uuid,
     method: Method,
-    id_token: Option<&str>,
+    sealed_id_token: Option<&str>,
     ttl: std::time::Duration,
 ) -> Result<NewSession, sqlx::Error> {
     let id = random_token();
@@ -69,7 +70,7 @@ pub async fn create(
         .bind(user_id)
         .bind(&csrf_token)
         .bind(method.as_str())
-        .bind(id_token)
+        .bind(sealed_id_token)
         .bind(i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX))
         .fetch_one(pool)
         .await?;
@@ -130,7 +131,7 @@ pub async fn authenticate(pool: &PgPool, id: &str) -> Result<Result<Session, Ses
     })
 }
 
-/// Ends a session; returns (user, ID token) if it existed.
+/// Ends a session; returns (user, sealed ID token) if it existed.
 pub async fn end(pool: &PgPool, id: &str) -> Result<Option<(Uuid, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT user_id, id_token FROM session_end($1)")
         .bind(hash(id))
