@@ -157,6 +157,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/logout", post(crate::auth::routes::logout))
         .route("/auth/session", get(crate::auth::routes::session))
         .route("/auth/breakglass", post(crate::auth::routes::breakglass))
+        .route(
+            "/auth/backchannel-logout",
+            post(crate::auth::routes::backchannel_logout),
+        )
         .route("/agent", axum::routing::any(agent_proxy))
         .route("/agent/", axum::routing::any(agent_proxy))
         .route("/agent/{*path}", axum::routing::any(agent_proxy))

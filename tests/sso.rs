@@ -792,3 +792,158 @@ async fn provider_down_mid_login_is_a_clear_error() {
     assert_eq!((users, sessions), (0, 0), "nothing created");
     app.stop().await;
 }
+
+/// `application/x-www-form-urlencoded` for one value.
+fn form_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The text between `start` and the next `end` in `page`.
+fn between<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
+    let from = page.find(start).unwrap_or_else(|| panic!("no {start} in {page}")) + start.len();
+    &page[from..from + page[from..].find(end).unwrap()]
+}
+
+/// The user signs out at the provider: its end-session page, then the
+/// confirmation form on it, as in a browser.
+async fn sign_out_at_provider(browser: &Browser, provider: &Provider) {
+    let r = browser
+        .manual
+        .get(format!(
+            "{}session/end?client_id={}",
+            provider.issuer,
+            common::oidc::CLIENT_ID
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let action = between(&page, "action=\"", "\"").to_string();
+    let xsrf = between(&page, "name=\"xsrf\" value=\"", "\"").to_string();
+    let action = if action.starts_with("http") {
+        action
+    } else {
+        format!("{}{action}", provider.base)
+    };
+    let r = browser
+        .manual
+        .post(action)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("xsrf={}&logout=yes", form_value(&xsrf)))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+}
+
+async fn post_logout_token(app: &TestApp, body: String) -> (u16, Value) {
+    let r = plain_client(Policy::none(), None)
+        .post(format!("{}/auth/backchannel-logout", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn signing_out_at_the_provider_ends_that_session_here_through_the_back_channel() {
+    let (app, provider) = setup(vec![]).await;
+    let (browser, other) = (Browser::new(), Browser::new());
+    assert_eq!(browser.login(&app).await.status(), 200);
+    assert_eq!(other.login(&app).await.status(), 200);
+    let csrf = browser.csrf(&app).await;
+    assert_eq!(browser.gql(&app, "{ me { email } }", Some(&csrf)).await.0, 200);
+    let mut conn = app.admin().await;
+    let sids: Vec<Option<String>> = sqlx::query_scalar("SELECT oidc_sid FROM sessions ORDER BY oidc_sid")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        sids.len() == 2 && sids.iter().all(Option::is_some) && sids[0] != sids[1],
+        "each session keeps its own provider session id: {sids:?}"
+    );
+
+    sign_out_at_provider(&browser, &provider).await;
+    // The provider's back-channel call was answered before its own answer.
+    assert_eq!(browser.session(&app).await.0, 401, "signed out here too");
+    assert_eq!(browser.gql(&app, "{ me { email } }", Some(&csrf)).await.0, 401);
+    assert_eq!(
+        other.session(&app).await.0,
+        200,
+        "the same user's other provider session stays"
+    );
+    let audited: Vec<Value> =
+        sqlx::query_scalar("SELECT details FROM auth_audit WHERE action = 'sso_backchannel_logout'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["sessions"], 1);
+    app.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn bad_logout_tokens_are_refused_and_end_nothing() {
+    let (app, provider) = setup(vec![]).await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&app).await.status(), 200);
+    let subject = user(&[])["sub"].as_str().unwrap().to_string();
+    for (mode, named) in [
+        ("wrong_audience", "aud"),
+        ("stale", "iat"),
+        ("with_nonce", "nonce"),
+        ("no_event", "events"),
+        ("unknown_key", "key"),
+    ] {
+        let token = provider.logout_token(json!({ "sub": subject, "mode": mode })).await;
+        let (status, body) = post_logout_token(&app, format!("logout_token={token}")).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &json!("invalid_request")),
+            "{mode}: {body}"
+        );
+        let why = body["error_description"].as_str().unwrap();
+        assert!(why.contains(named), "{mode}: {why}");
+        assert_eq!(browser.session(&app).await.0, 200, "{mode}: the session stays");
+    }
+    // An ID token is not a logout token (it has a nonce and no logout event).
+    let mut conn = app.admin().await;
+    for body in [
+        "",
+        "other=1",
+        "logout_token=",
+        "logout_token=a.b.c",
+        "logout_token=%FF%FE",
+    ] {
+        let (status, reply) = post_logout_token(&app, body.into()).await;
+        assert_eq!(
+            (status, &reply["error"]),
+            (400, &json!("invalid_request")),
+            "{body}: {reply}"
+        );
+    }
+    assert_eq!(session_count(&mut conn).await, 1);
+    // A valid token for another subject ends nothing; for this one (no sid), all their sessions.
+    let token = provider
+        .logout_token(json!({ "sub": "someone-else", "mode": "valid" }))
+        .await;
+    assert_eq!(post_logout_token(&app, format!("logout_token={token}")).await.0, 200);
+    assert_eq!(browser.session(&app).await.0, 200);
+    let token = provider.logout_token(json!({ "sub": subject, "mode": "valid" })).await;
+    assert_eq!(post_logout_token(&app, format!("logout_token={token}")).await.0, 200);
+    assert_eq!(browser.session(&app).await.0, 401);
+    assert_eq!(session_count(&mut conn).await, 0);
+    app.stop().await;
+    provider.stop().await;
+}

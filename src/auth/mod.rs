@@ -2,6 +2,7 @@
 //! single sign-on or by a break-glass administrator.
 
 pub mod breakglass;
+pub mod logout_token;
 pub mod oidc;
 pub mod routes;
 pub mod sessions;

@@ -27,6 +27,7 @@ use openidconnect::{
 
 use uuid::Uuid;
 
+use super::logout_token::{self, LogoutClaims};
 use crate::config::OidcSettings;
 use crate::secrets::{Sealer, Secret};
 
@@ -110,6 +111,8 @@ pub struct Identity {
     pub preferred_username: Option<String>,
     pub name: Option<String>,
     pub groups: Vec<String>,
+    /// The provider's session id, which a back-channel logout may name.
+    pub sid: Option<String>,
     /// The raw ID token, kept as `id_token_hint` for logout.
     pub id_token: String,
 }
@@ -129,7 +132,13 @@ pub struct Sso {
     cache: RwLock<Option<Cached>>,
     /// Seals the ID tokens kept with sessions (they carry the user's claims).
     id_tokens: Sealer,
+    /// When the JWKS was last fetched for an unknown key id, so unauthenticated
+    /// back-channel requests cannot make us fetch it for every request.
+    keys_refreshed: std::sync::Mutex<Option<Instant>>,
 }
+
+/// Least time between key fetches caused by back-channel logout tokens.
+const LOGOUT_KEY_REFRESH: Duration = Duration::from_secs(10);
 
 const ID_TOKEN_PURPOSE: &str = "session-id-token";
 
@@ -154,6 +163,7 @@ impl Sso {
             http,
             cache: RwLock::new(None),
             id_tokens: Sealer::new(secret, ID_TOKEN_PURPOSE),
+            keys_refreshed: std::sync::Mutex::new(None),
         };
         if let Err(e) = sso.discover().await {
             tracing::warn!(issuer = %sso.settings.issuer_url, error = %e.message,
@@ -212,6 +222,7 @@ impl Sso {
         let jwks = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &client)
             .await
             .map_err(|e| LoginError::unavailable(format!("cannot fetch the provider's keys: {}", error_chain(&e))))?;
+        *self.keys_refreshed.lock().expect("keys lock") = Some(Instant::now());
         let fresh = Arc::new(metadata.as_ref().clone().set_jwks(jwks));
         // Only over the copy the keys were fetched for: a login that started
         // meanwhile may have cached a newer discovery, which stays.
@@ -331,6 +342,7 @@ impl Sso {
             }
         };
         let raw = id_token.to_string();
+        let payload = payload_claims(&raw);
         let email = claims
             .email()
             .map(|e| e.as_str().to_string())
@@ -342,9 +354,42 @@ impl Sso {
             email_verified: claims.email_verified().unwrap_or(false),
             preferred_username: claims.preferred_username().map(|u| u.as_str().to_string()),
             name: claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string()),
-            groups: groups_claim(&raw),
+            groups: groups_claim(&payload),
+            sid: payload["sid"].as_str().map(String::from),
             id_token: raw,
         })
+    }
+
+    /// Checks a back-channel logout token (see `logout_token`) against the
+    /// provider's keys, fetched again once if it names one we do not hold.
+    /// Returns the issuer with the claims.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<(String, LogoutClaims), LoginError> {
+        let mut metadata = self.metadata().await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut refreshed = false;
+        loop {
+            let issuer = metadata.issuer().as_str();
+            match logout_token::verify(token, metadata.jwks().keys(), issuer, &self.settings.client_id, now) {
+                Ok(claims) => return Ok((issuer.to_string(), claims)),
+                Err(e) if e.wants_fresh_keys() && !refreshed && self.may_refresh_keys() => {
+                    refreshed = true;
+                    metadata = self.refresh_jwks(&metadata).await?;
+                }
+                Err(e) => {
+                    return Err(LoginError::bad_token(
+                        "OIDC_LOGOUT_TOKEN_INVALID",
+                        format!("logout token refused: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn may_refresh_keys(&self) -> bool {
+        self.keys_refreshed
+            .lock()
+            .expect("keys lock")
+            .is_none_or(|at| at.elapsed() >= LOGOUT_KEY_REFRESH)
     }
 
     /// An ID token as stored with its user's session: sealed, bound to the user.
@@ -390,16 +435,19 @@ fn token_error(e: ClaimsVerificationError) -> LoginError {
     LoginError::bad_token(code, format!("{what}: {e}"))
 }
 
-/// `groups` is not a standard claim: read it from the (already verified) payload.
-fn groups_claim(jwt: &str) -> Vec<String> {
+/// The (already verified) payload of a JWT, for the claims openidconnect
+/// does not model (`groups`, `sid`); `Null` when it does not decode.
+fn payload_claims(jwt: &str) -> serde_json::Value {
     let payload = jwt.split('.').nth(1).unwrap_or_default();
-    let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
-        return Vec::new();
-    };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Vec::new();
-    };
-    value["groups"]
+    URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn groups_claim(payload: &serde_json::Value) -> Vec<String> {
+    payload["groups"]
         .as_array()
         .map(|a| a.iter().filter_map(|g| g.as_str().map(String::from)).collect())
         .unwrap_or_default()
@@ -422,8 +470,10 @@ mod tests {
 
     #[test]
     fn groups_come_from_the_payload() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"1","groups":["a","b"]}"#);
-        assert_eq!(groups_claim(&format!("h.{payload}.s")), vec!["a", "b"]);
-        assert!(groups_claim("garbage").is_empty());
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"1","groups":["a","b"],"sid":"s"}"#);
+        let claims = payload_claims(&format!("h.{payload}.s"));
+        assert_eq!(groups_claim(&claims), vec!["a", "b"]);
+        assert_eq!(claims["sid"], "s");
+        assert!(groups_claim(&payload_claims("garbage")).is_empty());
     }
 }

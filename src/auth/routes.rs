@@ -213,11 +213,15 @@ pub async fn callback(State(state): State<AppState>, headers: HeaderMap, Query(q
         let _ = sessions::end(&state.pool, &old).await;
     }
     let sealed_id_token = sso.seal_id_token(user_id, &identity.id_token);
+    let provider_session = sessions::ProviderSession {
+        sealed_id_token: &sealed_id_token,
+        sid: identity.sid.as_deref(),
+    };
     let session = match sessions::create(
         &state.pool,
         user_id,
         Method::Oidc,
-        Some(&sealed_id_token),
+        Some(provider_session),
         state.config.session_ttl,
     )
     .await
@@ -393,6 +397,85 @@ pub async fn session(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Ok(Err(_)) => error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "session expired or ended"),
         Err(e) => internal(&state, e),
     }
+}
+
+#[derive(Deserialize)]
+pub struct BackChannelLogout {
+    logout_token: String,
+}
+
+/// OpenID Connect Back-Channel Logout: the provider posts a signed logout
+/// token when a user signs out there (or an administrator ends their
+/// session); the sessions it names end here at once. Answers 200, or 400
+/// with an OAuth-style `{error, error_description}` (spec §2.8).
+pub async fn backchannel_logout(
+    State(state): State<AppState>,
+    form: Result<axum::Form<BackChannelLogout>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let no_store = |mut r: Response| {
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    };
+    let refuse = |status: StatusCode, error: &str, description: String| {
+        tracing::warn!(error, %description, "back-channel logout refused");
+        no_store(
+            (
+                status,
+                Json(json!({ "error": error, "error_description": description })),
+            )
+                .into_response(),
+        )
+    };
+    let Some(sso) = &state.sso else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            "single sign-on is not configured on this instance".into(),
+        );
+    };
+    let token = match form {
+        Ok(axum::Form(f)) => f.logout_token,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("expected a form with logout_token: {}", e.body_text()),
+            );
+        }
+    };
+    let (issuer, claims) = match sso.verify_logout_token(&token).await {
+        Ok(v) => v,
+        Err(e) if e.code == "OIDC_PROVIDER_UNAVAILABLE" => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.message);
+        }
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid_request", e.message),
+    };
+    let ended =
+        match sessions::end_by_provider(&state.pool, &issuer, claims.subject.as_deref(), claims.sid.as_deref()).await {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::error!(error = %e, "back-channel logout could not end sessions");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "cannot end the sessions right now".into(),
+                );
+            }
+        };
+    let mut users = ended.clone();
+    users.sort();
+    users.dedup();
+    let _ = sessions::audit(
+        &state.pool,
+        users.first().copied().filter(|_| users.len() == 1),
+        None,
+        "sso_backchannel_logout",
+        json!({ "subject": claims.subject, "sid": claims.sid, "sessions": ended.len() }),
+    )
+    .await;
+    tracing::info!(sessions = ended.len(), "signed out by the identity provider");
+    no_store(StatusCode::OK.into_response())
 }
 
 #[derive(Deserialize)]

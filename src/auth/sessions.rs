@@ -54,24 +54,32 @@ pub struct NewSession {
     pub expires_at: OffsetDateTime,
 }
 
-/// Opens a session for a user, keeping the provider's ID token (sealed by
-/// `Sso::seal_id_token`) for logout.
+/// What a session opened through the provider keeps of it: the ID token
+/// (sealed by `Sso::seal_id_token`) for logout, and the provider's session
+/// id, which a back-channel logout may name.
+pub struct ProviderSession<'a> {
+    pub sealed_id_token: &'a str,
+    pub sid: Option<&'a str>,
+}
+
+/// Opens a session for a user.
 pub async fn create(
     pool: &PgPool,
     user_id: Uuid,
     method: Method,
-    sealed_id_token: Option<&str>,
+    provider: Option<ProviderSession<'_>>,
     ttl: std::time::Duration,
 ) -> Result<NewSession, sqlx::Error> {
     let id = random_token();
     let csrf_token = random_token();
-    let expires_at: OffsetDateTime = sqlx::query_scalar("SELECT session_create($1, $2, $3, $4, $5, $6)")
+    let expires_at: OffsetDateTime = sqlx::query_scalar("SELECT session_create($1, $2, $3, $4, $5, $6, $7)")
         .bind(hash(&id))
         .bind(user_id)
         .bind(&csrf_token)
         .bind(method.as_str())
-        .bind(sealed_id_token)
+        .bind(provider.as_ref().map(|p| p.sealed_id_token))
         .bind(i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX))
+        .bind(provider.as_ref().and_then(|p| p.sid))
         .fetch_one(pool)
         .await?;
     Ok(NewSession {
@@ -136,6 +144,22 @@ pub async fn end(pool: &PgPool, id: &str) -> Result<Option<(Uuid, Option<String>
     sqlx::query_as("SELECT user_id, id_token FROM session_end($1)")
         .bind(hash(id))
         .fetch_optional(pool)
+        .await
+}
+
+/// Ends the SSO sessions a verified back-channel logout token names; returns
+/// the users signed out (one entry per session).
+pub async fn end_by_provider(
+    pool: &PgPool,
+    issuer: &str,
+    subject: Option<&str>,
+    sid: Option<&str>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM session_end_by_provider($1, $2, $3)")
+        .bind(issuer)
+        .bind(subject)
+        .bind(sid)
+        .fetch_all(pool)
         .await
 }
 

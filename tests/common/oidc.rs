@@ -75,6 +75,19 @@ impl Provider {
         assert_eq!(r.status(), 204, "control {path}");
     }
 
+    /// A back-channel logout token signed with the provider's key (see
+    /// `logoutToken` in tests/oidc/server.js): `{sub, sid, mode}`.
+    pub async fn logout_token(&self, body: Value) -> String {
+        let r = plain_client(Policy::none(), None)
+            .post(format!("{}/__test/logout-token", self.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "control logout-token");
+        r.text().await.unwrap()
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }

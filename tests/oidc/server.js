@@ -11,6 +11,8 @@
 // Test controls (outside the issuer path, loopback only):
 //   POST /__test/user      body: JSON claims     the user the next login signs in
 //   POST /__test/rotate                          new signing key (old one still published)
+//   POST /__test/logout-token   body: {"sub", "sid", "mode"} answers a logout token
+//        signed with the provider's key (see logoutToken)
 //   POST /__test/next-id-token  body: {"mode": M} the next token response carries a
 //        bad ID token, M one of: expired, wrong_audience, wrong_issuer, unknown_key,
 //        wrong_nonce, tampered (a claim changed after signing), alg_none (unsigned)
@@ -28,6 +30,7 @@ const issuer = `http://127.0.0.1:${port}${prefix}/`;
 const clientId = process.env.OIDC_CLIENT_ID || 'mosaic';
 const clientSecret = process.env.OIDC_CLIENT_SECRET || 'mosaic-test-secret';
 const redirectUri = process.env.OIDC_REDIRECT_URI || 'http://127.0.0.1:8080/auth/callback';
+const backchannelUri = redirectUri.replace(/\/auth\/callback$/, '/auth/backchannel-logout');
 
 let user = JSON.parse(process.env.OIDC_USER || JSON.stringify({
   sub: 'user-1',
@@ -55,9 +58,17 @@ function buildProvider() {
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
+      backchannel_logout_uri: backchannelUri,
+      backchannel_logout_session_required: true,
     }],
     jwks: { keys },
     pkce: { required: () => true },
+    // Its back-channel logout calls go to the instance on loopback, which the
+    // provider's SSRF guard (special-use addresses) would refuse.
+    fetch: (url, options) => {
+      delete options.dispatcher;
+      return fetch(url, options);
+    },
     // Authentik puts the scope's claims in the ID token.
     conformIdTokenClaims: false,
     claims: {
@@ -65,7 +76,11 @@ function buildProvider() {
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username', 'groups'],
     },
-    features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
+    features: {
+      devInteractions: { enabled: false },
+      rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
+    },
     interactions: { url: (ctx, interaction) => `${prefix}/interaction/${interaction.uid}` },
     findAccount: async (ctx, sub) => ({
       accountId: sub,
@@ -74,6 +89,7 @@ function buildProvider() {
     ttl: { Session: 3600, Grant: 3600, Interaction: 600, AuthorizationCode: 60, AccessToken: 600, IdToken: 600 },
     cookies: { keys: ['mosaic-test-cookie-key'] },
   });
+  provider.on('backchannel.error', (ctx, err) => console.error(`back-channel logout failed: ${err.message} ${err.cause && err.cause.message}`));
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.path === '/token' && nextMode && ctx.body && ctx.body.id_token) {
@@ -121,6 +137,31 @@ function b64url(value) {
   return Buffer.from(JSON.stringify(value)).toString('base64url');
 }
 
+// A back-channel logout token signed with the provider's current key, as
+// the provider would send it, for the checks the real logout flow cannot
+// produce: {sub, sid, mode}, mode one of valid, wrong_audience, stale,
+// with_nonce, no_event, unknown_key.
+async function logoutToken({ sub, sid, mode }) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: issuer, aud: clientId, iat: now, exp: now + 120, jti: crypto.randomUUID(),
+    events: { 'http://schemas.openid.net/event/backchannel-logout': {} },
+  };
+  if (sub) claims.sub = sub;
+  if (sid) claims.sid = sid;
+  let key = keys[0];
+  if (mode === 'wrong_audience') claims.aud = 'some-other-client';
+  else if (mode === 'stale') { claims.iat = now - 3600; claims.exp = now - 3480; }
+  else if (mode === 'with_nonce') claims.nonce = 'n';
+  else if (mode === 'no_event') claims.events = {};
+  else if (mode === 'unknown_key') key = await newKey();
+  else if (mode !== 'valid') throw new Error(`unknown mode ${mode}`);
+  const signingKey = await jose.importJWK(key, 'RS256');
+  return new jose.SignJWT(claims)
+    .setProtectedHeader({ alg: 'RS256', kid: key.kid, typ: 'logout+jwt' })
+    .sign(signingKey);
+}
+
 let provider;
 
 async function interaction(req, res) {
@@ -164,6 +205,10 @@ async function control(req, res) {
     provider = buildProvider();
   } else if (path === '/__test/next-id-token') {
     nextMode = JSON.parse(body).mode;
+  } else if (path === '/__test/logout-token') {
+    const token = await logoutToken(JSON.parse(body));
+    res.writeHead(200, { 'content-type': 'text/plain' }).end(token);
+    return;
   } else {
     res.writeHead(404).end('unknown control');
     return;
