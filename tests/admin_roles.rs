@@ -112,6 +112,7 @@ enum Op {
     RevokePeer,
     UpdateAgentConfig,
     Users,
+    AuthAudit,
     SetUserAdmin,
     DeactivateUser,
     ReactivateUser,
@@ -149,6 +150,8 @@ const RULES: &[(Op, [Outcome; 7])] = &[
     (UpdateAgentConfig, [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
     // users: instance admins only (UserAdminQuery::users, and admin_users() checks again)
     (Users,             [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
+    // authAudit: instance admins only (AuthAuditQuery, and admin_auth_audit checks again)
+    (AuthAudit,         [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
     // setUserAdmin: instance admins only (admin_set_user_admin checks again)
     (SetUserAdmin,      [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
     // deactivateUser / reactivateUser: instance admins only (admin_set_user_active checks again)
@@ -278,6 +281,16 @@ impl Op {
                     d["users"]
                         .as_array()
                         .is_some_and(|all| all.len() == 5 && all.iter().any(|u| u["id"] == v.target.as_str()))
+                },
+            },
+            AuthAudit => Spec {
+                document: "{ authAudit(action: \"breakglass_login\") { action email } }",
+                needs: Needs::Nothing,
+                effect: None,
+                answer: |d, _| {
+                    d["authAudit"]
+                        .as_array()
+                        .is_some_and(|all| !all.is_empty() && all.iter().all(|e| e["email"] == BREAK_GLASS_EMAIL))
                 },
             },
             SetUserAdmin => Spec {

@@ -354,3 +354,81 @@ async fn users_come_in_pages_by_email_and_can_be_searched() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn admins_read_the_authentication_audit_newest_first_and_others_are_refused() {
+    const GLASS: &str = "glass@example.com";
+    const PASSWORD: &str = "correct horse battery staple";
+    const AUDIT: &str = "query($a: String, $e: String, $f: Int, $b: ID) { \
+        authAudit(action: $a, email: $e, first: $f, before: $b) { id action email userId details } }";
+    let app = spawn_app().await;
+    let (root, admin) = admin_token(&app, "root@example.com").await;
+    let (bob, bob_token) = app.user("bob@example.com").await;
+    let mut conn = app.admin().await;
+    let (glass, _) = mosaic::auth::breakglass::create_admin(&mut conn, GLASS, PASSWORD)
+        .await
+        .unwrap();
+    for password in ["not the password", PASSWORD] {
+        app.client
+            .post(format!("{}/auth/breakglass", app.base))
+            .json(&json!({ "email": GLASS, "password": password }))
+            .send()
+            .await
+            .unwrap();
+    }
+    let bob_id = user_id(&app, bob);
+    app.gql_ok(&admin, DEACTIVATE, json!({ "u": bob_id })).await;
+    app.gql_ok(&admin, REACTIVATE, json!({ "u": bob_id })).await;
+
+    let read = |vars: Value| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            app.gql_ok(admin, AUDIT, vars).await["authAudit"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let all = read(json!({})).await;
+    let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "user_reactivated",
+            "user_deactivated",
+            "breakglass_login",
+            "breakglass_login_failed",
+            "breakglass_created"
+        ]
+    );
+    assert_eq!(all[0]["userId"], bob_id.as_str());
+    assert_eq!(all[0]["details"]["by"], root.to_string(), "who did it");
+    assert_eq!(all[2]["userId"], user_id(&app, glass).as_str());
+    // Pages: `before` continues where the last page ended.
+    let first = read(json!({ "f": 2 })).await;
+    assert_eq!(first, all[..2]);
+    let next = read(json!({ "f": 2, "b": first[1]["id"] })).await;
+    assert_eq!(next, all[2..4]);
+    // Filters by exact action, and by address ignoring case.
+    let failed = read(json!({ "a": "breakglass_login_failed" })).await;
+    assert_eq!((failed.len(), &failed[0]["email"]), (1, &json!(GLASS)));
+    let glass_events = read(json!({ "e": "GLASS@example.com" })).await;
+    assert_eq!(glass_events, all[2..5]);
+    for bad in [
+        json!({ "f": -1 }),
+        json!({ "f": 100_000 }),
+        json!({ "b": "x" }),
+        json!({ "a": "a\u{0}" }),
+    ] {
+        let body = app.gql(&admin, AUDIT, bad.clone()).await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{bad}: {body}");
+    }
+    let body = app.gql(&bob_token, AUDIT, json!({})).await;
+    assert_eq!(
+        (codes(&body), &body["data"]),
+        (vec!["FORBIDDEN".to_string()], &Value::Null),
+        "{body}"
+    );
+    app.stop().await;
+}

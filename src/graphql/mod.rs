@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod agents;
+pub mod auth_audit;
 pub mod federated;
 pub mod ids;
 pub mod limits;
@@ -137,6 +138,7 @@ impl NodeQuery {
 pub struct QueryRoot(
     users::UserQuery,
     user_admin::UserAdminQuery,
+    auth_audit::AuthAuditQuery,
     workspaces::WorkspaceQuery,
     projects::ProjectQuery,
     tasks::TaskQuery,
