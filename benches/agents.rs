@@ -8,12 +8,14 @@
 //! Medians over repeated runs are printed. `AGENT_BENCH_RUNS` (default 10)
 //! and `AGENT_BENCH_WARM` (default 300) set the repetitions.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mosaic::app::Application;
 use mosaic::config::Config;
 use sqlx::Connection;
+
+#[path = "support/db.rs"]
+mod db;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -42,29 +44,7 @@ fn summary(name: &str, mut samples: Vec<Duration>) {
 
 async fn run() {
     mosaic::federation::tls::install_crypto_provider();
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let template = match std::env::var("DATABASE_URL") {
-        Ok(url) => format!(
-            "{}/DBNAME",
-            url.rsplit_once('/').expect("DATABASE_URL has a database").0
-        ),
-        Err(_) => {
-            let pg = mosaic::db::EmbeddedPostgres::start(&tmp.join("pg")).expect("private PostgreSQL");
-            let url = pg.url("DBNAME");
-            std::mem::forget(pg); // stopped by scripts/bench; reused by the next run
-            url
-        }
-    };
-    let db = format!("bench_agents_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&template.replace("DBNAME", "postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let database_url = template.replace("DBNAME", &db);
+    let database_url = db::fresh_database("bench_agents").await;
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: Some(database_url.clone()),

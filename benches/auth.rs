@@ -22,7 +22,6 @@
 //! run are printed, with ratios of medians. `AUTH_BENCH_RUNS` (default 500)
 //! sets the query repetitions, `AUTH_BENCH_SIGNINS` (default 30) the sign-ins.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +32,8 @@ use reqwest::redirect::Policy;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
+#[path = "support/db.rs"]
+mod db;
 #[allow(dead_code)] // the provider's test controls are not used here
 #[path = "../tests/common/oidc.rs"]
 mod oidc;
@@ -67,33 +68,6 @@ fn summary(name: &str, mut samples: Vec<Duration>) -> f64 {
     median
 }
 
-/// A fresh database on `DATABASE_URL`'s server or on the bench's own cluster.
-async fn fresh_database() -> String {
-    let template = match std::env::var("DATABASE_URL") {
-        Ok(url) => format!(
-            "{}/DBNAME",
-            url.rsplit_once('/').expect("DATABASE_URL has a database").0
-        ),
-        Err(_) => {
-            let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
-            std::fs::create_dir_all(&tmp).unwrap();
-            let pg = mosaic::db::EmbeddedPostgres::start(&tmp.join("pg")).expect("private PostgreSQL");
-            let url = pg.url("DBNAME");
-            std::mem::forget(pg); // left running, reused by the next run (as benches/agents.rs)
-            url
-        }
-    };
-    let db = format!("bench_auth_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&template.replace("DBNAME", "postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    template.replace("DBNAME", &db)
-}
-
 /// Times `f` `runs` times after `warmup` untimed calls.
 async fn time<F: AsyncFnMut()>(warmup: usize, runs: usize, mut f: F) -> Vec<Duration> {
     for _ in 0..warmup {
@@ -117,7 +91,7 @@ async fn run() {
     // starts (the instance reads the provider's discovery document at start).
     let port = oidc::free_port();
     let provider = oidc::Provider::start(&format!("http://127.0.0.1:{port}/auth/callback")).await;
-    let database_url = fresh_database().await;
+    let database_url = db::fresh_database("bench_auth").await;
     let config = Config {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
         database_url: Some(database_url.clone()),

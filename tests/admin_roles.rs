@@ -410,33 +410,11 @@ async fn user_with_token(app: &TestApp, email: &str, admin: bool) -> (Uuid, Stri
     (id, token)
 }
 
-/// Signs in at `/auth/breakglass`; returns the session cookie pair and the CSRF token.
+/// Signs in at `/auth/breakglass`; returns the `Cookie` header and the CSRF token.
 async fn break_glass_session(hub: &TestApp) -> (String, String) {
-    let mut conn = hub.admin().await;
-    mosaic::auth::breakglass::create_admin(&mut conn, BREAK_GLASS_EMAIL, BREAK_GLASS_PASSWORD)
-        .await
-        .unwrap();
-    let r = hub
-        .client
-        .post(format!("{}/auth/breakglass", hub.base))
-        .json(&json!({ "email": BREAK_GLASS_EMAIL, "password": BREAK_GLASS_PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let cookie = r
-        .headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .find(|pair| pair.starts_with("mosaic_session="))
-        .expect("a session cookie")
-        .to_string();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["user"], json!({ "email": BREAK_GLASS_EMAIL, "isAdmin": true }));
-    let csrf = body["csrfToken"].as_str().expect("a CSRF token").to_string();
-    (cookie, csrf)
+    let s = hub.break_glass_session(BREAK_GLASS_EMAIL, BREAK_GLASS_PASSWORD).await;
+    assert_eq!(s.body["user"], json!({ "email": BREAK_GLASS_EMAIL, "isAdmin": true }));
+    (s.cookie, s.csrf)
 }
 
 async fn world() -> World {

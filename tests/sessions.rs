@@ -12,34 +12,8 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// Signs in; returns the Set-Cookie headers, the `Cookie` header to send and the CSRF token.
 async fn sign_in(app: &TestApp) -> (Vec<String>, String, String) {
-    let mut conn = app.admin().await;
-    mosaic::auth::breakglass::create_admin(&mut conn, EMAIL, PASSWORD)
-        .await
-        .unwrap();
-    let r = app
-        .client
-        .post(format!("{}/auth/breakglass", app.base))
-        .json(&json!({ "email": EMAIL, "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let set: Vec<String> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
-    let cookie = set
-        .iter()
-        .map(|c| c.split(';').next().unwrap())
-        .collect::<Vec<_>>()
-        .join("; ");
-    let csrf = r.json::<Value>().await.unwrap()["csrfToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (set, cookie, csrf)
+    let s = app.break_glass_session(EMAIL, PASSWORD).await;
+    (s.set_cookies, s.cookie, s.csrf)
 }
 
 async fn me(app: &TestApp, cookie: &str, csrf: &str) -> (u16, Value) {

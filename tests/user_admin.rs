@@ -130,10 +130,11 @@ async fn a_deactivated_user_is_refused_everywhere_until_reactivated() {
     let ws = app.create_workspace(&bob_token, "bob's").await;
     app.create_task(&bob_token, &ws, "kept").await;
     // Bob also has a break-glass session open.
+    let session = app
+        .break_glass_session("carol@example.com", "correct horse battery staple")
+        .await;
+    let (cookie, csrf) = (session.cookie, session.csrf);
     let mut conn = app.admin().await;
-    mosaic::auth::breakglass::create_admin(&mut conn, "carol@example.com", "correct horse battery staple")
-        .await
-        .unwrap();
     let carol: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'carol@example.com'")
         .fetch_one(&mut conn)
         .await
@@ -144,19 +145,6 @@ async fn a_deactivated_user_is_refused_everywhere_until_reactivated() {
             .json(&json!({ "email": email, "password": "correct horse battery staple" }))
             .send()
     };
-    let r = login("carol@example.com").await.unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .collect::<Vec<_>>()
-        .join("; ");
-    let csrf = r.json::<Value>().await.unwrap()["csrfToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let with_session = || {
         app.client
             .post(format!("{}/graphql", app.base))

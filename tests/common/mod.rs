@@ -167,7 +167,57 @@ pub async fn peer(asking: &TestApp, asked: &TestApp, workspaces: &[&str], read_w
     assert_eq!(now.outbound_state, "active", "the approval reached the asking instance");
 }
 
+/// A browser session opened at `/auth/breakglass`.
+pub struct BreakGlassSession {
+    /// The `Set-Cookie` headers of the answer.
+    pub set_cookies: Vec<String>,
+    /// The `Cookie` header to send with later requests.
+    pub cookie: String,
+    pub csrf: String,
+    /// The answer's body (`user`, `csrfToken`).
+    pub body: Value,
+}
+
 impl TestApp {
+    /// Creates the break-glass administrator `email` and signs in as them.
+    pub async fn break_glass_session(&self, email: &str, password: &str) -> BreakGlassSession {
+        mosaic::auth::breakglass::create_admin(&mut self.admin().await, email, password)
+            .await
+            .unwrap();
+        self.break_glass_sign_in(email, password).await
+    }
+
+    /// Signs in at `/auth/breakglass` (the account exists); must succeed.
+    pub async fn break_glass_sign_in(&self, email: &str, password: &str) -> BreakGlassSession {
+        let r = self
+            .client
+            .post(format!("{}/auth/breakglass", self.base))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "break-glass sign-in of {email}");
+        let set_cookies: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let cookie = set_cookies
+            .iter()
+            .map(|c| c.split(';').next().unwrap())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let body: Value = r.json().await.unwrap();
+        let csrf = body["csrfToken"].as_str().expect("a CSRF token").to_string();
+        BreakGlassSession {
+            set_cookies,
+            cookie,
+            csrf,
+            body,
+        }
+    }
+
     /// An administrative connection to this instance's database (bypasses RLS).
     pub async fn admin(&self) -> PgConnection {
         PgConnection::connect(&self.database_url)
