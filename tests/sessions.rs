@@ -235,3 +235,97 @@ async fn malformed_or_oversized_break_glass_requests_get_bad_request() {
     assert_eq!(audited, 0, "refused unread, so nothing was checked");
     app.stop().await;
 }
+
+/// A GraphQL POST with a session's cookie and CSRF header.
+async fn with_session(app: &TestApp, s: &common::BreakGlassSession, query: &str, variables: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .header("cookie", &s.cookie)
+        .header("x-mosaic-csrf", &s.csrf)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+const MY_SESSIONS: &str = "{ mySessions { id method current expiresAt } }";
+
+#[tokio::test]
+async fn people_see_their_sessions_and_end_them_but_nobody_elses() {
+    let app = spawn_app_with(|_| {}).await;
+    let laptop = app.break_glass_session(EMAIL, PASSWORD).await;
+    let phone = app.break_glass_sign_in(EMAIL, PASSWORD).await;
+    let other = app.break_glass_session("other@example.com", PASSWORD).await;
+    let token = mosaic::auth::tokens::create(&mut app.admin().await, EMAIL, None)
+        .await
+        .unwrap();
+
+    let (status, body) = with_session(&app, &laptop, MY_SESSIONS, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let mine = body["data"]["mySessions"].as_array().unwrap().clone();
+    assert_eq!(mine.len(), 2, "only my own: {body}");
+    assert!(
+        mine.iter()
+            .all(|s| s["method"] == "BREAK_GLASS" && s["expiresAt"].is_string())
+    );
+    let current: Vec<bool> = mine.iter().map(|s| s["current"].as_bool().unwrap()).collect();
+    assert_eq!(current, [false, true], "newest first; the laptop's is the current one");
+    let (phone_id, laptop_id) = (mine[0]["id"].clone(), mine[1]["id"].clone());
+    // With a token, none is current.
+    let data = app.gql_ok(&token, MY_SESSIONS, json!({})).await;
+    assert!(
+        data["mySessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["current"] == false)
+    );
+
+    // Someone else's session cannot be ended, nor found; bad ids are bad input.
+    let (_, other_list) = with_session(&app, &other, MY_SESSIONS, json!({})).await;
+    let other_id = other_list["data"]["mySessions"][0]["id"].clone();
+    let end = "mutation($id: ID!) { endMySession(id: $id) }";
+    let body = app.gql(&token, end, json!({ "id": other_id })).await;
+    assert_eq!(code(&body), "NOT_FOUND", "{body}");
+    let body = app.gql(&token, end, json!({ "id": "not-a-session" })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(with_session(&app, &other, MY_SESSIONS, json!({})).await.0, 200);
+
+    // Sign out everywhere else: the phone's session ends, the laptop's stays.
+    let (_, body) = with_session(&app, &laptop, "mutation { endMyOtherSessions }", json!({})).await;
+    assert_eq!(body["data"]["endMyOtherSessions"], 1, "{body}");
+    assert_eq!(with_session(&app, &phone, MY_SESSIONS, json!({})).await.0, 401);
+    let (_, body) = with_session(&app, &laptop, MY_SESSIONS, json!({})).await;
+    assert_eq!(
+        body["data"]["mySessions"],
+        json!([{ "id": laptop_id, "method": "BREAK_GLASS", "current": true, "expiresAt": body["data"]["mySessions"][0]["expiresAt"] }])
+    );
+    let body = app.gql(&token, end, json!({ "id": phone_id })).await;
+    assert_eq!(code(&body), "NOT_FOUND", "already ended: {body}");
+    // Ending the current one signs out.
+    let (_, body) = with_session(&app, &laptop, end, json!({ "id": laptop_id })).await;
+    assert_eq!(body["data"]["endMySession"], true, "{body}");
+    assert_eq!(with_session(&app, &laptop, MY_SESSIONS, json!({})).await.0, 401);
+    assert_eq!(
+        with_session(&app, &other, MY_SESSIONS, json!({})).await.0,
+        200,
+        "others untouched"
+    );
+
+    let audited: Vec<Value> =
+        sqlx::query_scalar("SELECT details FROM auth_audit WHERE action = 'sessions_ended' AND email = $1 ORDER BY id")
+            .bind(EMAIL)
+            .fetch_all(&mut app.admin().await)
+            .await
+            .unwrap();
+    assert_eq!(
+        audited,
+        [
+            json!({ "sessions": 1, "by": "self" }),
+            json!({ "sessions": 1, "by": "self" })
+        ]
+    );
+    app.stop().await;
+}

@@ -173,6 +173,7 @@ pub async fn login(
                     name,
                     is_admin,
                     email_verified,
+                    session: None,
                 }),
             )
         }

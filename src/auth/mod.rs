@@ -22,4 +22,6 @@ pub struct Principal {
     /// Vouched for by the operator who created the user, or by the provider
     /// (`email_verified`); only a verified address is named to peers.
     pub email_verified: bool,
+    /// The public id of the browser session the request came with, if any.
+    pub session: Option<Uuid>,
 }

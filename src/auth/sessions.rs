@@ -113,29 +113,33 @@ pub async fn authenticate(pool: &PgPool, id: &str) -> Result<Result<Session, Ses
         OffsetDateTime,
         bool,
         bool,
+        Uuid,
     );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT user_id, email, name, is_admin, email_verified, csrf_token, expires_at, expired, deactivated \
-         FROM session_authenticate($1)",
+        "SELECT user_id, email, name, is_admin, email_verified, csrf_token, expires_at, expired, deactivated, \
+         public_id FROM session_authenticate($1)",
     )
     .bind(hash(id))
     .fetch_optional(pool)
     .await?;
     Ok(match row {
         None => Err(SessionRejection::Unknown),
-        Some((.., true)) => Err(SessionRejection::Deactivated),
-        Some((.., true, false)) => Err(SessionRejection::Expired),
-        Some((user_id, email, name, is_admin, email_verified, csrf_token, expires_at, false, false)) => Ok(Session {
-            principal: Principal {
-                user_id,
-                email,
-                name,
-                is_admin,
-                email_verified,
-            },
-            csrf_token,
-            expires_at,
-        }),
+        Some((.., true, _)) => Err(SessionRejection::Deactivated),
+        Some((.., true, false, _)) => Err(SessionRejection::Expired),
+        Some((user_id, email, name, is_admin, email_verified, csrf_token, expires_at, false, false, public_id)) => {
+            Ok(Session {
+                principal: Principal {
+                    user_id,
+                    email,
+                    name,
+                    is_admin,
+                    email_verified,
+                    session: Some(public_id),
+                },
+                csrf_token,
+                expires_at,
+            })
+        }
     })
 }
 

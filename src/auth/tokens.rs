@@ -102,6 +102,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Result<Principal
             name,
             is_admin,
             email_verified,
+            session: None,
         }),
     })
 }

@@ -6,6 +6,7 @@ pub mod auth_audit;
 pub mod federated;
 pub mod ids;
 pub mod limits;
+pub mod my_sessions;
 pub mod pagination;
 pub mod peers;
 pub mod projects;
@@ -139,6 +140,7 @@ pub struct QueryRoot(
     users::UserQuery,
     user_admin::UserAdminQuery,
     auth_audit::AuthAuditQuery,
+    my_sessions::MySessionsQuery,
     workspaces::WorkspaceQuery,
     projects::ProjectQuery,
     tasks::TaskQuery,
@@ -155,6 +157,7 @@ pub struct MutationRoot(
     tasks::TaskMutation,
     peers::PeerMutation,
     user_admin::UserAdminMutation,
+    my_sessions::MySessionsMutation,
     agents::AgentMutation,
 );
 
