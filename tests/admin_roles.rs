@@ -113,6 +113,7 @@ enum Op {
     UpdateAgentConfig,
     Users,
     AuthAudit,
+    MySessions,
     SetUserAdmin,
     DeactivateUser,
     ReactivateUser,
@@ -152,6 +153,8 @@ const RULES: &[(Op, [Outcome; 7])] = &[
     (Users,             [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
     // authAudit: instance admins only (AuthAuditQuery, and admin_auth_audit checks again)
     (AuthAudit,         [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
+    // mySessions: every local user, their own only; never a peer (RequestContext::user)
+    (MySessions,        [Allowed,    Allowed,       CsrfRefused, Allowed,   Allowed,     Unauthenticated, Forbidden]),
     // setUserAdmin: instance admins only (admin_set_user_admin checks again)
     (SetUserAdmin,      [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
     // deactivateUser / reactivateUser: instance admins only (admin_set_user_active checks again)
@@ -292,6 +295,13 @@ impl Op {
                         .as_array()
                         .is_some_and(|all| !all.is_empty() && all.iter().all(|e| e["email"] == BREAK_GLASS_EMAIL))
                 },
+            },
+            MySessions => Spec {
+                document: "{ mySessions { current } }",
+                needs: Needs::Nothing,
+                effect: None,
+                // Only the break-glass column signs in with a session: one, and current.
+                answer: |d, _| d["mySessions"] == json!([]) || d["mySessions"] == json!([{ "current": true }]),
             },
             SetUserAdmin => Spec {
                 document: "mutation($target: ID!) { setUserAdmin(userId: $target, admin: true) { id isAdmin } }",
