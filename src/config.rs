@@ -47,6 +47,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("oidc.group_roles", "MOSAIC_OIDC_GROUP_ROLES"),
     ("oidc.discovery_refresh_s", "MOSAIC_OIDC_DISCOVERY_REFRESH_S"),
     ("session.ttl_s", "MOSAIC_SESSION_TTL_S"),
+    ("session.idle_timeout_s", "MOSAIC_SESSION_IDLE_TIMEOUT_S"),
     ("agents.docker_host", "MOSAIC_AGENTS_DOCKER_HOST"),
     ("agents.image", "MOSAIC_AGENTS_IMAGE"),
     ("agents.port", "MOSAIC_AGENTS_PORT"),
@@ -257,6 +258,8 @@ pub struct Config {
     pub oidc: Option<OidcSettings>,
     /// Lifetime of a browser session.
     pub session_ttl: Duration,
+    /// A browser session unused this long ends; zero: never for lack of use.
+    pub session_idle_timeout: Duration,
     /// Per-user agent containers.
     pub agents: AgentSettings,
 }
@@ -279,6 +282,7 @@ impl Default for Config {
             federation: FederationSettings::default(),
             oidc: None,
             session_ttl: Duration::from_secs(8 * 3600),
+            session_idle_timeout: Duration::from_secs(2 * 3600),
             agents: AgentSettings::default(),
         }
     }
@@ -505,6 +509,13 @@ impl Config {
         let mut ttl = c.session_ttl.as_secs();
         set_range(take("session.ttl_s"), "session.ttl_s", 60, 90 * 24 * 3600, &mut ttl)?;
         c.session_ttl = Duration::from_secs(ttl);
+        let mut idle = c.session_idle_timeout.as_secs();
+        match take("session.idle_timeout_s") {
+            Some(r) if r.value == "0" => idle = 0,
+            // Use is recorded once a minute, so a shorter timeout would misfire.
+            r => set_range(r, "session.idle_timeout_s", 120, 90 * 24 * 3600, &mut idle)?,
+        }
+        c.session_idle_timeout = Duration::from_secs(idle);
         let a = &mut c.agents;
         if let Some(r) = take("agents.docker_host") {
             let ok = ["unix://", "tcp://", "http://"].iter().any(|p| r.value.starts_with(p));
@@ -770,6 +781,13 @@ mod tests {
         assert_eq!(load(&bad).unwrap_err().field, "oidc.group_roles");
         let e = load(&[("MOSAIC_SESSION_TTL_S", "5")]).unwrap_err();
         assert_eq!(e.field, "session.ttl_s");
+        assert_eq!(load(&[]).unwrap().session_idle_timeout, Duration::from_secs(7200));
+        let off = load(&[("MOSAIC_SESSION_IDLE_TIMEOUT_S", "0")]).unwrap();
+        assert_eq!(off.session_idle_timeout, Duration::ZERO);
+        for bad in ["60", "-1", "soon", ""] {
+            let e = load(&[("MOSAIC_SESSION_IDLE_TIMEOUT_S", bad)]).unwrap_err();
+            assert_eq!(e.field, "session.idle_timeout_s", "{bad}");
+        }
     }
 
     #[test]

@@ -387,7 +387,7 @@ pub async fn session(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let Some(id) = sessions::cookie(&headers, SESSION_COOKIE) else {
         return error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "no session");
     };
-    match sessions::authenticate(&state.pool, &id).await {
+    match sessions::authenticate(&state.pool, &id, state.config.session_idle_timeout).await {
         Ok(Ok(s)) => Json(json!({
             "user": { "email": s.principal.email, "name": s.principal.name, "isAdmin": s.principal.is_admin },
             "csrfToken": s.csrf_token,
@@ -555,31 +555,38 @@ pub async fn breakglass(State(state): State<AppState>, body: Result<Json<BreakGl
 /// carry the session's CSRF token in `x-mosaic-csrf`. `None`: no cookie.
 pub async fn cookie_principal(state: &AppState, headers: &HeaderMap) -> Option<Result<Principal, Response>> {
     let id = sessions::cookie(headers, SESSION_COOKIE)?;
-    Some(match sessions::authenticate(&state.pool, &id).await {
-        Ok(Ok(s)) if sessions::csrf_ok(headers, &s.csrf_token) => Ok(s.principal),
-        Ok(Ok(_)) => Err(error_response(
-            StatusCode::FORBIDDEN,
-            "CSRF_TOKEN_INVALID",
-            "a request authenticated by the session cookie must send the session's CSRF token in x-mosaic-csrf",
-        )),
-        Ok(Err(SessionRejection::Expired)) => Err(error_response(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "session expired; sign in again",
-        )),
-        Ok(Err(SessionRejection::Unknown)) => Err(error_response(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "unknown or ended session; sign in again",
-        )),
-        Ok(Err(SessionRejection::Deactivated)) => Err(crate::app::deactivated()),
-        Err(e) => {
-            tracing::error!(error = %e, "session lookup failed");
-            Err(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
-                "cannot check credentials right now",
-            ))
-        }
-    })
+    Some(
+        match sessions::authenticate(&state.pool, &id, state.config.session_idle_timeout).await {
+            Ok(Ok(s)) if sessions::csrf_ok(headers, &s.csrf_token) => Ok(s.principal),
+            Ok(Ok(_)) => Err(error_response(
+                StatusCode::FORBIDDEN,
+                "CSRF_TOKEN_INVALID",
+                "a request authenticated by the session cookie must send the session's CSRF token in x-mosaic-csrf",
+            )),
+            Ok(Err(SessionRejection::Expired)) => Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "session expired; sign in again",
+            )),
+            Ok(Err(SessionRejection::Idle)) => Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "session ended after inactivity; sign in again",
+            )),
+            Ok(Err(SessionRejection::Unknown)) => Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "unknown or ended session; sign in again",
+            )),
+            Ok(Err(SessionRejection::Deactivated)) => Err(crate::app::deactivated()),
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                Err(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVICE_UNAVAILABLE",
+                    "cannot check credentials right now",
+                ))
+            }
+        },
+    )
 }

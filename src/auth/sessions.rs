@@ -99,47 +99,59 @@ pub struct Session {
 pub enum SessionRejection {
     Unknown,
     Expired,
+    /// Unused for longer than `session.idle_timeout_s`.
+    Idle,
     Deactivated,
 }
 
-pub async fn authenticate(pool: &PgPool, id: &str) -> Result<Result<Session, SessionRejection>, sqlx::Error> {
-    type Row = (
-        Uuid,
-        String,
-        Option<String>,
-        bool,
-        bool,
-        String,
-        OffsetDateTime,
-        bool,
-        bool,
-        Uuid,
-    );
-    let row: Option<Row> = sqlx::query_as(
+/// What `session_authenticate` answers for a session cookie.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    user_id: Uuid,
+    email: String,
+    name: Option<String>,
+    is_admin: bool,
+    email_verified: bool,
+    csrf_token: String,
+    expires_at: OffsetDateTime,
+    expired: bool,
+    deactivated: bool,
+    public_id: Uuid,
+    idle: bool,
+}
+
+/// Checks a session cookie; a session in use is marked as used (at most once
+/// a minute). `idle_timeout` zero: sessions never end for lack of use.
+pub async fn authenticate(
+    pool: &PgPool,
+    id: &str,
+    idle_timeout: std::time::Duration,
+) -> Result<Result<Session, SessionRejection>, sqlx::Error> {
+    let row: Option<SessionRow> = sqlx::query_as(
         "SELECT user_id, email, name, is_admin, email_verified, csrf_token, expires_at, expired, deactivated, \
-         public_id FROM session_authenticate($1)",
+         public_id, idle FROM session_authenticate($1, $2)",
     )
     .bind(hash(id))
+    .bind(i32::try_from(idle_timeout.as_secs()).unwrap_or(i32::MAX))
     .fetch_optional(pool)
     .await?;
     Ok(match row {
         None => Err(SessionRejection::Unknown),
-        Some((.., true, _)) => Err(SessionRejection::Deactivated),
-        Some((.., true, false, _)) => Err(SessionRejection::Expired),
-        Some((user_id, email, name, is_admin, email_verified, csrf_token, expires_at, false, false, public_id)) => {
-            Ok(Session {
-                principal: Principal {
-                    user_id,
-                    email,
-                    name,
-                    is_admin,
-                    email_verified,
-                    session: Some(public_id),
-                },
-                csrf_token,
-                expires_at,
-            })
-        }
+        Some(r) if r.deactivated => Err(SessionRejection::Deactivated),
+        Some(r) if r.expired => Err(SessionRejection::Expired),
+        Some(r) if r.idle => Err(SessionRejection::Idle),
+        Some(r) => Ok(Session {
+            principal: Principal {
+                user_id: r.user_id,
+                email: r.email,
+                name: r.name,
+                is_admin: r.is_admin,
+                email_verified: r.email_verified,
+                session: Some(r.public_id),
+            },
+            csrf_token: r.csrf_token,
+            expires_at: r.expires_at,
+        }),
     })
 }
 

@@ -24,6 +24,8 @@ pub struct BrowserSession {
     pub method: SignInMethod,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// When it was last used (recorded at most once a minute).
+    pub last_seen_at: OffsetDateTime,
     /// Whether this request came with this session.
     pub current: bool,
 }
@@ -42,13 +44,13 @@ impl MySessionsQuery {
     async fn my_sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<BrowserSession>> {
         let rc = RequestContext::of(ctx);
         let me = rc.user()?;
-        let rows: Vec<(Uuid, String, OffsetDateTime, OffsetDateTime)> =
-            sqlx::query_as("SELECT public_id, method, created_at, expires_at FROM my_sessions()")
+        let rows: Vec<(Uuid, String, OffsetDateTime, OffsetDateTime, OffsetDateTime)> =
+            sqlx::query_as("SELECT public_id, method, created_at, expires_at, last_seen_at FROM my_sessions()")
                 .fetch_all(&mut *rc.db.conn().await?)
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, method, created_at, expires_at)| BrowserSession {
+            .map(|(id, method, created_at, expires_at, last_seen_at)| BrowserSession {
                 id: ID(id.to_string()),
                 method: if method == "breakglass" {
                     SignInMethod::BreakGlass
@@ -57,6 +59,7 @@ impl MySessionsQuery {
                 },
                 created_at,
                 expires_at,
+                last_seen_at,
                 current: me.session == Some(id),
             })
             .collect())
