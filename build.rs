@@ -1,13 +1,20 @@
 //! Embeds the GraphQL IDE's assets (GraphiQL and React, installed from the
 //! npm registry by `npm ci --prefix ide`, never committed) into the binary.
 //!
+//! Each is also gzipped here (best compression), so clients that accept gzip
+//! get a quarter of the bytes without compressing on every request.
+//!
 //! When they are not installed the build still succeeds: nothing is embedded,
 //! `ASSETS_PRESENT` is false, and `GET /graphql` explains how to get them.
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
 
 /// (name served under `/graphql/ide/`, path under `ide/node_modules`, content type)
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -75,20 +82,24 @@ fn main() {
     writeln!(generated, "pub const ASSETS_PRESENT: bool = {present};").unwrap();
     writeln!(
         generated,
-        "/// (file name, content type, bytes) of each embedded asset."
+        "/// (file name, content type, bytes, gzipped bytes) of each embedded asset."
     )
     .unwrap();
-    writeln!(generated, "pub static ASSETS: &[(&str, &str, &[u8])] = &[").unwrap();
+    writeln!(generated, "pub static ASSETS: &[(&str, &str, &[u8], &[u8])] = &[").unwrap();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     if present {
         for ((name, _, content_type), path) in ASSETS.iter().zip(&paths) {
             let bytes = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let gz_path = out_dir.join(format!("{name}.gz"));
+            fs::write(&gz_path, gzip(&bytes)).unwrap_or_else(|e| panic!("writing {}: {e}", gz_path.display()));
             for b in name.bytes().chain(bytes) {
                 hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
             }
             let literal = format!("{:?}", path.display().to_string());
+            let gz_literal = format!("{:?}", gz_path.display().to_string());
             writeln!(
                 generated,
-                "    ({name:?}, {content_type:?}, include_bytes!({literal})),"
+                "    ({name:?}, {content_type:?}, include_bytes!({literal}), include_bytes!({gz_literal})),"
             )
             .unwrap();
         }
@@ -96,6 +107,12 @@ fn main() {
     writeln!(generated, "];").unwrap();
     println!("cargo:rustc-env=MOSAIC_IDE_ASSETS_VERSION={hash:016x}");
 
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("ide_assets.rs");
+    let out = out_dir.join("ide_assets.rs");
     fs::write(&out, generated).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(bytes).expect("gzip into memory");
+    encoder.finish().expect("gzip into memory")
 }

@@ -75,3 +75,44 @@ async fn ide_page_and_its_assets_are_served_offline() {
     assert_eq!(r.status(), 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn assets_are_gzipped_for_clients_that_accept_it() {
+    use std::io::Read;
+    let app = spawn_app().await;
+    let url = format!("{}/graphql/ide/graphiql.min.js", app.base);
+    let plain = app.client.get(&url).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.headers()["vary"], "accept-encoding");
+    let plain = plain.bytes().await.unwrap();
+    let r = app
+        .client
+        .get(&url)
+        .header("accept-encoding", "br, gzip;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.headers()["vary"], "accept-encoding");
+    let gz = r.bytes().await.unwrap();
+    assert!(
+        gz.len() * 3 < plain.len(),
+        "{} gzipped vs {} bytes",
+        gz.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert!(unzipped == plain, "gzip holds the same bytes");
+    let refused = app
+        .client
+        .get(&url)
+        .header("accept-encoding", "gzip;q=0")
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().get("content-encoding").is_none());
+    app.stop().await;
+}
