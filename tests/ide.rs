@@ -96,7 +96,7 @@ async fn assets_are_gzipped_for_clients_that_accept_it() {
     assert_eq!(r.headers()["vary"], "accept-encoding");
     let gz = r.bytes().await.unwrap();
     assert!(
-        gz.len() * 3 < plain.len(),
+        gz.len() * 2 < plain.len(),
         "{} gzipped vs {} bytes",
         gz.len(),
         plain.len()
