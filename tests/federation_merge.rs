@@ -1284,3 +1284,187 @@ async fn revocation_takes_effect_on_the_next_query() {
     assert_eq!(reported(&body)[&b_id].1, "failed");
     assert_eq!(body["extensions"]["federation"]["failed"], 1);
 }
+
+// ---------------------------------------------------------------------------
+// 8. Events of a peer's workspace.
+// ---------------------------------------------------------------------------
+
+const EVENT_FIELDS: &str = "id title startsAt location createdBy { email } workspace { id } instance { id name }";
+
+async fn event_in_db(app: &TestApp, event: &str) -> Option<(String, Option<String>)> {
+    sqlx::query_as("SELECT title, location FROM events WHERE id = $1")
+        .bind(local_id(event))
+        .fetch_optional(&mut app.admin().await)
+        .await
+        .unwrap()
+}
+
+/// Events of a granted workspace of a peer are read through the master with
+/// their provenance, nested in the workspace (paged by the owner's cursors)
+/// and by `node(id:)`; event mutations go to the owner as COMMANDs, refused
+/// under a read-only grant. The master stores none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_of_a_peers_workspace_are_read_and_written_at_their_owner() {
+    let (a, b, r) = tokio::join!(
+        spawn_instance("home"),
+        spawn_instance("writable"),
+        spawn_instance("readonly")
+    );
+    let (_, token) = a.user("ann@home.example").await;
+    let (_, b_token) = b.user("bob@writable.example").await;
+    let b_ws = b.create_workspace(&b_token, "bob's").await;
+    let b_private_ws = b.create_workspace(&b_token, "bob's private").await;
+    let create = format!("mutation($i: CreateEventInput!) {{ createEvent(input: $i) {{ {EVENT_FIELDS} }} }}");
+    let event = |ws: &str, title: &str, starts_at: &str, ends_at: &str| json!({ "i": { "workspaceId": ws, "title": title, "startsAt": starts_at, "endsAt": ends_at, "location": "Hall" } });
+    let mut b_events = Vec::new();
+    for (title, s, e) in [
+        ("standup", "2030-01-01T09:00:00Z", "2030-01-01T09:15:00Z"),
+        ("review", "2030-01-01T11:00:00Z", "2030-01-01T12:00:00Z"),
+        ("retro", "2030-01-02T15:00:00Z", "2030-01-02T16:00:00Z"),
+    ] {
+        let d = b.gql_ok(&b_token, &create, event(&b_ws, title, s, e)).await;
+        b_events.push(d["createEvent"]["id"].as_str().unwrap().to_string());
+    }
+    let d = b
+        .gql_ok(
+            &b_token,
+            &create,
+            event(&b_private_ws, "private", "2030-01-01T09:00:00Z", "2030-01-01T10:00:00Z"),
+        )
+        .await;
+    let b_private = d["createEvent"]["id"].as_str().unwrap().to_string();
+    let (_, r_token) = r.user("rita@readonly.example").await;
+    let r_ws = r.create_workspace(&r_token, "rita's").await;
+    let d = r
+        .gql_ok(
+            &r_token,
+            &create,
+            event(&r_ws, "rita's", "2030-01-01T09:00:00Z", "2030-01-01T10:00:00Z"),
+        )
+        .await;
+    let r_event = d["createEvent"]["id"].as_str().unwrap().to_string();
+    peer(&a, &b, &[&b_ws], true).await;
+    peer(&a, &r, &[&r_ws], false).await;
+    let a_counts = a.row_counts().await;
+    let a_tenant = fingerprint(&mut a.admin().await).await;
+    let b_instance = json!({ "id": b.state.instance_id.to_string(), "name": b.state.instance.name });
+    let r_id = r.state.instance_id.to_string();
+
+    // Nested in the peer's workspace, within a window, with provenance.
+    let d = a
+        .gql_ok(
+            &token,
+            &format!(
+                "query($id: ID!) {{ workspace(id: $id) {{ instance {{ name }} events(from: \"2030-01-01T00:00:00Z\", to: \"2030-01-02T00:00:00Z\") {{ totalCount edges {{ node {{ {EVENT_FIELDS} }} }} }} }} }}"
+            ),
+            json!({ "id": b_ws }),
+        )
+        .await;
+    let events = &d["workspace"]["events"];
+    assert_eq!(events["totalCount"], 2, "{d}");
+    assert_eq!(
+        events["edges"][0]["node"],
+        json!({ "id": b_events[0], "title": "standup", "startsAt": "2030-01-01T09:00:00Z", "location": "Hall",
+                "createdBy": { "email": "bob@writable.example" }, "workspace": { "id": b_ws }, "instance": b_instance })
+    );
+    assert_eq!(events["edges"][1]["node"]["title"], "review");
+
+    // Paged with the owner's cursors: every event once, in order.
+    let page = "query($id: ID!, $a: String) { workspace(id: $id) { events(first: 1, after: $a) { edges { node { id instance { name } } } pageInfo { hasNextPage hasPreviousPage endCursor } } } }";
+    let (mut seen, mut after) = (Vec::new(), Value::Null);
+    loop {
+        let d = a.gql_ok(&token, page, json!({ "id": b_ws, "a": after })).await;
+        let events = &d["workspace"]["events"];
+        assert_eq!(events["pageInfo"]["hasPreviousPage"], !after.is_null());
+        for e in events["edges"].as_array().unwrap() {
+            assert_eq!(e["node"]["instance"]["name"], b_instance["name"]);
+            seen.push(e["node"]["id"].as_str().unwrap().to_string());
+        }
+        if events["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = events["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(seen, b_events);
+
+    // node(id:) goes to the owner; outside the grant it is null.
+    let node = format!("query($id: ID!) {{ node(id: $id) {{ ... on Event {{ {EVENT_FIELDS} }} }} }}");
+    let d = a.gql_ok(&token, &node, json!({ "id": b_events[1] })).await;
+    assert_eq!(d["node"]["title"], "review");
+    assert_eq!(d["node"]["instance"], b_instance);
+    assert!(a.gql_ok(&token, &node, json!({ "id": b_private })).await["node"].is_null());
+
+    // The events of every reachable workspace, each answered by its owner.
+    let d = a
+        .gql_ok(
+            &token,
+            "{ workspaces(scope: {all: true}) { name events { totalCount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        d["workspaces"],
+        json!([{ "name": "bob's", "events": { "totalCount": 3 } }, { "name": "rita's", "events": { "totalCount": 1 } }])
+    );
+
+    // Read-write grant: create, update and delete happen on B.
+    let d = a
+        .gql_ok(
+            &token,
+            &create,
+            event(&b_ws, "made at home", "2030-01-03T09:00:00Z", "2030-01-03T10:00:00Z"),
+        )
+        .await;
+    let created = d["createEvent"]["id"].as_str().unwrap().to_string();
+    assert!(
+        created.starts_with(&format!("Event:{}:", b.state.instance_id)),
+        "{created}"
+    );
+    assert_eq!(d["createEvent"]["instance"], b_instance);
+    assert!(
+        d["createEvent"]["createdBy"].is_null(),
+        "made by a peer, not a user of B"
+    );
+    assert_eq!(
+        event_in_db(&b, &created).await,
+        Some(("made at home".into(), Some("Hall".into())))
+    );
+    let update = "mutation($i: UpdateEventInput!) { updateEvent(input: $i) { id title location instance { id } } }";
+    let d = a
+        .gql_ok(&token, update, json!({ "i": { "id": created, "location": null } }))
+        .await;
+    assert_eq!(d["updateEvent"]["title"], "made at home", "fields not given stay");
+    assert_eq!(event_in_db(&b, &created).await, Some(("made at home".into(), None)));
+    let delete = "mutation($id: ID!) { deleteEvent(id: $id) }";
+    let d = a.gql_ok(&token, delete, json!({ "id": created })).await;
+    assert_eq!(d["deleteEvent"], created);
+    assert_eq!(event_in_db(&b, &created).await, None);
+
+    // Read-only grant: every write refused with PEER_FORBIDDEN, nothing changes.
+    let r_before = fingerprint(&mut r.admin().await).await;
+    for (query, vars) in [
+        (update, json!({ "i": { "id": r_event, "title": "should not happen" } })),
+        (delete, json!({ "id": r_event })),
+        (
+            create.as_str(),
+            event(
+                &r_ws,
+                "should not happen",
+                "2030-01-01T09:00:00Z",
+                "2030-01-01T10:00:00Z",
+            ),
+        ),
+    ] {
+        let body = a.gql(&token, query, vars).await;
+        assert_eq!(
+            errors(&body),
+            vec![("PEER_FORBIDDEN".to_string(), r_id.clone())],
+            "{query}: {body}"
+        );
+    }
+    assert_eq!(fingerprint(&mut r.admin().await).await, r_before);
+
+    // The home instance stored none of it.
+    assert_eq!(a.row_counts().await, a_counts);
+    assert_eq!(fingerprint(&mut a.admin().await).await, a_tenant);
+}

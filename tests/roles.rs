@@ -38,6 +38,9 @@ enum Op {
     CreateTask,
     UpdateTask,
     DeleteTask,
+    CreateEvent,
+    UpdateEvent,
+    DeleteEvent,
 }
 
 use Op::*;
@@ -75,11 +78,15 @@ const RULES: &[(Op, [Outcome; 5])] = &[
     (CreateTask,      [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
     (UpdateTask,      [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
     (DeleteTask,      [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
+    // events_write (FOR ALL): members above guest
+    (CreateEvent,     [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
+    (UpdateEvent,     [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
+    (DeleteEvent,     [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
 ];
 
 impl Op {
-    /// The mutation; variables: $w workspace, $p project, $t task, $other
-    /// (a MEMBER), $me (the caller).
+    /// The mutation; variables: $w workspace, $p project, $t task, $e event,
+    /// $other (a MEMBER), $me (the caller).
     fn mutation(self) -> &'static str {
         match self {
             UpdateWorkspace => "mutation($w: ID!) { updateWorkspace(input: {id: $w, name: \"renamed\"}) { name } }",
@@ -108,12 +115,19 @@ impl Op {
             CreateTask => "mutation($w: ID!) { createTask(input: {workspaceId: $w, title: \"new task\"}) { id } }",
             UpdateTask => "mutation($t: ID!) { updateTask(input: {id: $t, title: \"renamed\", status: DONE}) { id } }",
             DeleteTask => "mutation($t: ID!) { deleteTask(id: $t) }",
+            CreateEvent => {
+                "mutation($w: ID!) { createEvent(input: {workspaceId: $w, title: \"new event\", startsAt: \"2030-01-01T09:00:00Z\", endsAt: \"2030-01-01T10:00:00Z\"}) { id } }"
+            }
+            UpdateEvent => {
+                "mutation($e: ID!) { updateEvent(input: {id: $e, title: \"renamed\", location: \"elsewhere\"}) { id } }"
+            }
+            DeleteEvent => "mutation($e: ID!) { deleteEvent(id: $e) }",
         }
     }
 
     /// SQL that is true once the operation took effect; parameters: $1
     /// workspace, $2 project, $3 task, $4 the other member, $5 the newcomer,
-    /// $6 the caller.
+    /// $6 the caller, $7 event.
     fn effect(self) -> &'static str {
         match self {
             UpdateWorkspace => "SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND name = 'renamed')",
@@ -140,6 +154,11 @@ impl Op {
             CreateTask => "SELECT EXISTS (SELECT 1 FROM tasks WHERE workspace_id = $1 AND title = 'new task')",
             UpdateTask => "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $3 AND title = 'renamed' AND status = 'DONE')",
             DeleteTask => "SELECT NOT EXISTS (SELECT 1 FROM tasks WHERE id = $3)",
+            CreateEvent => "SELECT EXISTS (SELECT 1 FROM events WHERE workspace_id = $1 AND title = 'new event')",
+            UpdateEvent => {
+                "SELECT EXISTS (SELECT 1 FROM events WHERE id = $7 AND title = 'renamed' AND location = 'elsewhere')"
+            }
+            DeleteEvent => "SELECT NOT EXISTS (SELECT 1 FROM events WHERE id = $7)",
         }
     }
 }
@@ -178,11 +197,13 @@ async fn people(app: &TestApp) -> People {
 }
 
 /// Fresh objects for one row of the table: a workspace the creator owns, the
-/// caller in `role` (or not a member), another MEMBER, a project and a task.
+/// caller in `role` (or not a member), another MEMBER, a project, a task
+/// and an event.
 struct Fixture {
     ws: Uuid,
     project: Uuid,
     task: Uuid,
+    event: Uuid,
 }
 
 async fn fixture(admin: &mut PgConnection, p: &People, role: Option<&str>) -> Fixture {
@@ -190,6 +211,7 @@ async fn fixture(admin: &mut PgConnection, p: &People, role: Option<&str>) -> Fi
         ws: Uuid::now_v7(),
         project: Uuid::now_v7(),
         task: Uuid::now_v7(),
+        event: Uuid::now_v7(),
     };
     let mut tx = admin.begin().await.unwrap();
     // The creator becomes the owner (trigger workspaces_owner).
@@ -225,6 +247,15 @@ async fn fixture(admin: &mut PgConnection, p: &People, role: Option<&str>) -> Fi
         .execute(&mut *tx)
         .await
         .unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, workspace_id, title, starts_at, ends_at)
+         VALUES ($1, $2, 'event', '2030-01-01 09:00Z', '2030-01-01 10:00Z')",
+    )
+    .bind(f.event)
+    .bind(f.ws)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     f
 }
@@ -237,6 +268,7 @@ async fn took_effect(admin: &mut PgConnection, op: Op, f: &Fixture, p: &People) 
         .bind(p.other)
         .bind(p.newcomer)
         .bind(p.actor)
+        .bind(f.event)
         .fetch_one(admin)
         .await
         .unwrap()
@@ -256,6 +288,7 @@ async fn every_role_may_do_exactly_what_the_policies_allow() {
                 "w": p.global("Workspace", f.ws),
                 "p": p.global("Project", f.project),
                 "t": p.global("Task", f.task),
+                "e": p.global("Event", f.event),
                 "other": p.global("User", p.other),
                 "me": p.global("User", p.actor),
             });

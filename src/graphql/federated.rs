@@ -533,12 +533,23 @@ pub const TASK_FIELDS: &str =
 pub const WORKSPACE_FIELDS: &str =
     "fragment WorkspaceFields on Workspace { id name createdAt updatedAt instance { id name } }";
 pub const PROJECT_FIELDS: &str = "fragment ProjectFields on Project { id name description createdAt updatedAt workspace { id name createdAt updatedAt } instance { id name } }";
+pub const EVENT_FIELDS: &str = "fragment EventFields on Event { id title description startsAt endsAt location createdAt
+    instance { id name }
+    workspace { id name createdAt updatedAt }
+    createdBy { id email name isAdmin } }";
 
 /// `node(id:)` for an object of another instance.
 pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResult<Option<Node>> {
-    let query = format!(
-        "query($id: ID!) {{ node(id: $id) {{ __typename ...TaskFields ...WorkspaceFields ...ProjectFields ... on User {{ id email name isAdmin instance {{ id name }} }} }} }} {TASK_FIELDS} {WORKSPACE_FIELDS} {PROJECT_FIELDS}"
-    );
+    // Only the ID's own type is asked for: a peer of an older version fails
+    // validation on a fragment of a type it does not know yet (e.g. Event).
+    let (selection, fragment) = match g.kind {
+        Kind::Task => ("...TaskFields", TASK_FIELDS),
+        Kind::Workspace => ("...WorkspaceFields", WORKSPACE_FIELDS),
+        Kind::Project => ("...ProjectFields", PROJECT_FIELDS),
+        Kind::Event => ("...EventFields", EVENT_FIELDS),
+        Kind::User => ("... on User { id email name isAdmin instance { id name } }", ""),
+    };
+    let query = format!("query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }} {fragment}");
     let data = forward(rc, g.instance, false, &query, json!({ "id": id.as_str() })).await?;
     let node = &data["node"];
     if node.is_null() {
@@ -549,6 +560,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         Kind::Task => Node::Task(Box::new(super::tasks::Task::from_json(node)?)),
         Kind::Workspace => Node::Workspace(super::workspaces::Workspace::from_json(node, &instance)?),
         Kind::Project => Node::Project(super::projects::Project::from_json(node, &instance)?),
+        Kind::Event => Node::Event(Box::new(super::events::Event::from_json(node)?)),
         Kind::User => Node::User(super::users::User::from_json(node, &instance)?),
     }))
 }

@@ -12,6 +12,7 @@ pub enum Kind {
     Workspace,
     Project,
     Task,
+    Event,
 }
 
 impl Kind {
@@ -21,11 +22,22 @@ impl Kind {
             Self::Workspace => "Workspace",
             Self::Project => "Project",
             Self::Task => "Task",
+            Self::Event => "Event",
         }
     }
 
+    /// The name with its indefinite article, for messages ("an Event").
+    fn with_article(self) -> String {
+        let article = if self.as_str().starts_with(['A', 'E', 'I', 'O', 'U']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {}", self.as_str())
+    }
+
     fn parse(s: &str) -> Option<Self> {
-        [Self::User, Self::Workspace, Self::Project, Self::Task]
+        [Self::User, Self::Workspace, Self::Project, Self::Task, Self::Event]
             .into_iter()
             .find(|k| k.as_str() == s)
     }
@@ -65,9 +77,9 @@ impl GlobalId {
         let g = Self::parse(id)?;
         if g.kind != kind {
             return Err(AppError::BadInput(format!(
-                "'{id}' is a {} ID where a {} ID is expected",
-                g.kind.as_str(),
-                kind.as_str()
+                "'{id}' is {} ID where {} ID is expected",
+                g.kind.with_article(),
+                kind.with_article()
             )));
         }
         if g.instance != this_instance {
@@ -97,6 +109,14 @@ mod tests {
                 .contains("Task ID")
         );
         assert!(GlobalId::local(&id, Kind::Task, Uuid::new_v4()).is_err());
+        let event = GlobalId::new(Kind::Event, i, l).to_id();
+        assert_eq!(GlobalId::parse(&event).unwrap().kind, Kind::Event);
+        assert!(
+            GlobalId::local(&id, Kind::Event, i)
+                .unwrap_err()
+                .message()
+                .contains("is a Task ID where an Event ID is expected")
+        );
         assert!(GlobalId::parse("Task:nope").is_err());
         assert!(
             GlobalId::parse("Robot:00000000-0000-0000-0000-000000000000:00000000-0000-0000-0000-000000000000").is_err()

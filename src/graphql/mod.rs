@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod agents;
 pub mod auth_audit;
+pub mod events;
 pub mod federated;
 pub mod ids;
 pub mod limits;
@@ -110,6 +111,7 @@ pub enum Node {
     Workspace(workspaces::Workspace),
     Project(projects::Project),
     Task(Box<tasks::Task>),
+    Event(Box<events::Event>),
 }
 
 #[derive(Default)]
@@ -130,6 +132,7 @@ impl NodeQuery {
             Kind::Workspace => workspaces::load(rc, local).await?.map(Node::Workspace),
             Kind::Project => projects::load(rc, local).await?.map(Node::Project),
             Kind::Task => tasks::load(rc, local).await?.map(|t| Node::Task(Box::new(t))),
+            Kind::Event => events::load(rc, local).await?.map(|e| Node::Event(Box::new(e))),
         };
         Ok(node)
     }
@@ -155,6 +158,7 @@ pub struct MutationRoot(
     workspaces::WorkspaceMutation,
     projects::ProjectMutation,
     tasks::TaskMutation,
+    events::EventMutation,
     peers::PeerMutation,
     user_admin::UserAdminMutation,
     my_sessions::MySessionsMutation,

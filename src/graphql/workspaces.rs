@@ -7,6 +7,7 @@ use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::events::{self, EventConnection, EventsRequest};
 use super::federated::{self, InstanceScope};
 use super::ids::{GlobalId, Kind};
 use super::projects::{self, Project};
@@ -209,6 +210,26 @@ impl Workspace {
             return projects::remote_list(rc, owner, &self.global_id).await;
         }
         projects::list(rc, self.id).await
+    }
+    /// Events overlapping [from, to) (either bound may be left out), by
+    /// startsAt, then id, paginated with `first`/`after`. Those of a
+    /// workspace of another instance come from its owner.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        from: Option<OffsetDateTime>,
+        to: Option<OffsetDateTime>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<EventConnection> {
+        let rc = RequestContext::of(ctx);
+        let with_total = ctx.look_ahead().field("totalCount").exists();
+        let request = EventsRequest::parse(rc, from, to, first, after, with_total)?;
+        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+            return events::remote_page(rc, owner, &self.global_id, &request).await;
+        }
+        events::page(rc, self.id, &request).await
     }
 }
 
