@@ -28,6 +28,14 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// Names the input field a bad-input refusal is about.
+    pub fn in_field(self, field: &str) -> Self {
+        match self {
+            Self::BadInput(m) => Self::BadInput(format!("{field}: {m}")),
+            other => other,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",

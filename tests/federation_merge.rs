@@ -1468,3 +1468,115 @@ async fn events_of_a_peers_workspace_are_read_and_written_at_their_owner() {
     assert_eq!(a.row_counts().await, a_counts);
     assert_eq!(fingerprint(&mut a.admin().await).await, a_tenant);
 }
+
+// ---------------------------------------------------------------------------
+// 9. Teams of a peer's workspace.
+// ---------------------------------------------------------------------------
+
+/// Teams of a granted workspace of a peer are read through the master with
+/// their members and provenance, nested in the workspace and by `node(id:)`.
+/// Their mutations are refused at the master (FORBIDDEN, nothing sent): the
+/// policies give no peer grant, not even a read-write one, rights on teams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn teams_of_a_peers_workspace_are_read_at_their_owner_and_not_written() {
+    let (a, b) = tokio::join!(spawn_instance("home"), spawn_instance("writable"));
+    let (_, token) = a.user("ann@home.example").await;
+    let (_, b_token) = b.user("bob@writable.example").await;
+    b.user("cat@writable.example").await;
+    let b_ws = b.create_workspace(&b_token, "bob's").await;
+    let b_private_ws = b.create_workspace(&b_token, "bob's private").await;
+    b.add_member(&b_token, &b_ws, "cat@writable.example", "MEMBER").await;
+    let create = "mutation($w: ID!, $n: String!) { createTeam(input: {workspaceId: $w, name: $n}) { id } }";
+    let mut b_teams = Vec::new();
+    for name in ["ops", "dev"] {
+        let d = b.gql_ok(&b_token, create, json!({ "w": b_ws, "n": name })).await;
+        b_teams.push(d["createTeam"]["id"].as_str().unwrap().to_string());
+    }
+    b.gql_ok(
+        &b_token,
+        "mutation($t: ID!) { addTeamMember(input: {teamId: $t, email: \"cat@writable.example\", role: MEMBER}) { role } }",
+        json!({ "t": b_teams[1] }),
+    )
+    .await;
+    let d = b
+        .gql_ok(&b_token, create, json!({ "w": b_private_ws, "n": "hidden" }))
+        .await;
+    let b_private = d["createTeam"]["id"].as_str().unwrap().to_string();
+    peer(&a, &b, &[&b_ws], true).await;
+    let a_counts = a.row_counts().await;
+    let a_tenant = fingerprint(&mut a.admin().await).await;
+    let b_before = fingerprint(&mut b.admin().await).await;
+    let b_instance = json!({ "id": b.state.instance_id.to_string(), "name": b.state.instance.name });
+
+    // Nested in the peer's workspace, by name, with members and provenance.
+    let fields = "id name workspace { id } instance { id name } members { role user { email instance { name } } }";
+    let d = a
+        .gql_ok(
+            &token,
+            &format!("query($id: ID!) {{ workspace(id: $id) {{ teams {{ {fields} }} }} }}"),
+            json!({ "id": b_ws }),
+        )
+        .await;
+    let member = |email: &str, role: &str| json!({ "role": role, "user": { "email": email, "instance": { "name": b_instance["name"] } } });
+    assert_eq!(
+        d["workspace"]["teams"],
+        json!([
+            { "id": b_teams[1], "name": "dev", "workspace": { "id": b_ws }, "instance": b_instance,
+              "members": [member("bob@writable.example", "OWNER"), member("cat@writable.example", "MEMBER")] },
+            { "id": b_teams[0], "name": "ops", "workspace": { "id": b_ws }, "instance": b_instance,
+              "members": [member("bob@writable.example", "OWNER")] },
+        ])
+    );
+
+    // node(id:) goes to the owner; outside the grant it is null.
+    let node = format!("query($id: ID!) {{ node(id: $id) {{ ... on Team {{ {fields} }} }} }}");
+    let d = a.gql_ok(&token, &node, json!({ "id": b_teams[0] })).await;
+    assert_eq!(d["node"]["name"], "ops");
+    assert_eq!(d["node"]["instance"], b_instance);
+    assert!(a.gql_ok(&token, &node, json!({ "id": b_private })).await["node"].is_null());
+
+    // Every reachable workspace's teams, each answered by its owner.
+    let d = a
+        .gql_ok(
+            &token,
+            "{ workspaces(scope: {all: true}) { name teams { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        d["workspaces"],
+        json!([{ "name": "bob's", "teams": [{ "name": "dev" }, { "name": "ops" }] }])
+    );
+
+    // Even under a read-write grant, team mutations are refused at the master.
+    for (query, vars, field) in [
+        (create, json!({ "w": b_ws, "n": "from home" }), "workspaceId"),
+        (
+            "mutation($t: ID!) { renameTeam(input: {id: $t, name: \"from home\"}) { id } }",
+            json!({ "t": b_teams[0] }),
+            "id",
+        ),
+        (
+            "mutation($t: ID!) { deleteTeam(id: $t) }",
+            json!({ "t": b_teams[0] }),
+            "id",
+        ),
+        (
+            "mutation($t: ID!) { addTeamMember(input: {teamId: $t, email: \"cat@writable.example\", role: ADMIN}) { role } }",
+            json!({ "t": b_teams[0] }),
+            "teamId",
+        ),
+    ] {
+        let body = a.gql(&token, query, vars).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{query}: {body}");
+        assert!(
+            body["errors"][0]["message"].as_str().unwrap().starts_with(field),
+            "{query}: {body}"
+        );
+    }
+    assert_eq!(fingerprint(&mut b.admin().await).await, b_before);
+
+    // The home instance stored none of it.
+    assert_eq!(a.row_counts().await, a_counts);
+    assert_eq!(fingerprint(&mut a.admin().await).await, a_tenant);
+}

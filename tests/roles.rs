@@ -41,6 +41,13 @@ enum Op {
     CreateEvent,
     UpdateEvent,
     DeleteEvent,
+    CreateTeam,
+    RenameTeam,
+    DeleteTeam,
+    /// Add yourself (a member of the workspace) to the team as ADMIN.
+    AddTeamMember,
+    /// Remove the other MEMBER from the team.
+    RemoveTeamMember,
 }
 
 use Op::*;
@@ -82,11 +89,17 @@ const RULES: &[(Op, [Outcome; 5])] = &[
     (CreateEvent,     [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
     (UpdateEvent,     [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
     (DeleteEvent,     [Allowed,   Allowed,   Allowed,   Forbidden, NotFound]),
+    // teams_write / team_members_write (FOR ALL): owners and admins (admin_workspace_ids)
+    (CreateTeam,      [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
+    (RenameTeam,      [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
+    (DeleteTeam,      [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
+    (AddTeamMember,   [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
+    (RemoveTeamMember,[Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
 ];
 
 impl Op {
     /// The mutation; variables: $w workspace, $p project, $t task, $e event,
-    /// $other (a MEMBER), $me (the caller).
+    /// $team team, $other (a MEMBER), $me (the caller).
     fn mutation(self) -> &'static str {
         match self {
             UpdateWorkspace => "mutation($w: ID!) { updateWorkspace(input: {id: $w, name: \"renamed\"}) { name } }",
@@ -122,12 +135,21 @@ impl Op {
                 "mutation($e: ID!) { updateEvent(input: {id: $e, title: \"renamed\", location: \"elsewhere\"}) { id } }"
             }
             DeleteEvent => "mutation($e: ID!) { deleteEvent(id: $e) }",
+            CreateTeam => "mutation($w: ID!) { createTeam(input: {workspaceId: $w, name: \"new team\"}) { id } }",
+            RenameTeam => "mutation($team: ID!) { renameTeam(input: {id: $team, name: \"renamed\"}) { id } }",
+            DeleteTeam => "mutation($team: ID!) { deleteTeam(id: $team) }",
+            AddTeamMember => {
+                "mutation($team: ID!) { addTeamMember(input: {teamId: $team, email: \"actor@example.com\", role: ADMIN}) { role } }"
+            }
+            RemoveTeamMember => {
+                "mutation($team: ID!, $other: ID!) { removeTeamMember(input: {teamId: $team, userId: $other}) }"
+            }
         }
     }
 
     /// SQL that is true once the operation took effect; parameters: $1
     /// workspace, $2 project, $3 task, $4 the other member, $5 the newcomer,
-    /// $6 the caller, $7 event.
+    /// $6 the caller, $7 event, $8 team.
     fn effect(self) -> &'static str {
         match self {
             UpdateWorkspace => "SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND name = 'renamed')",
@@ -159,6 +181,16 @@ impl Op {
                 "SELECT EXISTS (SELECT 1 FROM events WHERE id = $7 AND title = 'renamed' AND location = 'elsewhere')"
             }
             DeleteEvent => "SELECT NOT EXISTS (SELECT 1 FROM events WHERE id = $7)",
+            CreateTeam => {
+                "SELECT EXISTS (SELECT 1 FROM teams t JOIN team_members m ON m.team_id = t.id
+                                WHERE t.workspace_id = $1 AND t.name = 'new team' AND m.user_id = $6 AND m.role = 'OWNER')"
+            }
+            RenameTeam => "SELECT EXISTS (SELECT 1 FROM teams WHERE id = $8 AND name = 'renamed')",
+            DeleteTeam => "SELECT NOT EXISTS (SELECT 1 FROM teams WHERE id = $8)",
+            AddTeamMember => {
+                "SELECT EXISTS (SELECT 1 FROM team_members WHERE team_id = $8 AND user_id = $6 AND role = 'ADMIN')"
+            }
+            RemoveTeamMember => "SELECT NOT EXISTS (SELECT 1 FROM team_members WHERE team_id = $8 AND user_id = $4)",
         }
     }
 }
@@ -197,13 +229,14 @@ async fn people(app: &TestApp) -> People {
 }
 
 /// Fresh objects for one row of the table: a workspace the creator owns, the
-/// caller in `role` (or not a member), another MEMBER, a project, a task
-/// and an event.
+/// caller in `role` (or not a member), another MEMBER, a project, a task,
+/// an event and a team with the other MEMBER in it.
 struct Fixture {
     ws: Uuid,
     project: Uuid,
     task: Uuid,
     event: Uuid,
+    team: Uuid,
 }
 
 async fn fixture(admin: &mut PgConnection, p: &People, role: Option<&str>) -> Fixture {
@@ -212,6 +245,7 @@ async fn fixture(admin: &mut PgConnection, p: &People, role: Option<&str>) -> Fi
         project: Uuid::now_v7(),
         task: Uuid::now_v7(),
         event: Uuid::now_v7(),
+        team: Uuid::now_v7(),
     };
     let mut tx = admin.begin().await.unwrap();
     // The creator becomes the owner (trigger workspaces_owner).
@@ -256,6 +290,19 @@ async fn fixture(admin: &mut PgConnection, p: &People, role: Option<&str>) -> Fi
     .execute(&mut *tx)
     .await
     .unwrap();
+    sqlx::query("INSERT INTO teams (id, workspace_id, name) VALUES ($1, $2, 'team')")
+        .bind(f.team)
+        .bind(f.ws)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO team_members (workspace_id, team_id, user_id, role) VALUES ($1, $2, $3, 'MEMBER')")
+        .bind(f.ws)
+        .bind(f.team)
+        .bind(p.other)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     f
 }
@@ -269,6 +316,7 @@ async fn took_effect(admin: &mut PgConnection, op: Op, f: &Fixture, p: &People) 
         .bind(p.newcomer)
         .bind(p.actor)
         .bind(f.event)
+        .bind(f.team)
         .fetch_one(admin)
         .await
         .unwrap()
@@ -289,6 +337,7 @@ async fn every_role_may_do_exactly_what_the_policies_allow() {
                 "p": p.global("Project", f.project),
                 "t": p.global("Task", f.task),
                 "e": p.global("Event", f.event),
+                "team": p.global("Team", f.team),
                 "other": p.global("User", p.other),
                 "me": p.global("User", p.actor),
             });

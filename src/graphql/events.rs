@@ -446,18 +446,7 @@ fn check_maybe_text(field: &str, value: &MaybeUndefined<String>, max: usize) -> 
 
 /// Parses an ID input, naming the field when it is refused.
 fn id_in(field: &str, id: &ID) -> AppResult<GlobalId> {
-    GlobalId::parse(id).map_err(|e| in_field(field, e))
-}
-
-fn local_id(rc: &RequestContext, field: &str, id: &ID, kind: Kind) -> AppResult<Uuid> {
-    rc.local_id(id, kind).map_err(|e| in_field(field, e))
-}
-
-fn in_field(field: &str, e: AppError) -> AppError {
-    match e {
-        AppError::BadInput(m) => AppError::BadInput(format!("{field}: {m}")),
-        other => other,
-    }
+    GlobalId::parse(id).map_err(|e| e.in_field(field))
 }
 
 /// A write the policy `events_write` refused: the caller is a guest.
@@ -492,7 +481,7 @@ impl EventMutation {
             let data = federated::forward(rc, g.instance, true, &query, vars).await?;
             return Event::from_json(&data["createEvent"]);
         }
-        let ws = local_id(rc, "workspaceId", &input.workspace_id, Kind::Workspace)?;
+        let ws = rc.local_id_of("workspaceId", &input.workspace_id, Kind::Workspace)?;
         workspaces::require_visible(rc, ws).await?;
         let id = Uuid::now_v7();
         sqlx::query(
@@ -540,7 +529,7 @@ impl EventMutation {
             let data = federated::forward(rc, g.instance, true, &query, json!({ "input": input.to_json()? })).await?;
             return Event::from_json(&data["updateEvent"]);
         }
-        let id = local_id(rc, "id", &input.id, Kind::Event)?;
+        let id = rc.local_id_of("id", &input.id, Kind::Event)?;
         let event = require(rc, id).await?;
         // One bound given: it must still fit the other, stored one. (The
         // table's CHECK would refuse it too, but without naming the field.)
@@ -597,7 +586,7 @@ impl EventMutation {
             .await?;
             return Ok(ID(federated::text(&data, "deleteEvent")?));
         }
-        let local = local_id(rc, "id", &id, Kind::Event)?;
+        let local = rc.local_id_of("id", &id, Kind::Event)?;
         require(rc, local).await?;
         let deleted: Option<Uuid> = sqlx::query_scalar("DELETE FROM events WHERE id = $1 RETURNING id")
             .bind(local)

@@ -537,6 +537,10 @@ pub const EVENT_FIELDS: &str = "fragment EventFields on Event { id title descrip
     instance { id name }
     workspace { id name createdAt updatedAt }
     createdBy { id email name isAdmin } }";
+pub const TEAM_FIELDS: &str = "fragment TeamFields on Team { id name createdAt
+    instance { id name }
+    workspace { id name createdAt updatedAt }
+    members { role user { id email name isAdmin } } }";
 
 /// `node(id:)` for an object of another instance.
 pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResult<Option<Node>> {
@@ -547,6 +551,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         Kind::Workspace => ("...WorkspaceFields", WORKSPACE_FIELDS),
         Kind::Project => ("...ProjectFields", PROJECT_FIELDS),
         Kind::Event => ("...EventFields", EVENT_FIELDS),
+        Kind::Team => ("...TeamFields", TEAM_FIELDS),
         Kind::User => ("... on User { id email name isAdmin instance { id name } }", ""),
     };
     let query = format!("query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }} {fragment}");
@@ -561,6 +566,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         Kind::Workspace => Node::Workspace(super::workspaces::Workspace::from_json(node, &instance)?),
         Kind::Project => Node::Project(super::projects::Project::from_json(node, &instance)?),
         Kind::Event => Node::Event(Box::new(super::events::Event::from_json(node)?)),
+        Kind::Team => Node::Team(Box::new(super::teams::Team::from_json(node)?)),
         Kind::User => Node::User(super::users::User::from_json(node, &instance)?),
     }))
 }

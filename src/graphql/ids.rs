@@ -13,6 +13,7 @@ pub enum Kind {
     Project,
     Task,
     Event,
+    Team,
 }
 
 impl Kind {
@@ -23,6 +24,7 @@ impl Kind {
             Self::Project => "Project",
             Self::Task => "Task",
             Self::Event => "Event",
+            Self::Team => "Team",
         }
     }
 
@@ -37,9 +39,16 @@ impl Kind {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::User, Self::Workspace, Self::Project, Self::Task, Self::Event]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::User,
+            Self::Workspace,
+            Self::Project,
+            Self::Task,
+            Self::Event,
+            Self::Team,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -116,6 +125,14 @@ mod tests {
                 .unwrap_err()
                 .message()
                 .contains("is a Task ID where an Event ID is expected")
+        );
+        let team = GlobalId::new(Kind::Team, i, l).to_id();
+        assert_eq!(GlobalId::parse(&team).unwrap().kind, Kind::Team);
+        assert!(
+            GlobalId::local(&team, Kind::Workspace, i)
+                .unwrap_err()
+                .message()
+                .contains("is a Team ID where a Workspace ID is expected")
         );
         assert!(GlobalId::parse("Task:nope").is_err());
         assert!(

@@ -12,6 +12,7 @@ pub mod pagination;
 pub mod peers;
 pub mod projects;
 pub mod tasks;
+pub mod teams;
 pub mod user_admin;
 pub mod users;
 pub mod workspaces;
@@ -98,6 +99,11 @@ impl RequestContext {
         GlobalId::local(id, kind, self.instance_id)
     }
 
+    /// `local_id` of an input field, naming the field in a refusal.
+    pub fn local_id_of(&self, field: &str, id: &ID, kind: Kind) -> AppResult<Uuid> {
+        self.local_id(id, kind).map_err(|e| e.in_field(field))
+    }
+
     pub fn global_id(&self, kind: Kind, local: Uuid) -> ID {
         GlobalId::new(kind, self.instance_id, local).to_id()
     }
@@ -112,6 +118,7 @@ pub enum Node {
     Project(projects::Project),
     Task(Box<tasks::Task>),
     Event(Box<events::Event>),
+    Team(Box<teams::Team>),
 }
 
 #[derive(Default)]
@@ -133,6 +140,7 @@ impl NodeQuery {
             Kind::Project => projects::load(rc, local).await?.map(Node::Project),
             Kind::Task => tasks::load(rc, local).await?.map(|t| Node::Task(Box::new(t))),
             Kind::Event => events::load(rc, local).await?.map(|e| Node::Event(Box::new(e))),
+            Kind::Team => teams::load(rc, local).await?.map(|t| Node::Team(Box::new(t))),
         };
         Ok(node)
     }
@@ -159,6 +167,7 @@ pub struct MutationRoot(
     projects::ProjectMutation,
     tasks::TaskMutation,
     events::EventMutation,
+    teams::TeamMutation,
     peers::PeerMutation,
     user_admin::UserAdminMutation,
     my_sessions::MySessionsMutation,

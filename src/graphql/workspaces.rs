@@ -11,6 +11,7 @@ use super::events::{self, EventConnection, EventsRequest};
 use super::federated::{self, InstanceScope};
 use super::ids::{GlobalId, Kind};
 use super::projects::{self, Project};
+use super::teams::{self, Team};
 use super::users::User;
 use super::{InstanceInfo, RequestContext, required_text};
 use crate::error::{AppError, AppResult};
@@ -210,6 +211,14 @@ impl Workspace {
             return projects::remote_list(rc, owner, &self.global_id).await;
         }
         projects::list(rc, self.id).await
+    }
+    /// By name, then id. Those of a workspace of another instance come from its owner.
+    async fn teams(&self, ctx: &Context<'_>) -> AppResult<Vec<Team>> {
+        let rc = RequestContext::of(ctx);
+        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+            return teams::remote_list(rc, owner, &self.global_id).await;
+        }
+        teams::list(rc, self.id).await
     }
     /// Events overlapping [from, to) (either bound may be left out), by
     /// startsAt, then id, paginated with `first`/`after`. Those of a
