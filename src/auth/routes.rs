@@ -3,7 +3,7 @@
 //! check `graphql_post` uses beside Bearer tokens.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -410,7 +410,7 @@ pub struct BackChannelLogout {
 /// with an OAuth-style `{error, error_description}` (spec §2.8).
 pub async fn backchannel_logout(
     State(state): State<AppState>,
-    form: Result<axum::Form<BackChannelLogout>, axum::extract::rejection::FormRejection>,
+    form: Result<axum::Form<BackChannelLogout>, FormRejection>,
 ) -> Response {
     let no_store = |mut r: Response| {
         r.headers_mut()
@@ -463,12 +463,11 @@ pub async fn backchannel_logout(
                 );
             }
         };
-    let mut users = ended.clone();
-    users.sort();
-    users.dedup();
+    // The audit names the user when every ended session was theirs.
+    let user = ended.first().copied().filter(|u| ended.iter().all(|x| x == u));
     let _ = sessions::audit(
         &state.pool,
-        users.first().copied().filter(|_| users.len() == 1),
+        user,
         None,
         "sso_backchannel_logout",
         json!({ "subject": claims.subject, "sid": claims.sid, "sessions": ended.len() }),
