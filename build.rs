@@ -44,6 +44,8 @@ fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let modules = root.join("ide/node_modules");
     println!("cargo:rerun-if-changed=build.rs");
+    // sqlx::migrate! embeds migrations/ at compile time; a new file must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=ide/package-lock.json");
 
     let paths: Vec<PathBuf> = ASSETS.iter().map(|(_, p, _)| modules.join(p)).collect();

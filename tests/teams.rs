@@ -450,3 +450,57 @@ async fn teams_stay_inside_their_workspace() {
     assert_eq!(fingerprint(&mut admin).await, before, "refused but changed data");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn leaving_a_workspace_leaves_its_teams_and_team_memberships_are_logged() {
+    let app = spawn_app().await;
+    let (_, alice) = app.user("alice@example.com").await;
+    let (bob_id, _) = app.user("bob@example.com").await;
+    let ws = app.create_workspace(&alice, "Company").await;
+    let other_ws = app.create_workspace(&alice, "Elsewhere").await;
+    app.add_member(&alice, &ws, "bob@example.com", "MEMBER").await;
+    app.add_member(&alice, &other_ws, "bob@example.com", "MEMBER").await;
+    let team = create_team(&app, &alice, &ws, "Platform").await;
+    let other_team = create_team(&app, &alice, &other_ws, "Kept").await;
+    add(&app, &alice, &team, "bob@example.com", "MEMBER").await;
+    add(&app, &alice, &other_team, "bob@example.com", "MEMBER").await;
+
+    let bob = format!("User:{}:{bob_id}", app.state.instance_id);
+    app.gql_ok(
+        &alice,
+        "mutation($i: RemoveWorkspaceMemberInput!) { removeWorkspaceMember(input: $i) }",
+        json!({ "i": { "workspaceId": ws, "userId": bob } }),
+    )
+    .await;
+    assert_eq!(
+        teams(&app, &alice, &ws).await,
+        [("Platform".to_string(), vec![m("alice@example.com", "OWNER")])],
+        "bob left the workspace's team with the workspace"
+    );
+    assert_eq!(
+        teams(&app, &alice, &other_ws).await,
+        [(
+            "Kept".to_string(),
+            vec![m("alice@example.com", "OWNER"), m("bob@example.com", "MEMBER")]
+        )],
+        "his team in another workspace stays"
+    );
+    let logged: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, changes ->> 'user_id' FROM activity_log
+         WHERE entity_type = 'team_members' AND workspace_id = $1 ORDER BY id",
+    )
+    .bind(local_id(&ws))
+    .fetch_all(&mut app.admin().await)
+    .await
+    .unwrap();
+    let alice_id = logged[0].1.clone();
+    assert_eq!(
+        logged,
+        [
+            ("insert".to_string(), alice_id),
+            ("insert".to_string(), bob_id.to_string()),
+            ("delete".to_string(), bob_id.to_string())
+        ]
+    );
+    app.stop().await;
+}
