@@ -118,10 +118,12 @@ struct SessionRow {
     deactivated: bool,
     public_id: Uuid,
     idle: bool,
+    /// Last use was recorded over a minute ago.
+    stale_use: bool,
 }
 
-/// Checks a session cookie; a session in use is marked as used (at most once
-/// a minute). `idle_timeout` zero: sessions never end for lack of use.
+/// Checks a session cookie; a session in use is marked as used (a write at
+/// most once a minute, so the usual check is one read). `idle_timeout` zero: sessions never end for lack of use.
 pub async fn authenticate(
     pool: &PgPool,
     id: &str,
@@ -129,12 +131,21 @@ pub async fn authenticate(
 ) -> Result<Result<Session, SessionRejection>, sqlx::Error> {
     let row: Option<SessionRow> = sqlx::query_as(
         "SELECT user_id, email, name, is_admin, email_verified, csrf_token, expires_at, expired, deactivated, \
-         public_id, idle FROM session_authenticate($1, $2)",
+         public_id, idle, stale_use FROM session_authenticate($1, $2)",
     )
     .bind(hash(id))
     .bind(i32::try_from(idle_timeout.as_secs()).unwrap_or(i32::MAX))
     .fetch_optional(pool)
     .await?;
+    if let Some(r) = &row
+        && r.stale_use
+        && !(r.deactivated || r.expired || r.idle)
+    {
+        sqlx::query("SELECT session_touch($1)")
+            .bind(hash(id))
+            .execute(pool)
+            .await?;
+    }
     Ok(match row {
         None => Err(SessionRejection::Unknown),
         Some(r) if r.deactivated => Err(SessionRejection::Deactivated),
