@@ -201,27 +201,6 @@ async fn a_team_is_created_read_renamed_staffed_and_deleted() {
     app.stop().await;
 }
 
-/// Sends a request that must fail with `code` alone, naming `field` in its
-/// message, returning no data and changing nothing.
-async fn refused(app: &TestApp, token: &str, query: &str, vars: Value, code: &str, field: &str) {
-    let mut admin = app.admin().await;
-    let before = fingerprint(&mut admin).await;
-    let body = app.gql(token, query, vars.clone()).await;
-    assert_eq!(codes(&body), [code], "{vars}: {body}");
-    let message = body["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains(field), "{vars}: the message names {field}: {message}");
-    match &body["data"] {
-        Value::Null => {}
-        Value::Object(d) => assert!(d.values().all(Value::is_null), "{vars}: data came back: {body}"),
-        other => panic!("{other}"),
-    }
-    assert_eq!(
-        fingerprint(&mut admin).await,
-        before,
-        "{vars}: refused but changed data"
-    );
-}
-
 #[tokio::test]
 async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let app = spawn_app().await;
@@ -253,7 +232,7 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         (create("nope", json!("ok")), BAD, "workspaceId"),
         (create(&remote_ws, json!("ok")), "FORBIDDEN", "workspaceId"),
     ] {
-        refused(&app, &token, CREATE, vars, code, field).await;
+        app.assert_refused(&token, CREATE, vars, code, field).await;
     }
 
     // renameTeam
@@ -265,7 +244,7 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         (rename(&ws, json!("ok")), BAD, "id"),
         (rename(&remote_team, json!("ok")), "FORBIDDEN", "id"),
     ] {
-        refused(&app, &token, RENAME, vars, code, field).await;
+        app.assert_refused(&token, RENAME, vars, code, field).await;
     }
 
     // deleteTeam
@@ -275,7 +254,8 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         ("Team:nope", BAD),
         (remote_team.as_str(), "FORBIDDEN"),
     ] {
-        refused(&app, &token, DELETE, json!({ "id": id }), code, "id").await;
+        app.assert_refused(&token, DELETE, json!({ "id": id }), code, "id")
+            .await;
     }
 
     // addTeamMember
@@ -290,12 +270,11 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         (adding(&ws, "member@example.com"), BAD, "teamId"),
         (adding(&remote_team, "member@example.com"), "FORBIDDEN", "teamId"),
     ] {
-        refused(&app, &token, ADD, vars, code, field).await;
+        app.assert_refused(&token, ADD, vars, code, field).await;
     }
     // A role that is no team role (GUEST is a workspace role) is refused by
     // the schema's validation, naming the type.
-    refused(
-        &app,
+    app.assert_refused(
         &token,
         ADD,
         json!({ "i": { "teamId": team, "email": "member@example.com", "role": "GUEST" } }),
@@ -319,12 +298,11 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         (removing(&ws, &member), BAD, "teamId"),
         (removing(&remote_team, &member), "FORBIDDEN", "teamId"),
     ] {
-        refused(&app, &token, REMOVE, vars, code, field).await;
+        app.assert_refused(&token, REMOVE, vars, code, field).await;
     }
 
     // All or nothing: a request whose last write fails keeps none of its writes.
-    refused(
-        &app,
+    app.assert_refused(
         &token,
         "mutation($w: ID!, $t: ID!) {
            a: createTeam(input: {workspaceId: $w, name: \"new\"}) { id }

@@ -218,6 +218,27 @@ impl TestApp {
         }
     }
 
+    /// Sends a request that must fail with `code` alone, naming `field` in
+    /// its message, returning no data and changing nothing.
+    pub async fn assert_refused(&self, token: &str, query: &str, vars: Value, code: &str, field: &str) {
+        let mut admin = self.admin().await;
+        let before = fingerprint(&mut admin).await;
+        let body = self.gql(token, query, vars.clone()).await;
+        assert_eq!(codes(&body), [code], "{vars}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{vars}: the message names {field}: {message}");
+        match &body["data"] {
+            Value::Null => {}
+            Value::Object(d) => assert!(d.values().all(Value::is_null), "{vars}: data came back: {body}"),
+            other => panic!("{other}"),
+        }
+        assert_eq!(
+            fingerprint(&mut admin).await,
+            before,
+            "{vars}: refused but changed data"
+        );
+    }
+
     /// An administrative connection to this instance's database (bypasses RLS).
     pub async fn admin(&self) -> PgConnection {
         PgConnection::connect(&self.database_url)
