@@ -28,6 +28,14 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A refusal by the policies, said in the words of the operation.
+    pub fn forbidden_as(self, message: &str) -> Self {
+        match self {
+            Self::Forbidden(_) => Self::Forbidden(message.into()),
+            other => other,
+        }
+    }
+
     /// Names the input field a bad-input refusal is about.
     pub fn in_field(self, field: &str) -> Self {
         match self {

@@ -16,6 +16,18 @@ async fn sign_in(app: &TestApp) -> (Vec<String>, String, String) {
     (s.set_cookies, s.cookie, s.csrf)
 }
 
+/// The status of `GET /auth/session` with this `Cookie` header.
+async fn session_status(app: &TestApp, cookie: &str) -> u16 {
+    app.client
+        .get(format!("{}/auth/session", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn me(app: &TestApp, cookie: &str, csrf: &str) -> (u16, Value) {
     let r = app
         .client
@@ -68,14 +80,7 @@ async fn an_expired_session_is_refused_and_says_so() {
             .unwrap()
             .contains("session expired")
     );
-    let r = app
-        .client
-        .get(format!("{}/auth/session", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(session_status(&app, &cookie).await, 401);
     app.stop().await;
 }
 
@@ -364,14 +369,7 @@ async fn a_session_unused_for_the_idle_timeout_ends_and_use_keeps_it_alive() {
         .await
         .unwrap();
     assert!(!fresh, "an idle session is not marked as used");
-    let r = app
-        .client
-        .get(format!("{}/auth/session", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(session_status(&app, &cookie).await, 401);
     app.stop().await;
 }
 

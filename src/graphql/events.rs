@@ -451,10 +451,7 @@ fn id_in(field: &str, id: &ID) -> AppResult<GlobalId> {
 
 /// A write the policy `events_write` refused: the caller is a guest.
 fn refused_as(message: &'static str) -> impl Fn(sqlx::Error) -> AppError {
-    move |e| match AppError::from(e) {
-        AppError::Forbidden(_) => AppError::Forbidden(message.into()),
-        other => other,
-    }
+    move |e| AppError::from(e).forbidden_as(message)
 }
 
 #[derive(Default)]

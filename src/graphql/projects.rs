@@ -198,10 +198,7 @@ impl ProjectMutation {
         .bind(description)
         .fetch_one(&mut *rc.db.conn().await?)
         .await
-        .map_err(|e| match AppError::from(e) {
-            AppError::Forbidden(_) => AppError::Forbidden("guests cannot create projects".into()),
-            other => other,
-        })?;
+        .map_err(|e| AppError::from(e).forbidden_as("guests cannot create projects"))?;
         Ok(Project::from_row(rc, row))
     }
 

@@ -802,8 +802,7 @@ async fn check_assignee(rc: &RequestContext, ws: Uuid, user: Uuid) -> AppResult<
 }
 
 fn refuse_guest(e: sqlx::Error) -> AppError {
-    match AppError::from(e) {
-        AppError::Forbidden(_) => AppError::Forbidden("guests cannot change tasks".into()),
+    match AppError::from(e).forbidden_as("guests cannot change tasks") {
         AppError::BadInput(m) if m.contains("does not exist") => {
             AppError::BadInput("projectId: no such project in this workspace".into())
         }

@@ -290,10 +290,7 @@ async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
 
 /// A write the policies refused.
 fn refused(e: sqlx::Error) -> AppError {
-    match AppError::from(e) {
-        AppError::Forbidden(_) => AppError::Forbidden(ADMINS_ONLY.into()),
-        other => other,
-    }
+    AppError::from(e).forbidden_as(ADMINS_ONLY)
 }
 
 #[derive(Default)]
