@@ -16,30 +16,15 @@ use sqlx::Connection;
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{env_usize, summary};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     tokio::runtime::Runtime::new().unwrap().block_on(run());
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn summary(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let median = samples[samples.len() / 2];
-    let p90 = samples[(samples.len() * 9 / 10).min(samples.len() - 1)];
-    println!(
-        "agents/{name:<8} runs={:<4} median={:>8.2} ms  p90={:>8.2} ms  min={:>8.2} ms",
-        samples.len(),
-        ms(median),
-        ms(p90),
-        ms(samples[0])
-    );
 }
 
 async fn run() {
@@ -99,9 +84,9 @@ async fn run() {
         get().await;
         warm.push(t.elapsed());
     }
-    summary("cold", cold);
-    summary("restart", restart);
-    summary("warm", warm);
+    summary("agents/cold", cold);
+    summary("agents/restart", restart);
+    summary("agents/warm", warm);
 
     agents.lifecycle.remove(&name).await.unwrap();
     let _ = std::process::Command::new("docker")

@@ -34,6 +34,9 @@ use sqlx::Connection;
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{env_usize, summary};
 #[allow(dead_code)] // the provider's test controls are not used here
 #[path = "../tests/common/oidc.rs"]
 mod oidc;
@@ -47,25 +50,6 @@ fn main() {
         return;
     }
     tokio::runtime::Runtime::new().unwrap().block_on(run());
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Prints one line; returns the median.
-fn summary(name: &str, mut samples: Vec<Duration>) -> f64 {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let median = ms(samples[samples.len() / 2]);
-    let p90 = samples[(samples.len() * 9 / 10).min(samples.len() - 1)];
-    println!(
-        "auth/{name:<10} runs={:<4} median={median:>8.3} ms  p90={:>8.3} ms  min={:>8.3} ms",
-        samples.len(),
-        ms(p90),
-        ms(samples[0])
-    );
-    median
 }
 
 /// Times `f` `runs` times after `warmup` untimed calls.
@@ -212,10 +196,10 @@ async fn run() {
     }
 
     println!("auth bench: {runs} queries each (after {warmup} warm-up), {signins} sign-ins each (after 3)");
-    let token = summary("token", by_token);
-    let session = summary("session", by_session);
-    let breakglass = summary("breakglass", by_breakglass);
-    let sso = summary("sso", sso_samples);
+    let token = summary("auth/token", by_token);
+    let session = summary("auth/session", by_session);
+    let breakglass = summary("auth/breakglass", by_breakglass);
+    let sso = summary("auth/sso", sso_samples);
     println!("auth/ratio      session/token = {:.2}", session / token);
     println!("auth/ratio      breakglass/token = {:.1}", breakglass / token);
     println!("auth/ratio      sso/token = {:.1}", sso / token);
