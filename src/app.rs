@@ -379,9 +379,7 @@ pub async fn execute(
         state.config.statement_timeout,
         !mutation,
     ));
-    let report = Arc::new(std::sync::Mutex::new(graphql::federated::Report::for_instance(
-        &state.instance.id,
-    )));
+    let report = Arc::new(std::sync::Mutex::new(graphql::federated::Report::default()));
     let context = RequestContext {
         db: db.clone(),
         caller,

@@ -156,7 +156,8 @@ async fn prepare(running: &[Running], data_dir: &Path, ca: &Path) -> Result<()> 
         let token = crate::auth::tokens::create(&mut conn, email, None).await?;
         listing.push(json!({ "name": r.name, "url": r.url, "graphql": format!("{}/graphql", r.url), "user": email, "token": token }));
     }
-    // home → work → hq: each asks the next, which grants its workspace.
+    // home → work → hq: each asks the next, which grants its workspaces,
+    // read-write, and lets reads go on (so home sees hq through work).
     for pair in running.windows(2).rev() {
         let (asked, asking) = (&pair[0], &pair[1]);
         let known = registry::get(&asking.federation.pool, asked.federation.instance_id).await?;
@@ -167,9 +168,15 @@ async fn prepare(running: &[Running], data_dir: &Path, ca: &Path) -> Result<()> 
         let workspaces: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM workspaces")
             .fetch_all(&mut sqlx::PgConnection::connect(&asked.database_url).await?)
             .await?;
+        let terms = crate::federation::grant::Terms {
+            workspaces,
+            read_write: true,
+            users: None,
+            forward: true,
+        };
         asked
             .federation
-            .approve(asking.federation.instance_id, &workspaces, true, None, "demo")
+            .approve(asking.federation.instance_id, &terms, "demo")
             .await?;
     }
     let doc = json!({ "instances": listing, "ca_cert": ca });

@@ -84,6 +84,9 @@ enum PeerCommand {
         /// Limit the grant to these remote users (e-mail); repeat for several.
         #[arg(long = "user")]
         users: Vec<String>,
+        /// Let the peer's reads go on to this instance's own peers (writes never are).
+        #[arg(long)]
+        forward: bool,
     },
     /// Refuse a peer's request to connect.
     Reject { id: String },
@@ -300,15 +303,20 @@ async fn peer_action(fed: &Federation, db: &Database, command: PeerCommand) -> R
             workspaces,
             read_write,
             users,
+            forward,
         } => {
             let mut ids = Vec::new();
             let mut conn = db.admin().await?;
             for w in &workspaces {
                 ids.push(workspace_id(&mut conn, w).await?);
             }
-            let users = (!users.is_empty()).then_some(users);
-            fed.approve(parse_id(&id)?, &ids, read_write, users.as_deref(), actor)
-                .await?
+            let terms = mosaic::federation::grant::Terms {
+                workspaces: ids,
+                read_write,
+                users: (!users.is_empty()).then_some(users),
+                forward,
+            };
+            fed.approve(parse_id(&id)?, &terms, actor).await?
         }
         PeerCommand::Reject { id } => fed.reject(parse_id(&id)?, actor).await?,
         PeerCommand::Suspend { id } => fed.suspend(parse_id(&id)?, actor).await?,

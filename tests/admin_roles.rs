@@ -595,9 +595,13 @@ impl World {
                 if !matches!(self.inbound().await.as_deref(), Some("pending" | "suspended")) {
                     fixture.connect(&self.hub.base, "fixture").await.unwrap();
                 }
-                hub.approve(fixture.instance_id, &[local_id(&self.ws)], false, None, "fixture")
-                    .await
-                    .unwrap();
+                hub.approve(
+                    fixture.instance_id,
+                    &common::grant(&[local_id(&self.ws)], false, None),
+                    "fixture",
+                )
+                .await
+                .unwrap();
                 assert_eq!(self.inbound().await.as_deref(), Some("active"));
             }
             Needs::NoRequestToPeer => {

@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{TestApp, fingerprint, local_id, peer, spawn_instance, spawn_instance_with};
+use common::{TestApp, fingerprint, local_id, peer, peer_forwarding, spawn_instance, spawn_instance_with};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -319,7 +319,8 @@ impl World {
             false,
         )
         .await;
-        peer(&a, &c, &[&ws_id(&c, sc.workspaces[1])], false).await;
+        // C lets A's reads go on to D.
+        peer_forwarding(&a, &c, &[&ws_id(&c, sc.workspaces[1])]).await;
         peer(&c, &d, &[&ws_id(&d, sd.workspaces[0])], false).await;
 
         // What each instance answers for this request: A its user's
@@ -934,7 +935,7 @@ async fn a_straggler_behind_a_peer_is_cut_within_the_deadline_passed_on() {
     let (_, c_token) = c.user("cid@middle.example").await;
     let c_ws = c.create_workspace(&c_token, "middle ws").await;
     let c_task = c.create_task(&c_token, &c_ws, "middle task").await;
-    peer(&a, &c, &[&c_ws], false).await;
+    peer_forwarding(&a, &c, &[&c_ws]).await;
     let (hang_url, hang) = hanging_server().await;
     let _server = AbortOnDrop(vec![hang]);
     let d = register_fake(&c, "far", &hang_url).await.to_string();
@@ -1234,8 +1235,22 @@ async fn revocation_takes_effect_on_the_next_query() {
     let fed = &bodies[0]["extensions"]["federation"];
     assert_eq!((&fed["total"], &fed["succeeded"]), (&json!(3), &json!(3)), "{fed}");
 
-    // Naming B now: skipped, as the peering is no longer active.
+    // Naming B now: by name, nothing (names select only active peers, so
+    // nobody can squat one); by id, skipped, as the peering is no longer active.
     let scope = json!({ "instances": [a.state.instance.name, b.state.instance.name] });
+    let body = a
+        .gql(
+            &world.token,
+            TASKS,
+            json!({ "scope": scope, "o": order.vars(), "first": 100 }),
+        )
+        .await;
+    assert_eq!(
+        errors(&body),
+        vec![("UNKNOWN_INSTANCE".to_string(), b.state.instance.name.clone())],
+        "{body}"
+    );
+    let scope = json!({ "instances": [a.state.instance.name, b_id] });
     let body = a
         .gql(
             &world.token,

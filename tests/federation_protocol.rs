@@ -389,7 +389,7 @@ async fn peer_state_decides_unknown_pending_active_suspended() {
     // Approved: the same request runs.
     b.state
         .federation
-        .approve(id(&a), &[common::local_id(&ws)], false, None, "test")
+        .approve(id(&a), &common::grant(&[common::local_id(&ws)], false, None), "test")
         .await
         .unwrap();
     let ok = send_signed(&a, &b, QUERY, tasks_body(&a)).await;
@@ -623,8 +623,9 @@ async fn chain_past_the_origin_hop_limit_reports_the_far_instance_as_forbidden()
     let a_ws = a.create_workspace(&a_user, "a-ws").await;
     a.create_task(&a_user, &a_ws, "task at alpha").await;
     let (_, d_user) = d.user("user@delta.example").await;
-    peer(&a, &b, &[&b_ws], false).await;
-    peer(&d, &b, &[&b_ws], false).await;
+    // B lets the reads of A and D go on to C.
+    common::peer_forwarding(&a, &b, &[&b_ws]).await;
+    common::peer_forwarding(&d, &b, &[&b_ws]).await;
     peer(&b, &c, &[&c_ws], false).await;
 
     // Control: from D the chain reaches C.
@@ -754,7 +755,11 @@ async fn grant_decides_commands_mutations_and_users() {
     // Read-write: the same COMMAND runs (so GRANT_DENIED above was the grant).
     b.state
         .federation
-        .approve(id(&a), &[common::local_id(&granted)], true, None, "test")
+        .approve(
+            id(&a),
+            &common::grant(&[common::local_id(&granted)], true, None),
+            "test",
+        )
         .await
         .unwrap();
     let ok = send_signed(&a, &b, COMMAND, body_with(CREATE_TASK, vars.clone(), envelope(&a))).await;
@@ -771,7 +776,11 @@ async fn grant_decides_commands_mutations_and_users() {
     let users = vec!["x@example.com".to_string()];
     b.state
         .federation
-        .approve(id(&a), &[common::local_id(&granted)], false, Some(&users), "test")
+        .approve(
+            id(&a),
+            &common::grant(&[common::local_id(&granted)], false, Some(&users)),
+            "test",
+        )
         .await
         .unwrap();
     let as_actor = |email: &str| {

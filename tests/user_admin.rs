@@ -227,7 +227,11 @@ async fn only_a_verified_address_is_named_to_peers() {
     let grant = |users: Vec<String>| {
         let fed = work.state.federation.clone();
         let ws = common::local_id(&shared);
-        async move { fed.approve(home_id, &[ws], false, Some(&users), "test").await.unwrap() }
+        async move {
+            fed.approve(home_id, &common::grant(&[ws], false, Some(&users)), "test")
+                .await
+                .unwrap()
+        }
     };
     let query = "{ tasks(scope: {all: true}) { edges { node { title } } } }";
     let titles = |body: &Value| -> Vec<String> {
@@ -280,9 +284,7 @@ async fn only_a_verified_address_is_named_to_peers() {
         .federation
         .approve(
             home_id,
-            &[common::local_id(&shared)],
-            false,
-            Some(&["not an address".into()]),
+            &common::grant(&[common::local_id(&shared)], false, Some(&["not an address".into()])),
             "test",
         )
         .await

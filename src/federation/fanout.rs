@@ -95,8 +95,10 @@ pub fn merge<R>(
         .into_iter()
         .map(|s| Queue {
             source: s.source,
+            // A source that gave no rows is done, whatever it says: one that
+            // claimed more without giving any would page its client forever.
+            has_next: s.has_next && !s.rows.is_empty(),
             rows: s.rows.into(),
-            has_next: s.has_next,
         })
         .collect();
     // A source that returned nothing and has nothing more is done now.

@@ -9,6 +9,19 @@ use uuid::Uuid;
 
 use super::protocol::Actor;
 
+/// What an admin grants a peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Terms {
+    pub workspaces: Vec<Uuid>,
+    /// COMMANDs (writes) allowed in those workspaces.
+    pub read_write: bool,
+    /// Limited to these remote users (None: anyone the peer vouches for).
+    pub users: Option<Vec<String>>,
+    /// The peer's reads may go on to this instance's own peers. Writes never
+    /// do: a COMMAND is not forwarded on a peer's behalf.
+    pub forward: bool,
+}
+
 /// Most users one grant may name.
 pub const MAX_GRANT_USERS: usize = 200;
 

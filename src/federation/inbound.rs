@@ -331,7 +331,8 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
     if command && !peer.grant_read_write {
         return Err(refuse(Refusal::GrantDenied, "the grant is read-only"));
     }
-    if !grant::covers(peer.grant_users.as_deref(), request.envelope.actor.as_ref()) {
+    let actor = protocol::check_actor(&request.envelope).map_err(|m| refuse(Refusal::BadRequest, m))?;
+    if !grant::covers(peer.grant_users.as_deref(), actor.as_ref().and_then(|a| a.vouched())) {
         return Err(refuse(Refusal::GrantDenied, "the grant does not cover this user"));
     }
     let scope = Scope {
@@ -344,17 +345,22 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
         },
     };
     let deadline = std::time::Duration::from_millis(request.envelope.deadline_ms).min(fed.settings.deadline);
+    let actor = actor.map(|a| match a {
+        protocol::ActorClaim::Vouched(a) | protocol::ActorClaim::Relayed(a) => a,
+    });
     let hop = Hop {
         visited: request.envelope.visited.clone(),
         exclude: request.envelope.exclude.clone(),
         hop_limit: request.envelope.hop_limit.min(fed.settings.hop_limit),
         deadline: std::time::Instant::now() + deadline,
-        actor: request.envelope.actor.clone(),
+        actor: actor.clone(),
+        // Only reads, and only when the grant says so, go on to our peers.
+        may_forward: peer.grant_forward && !command,
     };
     let caller = Caller::Peer(PeerCaller {
         instance_id: peer.id,
         name: peer.name.clone(),
-        actor: request.envelope.actor.clone(),
+        actor,
     });
     let gql =
         async_graphql::Request::new(request.query).variables(async_graphql::Variables::from_json(request.variables));

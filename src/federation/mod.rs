@@ -7,6 +7,7 @@ pub mod grant;
 pub mod inbound;
 pub mod keys;
 pub mod protocol;
+pub mod provenance;
 pub mod registry;
 pub mod replay;
 pub mod signing;
@@ -331,6 +332,17 @@ impl Federation {
         if peer_id == self.instance_id {
             bail!("url: that is this instance");
         }
+        // Names select peers in scopes, so they are unique among the peers we query.
+        if registry::queryable(&self.pool)
+            .await?
+            .iter()
+            .any(|p| p.id != peer_id && p.name == doc.name)
+        {
+            bail!(
+                "url: {url} is called '{}', like another peer this instance queries; names must be unique among them",
+                doc.name
+            );
+        }
         let mut tx = self.pool.begin().await?;
         registry::upsert_identity(&mut tx, &doc).await?;
         registry::set_outbound(&mut tx, peer_id, "requested").await?;
@@ -357,14 +369,7 @@ impl Federation {
     }
 
     /// Grants a pending (or suspended, or active) peer access to workspaces.
-    pub async fn approve(
-        &self,
-        id: Uuid,
-        workspaces: &[Uuid],
-        read_write: bool,
-        users: Option<&[String]>,
-        actor: &str,
-    ) -> Result<PeerRecord> {
+    pub async fn approve(&self, id: Uuid, terms: &grant::Terms, actor: &str) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
         if !matches!(peer.inbound_state.as_str(), "pending" | "suspended" | "active") {
             bail!(
@@ -373,14 +378,21 @@ impl Federation {
                 peer.inbound_state
             );
         }
-        if workspaces.is_empty() {
+        if terms.workspaces.is_empty() {
             bail!("workspace: grant at least one workspace");
         }
-        let users = users.map(grant::normalise_users).transpose().map_err(|e| anyhow!(e))?;
-        let users = users.as_deref();
+        let terms = grant::Terms {
+            users: terms
+                .users
+                .as_deref()
+                .map(grant::normalise_users)
+                .transpose()
+                .map_err(|e| anyhow!(e))?,
+            ..terms.clone()
+        };
         let mut tx = self.pool.begin().await?;
         let missing: Vec<Uuid> = sqlx::query_scalar("SELECT missing_workspaces($1)")
-            .bind(workspaces)
+            .bind(&terms.workspaces)
             .fetch_one(&mut *tx)
             .await?;
         if !missing.is_empty() {
@@ -389,19 +401,24 @@ impl Federation {
                 missing.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
             );
         }
-        registry::set_grant(&mut tx, id, workspaces, read_write, users).await?;
+        registry::set_grant(&mut tx, id, &terms).await?;
         registry::audit(
             &mut tx,
             id,
             actor,
             "approved",
-            json!({ "workspaces": workspaces, "read_write": read_write, "users": users }),
+            json!({
+                "workspaces": terms.workspaces,
+                "read_write": terms.read_write,
+                "users": terms.users,
+                "forward": terms.forward,
+            }),
         )
         .await?;
         tx.commit().await?;
         let event = Event::Granted {
-            read_write,
-            workspaces: workspaces.iter().map(Uuid::to_string).collect(),
+            read_write: terms.read_write,
+            workspaces: terms.workspaces.iter().map(Uuid::to_string).collect(),
         };
         self.notify(&peer, protocol::EVENT_PATH, &event).await;
         self.require_peer(id).await
@@ -471,7 +488,7 @@ impl Federation {
 pub(crate) async fn revoke_both(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE peers SET inbound_state = 'revoked', outbound_state = 'revoked', grant_workspaces = '{}',
-             grant_read_write = false, updated_at = now() WHERE id = $1",
+             grant_read_write = false, grant_forward = false, updated_at = now() WHERE id = $1",
     )
     .bind(id)
     .execute(conn)

@@ -151,9 +151,96 @@ pub fn check_envelope(envelope: &Envelope, me: &str, my_hop_limit: u32) -> Resul
     Ok(())
 }
 
+/// An envelope's actor as the receiver may trust it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActorClaim {
+    /// Named by the instance that signed this hop, which authenticated them.
+    Vouched(Actor),
+    /// Named by the instance the request began at and relayed by others: it
+    /// says who asked, but no grant may rely on it.
+    Relayed(Actor),
+}
+
+impl ActorClaim {
+    /// The actor a grant may rely on.
+    pub fn vouched(&self) -> Option<&Actor> {
+        match self {
+            Self::Vouched(a) => Some(a),
+            Self::Relayed(_) => None,
+        }
+    }
+}
+
+/// Checks an envelope's actor (pure; `visited` already ends with the signer).
+/// An instance may name only its own users: the actor must belong to the
+/// instance the request began at (`visited[0]`), and it is vouched for only
+/// when that instance signed this hop itself. A relayed actor keeps no
+/// address, which only its own instance could vouch for.
+pub fn check_actor(envelope: &Envelope) -> Result<Option<ActorClaim>, String> {
+    let Some(actor) = &envelope.actor else { return Ok(None) };
+    let mut parts = actor.user.splitn(3, ':');
+    let instance = match (parts.next(), parts.next(), parts.next()) {
+        (Some("User"), Some(instance), Some(user))
+            if uuid::Uuid::parse_str(instance).is_ok() && uuid::Uuid::parse_str(user).is_ok() =>
+        {
+            instance
+        }
+        _ => return Err("envelope.actor.user is not a global User ID".into()),
+    };
+    let began_at = envelope.visited.first().map(String::as_str);
+    if began_at != Some(instance) {
+        return Err("envelope.actor must be a user of the instance the request began at".into());
+    }
+    Ok(Some(if envelope.visited.len() == 1 {
+        ActorClaim::Vouched(actor.clone())
+    } else {
+        ActorClaim::Relayed(Actor {
+            user: actor.user.clone(),
+            email: None,
+        })
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actors_are_vouched_only_by_their_own_instance() {
+        let a = "0196f2a4-6b1e-7c3d-9a58-2f4e6d8b0c11";
+        let b = "0196f2a4-6b1e-7c3d-9a58-2f4e6d8b0c22";
+        let user = |inst: &str| Actor {
+            user: format!("User:{inst}:0196f2a4-7000-7000-8000-000000000001"),
+            email: Some("ada@example.org".into()),
+        };
+        let e = |visited: &[&str], actor: Option<Actor>| Envelope {
+            visited: visited.iter().map(|s| s.to_string()).collect(),
+            actor,
+            ..Envelope::default()
+        };
+        assert_eq!(check_actor(&e(&[a], None)), Ok(None));
+        assert_eq!(
+            check_actor(&e(&[a], Some(user(a)))),
+            Ok(Some(ActorClaim::Vouched(user(a))))
+        );
+        // b's user, named by a: a claim a cannot make.
+        assert!(check_actor(&e(&[a], Some(user(b)))).is_err());
+        // Relayed by b: kept as who asked, without the address, vouched by nobody.
+        let relayed = check_actor(&e(&[a, b], Some(user(a)))).unwrap().unwrap();
+        assert_eq!(relayed.vouched(), None);
+        assert_eq!(
+            relayed,
+            ActorClaim::Relayed(Actor {
+                user: user(a).user,
+                email: None
+            })
+        );
+        // The relaying instance cannot slip in one of its own users.
+        assert!(check_actor(&e(&[a, b], Some(user(b)))).is_err());
+        let mut garbage = user(a);
+        garbage.user = "alice".into();
+        assert!(check_actor(&e(&[a], Some(garbage))).is_err());
+    }
 
     #[test]
     fn envelope_refuses_cycles_and_long_chains() {

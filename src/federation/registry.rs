@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::document::{IdentityDocument, PublicKey};
+use super::grant::Terms;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PeerRecord {
@@ -20,6 +21,7 @@ pub struct PeerRecord {
     pub grant_workspaces: Vec<Uuid>,
     pub grant_read_write: bool,
     pub grant_users: Option<Vec<String>>,
+    pub grant_forward: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -42,7 +44,7 @@ pub enum KeyLookup<'a> {
 }
 
 const COLUMNS: &str = "id, name, base_url, keys, schema_hash, inbound_state, outbound_state, grant_workspaces,
-    grant_read_write, grant_users, created_at, updated_at";
+    grant_read_write, grant_users, grant_forward, created_at, updated_at";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PeerRecord>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -123,21 +125,16 @@ pub async fn set_inbound(conn: &mut PgConnection, id: Uuid, state: &str) -> sqlx
     Ok(())
 }
 
-pub async fn set_grant(
-    conn: &mut PgConnection,
-    id: Uuid,
-    workspaces: &[Uuid],
-    read_write: bool,
-    users: Option<&[String]>,
-) -> sqlx::Result<()> {
+pub async fn set_grant(conn: &mut PgConnection, id: Uuid, terms: &Terms) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE peers SET inbound_state = 'active', grant_workspaces = $2, grant_read_write = $3,
-             grant_users = $4, updated_at = now() WHERE id = $1",
+             grant_users = $4, grant_forward = $5, updated_at = now() WHERE id = $1",
     )
     .bind(id)
-    .bind(workspaces)
-    .bind(read_write)
-    .bind(users)
+    .bind(&terms.workspaces)
+    .bind(terms.read_write)
+    .bind(terms.users.as_deref())
+    .bind(terms.forward)
     .execute(conn)
     .await?;
     Ok(())

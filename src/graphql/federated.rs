@@ -37,6 +37,9 @@ pub struct Hop {
     pub hop_limit: u32,
     pub deadline: Instant,
     pub actor: Option<Actor>,
+    /// Whether this request may go on to our peers: always for our own
+    /// users; for a peer's request only reads its grant lets through.
+    pub may_forward: bool,
 }
 
 impl Hop {
@@ -48,6 +51,7 @@ impl Hop {
             hop_limit,
             deadline: Instant::now() + deadline,
             actor,
+            may_forward: true,
         }
     }
 
@@ -74,8 +78,6 @@ struct Outcome {
 /// Per-instance outcomes of everything this request fanned out.
 #[derive(Default, Debug)]
 pub struct Report {
-    /// This instance's id: peers cannot report outcomes for it.
-    me: Option<String>,
     fanned_out: bool,
     instances: BTreeMap<String, Outcome>,
     errors: Vec<ReportedError>,
@@ -100,13 +102,6 @@ fn rank(status: &str) -> u8 {
 }
 
 impl Report {
-    pub fn for_instance(id: &str) -> Self {
-        Self {
-            me: Some(id.to_string()),
-            ..Self::default()
-        }
-    }
-
     fn note(&mut self, id: &str, name: &str, status: &'static str, latency_ms: Option<u64>) {
         self.fanned_out = true;
         let entry = self.instances.entry(id.to_string()).or_insert(Outcome {
@@ -148,15 +143,17 @@ impl Report {
         }
     }
 
-    /// Takes in what a peer reported about the instances behind it.
-    fn absorb(&mut self, peer: &PeerRecord, answer: &Value) {
+    /// Takes in what a peer reported about the instances behind it, which
+    /// never include those `foreign` refuses (us, and instances we or
+    /// upstream ask ourselves).
+    fn absorb(&mut self, peer: &PeerRecord, answer: &Value, foreign: &dyn Fn(&str) -> bool) {
         if let Some(list) = answer["extensions"]["federation"]["instances"].as_array() {
             for i in list {
                 let (Some(id), Some(name)) = (i["id"].as_str(), i["name"].as_str()) else {
                     continue;
                 };
-                // The peer reports itself through us, and cannot report for us.
-                if id == peer.id.to_string() || self.me.as_deref() == Some(id) {
+                // The peer reports itself through us.
+                if id == peer.id.to_string() || foreign(id) {
                     continue;
                 }
                 let status = match i["status"].as_str() {
@@ -171,7 +168,7 @@ impl Report {
             if let (Some(code), Some(instance)) =
                 (e["extensions"]["code"].as_str(), e["extensions"]["instance"].as_str())
             {
-                if self.me.as_deref() == Some(instance) {
+                if foreign(instance) || instance == peer.id.to_string() {
                     continue;
                 }
                 let message = e["message"].as_str().unwrap_or("").to_string();
@@ -249,6 +246,8 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
             "scope: give either all or instances, not both".into(),
         )),
         (None, false) => Ok(Plan::local()),
+        // A peer whose grant keeps it here learns nothing of our peers.
+        (None, true) if !rc.hop.may_forward => Ok(Plan::local()),
         (None, true) => {
             let me = rc.instance.id.as_str();
             let peers: Vec<PeerRecord> = registry::queryable(&rc.federation.pool)
@@ -290,7 +289,12 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
             })
         }
         (Some(names), false) => {
-            let known = registry::list(&rc.federation.pool).await?;
+            // A peer whose grant keeps it here may name only this instance.
+            let known = if rc.hop.may_forward {
+                registry::list(&rc.federation.pool).await?
+            } else {
+                Vec::new()
+            };
             let mut plan = Plan {
                 include_self: false,
                 peers: Vec::new(),
@@ -303,17 +307,29 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                     report.note(&rc.instance.id, &rc.instance.name, "succeeded", None);
                     continue;
                 }
-                let matches: Vec<&PeerRecord> = known
+                // An id names one peer whatever its state; a name only a peer
+                // we may query, so nobody can squat a name by asking to connect.
+                let by_id = known.iter().find(|p| p.id.to_string() == *name);
+                let by_name: Vec<&PeerRecord> = known
                     .iter()
-                    .filter(|p| p.name == *name || p.id.to_string() == *name)
+                    .filter(|p| p.outbound_state == "active" && p.name == *name)
                     .collect();
-                match matches.as_slice() {
-                    [p] if p.outbound_state == "active" => {
+                let found = match (by_id, by_name.as_slice()) {
+                    (Some(p), _) => Ok(p),
+                    (None, [p]) => Ok(*p),
+                    (None, []) => Err(("UNKNOWN_INSTANCE", "no such instance among this instance's peers")),
+                    (None, _) => Err((
+                        "AMBIGUOUS_INSTANCE",
+                        "several peers have this name; use the instance id",
+                    )),
+                };
+                match found {
+                    Ok(p) if p.outbound_state == "active" => {
                         if !plan.peers.iter().any(|q| q.id == p.id) {
-                            plan.peers.push((*p).clone());
+                            plan.peers.push(p.clone());
                         }
                     }
-                    [p] => report.fail(
+                    Ok(p) => report.fail(
                         &p.id.to_string(),
                         &p.name,
                         "skipped",
@@ -322,24 +338,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                         None,
                         None,
                     ),
-                    [] => report.fail(
-                        name,
-                        name,
-                        "skipped",
-                        "UNKNOWN_INSTANCE",
-                        "no such instance among this instance's peers",
-                        None,
-                        None,
-                    ),
-                    _ => report.fail(
-                        name,
-                        name,
-                        "skipped",
-                        "AMBIGUOUS_INSTANCE",
-                        "several peers have this name; use the instance id",
-                        None,
-                        None,
-                    ),
+                    Err((code, why)) => report.fail(name, name, "skipped", code, why, None, None),
                 }
             }
             Ok(plan)
@@ -393,11 +392,45 @@ async fn ask(
         variables,
         envelope: envelope(rc, siblings),
     };
-    let answer = rc
+    let mut answer = rc
         .federation
         .send(peer.id, &peer.base_url, path, &body, timeout)
         .await?;
-    rc.report.lock().expect("report lock").absorb(peer, &answer);
+    // The peer speaks for itself and the instances it reached on this
+    // request: never for us, our path upstream, or instances others ask.
+    let me = rc.instance.id.as_str();
+    let foreign = |id: &str| {
+        id == me
+            || body.envelope.visited.iter().any(|v| v == id)
+            || body.envelope.exclude.iter().any(|v| v == id) && id != peer.id.to_string()
+    };
+    let mut data = answer.get_mut("data").map(Value::take);
+    let mut report = rc.report.lock().expect("report lock");
+    report.absorb(peer, &answer, &foreign);
+    let reached: std::collections::HashSet<&str> = answer["extensions"]["federation"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .filter(|id| !foreign(id))
+        .collect();
+    let peer_id = peer.id.to_string();
+    let may_speak_for = |id: &str| id == peer_id || reached.contains(id);
+    let removed = data
+        .as_mut()
+        .map_or(0, |d| crate::federation::provenance::prune(d, &may_speak_for));
+    if removed > 0 {
+        report.push_error(
+            "PEER_BAD_RESPONSE",
+            format!(
+                "{}: {removed} objects claimed instances this peer does not speak for; dropped",
+                peer.name
+            ),
+            &peer_id,
+            None,
+        );
+    }
+    drop(report);
     let own_error = answer["errors"]
         .as_array()
         .into_iter()
@@ -413,8 +446,8 @@ async fn ask(
             refusal: e["extensions"]["code"].as_str().map(String::from),
         });
     }
-    match answer.get("data") {
-        Some(d) if d.is_object() => Ok(d.clone()),
+    match data {
+        Some(d) if d.is_object() => Ok(d),
         _ => Err(PeerError {
             code: "PEER_BAD_RESPONSE",
             message: "the answer has no data".into(),
@@ -482,6 +515,11 @@ pub fn bad_answer(rc: &RequestContext, peer: &PeerRecord, e: &AppError) {
 
 /// The direct peer that owns `instance`, if we may query it.
 async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<PeerRecord> {
+    if !rc.hop.may_forward {
+        return Err(AppError::Forbidden(
+            "this request came from a peer whose grant does not reach further instances".into(),
+        ));
+    }
     match registry::get(&rc.federation.pool, instance).await? {
         Some(p) if p.outbound_state == "active" => Ok(p),
         Some(p) => Err(AppError::Peer {
@@ -504,6 +542,11 @@ pub async fn forward(
     query: &str,
     variables: Value,
 ) -> AppResult<Value> {
+    if command && matches!(rc.caller, super::Caller::Peer(_)) {
+        return Err(AppError::Forbidden(
+            "writes are not forwarded on a peer's behalf".into(),
+        ));
+    }
     let peer = owner(rc, instance).await?;
     let path = if command {
         protocol::COMMAND_PATH
@@ -559,6 +602,14 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
     let node = &data["node"];
     if node.is_null() {
         return Ok(None);
+    }
+    if node["id"].as_str() != Some(id.as_str()) {
+        return Err(AppError::Peer {
+            code: "PEER_BAD_RESPONSE",
+            message: "the owner answered with another object than the one asked for".into(),
+            instance: g.instance.to_string(),
+            peer_code: None,
+        });
     }
     let instance = instance_of(node)?;
     Ok(Some(match g.kind {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::RequestContext;
 use super::ids::Kind;
 use crate::error::{AppError, AppResult};
+use crate::federation::grant::Terms;
 use crate::federation::registry::{self, PeerRecord};
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -18,6 +19,8 @@ pub struct PeerGrant {
     /// Remote users the grant is limited to (verified e-mail addresses or
     /// global User IDs); null means any.
     pub users: Option<Vec<String>>,
+    /// The peer's reads may reach this instance's own peers (never its writes).
+    pub forward: bool,
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -75,6 +78,7 @@ async fn to_peer(rc: &RequestContext, p: PeerRecord) -> AppResult<Peer> {
                 .collect(),
             read_write: p.grant_read_write,
             users: p.grant_users,
+            forward: p.grant_forward,
         },
         key_fingerprints: p.keys.iter().map(|k| k.key_id.clone()).collect(),
         last_contact_at: stat.last_contact,
@@ -120,6 +124,10 @@ pub struct ApprovePeerInput {
     /// Limit the grant to these remote users: e-mail addresses (matched only
     /// when the peer vouches the address is verified) or global User IDs.
     pub users: Option<Vec<String>>,
+    /// Let the peer's reads go on to this instance's own peers (off by
+    /// default; writes are never forwarded on a peer's behalf).
+    #[graphql(default)]
+    pub forward: bool,
 }
 
 #[derive(Default)]
@@ -144,15 +152,15 @@ impl PeerMutation {
             .iter()
             .map(|w| rc.local_id(w, Kind::Workspace))
             .collect::<AppResult<Vec<_>>>()?;
+        let terms = Terms {
+            workspaces,
+            read_write: input.read_write,
+            users: input.users,
+            forward: input.forward,
+        };
         let p = rc
             .federation
-            .approve(
-                peer_id(&input.peer_id)?,
-                &workspaces,
-                input.read_write,
-                input.users.as_deref(),
-                &actor,
-            )
+            .approve(peer_id(&input.peer_id)?, &terms, &actor)
             .await
             .map_err(refused)?;
         to_peer(rc, p).await

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use mosaic::app::Application;
 use mosaic::config::Config;
+use mosaic::federation::grant::Terms;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
@@ -150,14 +151,39 @@ pub async fn spawn_instance_with(name: &str, adjust: impl FnOnce(&mut Config)) -
 /// grants it the given workspaces (global IDs), through the same service
 /// calls the admin API and CLI use.
 pub async fn peer(asking: &TestApp, asked: &TestApp, workspaces: &[&str], read_write: bool) {
+    let ids: Vec<Uuid> = workspaces.iter().map(|w| local_id(w)).collect();
+    peer_with(asking, asked, grant(&ids, read_write, None)).await
+}
+
+/// `peer`, letting `asking`'s reads go on to `asked`'s own peers.
+pub async fn peer_forwarding(asking: &TestApp, asked: &TestApp, workspaces: &[&str]) {
+    let ids: Vec<Uuid> = workspaces.iter().map(|w| local_id(w)).collect();
+    let terms = Terms {
+        forward: true,
+        ..grant(&ids, false, None)
+    };
+    peer_with(asking, asked, terms).await
+}
+
+/// The terms of a grant of `workspaces` (local ids), not forwarding.
+pub fn grant(workspaces: &[Uuid], read_write: bool, users: Option<&[String]>) -> Terms {
+    Terms {
+        workspaces: workspaces.to_vec(),
+        read_write,
+        users: users.map(<[String]>::to_vec),
+        forward: false,
+    }
+}
+
+/// `peer` with the grant's terms given.
+pub async fn peer_with(asking: &TestApp, asked: &TestApp, terms: Terms) {
     let fed = &asking.state.federation;
     let record = fed.connect(&asked.base, "test").await.expect("CONNECT accepted");
     assert_eq!(record.outbound_state, "requested");
-    let ids: Vec<Uuid> = workspaces.iter().map(|w| local_id(w)).collect();
     asked
         .state
         .federation
-        .approve(fed.instance_id, &ids, read_write, None, "test")
+        .approve(fed.instance_id, &terms, "test")
         .await
         .expect("approval");
     let now = mosaic::federation::registry::get(&fed.pool, asked.state.instance_id)

@@ -1,0 +1,535 @@
+//! Attacks from a malicious or compromised peer on what a federated request
+//! carries: who it acts for, how far it travels, and what its answer claims
+//! (issue 10, items 1, 3, 7, 10, 11 and 14). The hostile peer is either a
+//! real instance whose signing key crafts the requests (a compromised peer)
+//! or a small HTTPS server in the test speaking the protocol.
+
+mod common;
+
+use common::{TestApp, code, codes, peer_with, spawn_instance};
+use mosaic::federation::grant::Terms;
+use mosaic::federation::protocol::{self, Actor, Envelope, SubRequest};
+use mosaic::federation::signing;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn id(app: &TestApp) -> Uuid {
+    app.state.federation.instance_id
+}
+
+/// Signs `body` as `from` (its real key) and POSTs it to `to`.
+async fn send_signed(
+    from: &TestApp,
+    to: &TestApp,
+    path: &str,
+    query: &str,
+    variables: Value,
+    envelope: Envelope,
+) -> (u16, Value) {
+    let body = serde_json::to_vec(&SubRequest {
+        query: query.into(),
+        variables,
+        envelope,
+    })
+    .unwrap();
+    let header = from.state.federation.sign(id(to), path, &body).await.unwrap();
+    let response = from
+        .client
+        .post(format!("{}{path}", to.base))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(signing::HEADER, header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn envelope_from(from: &TestApp, actor: Option<Actor>) -> Envelope {
+    Envelope {
+        visited: vec![id(from).to_string()],
+        exclude: Vec::new(),
+        hop_limit: 3,
+        deadline_ms: 5_000,
+        actor,
+    }
+}
+
+fn titles(data: &Value) -> Vec<String> {
+    let mut out: Vec<String> = data["tasks"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tasks in {data}"))
+        .iter()
+        .map(|e| e["node"]["title"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// mallory → work → hq. hq grants work one workspace, read-write, limited to
+/// work's user alice; work grants mallory one workspace with the given terms.
+struct Chain {
+    mallory: TestApp,
+    work: TestApp,
+    hq: TestApp,
+    /// alice's global User ID on work.
+    alice: String,
+    hq_task: String,
+    work_ws: String,
+}
+
+async fn chain(read_write: bool, forward: bool) -> Chain {
+    let (mallory, work, hq) = tokio::join!(spawn_instance("mallory"), spawn_instance("work"), spawn_instance("hq"));
+    let (alice_id, _) = work.user("alice@work.example").await;
+    let alice = format!("User:{}:{alice_id}", id(&work));
+    let (_, work_token) = work.user("owner@work.example").await;
+    let work_ws = work.create_workspace(&work_token, "work shared").await;
+    work.create_task(&work_token, &work_ws, "work task").await;
+    let (_, hq_token) = hq.user("owner@hq.example").await;
+    let hq_ws = hq.create_workspace(&hq_token, "hq secrets").await;
+    let hq_task = hq.create_task(&hq_token, &hq_ws, "hq task").await;
+    peer_with(
+        &work,
+        &hq,
+        Terms {
+            users: Some(vec![alice.clone()]),
+            forward: true,
+            ..common::grant(&[common::local_id(&hq_ws)], true, None)
+        },
+    )
+    .await;
+    peer_with(
+        &mallory,
+        &work,
+        Terms {
+            forward,
+            ..common::grant(&[common::local_id(&work_ws)], read_write, None)
+        },
+    )
+    .await;
+    Chain {
+        mallory,
+        work,
+        hq,
+        alice,
+        hq_task,
+        work_ws,
+    }
+}
+
+async fn hq_title(hq: &TestApp, task: &str) -> String {
+    sqlx::query_scalar("SELECT title FROM tasks WHERE id = $1")
+        .bind(common::local_id(task))
+        .fetch_one(&mut hq.admin().await)
+        .await
+        .unwrap()
+}
+
+const ALL_TASKS: &str = "{ tasks(first: 50, scope: {all: true}) { edges { node { title instance { name } } } } }";
+
+/// Item 1: a peer names a user of the instance it talks to; that instance
+/// must not vouch for them onward (hq's grant is limited to that user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_cannot_act_as_a_user_of_the_instance_it_talks_to() {
+    let c = chain(true, true).await;
+    let alice = Actor {
+        user: c.alice.clone(),
+        email: Some("alice@work.example".into()),
+    };
+    // Read: refused at work, which is the only instance that may name alice.
+    let (status, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::QUERY_PATH,
+        ALL_TASKS,
+        json!({}),
+        envelope_from(&c.mallory, Some(alice.clone())),
+    )
+    .await;
+    assert_eq!((status, code(&body).as_str()), (400, "BAD_REQUEST"), "{body}");
+    assert!(body.get("data").is_none(), "{body}");
+
+    // Write: the same claim on a COMMAND to hq's task through work.
+    let update = "mutation($id: ID!) { updateTask(input: {id: $id, title: \"owned\"}) { title } }";
+    let (status, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::COMMAND_PATH,
+        update,
+        json!({ "id": c.hq_task }),
+        envelope_from(&c.mallory, Some(alice)),
+    )
+    .await;
+    assert_eq!((status, code(&body).as_str()), (400, "BAD_REQUEST"), "{body}");
+    assert_eq!(hq_title(&c.hq, &c.hq_task).await, "hq task");
+}
+
+/// Item 1: mallory's own user, relayed by work, is vouched for by nobody:
+/// hq's grant limited to alice does not cover it, and no write is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relayed_actor_satisfies_no_grant_and_writes_never_travel_on() {
+    let c = chain(true, true).await;
+    let mine = Actor {
+        user: format!("User:{}:{}", id(&c.mallory), Uuid::new_v4()),
+        email: Some("alice@work.example".into()),
+    };
+    let (status, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::QUERY_PATH,
+        ALL_TASKS,
+        json!({}),
+        envelope_from(&c.mallory, Some(mine.clone())),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(titles(&body["data"]), ["work task"], "no hq rows: {body}");
+    let hq = id(&c.hq).to_string();
+    let refused: Vec<(&str, &str)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["extensions"]["instance"].as_str().unwrap(),
+                e["extensions"]["peerCode"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(refused, [(hq.as_str(), "GRANT_DENIED")], "{body}");
+
+    let update = "mutation($id: ID!) { updateTask(input: {id: $id, title: \"owned\"}) { title } }";
+    let (status, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::COMMAND_PATH,
+        update,
+        json!({ "id": c.hq_task }),
+        envelope_from(&c.mallory, Some(mine)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
+    assert_eq!(hq_title(&c.hq, &c.hq_task).await, "hq task");
+}
+
+/// Item 1: without the grant's forward option (the default), a peer's
+/// request reaches this instance only: no rows, names or ids of its peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_reaches_no_further_unless_its_grant_says_so() {
+    let c = chain(false, false).await;
+    let (status, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::QUERY_PATH,
+        ALL_TASKS,
+        json!({}),
+        envelope_from(&c.mallory, None),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(titles(&body["data"]), ["work task"], "{body}");
+    assert!(body.get("errors").is_none(), "hq is not even named: {body}");
+    assert!(
+        !body.to_string().contains(&id(&c.hq).to_string()),
+        "nothing reveals hq: {body}"
+    );
+    // By id or by name, hq stays out of reach.
+    let (_, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::QUERY_PATH,
+        "query($id: ID!) { node(id: $id) { id } }",
+        json!({ "id": c.hq_task }),
+        envelope_from(&c.mallory, None),
+    )
+    .await;
+    assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
+    let (_, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::QUERY_PATH,
+        "{ tasks(scope: {instances: [\"hq\"]}) { edges { node { title } } } }",
+        json!({}),
+        envelope_from(&c.mallory, None),
+    )
+    .await;
+    assert_eq!(titles(&body["data"]), Vec::<String>::new(), "{body}");
+    assert_eq!(codes(&body), ["UNKNOWN_INSTANCE"], "{body}");
+    // Work's own workspace stays readable.
+    let (_, body) = send_signed(
+        &c.mallory,
+        &c.work,
+        protocol::QUERY_PATH,
+        "query($w: ID!) { workspace(id: $w) { name } }",
+        json!({ "w": c.work_ws }),
+        envelope_from(&c.mallory, None),
+    )
+    .await;
+    assert_eq!(body["data"]["workspace"]["name"], "work shared", "{body}");
+}
+
+/// A hostile peer: an HTTPS server (the test CA's certificate) that answers
+/// every QUERY with what `answer` makes of the request, registered on
+/// `master` as an active peer named `name`. Returns its instance id.
+async fn hostile_peer(
+    master: &TestApp,
+    name: &str,
+    answer: impl Fn(&SubRequest) -> Value + Clone + Send + Sync + 'static,
+) -> (Uuid, tokio::task::AbortHandle) {
+    let pki = common::pki();
+    let tls = mosaic::federation::tls::server_config(&pki.cert, &pki.key).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let router = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let answer = answer.clone();
+        async move {
+            let request: SubRequest = serde_json::from_slice(&body).unwrap();
+            axum::Json(answer(&request))
+        }
+    });
+    let server = tokio::spawn(async move {
+        let _ = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
+            .unwrap()
+            .serve(router.into_make_service())
+            .await;
+    });
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO peers (id, name, base_url, keys, outbound_state) VALUES ($1, $2, $3, '[]'::jsonb, 'active')",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(url)
+    .execute(&mut master.admin().await)
+    .await
+    .unwrap();
+    (id, server.abort_handle())
+}
+
+/// A task row as a peer's answer carries it.
+fn task_edge(id: &str, instance: &str, title: &str) -> Value {
+    let ws = format!("Workspace:{instance}:{}", Uuid::new_v4());
+    json!({ "cursor": Uuid::new_v4().to_string(), "node": {
+        "id": id, "title": title, "description": null, "status": "TODO", "priority": "HIGH",
+        "dueDate": null, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
+        "instance": { "id": instance, "name": "whoever" },
+        "workspace": { "id": ws, "name": "w", "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z" },
+        "project": null, "assignee": null } })
+}
+
+fn instances_of(body: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = body["data"]["tasks"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tasks: {body}"))
+        .iter()
+        .map(|e| {
+            (
+                e["node"]["title"].as_str().unwrap().to_string(),
+                e["node"]["instance"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Item 3: rows that claim this instance's own ids (with false titles) or
+/// another peer's are dropped and the peer reported; its own rows stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_claiming_other_instances_never_reach_the_merged_view() {
+    let (master, honest) = tokio::join!(spawn_instance("master"), spawn_instance("honest"));
+    let (_, token) = master.user("ann@master.example").await;
+    let ws = master.create_workspace(&token, "mine").await;
+    let own_task = master.create_task(&token, &ws, "my task").await;
+    let (_, h_token) = honest.user("owner@honest.example").await;
+    let h_ws = honest.create_workspace(&h_token, "shared").await;
+    let h_task = honest.create_task(&h_token, &h_ws, "honest task").await;
+    common::peer(&master, &honest, &[&h_ws], false).await;
+    let me = id(&master).to_string();
+    let other = id(&honest).to_string();
+    let slot: std::sync::Arc<std::sync::OnceLock<Uuid>> = Default::default();
+    let (evil, _server) = hostile_peer(&master, "evil", {
+        let (me, other, slot) = (me.clone(), other.clone(), slot.clone());
+        move |_request: &SubRequest| {
+            let evil = slot.get().unwrap().to_string();
+            json!({ "data": { "tasks": {
+                "edges": [
+                    task_edge(&format!("Task:{evil}:{}", Uuid::new_v4()), &evil, "evil's own task"),
+                    task_edge(&own_task, &me, "forged copy of my task"),
+                    task_edge(&h_task, &other, "forged copy of honest's task"),
+                    task_edge(&format!("Task:{evil}:{}", Uuid::new_v4()), &me, "evil row dressed as mine"),
+                ],
+                "pageInfo": { "hasNextPage": false } } },
+                // It even claims to have reached the others on this request.
+                "extensions": { "federation": { "instances": [
+                    { "id": me, "name": "master", "status": "succeeded" },
+                    { "id": other, "name": "honest", "status": "succeeded" } ] } } })
+        }
+    })
+    .await;
+    slot.set(evil).unwrap();
+
+    let body = master
+        .gql(
+            &token,
+            "{ tasks(first: 50, scope: {all: true}) { edges { node { title instance { id } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        instances_of(&body),
+        {
+            let mut v = vec![
+                ("evil's own task".to_string(), evil.to_string()),
+                ("honest task".to_string(), other.clone()),
+                ("my task".to_string(), me.clone()),
+            ];
+            v.sort();
+            v
+        },
+        "{body}"
+    );
+    let errors: Vec<(String, String)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["extensions"]["code"].as_str().unwrap().to_string(),
+                e["extensions"]["instance"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(errors, [("PEER_BAD_RESPONSE".to_string(), evil.to_string())], "{body}");
+    let summary = &body["extensions"]["federation"];
+    assert_eq!(
+        summary["total"], 3,
+        "evil cannot report for master or honest: {summary}"
+    );
+}
+
+/// Item 3: a `node` answer must be the object asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_answer_must_carry_the_id_asked_for() {
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let ws = master.create_workspace(&token, "mine").await;
+    let own_task = master.create_task(&token, &ws, "my task").await;
+    let slot: std::sync::Arc<std::sync::OnceLock<Uuid>> = Default::default();
+    let (evil, _server) = hostile_peer(&master, "evil", {
+        let slot = slot.clone();
+        move |_request: &SubRequest| {
+            let evil = slot.get().unwrap();
+            json!({ "data": { "node": {
+                "__typename": "Task",
+                "id": format!("Task:{evil}:{}", Uuid::new_v4()),
+                "title": "not what you asked for", "description": null, "status": "TODO", "priority": "HIGH",
+                "dueDate": null, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
+                "instance": { "id": evil.to_string(), "name": "evil" },
+                "workspace": { "id": format!("Workspace:{evil}:{}", Uuid::new_v4()), "name": "w",
+                    "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z" },
+                "project": null, "assignee": null } } })
+        }
+    })
+    .await;
+    slot.set(evil).unwrap();
+    let asked = format!("Task:{evil}:{}", Uuid::new_v4());
+    let body = master
+        .gql(
+            &token,
+            "query($id: ID!) { node(id: $id) { id ... on Task { title } } }",
+            json!({ "id": asked }),
+        )
+        .await;
+    assert!(body["data"]["node"].is_null(), "{body}");
+    assert_eq!(codes(&body), ["PEER_BAD_RESPONSE"], "{body}");
+    // And our own id stays ours: the peer is never asked for it.
+    let body = master
+        .gql(
+            &token,
+            "query($id: ID!) { node(id: $id) { id ... on Task { title } } }",
+            json!({ "id": own_task }),
+        )
+        .await;
+    assert_eq!(body["data"]["node"]["title"], "my task", "{body}");
+}
+
+/// Item 14: a peer that says it has more but gives nothing cannot keep a
+/// client paging forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_with_no_rows_is_exhausted_whatever_it_claims() {
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let ws = master.create_workspace(&token, "mine").await;
+    for i in 0..3 {
+        master.create_task(&token, &ws, &format!("task {i}")).await;
+    }
+    let (_evil, _server) = hostile_peer(
+        &master,
+        "evil",
+        |_request: &SubRequest| json!({ "data": { "tasks": { "edges": [], "pageInfo": { "hasNextPage": true } } } }),
+    )
+    .await;
+    let query = "query($after: String) { tasks(first: 2, after: $after, scope: {all: true}) {
+        edges { node { title } } pageInfo { hasNextPage endCursor } } }";
+    let mut after = Value::Null;
+    let mut seen = Vec::new();
+    let mut finished = false;
+    for _ in 0..5 {
+        let body = master.gql(&token, query, json!({ "after": after })).await;
+        let tasks = &body["data"]["tasks"];
+        for e in tasks["edges"].as_array().unwrap() {
+            seen.push(e["node"]["title"].as_str().unwrap().to_string());
+        }
+        if tasks["pageInfo"]["hasNextPage"] == false {
+            finished = true;
+            break;
+        }
+        after = tasks["pageInfo"]["endCursor"].clone();
+    }
+    assert!(finished, "paging never ended");
+    assert_eq!(seen, ["task 0", "task 1", "task 2"]);
+}
+
+/// Item 7: an anonymous CONNECT naming itself like an active peer does not
+/// make that name ambiguous, before or after it is rejected; and no second
+/// active peer may take the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_cannot_be_squatted() {
+    let (master, hq, squatter) = tokio::join!(spawn_instance("master"), spawn_instance("hq"), spawn_instance("hq"));
+    let (_, token) = master.user("ann@master.example").await;
+    let (_, hq_token) = hq.user("owner@hq.example").await;
+    let hq_ws = hq.create_workspace(&hq_token, "hq ws").await;
+    hq.create_task(&hq_token, &hq_ws, "hq task").await;
+    common::peer(&master, &hq, &[&hq_ws], false).await;
+    let named = "{ tasks(scope: {instances: [\"hq\"]}) { edges { node { title instance { id } } } } }";
+    let check = |body: Value| {
+        assert!(body.get("errors").is_none(), "{body}");
+        assert_eq!(titles(&body["data"]), ["hq task"], "{body}");
+    };
+    check(master.gql(&token, named, json!({})).await);
+    // The squatter asks to connect: a pending peer called hq.
+    let _ = squatter.state.federation.connect(&master.base, "squatter").await;
+    let pending = mosaic::federation::registry::get(&master.state.federation.pool, id(&squatter))
+        .await
+        .unwrap()
+        .expect("the squatter is registered");
+    assert_eq!(
+        (pending.name.as_str(), pending.inbound_state.as_str()),
+        ("hq", "pending")
+    );
+    check(master.gql(&token, named, json!({})).await);
+    master.state.federation.reject(id(&squatter), "test").await.unwrap();
+    check(master.gql(&token, named, json!({})).await);
+    // Our admin cannot make it a second active "hq" either.
+    let err = master
+        .state
+        .federation
+        .connect(&squatter.base, "admin")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unique"), "{err}");
+    check(master.gql(&token, named, json!({})).await);
+}
