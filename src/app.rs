@@ -479,3 +479,49 @@ pub async fn execute(
     }
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_need_a_token_off_loopback() {
+        let on = |listen: &str, token: Option<&str>| Config {
+            listen: listen.parse().unwrap(),
+            metrics_token: token.map(|t| crate::config::Secret(t.into())),
+            ..Config::default()
+        };
+        let bearer = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            );
+            h
+        };
+        let status = |r: Option<Response>| r.map(|r| r.status().as_u16());
+        assert_eq!(
+            status(metrics_refusal(&on("127.0.0.1:8080", None), &HeaderMap::new())),
+            None
+        );
+        assert_eq!(
+            status(metrics_refusal(&on("[::1]:8080", None), &HeaderMap::new())),
+            None
+        );
+        assert_eq!(
+            status(metrics_refusal(&on("0.0.0.0:8080", None), &HeaderMap::new())),
+            Some(403)
+        );
+        assert_eq!(
+            status(metrics_refusal(&on("10.0.0.5:8080", None), &bearer("x"))),
+            Some(403)
+        );
+        let token = "a-metrics-token-of-some-length";
+        for listen in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+            let config = on(listen, Some(token));
+            assert_eq!(status(metrics_refusal(&config, &HeaderMap::new())), Some(401));
+            assert_eq!(status(metrics_refusal(&config, &bearer("wrong"))), Some(401));
+            assert_eq!(status(metrics_refusal(&config, &bearer(token))), None);
+        }
+    }
+}
