@@ -105,12 +105,11 @@ pub async fn verify(
         .await
         .map_err(internal)?
         .ok_or_else(|| refuse(Refusal::UnknownPeer, "no peering with this instance"))?;
-    let now = now_unix();
     // Re-read the peer's identity document when the key is unknown (it may
     // have rotated; throttled, since the request is not verified yet) or when
     // our copy is older than federation.key_refresh_s (a retired key must stop
     // verifying even if the rotation announcement never arrived).
-    let unknown = matches!(peer.key(&params.key_id, now), KeyLookup::Unknown);
+    let unknown = matches!(peer.key(&params.key_id, now_unix()), KeyLookup::Unknown);
     if (unknown && fed.refresh_allowed(origin)) || (!unknown && fed.keys_stale(origin)) {
         fed.note_refresh(origin);
         // Capped: a slow peer document must not eat the request's own deadline.
@@ -125,6 +124,10 @@ pub async fn verify(
                 .unwrap_or(peer);
         }
     }
+    // The clock is read once, after any key refresh (which may take up to
+    // 2 s), for the key's validity, the time window and the nonce: a request
+    // that waited cannot be judged by the time it arrived.
+    let now = now_unix();
     let key = match peer.key(&params.key_id, now) {
         KeyLookup::Valid(k) => k
             .verifying_key()
@@ -143,9 +146,6 @@ pub async fn verify(
         }
     };
     signing::verify(&key, &params, &sig, body).map_err(signature_refusal)?;
-    // The clock is read once, after verification (which may have waited for
-    // a key refresh), for both the time window and the nonce.
-    let now = now_unix();
     check_time(fed, &params, now)?;
     // Only a verified sender learns the state of its peering; a message its
     // state does not allow never reaches the replay cache.
