@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
-use mosaic::federation::replay::ReplayCache;
+use mosaic::federation::replay::{Recorded, ReplayCache};
 use mosaic::federation::signing::{self, SignatureParams};
 
 const NOW: i64 = 1_767_225_600;
@@ -94,9 +94,13 @@ struct Live {
 
 impl Live {
     fn new() -> Self {
-        let cache = ReplayCache::default();
+        // One origin holds them all: its share must fit them.
+        let cache = ReplayCache::starting_at(0, 2 * LIVE);
         for seq in 0..LIVE as i64 {
-            assert!(cache.check_and_record(ORIGIN, &nonce(seq), NOW + seq, NOW));
+            assert_eq!(
+                cache.check_and_record(ORIGIN, &nonce(seq), NOW + seq, NOW),
+                Recorded::New
+            );
         }
         Self {
             cache,
@@ -134,9 +138,10 @@ fn replay(c: &mut Criterion) {
                 live.next += n as i64;
                 // Back to exactly LIVE entries: this call adds one and expires n + 1.
                 let expire_until = NOW + live.lo + n as i64 + 1;
-                assert!(
+                assert_eq!(
                     live.cache
-                        .check_and_record(ORIGIN, &nonce(live.next), NOW + live.next, expire_until)
+                        .check_and_record(ORIGIN, &nonce(live.next), NOW + live.next, expire_until),
+                    Recorded::New
                 );
                 live.next += 1;
                 live.lo += n as i64 + 1;
@@ -177,11 +182,13 @@ fn replay(c: &mut Criterion) {
 
     // A replayed nonce: found among 100,000 live entries and refused.
     let replayed = nonce(live.next - 1);
-    let now = NOW + live.lo;
+    let (now, keep_until) = (NOW + live.lo, NOW + live.next - 1);
     g.bench_function("refuse_replayed_at_100k", |b| {
         b.iter(|| {
-            let fresh = live.cache.check_and_record(ORIGIN, black_box(&replayed), NOW, now);
-            assert!(!fresh);
+            let seen = live
+                .cache
+                .check_and_record(ORIGIN, black_box(&replayed), keep_until, now);
+            assert_eq!(seen, Recorded::Replayed);
         })
     });
     assert_eq!(live.cache.len(), LIVE);

@@ -123,10 +123,14 @@ impl Application {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         tracing::info!(url = %self.base_url(), instance = %self.state.instance.name, "serving");
         match &self.state.config.tls {
-            None => axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTP")?,
+            // The peer's address reaches handlers as ConnectInfo (CONNECT is limited per address).
+            None => axum::serve(
+                self.listener,
+                self.router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?,
             Some(files) => {
                 let tls = crate::federation::tls::server_config(&files.cert_file, &files.key_file)?;
                 let handle = axum_server::Handle::new();
@@ -138,7 +142,7 @@ impl Application {
                 let listener = self.listener.into_std()?;
                 axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
                     .handle(handle)
-                    .serve(self.router.into_make_service())
+                    .serve(self.router.into_make_service_with_connect_info::<SocketAddr>())
                     .await
                     .context("serving HTTPS")?;
             }
@@ -225,12 +229,44 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = metrics_refusal(&state.config, &headers) {
+        return refused;
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&state.pool),
     )
         .into_response()
+}
+
+/// `/metrics` needs `metrics.token` as a Bearer token when one is set
+/// (compared in constant time); without one it answers only when the
+/// instance listens on a loopback address.
+fn metrics_refusal(config: &Config, headers: &HeaderMap) -> Option<Response> {
+    use subtle::ConstantTimeEq;
+    match &config.metrics_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            (!bool::from(given.as_bytes().ct_eq(token.0.as_bytes()))).then(|| {
+                error_response(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "metrics need Authorization: Bearer <metrics.token>",
+                )
+            })
+        }
+        None if config.listen.ip().is_loopback() => None,
+        None => Some(error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "metrics are served on a non-loopback address only with metrics.token set",
+        )),
+    }
 }
 
 async fn graphql_ide() -> Html<&'static str> {
@@ -440,4 +476,50 @@ pub async fn execute(
         state.metrics.graphql_errors.get_or_create(&CodeLabels { code }).inc();
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_need_a_token_off_loopback() {
+        let on = |listen: &str, token: Option<&str>| Config {
+            listen: listen.parse().unwrap(),
+            metrics_token: token.map(|t| crate::config::Secret(t.into())),
+            ..Config::default()
+        };
+        let bearer = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            );
+            h
+        };
+        let status = |r: Option<Response>| r.map(|r| r.status().as_u16());
+        assert_eq!(
+            status(metrics_refusal(&on("127.0.0.1:8080", None), &HeaderMap::new())),
+            None
+        );
+        assert_eq!(
+            status(metrics_refusal(&on("[::1]:8080", None), &HeaderMap::new())),
+            None
+        );
+        assert_eq!(
+            status(metrics_refusal(&on("0.0.0.0:8080", None), &HeaderMap::new())),
+            Some(403)
+        );
+        assert_eq!(
+            status(metrics_refusal(&on("10.0.0.5:8080", None), &bearer("x"))),
+            Some(403)
+        );
+        let token = "a-metrics-token-of-some-length";
+        for listen in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+            let config = on(listen, Some(token));
+            assert_eq!(status(metrics_refusal(&config, &HeaderMap::new())), Some(401));
+            assert_eq!(status(metrics_refusal(&config, &bearer("wrong"))), Some(401));
+            assert_eq!(status(metrics_refusal(&config, &bearer(token))), None);
+        }
+    }
 }

@@ -40,6 +40,12 @@ const FIELDS: &[(&str, &str)] = &[
     ("federation.clock_skew_s", "MOSAIC_CLOCK_SKEW_S"),
     ("federation.key_grace_s", "MOSAIC_KEY_GRACE_S"),
     ("federation.key_refresh_s", "MOSAIC_KEY_REFRESH_S"),
+    ("federation.max_answer_bytes", "MOSAIC_MAX_ANSWER_BYTES"),
+    ("federation.nonces_per_peer", "MOSAIC_NONCES_PER_PEER"),
+    ("federation.allowed_peer_networks", "MOSAIC_ALLOWED_PEER_NETWORKS"),
+    ("federation.connects_per_minute", "MOSAIC_CONNECTS_PER_MINUTE"),
+    ("federation.max_pending_peers", "MOSAIC_MAX_PENDING_PEERS"),
+    ("metrics.token", "MOSAIC_METRICS_TOKEN"),
     ("oidc.issuer_url", "MOSAIC_OIDC_ISSUER_URL"),
     ("oidc.client_id", "MOSAIC_OIDC_CLIENT_ID"),
     ("oidc.client_secret", "MOSAIC_OIDC_CLIENT_SECRET"),
@@ -124,6 +130,18 @@ pub struct FederationSettings {
     pub key_grace: Duration,
     /// How often a receiver re-reads a peer's identity document (its keys).
     pub key_refresh: Duration,
+    /// The largest answer read from a peer; more is cut (PEER_BAD_RESPONSE).
+    pub max_answer_bytes: usize,
+    /// Nonces remembered per peer within one request window; beyond it the
+    /// peer's requests are refused until older ones expire.
+    pub nonces_per_peer: usize,
+    /// Non-public networks peers may be reached at (loopback, private,
+    /// link-local, ...); empty: public addresses only.
+    pub allowed_peer_networks: Vec<crate::federation::netguard::IpNet>,
+    /// CONNECT requests accepted per source address and minute.
+    pub connects_per_minute: usize,
+    /// The most peers waiting for approval; further new CONNECTs are refused.
+    pub max_pending_peers: i64,
 }
 
 impl Default for FederationSettings {
@@ -137,6 +155,11 @@ impl Default for FederationSettings {
             clock_skew_s: 30,
             key_grace: Duration::from_secs(7 * 24 * 3600),
             key_refresh: Duration::from_secs(300),
+            max_answer_bytes: 8 * 1024 * 1024,
+            nonces_per_peer: 10_000,
+            allowed_peer_networks: Vec::new(),
+            connects_per_minute: 10,
+            max_pending_peers: 100,
         }
     }
 }
@@ -262,6 +285,9 @@ pub struct Config {
     pub session_idle_timeout: Duration,
     /// Per-user agent containers.
     pub agents: AgentSettings,
+    /// Bearer token `/metrics` requires; without one it answers only on a
+    /// loopback listen address.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for Config {
@@ -284,6 +310,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(8 * 3600),
             session_idle_timeout: Duration::from_secs(2 * 3600),
             agents: AgentSettings::default(),
+            metrics_token: None,
         }
     }
 }
@@ -505,6 +532,44 @@ impl Config {
             &mut refresh,
         )?;
         f.key_refresh = Duration::from_secs(refresh);
+        set_range(
+            take("federation.max_answer_bytes"),
+            "federation.max_answer_bytes",
+            64 * 1024,
+            1024 * 1024 * 1024,
+            &mut f.max_answer_bytes,
+        )?;
+        set_range(
+            take("federation.nonces_per_peer"),
+            "federation.nonces_per_peer",
+            1,
+            1_000_000,
+            &mut f.nonces_per_peer,
+        )?;
+        if let Some(r) = take("federation.allowed_peer_networks") {
+            f.allowed_peer_networks = crate::federation::netguard::parse_networks(&r.value)
+                .map_err(|e| err("federation.allowed_peer_networks", &r, e))?;
+        }
+        set_range(
+            take("federation.connects_per_minute"),
+            "federation.connects_per_minute",
+            1,
+            100_000,
+            &mut f.connects_per_minute,
+        )?;
+        set_range(
+            take("federation.max_pending_peers"),
+            "federation.max_pending_peers",
+            0,
+            1_000_000,
+            &mut f.max_pending_peers,
+        )?;
+        if let Some(r) = take("metrics.token") {
+            if r.value.len() < 16 {
+                return Err(err("metrics.token", &r, "use at least 16 characters"));
+            }
+            c.metrics_token = Some(Secret(r.value));
+        }
         c.oidc = oidc_settings(&mut take)?;
         let mut ttl = c.session_ttl.as_secs();
         set_range(take("session.ttl_s"), "session.ttl_s", 60, 90 * 24 * 3600, &mut ttl)?;

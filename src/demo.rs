@@ -86,6 +86,9 @@ pub async fn run(port_base: u16, data_dir: PathBuf, shutdown: impl std::future::
             }),
             federation: FederationSettings {
                 ca_file: Some(pki.ca_cert.clone()),
+                // The demo's instances are peers on loopback.
+                allowed_peer_networks: crate::federation::netguard::parse_networks("127.0.0.0/8, ::1/128")
+                    .expect("static networks"),
                 ..FederationSettings::default()
             },
             ..Config::default()

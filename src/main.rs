@@ -94,6 +94,8 @@ enum PeerCommand {
     Suspend { id: String },
     /// Cut the peering in both directions at once (DISCONNECT).
     Revoke { id: String },
+    /// Delete a pending, rejected or revoked peer (its audit trail is kept).
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -321,6 +323,11 @@ async fn peer_action(fed: &Federation, db: &Database, command: PeerCommand) -> R
         PeerCommand::Reject { id } => fed.reject(parse_id(&id)?, actor).await?,
         PeerCommand::Suspend { id } => fed.suspend(parse_id(&id)?, actor).await?,
         PeerCommand::Revoke { id } => fed.revoke(parse_id(&id)?, actor).await?,
+        PeerCommand::Delete { id } => {
+            let deleted = fed.delete(parse_id(&id)?, actor).await?;
+            println!("deleted {} ({})", deleted.id, deleted.name);
+            return Ok(());
+        }
     };
     print_peer(&shown);
     Ok(())

@@ -833,6 +833,27 @@ fn signing_vectors() -> SigningVectors {
             "Malformed",
         ),
         bad(
+            "short-nonce",
+            "a nonce has 16..=64 base64url characters",
+            replace(&format!("nonce=\"{}\"", p.nonce), "nonce=\"AAAAAAAAAAAAAAA\""),
+            "Malformed",
+        ),
+        bad(
+            "long-nonce",
+            "a nonce has 16..=64 base64url characters",
+            replace(
+                &format!("nonce=\"{}\"", p.nonce),
+                &format!("nonce=\"{}\"", "A".repeat(65)),
+            ),
+            "Malformed",
+        ),
+        bad(
+            "nonce-outside-alphabet",
+            "a nonce uses only the base64url alphabet",
+            replace(&format!("nonce=\"{}\"", p.nonce), "nonce=\"AAAAAAAAAAAAAAA+\""),
+            "Malformed",
+        ),
+        bad(
             "duplicate-parameter",
             "a parameter given twice",
             format!("{h}, nonce=\"{}\"", p.nonce),

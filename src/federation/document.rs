@@ -94,6 +94,50 @@ pub fn sign_document(doc: IdentityDocument, key: &SigningKey) -> SignedDocument 
     }
 }
 
+/// The largest identity document read from anyone.
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest base URL, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Most keys a document may list (the current one and retired ones).
+pub const MAX_KEYS: usize = 8;
+
+/// Bounds every field an outsider controls, before anything is stored.
+pub fn check_bounds(doc: &IdentityDocument) -> Result<(), String> {
+    let short = |field: &str, v: &str, max: usize| {
+        if v.len() > max {
+            Err(format!("{field} is longer than {max} bytes"))
+        } else {
+            Ok(())
+        }
+    };
+    let name_chars = doc.name.chars().count();
+    if name_chars == 0 || name_chars > MAX_NAME_CHARS || doc.name.chars().any(char::is_control) {
+        return Err(format!(
+            "name must be 1..={MAX_NAME_CHARS} characters without control characters"
+        ));
+    }
+    short("base_url", &doc.base_url, MAX_URL_BYTES)?;
+    short("instance_id", &doc.instance_id, 64)?;
+    short("protocol", &doc.protocol, 32)?;
+    short("schema_hash", &doc.schema_hash, 64)?;
+    if doc.old_keys.len() + 1 > MAX_KEYS {
+        return Err(format!("a document lists at most {MAX_KEYS} keys"));
+    }
+    for k in std::iter::once(&doc.current_key).chain(&doc.old_keys) {
+        short("key_id", &k.key_id, 64)?;
+        short("public_key", &k.public_key, 64)?;
+    }
+    if doc.capabilities.len() > 16 {
+        return Err("a document lists at most 16 capabilities".into());
+    }
+    for c in &doc.capabilities {
+        short("capability", c, 32)?;
+    }
+    Ok(())
+}
+
 /// Verifies a document against its own current key (self-certifying: the
 /// caller decides separately whether it trusts that key).
 pub fn verify_document(signed: &SignedDocument) -> Result<(), String> {

@@ -1,20 +1,23 @@
 //! What peers send us: the identity document, CONNECT, QUERY, COMMAND,
-//! EVENT and DISCONNECT. Every signed request goes through [`verify`] first;
-//! each refusal has its own code.
+//! EVENT and DISCONNECT. Every signed request goes through [`verify`] first.
+//! Refusals before the signature verifies all look alike (the reason is only
+//! logged); after it, each refusal has its own code.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_graphql::parser::types::OperationType;
-use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::protocol::{self, ConnectRequest, Disconnect, Event, Refusal, SubRequest};
 use super::registry::{self, KeyLookup, PeerRecord};
+use super::replay::Recorded;
 use super::{Federation, document, grant, now_unix, signing};
 use crate::app::{AppState, error_response, execute};
 use crate::db::Scope;
@@ -29,8 +32,15 @@ pub struct Refused(pub Refusal, pub String);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).expect("valid status");
         tracing::info!(code = self.0.code(), reason = %self.1, "refused peer request");
+        if self.0.before_verification() {
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                protocol::UNAUTHENTICATED_PEER,
+                protocol::NOT_ACCEPTED,
+            );
+        }
+        let status = StatusCode::from_u16(self.0.status()).expect("valid status");
         error_response(status, self.0.code(), self.1)
     }
 }
@@ -44,8 +54,10 @@ fn refuse(r: Refusal, message: impl Into<String>) -> Refused {
 pub enum Need {
     /// The peer holds an active grant here (QUERY, COMMAND).
     ActiveGrant,
-    /// Any registered peer (EVENT, DISCONNECT).
-    Known,
+    /// The peering is live in either direction (EVENT, DISCONNECT): a peer
+    /// that was never approved nor asked, or was rejected or revoked, may
+    /// only send CONNECT.
+    Live,
 }
 
 fn signature_header(headers: &HeaderMap) -> Result<&str, Refused> {
@@ -93,12 +105,11 @@ pub async fn verify(
         .await
         .map_err(internal)?
         .ok_or_else(|| refuse(Refusal::UnknownPeer, "no peering with this instance"))?;
-    let now = now_unix();
     // Re-read the peer's identity document when the key is unknown (it may
     // have rotated; throttled, since the request is not verified yet) or when
     // our copy is older than federation.key_refresh_s (a retired key must stop
     // verifying even if the rotation announcement never arrived).
-    let unknown = matches!(peer.key(&params.key_id, now), KeyLookup::Unknown);
+    let unknown = matches!(peer.key(&params.key_id, now_unix()), KeyLookup::Unknown);
     if (unknown && fed.refresh_allowed(origin)) || (!unknown && fed.keys_stale(origin)) {
         fed.note_refresh(origin);
         // Capped: a slow peer document must not eat the request's own deadline.
@@ -113,6 +124,10 @@ pub async fn verify(
                 .unwrap_or(peer);
         }
     }
+    // The clock is read once, after any key refresh (which may take up to
+    // 2 s), for the key's validity, the time window and the nonce: a request
+    // that waited cannot be judged by the time it arrived.
+    let now = now_unix();
     let key = match peer.key(&params.key_id, now) {
         KeyLookup::Valid(k) => k
             .verifying_key()
@@ -131,20 +146,29 @@ pub async fn verify(
         }
     };
     signing::verify(&key, &params, &sig, body).map_err(signature_refusal)?;
-    check_fresh(fed, &params, now)?;
-    // Only a verified sender learns the state of its peering.
-    if need == Need::ActiveGrant && peer.inbound_state != "active" {
+    check_time(fed, &params, now)?;
+    // Only a verified sender learns the state of its peering; a message its
+    // state does not allow never reaches the replay cache.
+    let allowed = match need {
+        Need::ActiveGrant => peer.inbound_state == "active",
+        Need::Live => peer.is_live(),
+    };
+    if !allowed {
         return Err(refuse(
             Refusal::PeerNotActive,
-            format!("peering is {}", peer.inbound_state),
+            format!(
+                "peering is inbound {}, outbound {}",
+                peer.inbound_state, peer.outbound_state
+            ),
         ));
     }
+    record_nonce(fed, &params, now)?;
     Ok(peer)
 }
 
-/// The time window, then the nonce: run only after the signature verified, so
-/// unverified requests cannot fill the replay cache.
-fn check_fresh(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
+/// The time window, and that the replay cache covers the request: run only
+/// after the signature verified.
+fn check_time(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
     let s = &fed.settings;
     signing::check_time(params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
     if !fed.replay.covers(params.created) {
@@ -153,13 +177,25 @@ fn check_fresh(fed: &Federation, params: &signing::SignatureParams, now: i64) ->
             "created before this instance started, so its nonce cannot be checked; sign it again",
         ));
     }
-    if !fed
-        .replay
-        .check_and_record(&params.origin, &params.nonce, params.expires + s.clock_skew_s, now)
-    {
-        return Err(refuse(Refusal::ReplayedNonce, "this request was already received"));
-    }
     Ok(())
+}
+
+/// Records the nonce (with the same clock reading as the time window), so
+/// only verified requests of allowed peers fill the bounded replay cache.
+fn record_nonce(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
+    let keep_until = params.expires + fed.settings.clock_skew_s;
+    match fed
+        .replay
+        .check_and_record(&params.origin, &params.nonce, keep_until, now)
+    {
+        Recorded::New => Ok(()),
+        Recorded::Replayed => Err(refuse(Refusal::ReplayedNonce, "this request was already received")),
+        Recorded::Expired => Err(refuse(Refusal::OutsideTimeWindow, "expired")),
+        Recorded::Full => Err(refuse(
+            Refusal::Unavailable,
+            "too many requests from this instance within one request lifetime; retry later",
+        )),
+    }
 }
 
 /// Maps a failure to record a peer's message to a refusal (logged, not shown).
@@ -185,11 +221,25 @@ pub async fn well_known(State(state): State<AppState>) -> Response {
 }
 
 /// CONNECT: self-certifying (the key is in the signed document), confirmed by
-/// fetching the requester's document from the base URL it claims.
-pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+/// fetching the requester's document from the base URL it claims. Limited
+/// per source address, and in how many peers may wait for approval.
+pub async fn connect(
+    State(state): State<AppState>,
+    source: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refused> {
     let fed = &state.federation;
-    let request: ConnectRequest =
-        serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed CONNECT: {e}")))?;
+    if let Some(Extension(ConnectInfo(source))) = source
+        && !fed.connect_allowed(source.ip())
+    {
+        return Err(refuse(
+            Refusal::TooManyRequests,
+            "too many CONNECT requests from this address; try again in a minute",
+        ));
+    }
+    let request: ConnectRequest = serde_json::from_slice(&body)
+        .map_err(|e| refuse(Refusal::MalformedSignature, format!("malformed CONNECT: {e}")))?;
     let doc = &request.identity.document;
     document::verify_document(&request.identity).map_err(|e| refuse(Refusal::BadSignature, e))?;
     let (params, sig) = signing::parse_header(signature_header(&headers)?, "POST", protocol::CONNECT_PATH)
@@ -212,7 +262,9 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: By
         .ok_or_else(|| refuse(Refusal::UnknownKey, "not an ed25519 key"))?;
     signing::verify(&key, &params, &sig, &body).map_err(signature_refusal)?;
     let now = now_unix();
-    check_fresh(fed, &params, now)?;
+    check_time(fed, &params, now)?;
+    record_nonce(fed, &params, now)?;
+    document::check_bounds(doc).map_err(|e| refuse(Refusal::BadRequest, e))?;
     let origin: Uuid = doc
         .instance_id
         .parse()
@@ -220,43 +272,63 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: By
     if origin == fed.instance_id {
         return Err(refuse(Refusal::BadRequest, "an instance cannot peer with itself"));
     }
+    let unavailable = |e: sqlx::Error| {
+        tracing::error!(error = %e, "peer lookup failed");
+        refuse(Refusal::Unavailable, "cannot check the peer right now")
+    };
+    let known = registry::get(&fed.pool, origin).await.map_err(unavailable)?;
     // An instance id we already know keeps its identity: the CONNECT must be
-    // signed by a key we trust for it, or its registered base URL must serve
-    // the presented identity (a legitimate rotation or move). Otherwise anyone
-    // could claim a peer's id with their own key and URL.
-    if let Some(known) = registry::get(&fed.pool, origin)
-        .await
-        .map_err(|_| refuse(Refusal::Unavailable, "cannot check the peer right now"))?
-    {
-        let trusted =
-            matches!(known.key(&params.key_id, now), KeyLookup::Valid(k) if k.public_key == doc.current_key.public_key);
-        let confirmed_at_registered_url = !trusted
+    // signed by the key we hold as its current one, or its registered base
+    // URL must serve the presented identity (a legitimate rotation). A
+    // retired key, even within its grace, cannot take the peering over.
+    if let Some(known) = &known {
+        let current = known
+            .current_key()
+            .is_some_and(|k| k.key_id == doc.current_key.key_id && k.public_key == doc.current_key.public_key);
+        let confirmed_at_registered_url = !current
             && fed
                 .fetch_identity(&known.base_url)
                 .await
                 .is_ok_and(|d| d.instance_id == doc.instance_id && d.current_key == doc.current_key);
-        if !trusted && !confirmed_at_registered_url {
+        if !current && !confirmed_at_registered_url {
             return Err(refuse(
                 Refusal::UnknownKey,
-                "this instance is registered with other keys; sign with a key we know, or serve the new identity at the registered base URL",
+                "this instance is registered with another current key",
             ));
         }
+    }
+    let waiting = known
+        .as_ref()
+        .is_some_and(|k| matches!(k.inbound_state.as_str(), "pending" | "active" | "suspended"));
+    if !waiting && registry::pending_count(&fed.pool).await.map_err(unavailable)? >= fed.settings.max_pending_peers {
+        return Err(refuse(
+            Refusal::Unavailable,
+            "too many peering requests are waiting for approval; try again later",
+        ));
     }
     let url = fed
         .check_url(&doc.base_url)
         .map_err(|e| refuse(Refusal::BadRequest, e.to_string()))?;
+    // One answer for every way the fetch can fail, so CONNECT cannot be used
+    // to tell closed ports from open ones; the detail goes to the log.
     let confirmed = fed.fetch_identity(&url).await.map_err(|e| {
+        tracing::info!(url = %url, code = e.code, error = %e.message, "CONNECT: identity not confirmed");
         refuse(
             Refusal::BadRequest,
-            format!("cannot confirm your identity at {url}: {}", e.message),
+            "cannot confirm your identity at the base URL your document names",
         )
     })?;
     if confirmed.instance_id != doc.instance_id || confirmed.current_key != doc.current_key {
-        return Err(refuse(Refusal::BadRequest, format!("{url} serves another identity")));
+        return Err(refuse(
+            Refusal::BadRequest,
+            "cannot confirm your identity at the base URL your document names",
+        ));
     }
     let db_error = recording_failed("CONNECT");
     let mut tx = fed.pool.begin().await.map_err(db_error)?;
-    registry::upsert_identity(&mut tx, doc).await.map_err(db_error)?;
+    registry::record_identity(&mut tx, doc, registry::Vouched::ByPeer)
+        .await
+        .map_err(db_error)?;
     let state_now: String = sqlx::query_scalar("SELECT inbound_state FROM peers WHERE id = $1")
         .bind(origin)
         .fetch_one(&mut *tx)
@@ -373,7 +445,7 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
 /// EVENT: the peer tells us what it decided about our CONNECT.
 pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
     let fed: Arc<Federation> = state.federation.clone();
-    let peer = verify(&fed, protocol::EVENT_PATH, &headers, &body, Need::Known).await?;
+    let peer = verify(&fed, protocol::EVENT_PATH, &headers, &body, Need::Live).await?;
     let event: Event =
         serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed EVENT: {e}")))?;
     // A peer decides only about a request we made: events change our outbound
@@ -419,8 +491,19 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
 /// DISCONNECT: the peer ends the peering; both directions are revoked at once.
 pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
     let fed = state.federation.clone();
-    let peer = verify(&fed, protocol::DISCONNECT_PATH, &headers, &body, Need::Known).await?;
+    let peer = verify(&fed, protocol::DISCONNECT_PATH, &headers, &body, Need::Live).await?;
     let notice: Disconnect = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(reason) = &notice.reason
+        && (reason.chars().count() > protocol::MAX_REASON_CHARS || reason.chars().any(char::is_control))
+    {
+        return Err(refuse(
+            Refusal::BadRequest,
+            format!(
+                "reason must be at most {} characters without control characters",
+                protocol::MAX_REASON_CHARS
+            ),
+        ));
+    }
     let db_error = recording_failed("DISCONNECT");
     let mut tx = fed.pool.begin().await.map_err(db_error)?;
     super::revoke_both(&mut tx, peer.id).await.map_err(db_error)?;

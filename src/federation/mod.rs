@@ -6,6 +6,7 @@ pub mod fanout;
 pub mod grant;
 pub mod inbound;
 pub mod keys;
+pub mod netguard;
 pub mod protocol;
 pub mod provenance;
 pub mod registry;
@@ -67,7 +68,13 @@ pub struct Federation {
     key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, Instant>>,
     /// Re-reads caused by unknown key ids in the last minute, per peer.
     unknown_key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::VecDeque<Instant>>>,
+    /// CONNECTs received in the last minute, per source address.
+    connects: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<Instant>>>,
 }
+
+/// Source addresses whose CONNECTs are counted at most; when more sent one
+/// within the minute, new addresses are refused until some are forgotten.
+const CONNECT_SOURCES_TRACKED: usize = 10_000;
 
 /// Unverified requests naming an unknown key may make us re-read a peer's
 /// document at most this many times a minute (a rotation needs one).
@@ -102,13 +109,39 @@ impl Federation {
             schema_hash,
             pool: db.app.clone(),
             keys: keys::KeyRing::new(db.app.clone(), sealer),
-            http: tls::http_client(config.federation.ca_file.as_deref())?,
-            replay: ReplayCache::starting_at(now_unix()),
+            http: tls::peer_client(
+                config.federation.ca_file.as_deref(),
+                &config.federation.allowed_peer_networks,
+            )?,
+            replay: ReplayCache::starting_at(now_unix(), config.federation.nonces_per_peer),
             stats: PeerStats::default(),
             settings: config.federation.clone(),
             key_refreshes: Default::default(),
             unknown_key_refreshes: Default::default(),
+            connects: Default::default(),
         })
+    }
+
+    /// Whether `source` may send a CONNECT now (`federation.connects_per_minute`);
+    /// counts it when it may.
+    pub fn connect_allowed(&self, source: std::net::IpAddr) -> bool {
+        let minute = Duration::from_secs(60);
+        let mut all = self.connects.lock().expect("connect lock");
+        if all.len() >= CONNECT_SOURCES_TRACKED {
+            all.retain(|_, times| times.back().is_some_and(|t| t.elapsed() < minute));
+        }
+        if all.len() >= CONNECT_SOURCES_TRACKED && !all.contains_key(&source) {
+            return false;
+        }
+        let recent = all.entry(source).or_default();
+        while recent.front().is_some_and(|t| t.elapsed() >= minute) {
+            recent.pop_front();
+        }
+        if recent.len() >= self.settings.connects_per_minute {
+            return false;
+        }
+        recent.push_back(Instant::now());
+        true
     }
 
     fn since_refresh(&self, peer: Uuid) -> Option<Duration> {
@@ -169,6 +202,9 @@ impl Federation {
     /// Checks that a peer URL is one we may talk to.
     pub fn check_url(&self, url: &str) -> Result<String> {
         let url = url.trim().trim_end_matches('/').to_string();
+        if url.len() > document::MAX_URL_BYTES {
+            bail!("url: longer than {} bytes", document::MAX_URL_BYTES);
+        }
         let parsed = reqwest::Url::parse(&url).map_err(|e| anyhow!("url: '{url}' is not a URL ({e})"))?;
         match parsed.scheme() {
             "https" => {}
@@ -181,29 +217,39 @@ impl Federation {
         if parsed.path() != "/" && !parsed.path().is_empty() || parsed.query().is_some() {
             bail!("url: give the instance's base URL, without a path or query");
         }
+        netguard::check_url_host(&parsed, &self.settings.allowed_peer_networks).map_err(|e| anyhow!("url: {e}"))?;
         Ok(url)
     }
 
-    /// Fetches and verifies a peer's identity document.
+    /// Refuses, before connecting, a URL whose host is an address peers may
+    /// not be reached at (names are checked by the client's resolver).
+    fn reachable(&self, url: &str) -> Result<(), PeerError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| PeerError::new("PEER_UNAVAILABLE", format!("{url}: {e}")))?;
+        netguard::check_url_host(&parsed, &self.settings.allowed_peer_networks)
+            .map_err(|e| PeerError::new("PEER_UNAVAILABLE", e))
+    }
+
+    /// Fetches and verifies a peer's identity document: at most
+    /// `MAX_DOCUMENT_BYTES`, within `federation.deadline`.
     pub async fn fetch_identity(&self, base_url: &str) -> Result<IdentityDocument, PeerError> {
         let url = format!("{base_url}{}", protocol::WELL_KNOWN_PATH);
-        let response = self
-            .http
-            .get(&url)
-            .timeout(self.settings.deadline)
-            .send()
+        self.reachable(&url)?;
+        let fetch = async {
+            let response = self.http.get(&url).send().await.map_err(|e| transport_error(&e))?;
+            if !response.status().is_success() {
+                return Err(PeerError::new(
+                    "PEER_BAD_RESPONSE",
+                    format!("{url} answered {}", response.status()),
+                ));
+            }
+            let bytes = read_capped(response, document::MAX_DOCUMENT_BYTES).await?;
+            serde_json::from_slice::<SignedDocument>(&bytes)
+                .map_err(|e| PeerError::new("PEER_BAD_RESPONSE", format!("identity document is not valid: {e}")))
+        };
+        let signed = tokio::time::timeout(self.settings.deadline, fetch)
             .await
-            .map_err(|e| transport_error(&e))?;
-        if !response.status().is_success() {
-            return Err(PeerError::new(
-                "PEER_BAD_RESPONSE",
-                format!("{url} answered {}", response.status()),
-            ));
-        }
-        let signed: SignedDocument = response
-            .json()
-            .await
-            .map_err(|e| PeerError::new("PEER_BAD_RESPONSE", format!("identity document is not valid: {e}")))?;
+            .map_err(|_| PeerError::new("PEER_TIMEOUT", "identity document did not arrive in time"))??;
+        document::check_bounds(&signed.document).map_err(|e| PeerError::new("PEER_BAD_RESPONSE", e))?;
         document::verify_document(&signed).map_err(|e| PeerError::new("PEER_BAD_RESPONSE", e))?;
         if signed.document.base_url.trim_end_matches('/') != base_url.trim_end_matches('/') {
             return Err(PeerError::new(
@@ -242,6 +288,7 @@ impl Federation {
         started: Instant,
     ) -> Result<Value, PeerError> {
         let body = serde_json::to_vec(body).expect("request bodies serialise");
+        self.reachable(base_url)?;
         let header = self
             .sign(peer_id, path, &body)
             .await
@@ -267,10 +314,10 @@ impl Federation {
         let status = response.status();
         // The body gets only what is left of the deadline, not a fresh one.
         let remaining = timeout.saturating_sub(started.elapsed());
-        let bytes = match tokio::time::timeout(remaining, response.bytes()).await {
+        let limit = self.settings.max_answer_bytes;
+        let bytes = match tokio::time::timeout(remaining, read_capped(response, limit)).await {
             Err(_) => return Err(PeerError::new("PEER_TIMEOUT", "answer did not finish in time")),
-            Ok(Err(e)) => return Err(transport_error(&e)),
-            Ok(Ok(b)) => b,
+            Ok(result) => result?,
         };
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
@@ -344,7 +391,7 @@ impl Federation {
             );
         }
         let mut tx = self.pool.begin().await?;
-        registry::upsert_identity(&mut tx, &doc).await?;
+        registry::record_identity(&mut tx, &doc, registry::Vouched::ByAdmin).await?;
         registry::set_outbound(&mut tx, peer_id, "requested").await?;
         registry::audit(&mut tx, peer_id, actor, "connect_requested", json!({ "url": url })).await?;
         tx.commit().await?;
@@ -401,6 +448,7 @@ impl Federation {
                 missing.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
             );
         }
+        // Approving also applies a name or base URL the peer announced since.
         registry::set_grant(&mut tx, id, &terms).await?;
         registry::audit(
             &mut tx,
@@ -412,6 +460,8 @@ impl Federation {
                 "read_write": terms.read_write,
                 "users": terms.users,
                 "forward": terms.forward,
+                "name": peer.pending_name,
+                "base_url": peer.pending_base_url,
             }),
         )
         .await?;
@@ -420,8 +470,34 @@ impl Federation {
             read_write: terms.read_write,
             workspaces: terms.workspaces.iter().map(Uuid::to_string).collect(),
         };
+        let peer = self.require_peer(id).await?;
         self.notify(&peer, protocol::EVENT_PATH, &event).await;
-        self.require_peer(id).await
+        Ok(peer)
+    }
+
+    /// Deletes a peer that is pending, rejected or revoked (never one with a
+    /// live grant either way); the audit trail keeps its history.
+    pub async fn delete(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
+        let peer = self.require_peer(id).await?;
+        let mut tx = self.pool.begin().await?;
+        if !registry::delete_unapproved(&mut tx, id).await? {
+            bail!(
+                "peer: {} is inbound {} and outbound {}; revoke it before deleting",
+                peer.name,
+                peer.inbound_state,
+                peer.outbound_state
+            );
+        }
+        registry::audit(
+            &mut tx,
+            id,
+            actor,
+            "deleted",
+            json!({ "name": peer.name, "base_url": peer.base_url, "was": peer.inbound_state }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(peer)
     }
 
     pub async fn reject(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
@@ -494,6 +570,23 @@ pub(crate) async fn revoke_both(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Reads a body of at most `limit` bytes, stopping as soon as it would exceed
+/// it (the rest is never read, and the connection is dropped).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, PeerError> {
+    let too_large = || PeerError::new("PEER_BAD_RESPONSE", format!("answer exceeds {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn transport_error(e: &reqwest::Error) -> PeerError {

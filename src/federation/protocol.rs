@@ -69,6 +69,9 @@ pub enum Event {
     KeysRotated,
 }
 
+/// Longest DISCONNECT reason, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
 /// DISCONNECT body.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct Disconnect {
@@ -95,7 +98,13 @@ pub enum Refusal {
     BadRequest,
     /// The receiver cannot check or record the request right now.
     Unavailable,
+    /// The sender asks too often (CONNECT per source address).
+    TooManyRequests,
 }
+
+/// The one answer to every request refused before its signature verified.
+pub const UNAUTHENTICATED_PEER: &str = "UNAUTHENTICATED_PEER";
+pub const NOT_ACCEPTED: &str = "signature not accepted";
 
 impl Refusal {
     pub fn code(self) -> &'static str {
@@ -115,7 +124,25 @@ impl Refusal {
             Self::GrantDenied => "GRANT_DENIED",
             Self::BadRequest => "BAD_REQUEST",
             Self::Unavailable => "SERVICE_UNAVAILABLE",
+            Self::TooManyRequests => "TOO_MANY_REQUESTS",
         }
+    }
+
+    /// Refusals made before the signature verified. They are all answered
+    /// alike (401 `UNAUTHENTICATED_PEER`, byte for byte) and the precise
+    /// reason only logged, so an unverified sender cannot tell registered
+    /// instance ids, keys or expiries from unknown ones.
+    pub fn before_verification(self) -> bool {
+        matches!(
+            self,
+            Self::MalformedSignature
+                | Self::WrongDestination
+                | Self::UnknownPeer
+                | Self::UnknownKey
+                | Self::KeyExpired
+                | Self::BadSignature
+                | Self::DigestMismatch
+        )
     }
 
     /// HTTP status: 400 for requests that cannot be read, 401 for failed
@@ -123,6 +150,7 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Self::Unavailable => 503,
+            Self::TooManyRequests => 429,
             Self::MalformedSignature | Self::BadRequest | Self::WrongDestination => 400,
             Self::UnknownKey
             | Self::KeyExpired

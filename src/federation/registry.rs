@@ -22,11 +22,27 @@ pub struct PeerRecord {
     pub grant_read_write: bool,
     pub grant_users: Option<Vec<String>>,
     pub grant_forward: bool,
+    /// A new name the peer announced, waiting for an admin's approval.
+    pub pending_name: Option<String>,
+    /// A new base URL the peer announced, waiting for an admin's approval.
+    pub pending_base_url: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
 
 impl PeerRecord {
+    /// The key the peer signs with now, as we hold it (no expiry).
+    pub fn current_key(&self) -> Option<&PublicKey> {
+        self.keys.iter().find(|k| k.valid_until.is_none())
+    }
+
+    /// Whether the peering is live in either direction: the peer may then
+    /// send EVENT and DISCONNECT (any other peer only CONNECT).
+    pub fn is_live(&self) -> bool {
+        matches!(self.inbound_state.as_str(), "pending" | "active" | "suspended")
+            || matches!(self.outbound_state.as_str(), "requested" | "active" | "suspended")
+    }
+
     /// Keys that verify now: the current one and old ones before their expiry.
     pub fn key(&self, key_id: &str, now: i64) -> KeyLookup<'_> {
         match self.keys.iter().find(|k| k.key_id == key_id) {
@@ -44,7 +60,7 @@ pub enum KeyLookup<'a> {
 }
 
 const COLUMNS: &str = "id, name, base_url, keys, schema_hash, inbound_state, outbound_state, grant_workspaces,
-    grant_read_write, grant_users, grant_forward, created_at, updated_at";
+    grant_read_write, grant_users, grant_forward, pending_name, pending_base_url, created_at, updated_at";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PeerRecord>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -72,39 +88,146 @@ pub async fn queryable(pool: &PgPool) -> sqlx::Result<Vec<PeerRecord>> {
     .await
 }
 
-fn all_keys(doc: &IdentityDocument) -> Value {
+fn all_keys(doc: &IdentityDocument) -> Vec<PublicKey> {
     let mut keys = vec![doc.current_key.clone()];
     keys.extend(doc.old_keys.iter().cloned());
-    json!(keys)
+    keys
+}
+
+/// The document's keys, keeping every expiry we already hold: a stored
+/// `valid_until` is never lost or extended (a retired key cannot be made
+/// current again, even by a document signed with it).
+pub fn merge_keys(stored: &[PublicKey], doc: &IdentityDocument) -> Vec<PublicKey> {
+    all_keys(doc)
+        .into_iter()
+        .map(|mut k| {
+            if let Some(old) = stored.iter().find(|s| s.key_id == k.key_id) {
+                k.valid_until = match (old.valid_until, k.valid_until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (Some(a), None) => Some(a),
+                    (None, b) => b,
+                };
+            }
+            k
+        })
+        .collect()
+}
+
+/// Who vouches for a document's name and base URL.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Vouched {
+    /// An admin of ours chose this URL (outbound connect): apply at once.
+    ByAdmin,
+    /// Only the peer says so (CONNECT): once an admin approved the peering,
+    /// a new name or base URL waits as pending until an admin approves it.
+    ByPeer,
 }
 
 /// Records (or refreshes) what a peer's identity document says about it.
-pub async fn upsert_identity(conn: &mut PgConnection, doc: &IdentityDocument) -> sqlx::Result<()> {
+pub async fn record_identity(conn: &mut PgConnection, doc: &IdentityDocument, vouched: Vouched) -> sqlx::Result<()> {
     let id: Uuid = doc.instance_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO peers (id, name, base_url, keys, schema_hash) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, base_url = EXCLUDED.base_url,
-             keys = EXCLUDED.keys, schema_hash = EXCLUDED.schema_hash, updated_at = now()",
+    let url = doc.base_url.trim_end_matches('/');
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        keys: sqlx::types::Json<Vec<PublicKey>>,
+        name: String,
+        base_url: String,
+        inbound_state: String,
+        outbound_state: String,
+    }
+    let stored: Option<Stored> = sqlx::query_as(
+        "SELECT keys, name, base_url, inbound_state, outbound_state FROM peers WHERE id = $1 FOR UPDATE",
     )
     .bind(id)
-    .bind(&doc.name)
-    .bind(doc.base_url.trim_end_matches('/'))
-    .bind(all_keys(doc))
-    .bind(&doc.schema_hash)
-    .execute(conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    let Some(Stored {
+        keys,
+        name,
+        base_url,
+        inbound_state: inbound,
+        outbound_state: outbound,
+    }) = stored
+    else {
+        sqlx::query("INSERT INTO peers (id, name, base_url, keys, schema_hash) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(&doc.name)
+            .bind(url)
+            .bind(json!(all_keys(doc)))
+            .bind(&doc.schema_hash)
+            .execute(conn)
+            .await?;
+        return Ok(());
+    };
+    let keys = json!(merge_keys(&keys, doc));
+    let approved = matches!(inbound.as_str(), "active" | "suspended")
+        || matches!(outbound.as_str(), "requested" | "active" | "suspended");
+    if vouched == Vouched::ByPeer && approved {
+        sqlx::query(
+            "UPDATE peers SET keys = $2, schema_hash = $3, pending_name = $4, pending_base_url = $5,
+                 updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(keys)
+        .bind(&doc.schema_hash)
+        .bind((doc.name != name).then_some(&doc.name))
+        .bind((url != base_url).then_some(url))
+        .execute(conn)
+        .await?;
+    } else {
+        sqlx::query(
+            "UPDATE peers SET name = $2, base_url = $3, keys = $4, schema_hash = $5, pending_name = NULL,
+                 pending_base_url = NULL, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&doc.name)
+        .bind(url)
+        .bind(keys)
+        .bind(&doc.schema_hash)
+        .execute(conn)
+        .await?;
+    }
     Ok(())
 }
 
 /// Refreshes only the keys (after fetching a rotated peer's document).
 pub async fn update_keys(pool: &PgPool, doc: &IdentityDocument) -> sqlx::Result<()> {
     let id: Uuid = doc.instance_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    sqlx::query("UPDATE peers SET keys = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(all_keys(doc))
-        .execute(pool)
-        .await?;
-    Ok(())
+    let mut tx = pool.begin().await?;
+    let stored: Option<sqlx::types::Json<Vec<PublicKey>>> =
+        sqlx::query_scalar("SELECT keys FROM peers WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(stored) = stored {
+        sqlx::query("UPDATE peers SET keys = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(json!(merge_keys(&stored, doc)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// Deletes a peer nobody approved or that was ended (inbound none, pending,
+/// rejected or revoked, outbound none, rejected or revoked); false when
+/// there is no such peer in such a state.
+pub async fn delete_unapproved(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    let deleted = sqlx::query(
+        "DELETE FROM peers WHERE id = $1 AND inbound_state IN ('none', 'pending', 'rejected', 'revoked')
+             AND outbound_state IN ('none', 'rejected', 'revoked')",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// Peers waiting for an admin's approval.
+pub async fn pending_count(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM peers WHERE inbound_state = 'pending'")
+        .fetch_one(pool)
+        .await
 }
 
 pub async fn set_outbound(conn: &mut PgConnection, id: Uuid, state: &str) -> sqlx::Result<()> {
@@ -128,7 +251,9 @@ pub async fn set_inbound(conn: &mut PgConnection, id: Uuid, state: &str) -> sqlx
 pub async fn set_grant(conn: &mut PgConnection, id: Uuid, terms: &Terms) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE peers SET inbound_state = 'active', grant_workspaces = $2, grant_read_write = $3,
-             grant_users = $4, grant_forward = $5, updated_at = now() WHERE id = $1",
+             grant_users = $4, grant_forward = $5, name = coalesce(pending_name, name),
+             base_url = coalesce(pending_base_url, base_url), pending_name = NULL, pending_base_url = NULL,
+             updated_at = now() WHERE id = $1",
     )
     .bind(id)
     .bind(&terms.workspaces)

@@ -155,11 +155,30 @@ pub fn parse_header(value: &str, method: &str, path: &str) -> Result<(SignatureP
         nonce: take("nonce")?,
         digest: take("digest")?,
     };
+    if !nonce_is_valid(&params.nonce) {
+        return Err(SignatureError::Malformed(format!(
+            "nonce must be {}..={} base64url characters",
+            NONCE_CHARS.start(),
+            NONCE_CHARS.end()
+        )));
+    }
     let sig = take("sig")?;
     if let Some(extra) = fields.keys().next() {
         return Err(SignatureError::Malformed(format!("unknown parameter {extra}")));
     }
     Ok((params, sig))
+}
+
+/// Lengths a nonce may have: senders write 22 (16 random bytes).
+pub const NONCE_CHARS: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// A nonce is 16 to 64 base64url characters, so the replay cache holds
+/// small entries whatever a peer sends.
+fn nonce_is_valid(nonce: &str) -> bool {
+    NONCE_CHARS.contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The header's integer grammar: `0`, or ASCII digits not starting with `0`
@@ -193,7 +212,7 @@ mod tests {
             digest: body_digest(body),
             created: 1000,
             expires: 1060,
-            nonce: "n1".into(),
+            nonce: "bm9uY2UtZm9yLXRlc3Q".into(),
             key_id: "k".into(),
         }
     }
@@ -227,6 +246,13 @@ mod tests {
             Err(SignatureError::Malformed(_))
         ));
         let dup = format!("{h}, nonce=\"x\"");
+        for bad in ["short", "has space in it here", "plus+and/slash+more", &"n".repeat(65)] {
+            let h = header_value(&params(b"x"), "c2ln").replace("bm9uY2UtZm9yLXRlc3Q", bad);
+            assert!(
+                matches!(parse_header(&h, "POST", "/"), Err(SignatureError::Malformed(_))),
+                "nonce {bad}"
+            );
+        }
         assert!(matches!(
             parse_header(&dup, "POST", "/"),
             Err(SignatureError::Malformed(_))

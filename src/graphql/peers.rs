@@ -1,5 +1,5 @@
 //! Instance administration of peers: list, connect, approve, reject,
-//! suspend, revoke. Instance administrators only.
+//! suspend, revoke, delete. Instance administrators only.
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use time::OffsetDateTime;
@@ -37,6 +37,12 @@ pub struct Peer {
     pub id: String,
     pub name: String,
     pub base_url: String,
+    /// A new name the peer announced after its peering was approved; an
+    /// admin applies it by approving the peer again.
+    pub pending_name: Option<String>,
+    /// A new base URL the peer announced after its peering was approved; an
+    /// admin applies it by approving the peer again.
+    pub pending_base_url: Option<String>,
     /// May the peer query us: none, pending, active, suspended, revoked, rejected.
     pub inbound_state: String,
     /// May we query the peer: none, requested, active, suspended, revoked, rejected.
@@ -68,6 +74,8 @@ async fn to_peer(rc: &RequestContext, p: PeerRecord) -> AppResult<Peer> {
         id: p.id.to_string(),
         name: p.name,
         base_url: p.base_url,
+        pending_name: p.pending_name,
+        pending_base_url: p.pending_base_url,
         inbound_state: p.inbound_state,
         outbound_state: p.outbound_state,
         grant: PeerGrant {
@@ -183,6 +191,19 @@ impl PeerMutation {
         let p = rc
             .federation
             .suspend(self::peer_id(&peer_id)?, &actor)
+            .await
+            .map_err(refused)?;
+        to_peer(rc, p).await
+    }
+
+    /// Deletes a peer that is pending, rejected or revoked (not one with a
+    /// live grant either way). Its audit trail is kept.
+    async fn delete_peer(&self, ctx: &Context<'_>, peer_id: String) -> AppResult<Peer> {
+        let rc = RequestContext::of(ctx);
+        let actor = rc.admin()?.email.clone();
+        let p = rc
+            .federation
+            .delete(self::peer_id(&peer_id)?, &actor)
             .await
             .map_err(refused)?;
         to_peer(rc, p).await

@@ -143,8 +143,15 @@ pub async fn spawn_instance_with(name: &str, adjust: impl FnOnce(&mut Config)) -
         key_file: pki.key.clone(),
     });
     config.federation.ca_file = Some(pki.ca_cert.clone());
+    // Test instances are peers on loopback.
+    config.federation.allowed_peer_networks = loopback_networks();
     adjust(&mut config);
     spawn_config(config).await
+}
+
+/// Loopback, which peers may be reached at only when configured.
+pub fn loopback_networks() -> Vec<mosaic::federation::netguard::IpNet> {
+    mosaic::federation::netguard::parse_networks("127.0.0.0/8, ::1/128").unwrap()
 }
 
 /// `asking` connects to `asked` (signed CONNECT over HTTPS), and `asked`
