@@ -1,0 +1,282 @@
+//! Attacks a client (not a peer) can make on a running instance, each driven
+//! the way an attacker would (raw sockets, raw SQL as the request role, real
+//! agent containers), one section per item of issue 10.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{TestApp, spawn_app_with, spawn_instance_with};
+use mosaic::config::Config;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+// ---------------------------------------------------------------------------
+// Item 8: connections are bounded in time and number.
+// ---------------------------------------------------------------------------
+
+fn short_timeouts(c: &mut Config) {
+    c.limits.header_read_timeout = Duration::from_millis(500);
+    c.limits.idle_timeout = Duration::from_millis(800);
+    c.limits.tls_handshake_timeout = Duration::from_millis(500);
+}
+
+/// How long the server may take past a timeout to actually close (its close
+/// grace of one second, plus scheduling).
+const CLOSE_SLACK: Duration = Duration::from_millis(2500);
+
+fn server_addr(app: &TestApp) -> SocketAddr {
+    let url = app.base.split("://").nth(1).unwrap();
+    url.parse().unwrap()
+}
+
+/// A TCP connection to the instance from the given loopback address.
+async fn connect_from(app: &TestApp, from: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
+        .unwrap();
+    socket.connect(server_addr(app)).await.expect("TCP connect")
+}
+
+/// Reads (discarding) until the server closes the connection; the time it
+/// took, or None if it was still open after `limit`.
+async fn closed_within(stream: &mut (impl AsyncRead + Unpin), limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    let read_to_end = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_to_end)
+        .await
+        .ok()
+        .map(|()| start.elapsed())
+}
+
+/// `GET /healthz` over a fresh connection from `from`; the status line, or None
+/// if the server closed the connection without answering.
+async fn healthz_from(app: &TestApp, from: &str) -> Option<String> {
+    let mut stream = connect_from(app, from).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: mosaic\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    text.lines()
+        .next()
+        .filter(|l| l.starts_with("HTTP/"))
+        .map(str::to_string)
+}
+
+/// A TLS client trusting the test CA, offering only `alpn`.
+fn tls_connector(alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut config = mosaic::federation::tls::client_config(Some(&common::pki().ca_cert)).unwrap();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn silent_and_half_sent_plain_connections_are_closed_by_the_server() {
+    let app = spawn_app_with(short_timeouts).await;
+    let bound = app.state.config.limits.idle_timeout + CLOSE_SLACK;
+    let opened = Instant::now();
+
+    // Connects and says nothing.
+    let mut silent = connect_from(&app, "127.0.0.1").await;
+    // Sends the start of a request head, then nothing.
+    let mut half = connect_from(&app, "127.0.0.1").await;
+    half.write_all(b"POST /graphql HTTP/1.1\r\nHost: mosaic\r\nContent-Ty")
+        .await
+        .unwrap();
+    // Sends one request, keeps the connection, never sends another.
+    let mut kept = connect_from(&app, "127.0.0.1").await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: mosaic\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    for (what, stream) in [
+        ("silent", &mut silent),
+        ("half-sent head", &mut half),
+        ("idle keep-alive", &mut kept),
+    ] {
+        let closed = closed_within(stream, bound).await;
+        assert!(closed.is_some(), "{what} connection still open after {bound:?}");
+        eprintln!(
+            "{what} connection closed by the server {:?} after it opened",
+            opened.elapsed()
+        );
+    }
+    assert!(opened.elapsed() < bound, "all closed within {bound:?}");
+    assert_eq!(
+        healthz_from(&app, "127.0.0.1").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn silent_tls_connections_are_closed_by_the_server() {
+    let app = spawn_instance_with("tls", short_timeouts).await;
+    let limits = &app.state.config.limits;
+
+    // TCP only: the TLS handshake never starts.
+    let mut no_handshake = connect_from(&app, "127.0.0.1").await;
+    let took = closed_within(&mut no_handshake, limits.tls_handshake_timeout + CLOSE_SLACK).await;
+    assert!(took.is_some(), "a connection without a TLS handshake stayed open");
+    eprintln!("no handshake: closed after {:?}", took.unwrap());
+
+    // A complete handshake, then silence, over HTTP/1.1 and over HTTP/2.
+    for alpn in [b"http/1.1".to_vec(), b"h2".to_vec()] {
+        let connector = tls_connector(&alpn);
+        let tcp = connect_from(&app, "127.0.0.1").await;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn.as_slice()));
+        let took = closed_within(&mut tls, limits.idle_timeout + CLOSE_SLACK).await;
+        let alpn = String::from_utf8_lossy(&alpn).to_string();
+        assert!(took.is_some(), "a silent TLS connection ({alpn}) stayed open");
+        eprintln!("silent TLS ({alpn}): closed after {:?}", took.unwrap());
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connection_caps_hold_per_address_and_in_total() {
+    let app = spawn_app_with(|c| {
+        c.limits.max_connections_per_address = 4;
+        c.limits.max_connections = 8;
+        c.limits.idle_timeout = Duration::from_secs(60);
+        c.limits.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let quick = Duration::from_secs(2);
+
+    let mut first: Vec<TcpStream> = Vec::new();
+    for _ in 0..4 {
+        first.push(connect_from(&app, "127.0.0.1").await);
+    }
+    // One more from the same address is closed at once, long before any timeout.
+    let mut over = connect_from(&app, "127.0.0.1").await;
+    assert!(
+        closed_within(&mut over, quick).await.is_some(),
+        "per-address cap not enforced"
+    );
+    // The four admitted ones are still open.
+    for stream in &mut first {
+        assert!(closed_within(stream, Duration::from_millis(100)).await.is_none());
+    }
+    // Another address is still served.
+    assert_eq!(
+        healthz_from(&app, "127.0.0.2").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+
+    // Four more from a third address fill the total of eight; a ninth is closed.
+    let mut second: Vec<TcpStream> = Vec::new();
+    for _ in 0..4 {
+        second.push(connect_from(&app, "127.0.0.3").await);
+    }
+    for stream in &mut second {
+        assert!(closed_within(stream, Duration::from_millis(100)).await.is_none());
+    }
+    let mut ninth = connect_from(&app, "127.0.0.4").await;
+    assert!(
+        closed_within(&mut ninth, quick).await.is_some(),
+        "total cap not enforced"
+    );
+
+    // Once the first address lets go, others are served again.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if healthz_from(&app, "127.0.0.4").await.as_deref() == Some("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots were not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(second);
+    app.stop().await;
+}
+
+/// VmRSS and VmHWM of this process (the server runs in it), in KiB.
+fn memory_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test]
+async fn a_flood_of_half_sent_requests_from_one_address_is_capped_and_memory_stays_bounded() {
+    const FLOOD: usize = 1000;
+    const CAP: usize = 16;
+    let app = spawn_app_with(|c| {
+        c.limits.max_connections_per_address = CAP;
+        c.limits.max_connections = 256;
+        c.limits.idle_timeout = Duration::from_secs(60);
+        c.limits.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    assert_eq!(
+        healthz_from(&app, "127.0.0.2").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let (rss_before, hwm_before) = memory_kib();
+
+    let mut flood = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        let mut stream = connect_from(&app, "127.0.0.1").await;
+        // A long, never-finished head: each header line promises more.
+        let _ = stream
+            .write_all(b"POST /graphql HTTP/1.1\r\nHost: mosaic\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+            .await;
+        flood.push(stream);
+    }
+    // Another address is served throughout.
+    assert_eq!(
+        healthz_from(&app, "127.0.0.2").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+
+    let checks = flood
+        .into_iter()
+        .map(|mut s| tokio::spawn(async move { closed_within(&mut s, Duration::from_secs(3)).await.is_none() }));
+    let still_open = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter(|open| *open.as_ref().unwrap())
+        .count();
+    let (rss_after, hwm_after) = memory_kib();
+    eprintln!(
+        "flood of {FLOOD} half-sent requests: {still_open} left open; VmRSS {rss_before} -> {rss_after} KiB, \
+         VmHWM {hwm_before} -> {hwm_after} KiB"
+    );
+    assert_eq!(still_open, CAP, "only the per-address cap stays open");
+    assert!(
+        hwm_after.saturating_sub(hwm_before) < 16 * 1024,
+        "peak memory grew by {} KiB",
+        hwm_after - hwm_before
+    );
+    app.stop().await;
+}
