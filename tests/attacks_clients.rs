@@ -280,3 +280,60 @@ async fn a_flood_of_half_sent_requests_from_one_address_is_capped_and_memory_sta
     );
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Item 16: an agent cannot set cookies or security policy on Mosaic's origin.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn agent_answers_set_no_cookie_and_no_origin_policy() {
+    let app = spawn_app_with(|c| {
+        c.agents.image = "mosaic-test-agent:latest".into();
+        c.agents.start_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let _cleanup = common::Cleanup(app.state.instance_id);
+    let (_, token) = app.user("mallory@example.com").await;
+
+    // The image's /cgi-bin/hostile (scripts/docker-test-env) answers with
+    // cookies, HSTS, CSP, CORS, Clear-Site-Data and more.
+    let answer = app
+        .client
+        .get(format!("{}/agent/cgi-bin/hostile", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        200,
+        "run `bash scripts/docker-test-env` (image revision 7)"
+    );
+    let headers = answer.headers().clone();
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("<script>"), "the agent's content itself passes: {body}");
+    for dropped in [
+        "set-cookie",
+        "set-cookie2",
+        "strict-transport-security",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "clear-site-data",
+        "service-worker-allowed",
+        "refresh",
+        "link",
+    ] {
+        assert!(!headers.contains_key(dropped), "{dropped} passed through: {headers:?}");
+    }
+    // Content headers pass; Mosaic's own policy replaces the agent's.
+    assert_eq!(headers["content-type"], "text/html");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["etag"], "\"agent-etag\"");
+    let csp: Vec<_> = headers.get_all("content-security-policy").iter().collect();
+    assert_eq!(csp.len(), 1, "{csp:?}");
+    let csp = csp[0].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("sandbox"), "{csp}");
+    assert!(!csp.contains("script-src *"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    app.stop().await;
+}

@@ -385,3 +385,28 @@ pub async fn fingerprint(conn: &mut PgConnection) -> Vec<(String, String)> {
     }
     out
 }
+
+/// Removes every container and network labelled with the instance, even
+/// when the test fails half-way.
+pub struct Cleanup(pub Uuid);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=mosaic.instance={}", self.0);
+        for (list, remove) in [
+            (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
+            (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
+        ] {
+            let Ok(out) = std::process::Command::new("docker").args(&list).output() else {
+                continue;
+            };
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").args(&remove).args(&ids).output();
+            }
+        }
+    }
+}
