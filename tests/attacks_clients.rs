@@ -337,3 +337,98 @@ async fn agent_answers_set_no_cookie_and_no_origin_policy() {
     assert_eq!(headers["x-content-type-options"], "nosniff");
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Item 15: the request role holds only what requests need.
+// ---------------------------------------------------------------------------
+
+/// An error's text must say the privilege is missing.
+fn assert_denied<T: std::fmt::Debug>(what: &str, result: Result<T, sqlx::Error>) {
+    let err = result.expect_err(what);
+    assert!(err.to_string().contains("permission denied"), "{what}: {err}");
+}
+
+#[tokio::test]
+async fn the_request_role_cannot_read_private_keys_or_call_tenant_wide_functions() {
+    use sqlx::Connection;
+    let a = spawn_instance_with("alpha", |_| {}).await;
+    let b = spawn_instance_with("beta", |_| {}).await;
+    let (alice_id, alice) = a.user("alice@example.com").await;
+    let (bob_id, bob) = a.user("bob@example.com").await;
+    let ws_alice = a.create_workspace(&alice, "Alice's secret workspace").await;
+    a.create_workspace(&bob, "Bob's").await;
+
+    let mut conn = sqlx::PgConnection::connect(&a.database_url).await.unwrap();
+    sqlx::raw_sql("SET ROLE mosaic_app").execute(&mut conn).await.unwrap();
+
+    // The sealed private key is out of reach; the public halves are not.
+    assert_denied(
+        "private key",
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT private_key_sealed FROM instance_keys")
+            .fetch_all(&mut conn)
+            .await,
+    );
+    assert_denied(
+        "whole key rows",
+        sqlx::query("SELECT * FROM instance_keys").fetch_all(&mut conn).await,
+    );
+    let public: Vec<Vec<u8>> = sqlx::query_scalar("SELECT public_key FROM instance_keys")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(public.len(), 1);
+    assert_denied(
+        "instance identity",
+        sqlx::query("SELECT * FROM instance_identity")
+            .fetch_all(&mut conn)
+            .await,
+    );
+
+    // Definer functions requests never call are not callable, in or out of a scope.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('mosaic.user_id', $1, true)")
+        .bind(bob_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for call in [
+        "SELECT workspace_ids_named('Alice''s secret workspace')",
+        "SELECT admin_require()",
+        "SELECT admin_audit(gen_random_uuid(), 'x')",
+        "SELECT admin_keep_one(gen_random_uuid())",
+    ] {
+        let mut savepoint = tx.begin().await.unwrap();
+        assert_denied(call, sqlx::query(call).fetch_all(&mut *savepoint).await);
+        savepoint.rollback().await.unwrap();
+    }
+    // Those that stay callable answer only within the caller's scope: Bob
+    // learns nothing of Alice's membership of her workspace.
+    let role: Option<String> = sqlx::query_scalar("SELECT workspace_role($1, $2)")
+        .bind(common::local_id(&ws_alice))
+        .bind(alice_id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(role, None, "another tenant's membership leaked");
+    tx.rollback().await.unwrap();
+
+    // No definer function is executable by PUBLIC.
+    let mut admin = a.admin().await;
+    let public_definers: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p
+         WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef
+           AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
+                                            WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(public_definers.is_empty(), "executable by PUBLIC: {public_definers:?}");
+
+    // The instance still signs with its key: a signed CONNECT and the approval
+    // travel between the two instances, and Alice still works in her workspace.
+    common::peer(&b, &a, &[&ws_alice], false).await;
+    a.create_task(&alice, &ws_alice, "still works").await;
+    a.stop().await;
+    b.stop().await;
+}

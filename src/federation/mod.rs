@@ -100,7 +100,7 @@ impl Federation {
             base_url,
             schema_hash,
             pool: db.app.clone(),
-            keys: keys::KeyRing::new(db.app.clone(), sealer),
+            keys: keys::KeyRing::new(db, sealer),
             http: tls::http_client(config.federation.ca_file.as_deref())?,
             replay: ReplayCache::starting_at(now_unix()),
             stats: PeerStats::default(),
