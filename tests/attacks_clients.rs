@@ -432,3 +432,177 @@ async fn the_request_role_cannot_read_private_keys_or_call_tenant_wide_functions
     a.stop().await;
     b.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Item 12: invitations tell nothing about accounts and need the invitee's consent.
+// ---------------------------------------------------------------------------
+
+const INVITE: &str = "mutation($w: ID!, $e: String!, $r: WorkspaceRole!) { inviteWorkspaceMember(input: {workspaceId: $w, email: $e, role: $r}) { id workspaceId workspaceName email role status createdAt expiresAt } }";
+const MY_INVITATIONS: &str = "{ myInvitations { id workspaceName email role status } }";
+const ACCEPT: &str = "mutation($i: ID!) { acceptInvitation(id: $i) { id name viewerRole } }";
+
+/// The answer with what differs by nature (IDs, addresses, times) blanked.
+fn shape(mut answer: serde_json::Value) -> serde_json::Value {
+    for field in ["id", "email", "createdAt", "expiresAt"] {
+        assert!(answer[field].is_string(), "{field} in {answer}");
+        answer[field] = serde_json::Value::Null;
+    }
+    answer
+}
+
+#[tokio::test]
+async fn invitations_reveal_nothing_about_accounts_and_add_no_one_without_consent() {
+    use serde_json::json;
+    let app = common::spawn_app().await;
+    let (_, alice) = app.user("alice@example.com").await;
+    let (bob_id, bob) = app.user("bob@example.com").await;
+    let (_, carol) = app.user("carol@example.com").await;
+    let ws = app.create_workspace(&alice, "Alice's").await;
+
+    // An address with an account and one without get the same answer.
+    let (status_bob, to_bob) = app
+        .gql_status(
+            &alice,
+            INVITE,
+            json!({ "w": ws, "e": "Bob@Example.com", "r": "MEMBER" }),
+        )
+        .await;
+    let (status_ghost, to_ghost) = app
+        .gql_status(
+            &alice,
+            INVITE,
+            json!({ "w": ws, "e": "ghost@example.com", "r": "MEMBER" }),
+        )
+        .await;
+    assert_eq!((status_bob, status_ghost), (200, 200));
+    let (to_bob, to_ghost) = (
+        to_bob["data"]["inviteWorkspaceMember"].clone(),
+        to_ghost["data"]["inviteWorkspaceMember"].clone(),
+    );
+    assert_eq!(to_bob["email"], "bob@example.com");
+    assert_eq!(shape(to_bob.clone()), shape(to_ghost.clone()));
+    assert_eq!(to_bob["status"], "PENDING");
+
+    // Bob is not a member until he accepts; others cannot answer for him.
+    let mut admin = app.admin().await;
+    let is_member = |user: uuid::Uuid| {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1 AND user_id = $2)",
+        )
+        .bind(common::local_id(&ws))
+        .bind(user)
+    };
+    assert!(!is_member(bob_id).fetch_one(&mut admin).await.unwrap());
+    assert_eq!(
+        app.gql_ok(&bob, "{ workspaces { id } }", json!({})).await["workspaces"],
+        json!([])
+    );
+    assert_eq!(
+        app.gql_ok(&carol, MY_INVITATIONS, json!({})).await["myInvitations"],
+        json!([])
+    );
+    let before = common::fingerprint(&mut admin).await;
+    let stolen = app.gql(&carol, ACCEPT, json!({ "i": to_bob["id"] })).await;
+    assert_eq!(common::code(&stolen), "NOT_FOUND", "{stolen}");
+    assert_eq!(common::fingerprint(&mut admin).await, before);
+
+    // Bob sees his invitation and accepts it: now, and only now, a member.
+    let mine = app.gql_ok(&bob, MY_INVITATIONS, json!({})).await;
+    assert_eq!(
+        mine["myInvitations"],
+        json!([{ "id": to_bob["id"], "workspaceName": "Alice's", "email": "bob@example.com", "role": "MEMBER", "status": "PENDING" }])
+    );
+    let joined = app.gql_ok(&bob, ACCEPT, json!({ "i": to_bob["id"] })).await;
+    assert_eq!(joined["acceptInvitation"]["viewerRole"], "MEMBER");
+    assert!(is_member(bob_id).fetch_one(&mut admin).await.unwrap());
+    let again = app.gql(&bob, ACCEPT, json!({ "i": to_bob["id"] })).await;
+    assert_eq!(common::code(&again), "NOT_FOUND", "{again}");
+
+    // The address without an account: whoever signs up with it (verified) may answer.
+    let (ghost_id, ghost) = app.user("ghost@example.com").await;
+    sqlx::query("UPDATE users SET email_verified = false WHERE id = $1")
+        .bind(ghost_id)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.gql_ok(&ghost, MY_INVITATIONS, json!({})).await["myInvitations"],
+        json!([]),
+        "an unverified address proves nothing"
+    );
+    sqlx::query("UPDATE users SET email_verified = true WHERE id = $1")
+        .bind(ghost_id)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    app.gql_ok(
+        &ghost,
+        "mutation($i: ID!) { declineInvitation(id: $i) }",
+        json!({ "i": to_ghost["id"] }),
+    )
+    .await;
+    assert!(!is_member(ghost_id).fetch_one(&mut admin).await.unwrap());
+
+    // A revoked invitation cannot be accepted.
+    let (_, dave) = app.user("dave@example.com").await;
+    let to_dave = app
+        .gql_ok(
+            &alice,
+            INVITE,
+            json!({ "w": ws, "e": "dave@example.com", "r": "GUEST" }),
+        )
+        .await["inviteWorkspaceMember"]["id"]
+        .clone();
+    app.gql_ok(
+        &alice,
+        "mutation($i: ID!) { revokeInvitation(id: $i) { status } }",
+        json!({ "i": to_dave }),
+    )
+    .await;
+    let late = app.gql(&dave, ACCEPT, json!({ "i": to_dave })).await;
+    assert_eq!(common::code(&late), "NOT_FOUND", "{late}");
+
+    // The admin sees how each invitation ended; a mere member sees none of it.
+    let listed = app
+        .gql_ok(
+            &alice,
+            "query($w: ID!) { workspace(id: $w) { invitations { email status } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    assert_eq!(
+        listed["workspace"]["invitations"],
+        json!([
+            { "email": "dave@example.com", "status": "REVOKED" },
+            { "email": "ghost@example.com", "status": "DECLINED" },
+            { "email": "bob@example.com", "status": "ACCEPTED" },
+        ])
+    );
+    let peek = app
+        .gql(
+            &bob,
+            "query($w: ID!) { workspace(id: $w) { invitations { email } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    assert_eq!(common::code(&peek), "FORBIDDEN", "{peek}");
+
+    // Bounded: at most 100 pending invitations per workspace.
+    let mut sent = 0;
+    let refused = loop {
+        let body = app
+            .gql(
+                &alice,
+                INVITE,
+                json!({ "w": ws, "e": format!("n{sent}@example.com"), "r": "GUEST" }),
+            )
+            .await;
+        if body.get("errors").is_some() {
+            break body;
+        }
+        sent += 1;
+        assert!(sent <= 100, "more than 100 pending invitations accepted");
+    };
+    assert_eq!((sent, common::code(&refused).as_str()), (100, "CONFLICT"), "{refused}");
+    app.stop().await;
+}

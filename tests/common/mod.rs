@@ -65,7 +65,7 @@ pub fn test_config(database_url: String) -> Config {
 }
 
 /// Tables of tenant data (api_tokens aside: authenticating may touch it).
-pub const TENANT_TABLES: [&str; 9] = [
+pub const TENANT_TABLES: [&str; 10] = [
     "users",
     "workspaces",
     "workspace_members",
@@ -75,6 +75,7 @@ pub const TENANT_TABLES: [&str; 9] = [
     "tasks",
     "events",
     "activity_log",
+    "workspace_invitations",
 ];
 
 pub struct TestApp {
@@ -292,11 +293,25 @@ impl TestApp {
         d["createWorkspace"]["id"].as_str().unwrap().to_string()
     }
 
+    /// Makes the user with `email` a member: invited by `token`'s user, accepted by them.
     pub async fn add_member(&self, token: &str, workspace: &str, email: &str, role: &str) {
+        let invitation = self
+            .gql_ok(
+                token,
+                "mutation($w: ID!, $e: String!, $r: WorkspaceRole!) { inviteWorkspaceMember(input: {workspaceId: $w, email: $e, role: $r}) { id } }",
+                json!({ "w": workspace, "e": email, "r": role }),
+            )
+            .await["inviteWorkspaceMember"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let invitee = mosaic::auth::tokens::create(&mut self.admin().await, email, None)
+            .await
+            .unwrap();
         self.gql_ok(
-            token,
-            "mutation($w: ID!, $e: String!, $r: WorkspaceRole!) { addWorkspaceMember(input: {workspaceId: $w, email: $e, role: $r}) { role } }",
-            json!({ "w": workspace, "e": email, "r": role }),
+            &invitee,
+            "mutation($i: ID!) { acceptInvitation(id: $i) { id } }",
+            json!({ "i": invitation }),
         )
         .await;
     }
