@@ -587,6 +587,56 @@ async fn invitations_reveal_nothing_about_accounts_and_add_no_one_without_consen
         .await;
     assert_eq!(common::code(&peek), "FORBIDDEN", "{peek}");
 
+    // Bad input is refused naming the field, and changes nothing.
+    let erin = app
+        .gql_ok(
+            &alice,
+            INVITE,
+            json!({ "w": ws, "e": "erin@example.com", "r": "MEMBER" }),
+        )
+        .await["inviteWorkspaceMember"]["id"]
+        .clone();
+    let long = format!("{}@example.com", "a".repeat(250));
+    for (vars, code, field) in [
+        (
+            json!({ "w": ws, "e": "not-an-address", "r": "MEMBER" }),
+            "BAD_USER_INPUT",
+            "email",
+        ),
+        (json!({ "w": ws, "e": "  ", "r": "MEMBER" }), "BAD_USER_INPUT", "email"),
+        (
+            json!({ "w": ws, "e": "a\u{0}@example.com", "r": "MEMBER" }),
+            "BAD_USER_INPUT",
+            "email",
+        ),
+        (json!({ "w": ws, "e": long, "r": "MEMBER" }), "BAD_USER_INPUT", "email"),
+        (
+            json!({ "w": ws, "e": "bob@example.com", "r": "GUEST" }),
+            "CONFLICT",
+            "email",
+        ),
+        (
+            json!({ "w": ws, "e": "ERIN@example.com", "r": "GUEST" }),
+            "CONFLICT",
+            "email",
+        ),
+        (
+            json!({ "w": "Workspace:nope", "e": "x@example.com", "r": "MEMBER" }),
+            "BAD_USER_INPUT",
+            "workspaceId",
+        ),
+    ] {
+        app.assert_refused(&alice, INVITE, vars, code, field).await;
+    }
+    app.assert_refused(&bob, ACCEPT, json!({ "i": "not-an-id" }), "BAD_USER_INPUT", "id")
+        .await;
+    app.gql_ok(
+        &alice,
+        "mutation($i: ID!) { revokeInvitation(id: $i) { status } }",
+        json!({ "i": erin }),
+    )
+    .await;
+
     // Bounded: at most 100 pending invitations per workspace.
     let mut sent = 0;
     let refused = loop {
