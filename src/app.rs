@@ -122,31 +122,17 @@ impl Application {
     /// started it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         tracing::info!(url = %self.base_url(), instance = %self.state.instance.name, "serving");
-        match &self.state.config.tls {
-            // The peer's address reaches handlers as ConnectInfo (CONNECT is limited per address).
-            None => axum::serve(
-                self.listener,
-                self.router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
+        let tls = match &self.state.config.tls {
+            Some(files) => Some(crate::federation::tls::server_config(
+                &files.cert_file,
+                &files.key_file,
+            )?),
+            None => None,
+        };
+        let limits = self.state.config.limits.clone();
+        crate::server::serve(self.listener, self.router, tls, limits, shutdown)
             .await
-            .context("serving HTTP")?,
-            Some(files) => {
-                let tls = crate::federation::tls::server_config(&files.cert_file, &files.key_file)?;
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-                let listener = self.listener.into_std()?;
-                axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
-                    .handle(handle)
-                    .serve(self.router.into_make_service_with_connect_info::<SocketAddr>())
-                    .await
-                    .context("serving HTTPS")?;
-            }
-        }
+            .context("serving HTTP")?;
         self.db.shutdown().await
     }
 }

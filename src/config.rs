@@ -27,6 +27,14 @@ const FIELDS: &[(&str, &str)] = &[
     ("limits.max_body_bytes", "MOSAIC_MAX_BODY_BYTES"),
     ("limits.max_page_size", "MOSAIC_MAX_PAGE_SIZE"),
     ("limits.request_timeout_ms", "MOSAIC_REQUEST_TIMEOUT_MS"),
+    ("limits.header_read_timeout_ms", "MOSAIC_HEADER_READ_TIMEOUT_MS"),
+    ("limits.idle_timeout_ms", "MOSAIC_IDLE_TIMEOUT_MS"),
+    ("limits.tls_handshake_timeout_ms", "MOSAIC_TLS_HANDSHAKE_TIMEOUT_MS"),
+    ("limits.max_connections", "MOSAIC_MAX_CONNECTIONS"),
+    (
+        "limits.max_connections_per_address",
+        "MOSAIC_MAX_CONNECTIONS_PER_ADDRESS",
+    ),
     ("secret_key", "MOSAIC_SECRET_KEY"),
     ("dev", "MOSAIC_DEV"),
     ("public_url", "MOSAIC_PUBLIC_URL"),
@@ -96,6 +104,16 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_page_size: usize,
     pub request_timeout: Duration,
+    /// How long a client may take to send a request head (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed
+    /// (before its first request, and between keep-alive requests).
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// Open client connections in all; more are closed at once.
+    pub max_connections: usize,
+    /// Open client connections from one IP address.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for Limits {
@@ -107,6 +125,11 @@ impl Default for Limits {
             max_body_bytes: 256 * 1024,
             max_page_size: 100,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            max_connections_per_address: 64,
         }
     }
 }
@@ -445,6 +468,35 @@ impl Config {
             take("limits.request_timeout_ms"),
             "limits.request_timeout_ms",
             &mut l.request_timeout,
+        )?;
+        set_millis(
+            take("limits.header_read_timeout_ms"),
+            "limits.header_read_timeout_ms",
+            &mut l.header_read_timeout,
+        )?;
+        set_millis(
+            take("limits.idle_timeout_ms"),
+            "limits.idle_timeout_ms",
+            &mut l.idle_timeout,
+        )?;
+        set_millis(
+            take("limits.tls_handshake_timeout_ms"),
+            "limits.tls_handshake_timeout_ms",
+            &mut l.tls_handshake_timeout,
+        )?;
+        set_range(
+            take("limits.max_connections"),
+            "limits.max_connections",
+            1,
+            1_000_000,
+            &mut l.max_connections,
+        )?;
+        set_range(
+            take("limits.max_connections_per_address"),
+            "limits.max_connections_per_address",
+            1,
+            1_000_000,
+            &mut l.max_connections_per_address,
         )?;
         if let Some(r) = take("secret_key") {
             if r.value.len() < 32 {

@@ -13,4 +13,5 @@ pub mod graphql;
 pub mod ide;
 pub mod metrics;
 pub mod secrets;
+pub mod server;
 pub mod telemetry;

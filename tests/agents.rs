@@ -14,7 +14,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
 };
-use common::{TestApp, code, spawn_app_with, spawn_config, test_config};
+use common::{Cleanup, TestApp, code, spawn_app_with, spawn_config, test_config};
 use futures::StreamExt;
 use mosaic::config::Config;
 use mosaic::containers::reaper;
@@ -43,31 +43,6 @@ fn agent_config(c: &mut Config) {
     c.agents.image = IMAGE.into();
     c.agents.reaper_interval = Duration::from_millis(200);
     c.agents.start_timeout = Duration::from_secs(20);
-}
-
-/// Removes every container and network labelled with the instance, even
-/// when the test fails half-way.
-struct Cleanup(Uuid);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let label = format!("label=mosaic.instance={}", self.0);
-        for (list, remove) in [
-            (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
-            (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
-        ] {
-            let Ok(out) = std::process::Command::new("docker").args(&list).output() else {
-                continue;
-            };
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker").args(&remove).args(&ids).output();
-            }
-        }
-    }
 }
 
 async fn spawn(adjust: impl FnOnce(&mut Config)) -> (TestApp, Cleanup, Docker) {

@@ -62,7 +62,7 @@ async fn users_cannot_reach_each_others_workspaces() {
         ),
         ("mutation($w: ID!) { deleteWorkspace(id: $w) }", json!({ "w": ws_a })),
         (
-            "mutation($w: ID!) { addWorkspaceMember(input: {workspaceId: $w, email: \"bob@example.com\", role: OWNER}) { role } }",
+            "mutation($w: ID!) { inviteWorkspaceMember(input: {workspaceId: $w, email: \"bob@example.com\", role: OWNER}) { role } }",
             json!({ "w": ws_a }),
         ),
         (
@@ -239,7 +239,7 @@ async fn guests_read_but_cannot_write() {
             json!({ "w": ws }),
         ),
         (
-            "mutation($w: ID!) { addWorkspaceMember(input: {workspaceId: $w, email: \"owner@example.com\", role: GUEST}) { role } }",
+            "mutation($w: ID!) { inviteWorkspaceMember(input: {workspaceId: $w, email: \"owner@example.com\", role: GUEST}) { role } }",
             json!({ "w": ws }),
         ),
     ] {

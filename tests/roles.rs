@@ -1,5 +1,6 @@
 //! Who may do what in a workspace: every role against every mutation, as a
-//! table derived from the policies in `migrations/0001_core.sql`.
+//! table derived from the policies in `migrations/0001_core.sql` (and
+//! `0031_workspace_invitations.sql` for invitations).
 
 mod common;
 
@@ -20,10 +21,10 @@ enum Outcome {
 enum Op {
     UpdateWorkspace,
     DeleteWorkspace,
-    /// Add a newcomer as MEMBER.
-    AddMember,
-    /// Add a newcomer as OWNER.
-    AddOwner,
+    /// Invite a newcomer as MEMBER (they join only by accepting).
+    InviteMember,
+    /// Invite a newcomer as OWNER.
+    InviteOwner,
     /// Change another MEMBER's role to GUEST.
     UpdateMember,
     /// Change another MEMBER's role to OWNER.
@@ -65,10 +66,10 @@ const RULES: &[(Op, [Outcome; 5])] = &[
     (UpdateWorkspace, [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
     // workspaces_delete: owners only
     (DeleteWorkspace, [Allowed,   Forbidden, Forbidden, Forbidden, NotFound]),
-    // members_add: owners and admins ...
-    (AddMember,       [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
+    // invitations_invite: owners and admins ...
+    (InviteMember,    [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
     // ... and only owners hand out ownership
-    (AddOwner,        [Allowed,   Forbidden, Forbidden, Forbidden, NotFound]),
+    (InviteOwner,     [Allowed,   Forbidden, Forbidden, Forbidden, NotFound]),
     // members_change: owners and admins; only owners make or change owners
     (UpdateMember,    [Allowed,   Allowed,   Forbidden, Forbidden, NotFound]),
     (PromoteToOwner,  [Allowed,   Forbidden, Forbidden, Forbidden, NotFound]),
@@ -104,11 +105,11 @@ impl Op {
         match self {
             UpdateWorkspace => "mutation($w: ID!) { updateWorkspace(input: {id: $w, name: \"renamed\"}) { name } }",
             DeleteWorkspace => "mutation($w: ID!) { deleteWorkspace(id: $w) }",
-            AddMember => {
-                "mutation($w: ID!) { addWorkspaceMember(input: {workspaceId: $w, email: \"newcomer@example.com\", role: MEMBER}) { role } }"
+            InviteMember => {
+                "mutation($w: ID!) { inviteWorkspaceMember(input: {workspaceId: $w, email: \"newcomer@example.com\", role: MEMBER}) { role } }"
             }
-            AddOwner => {
-                "mutation($w: ID!) { addWorkspaceMember(input: {workspaceId: $w, email: \"newcomer@example.com\", role: OWNER}) { role } }"
+            InviteOwner => {
+                "mutation($w: ID!) { inviteWorkspaceMember(input: {workspaceId: $w, email: \"newcomer@example.com\", role: OWNER}) { role } }"
             }
             UpdateMember => {
                 "mutation($w: ID!, $other: ID!) { updateWorkspaceMember(input: {workspaceId: $w, userId: $other, role: GUEST}) { role } }"
@@ -154,11 +155,16 @@ impl Op {
         match self {
             UpdateWorkspace => "SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND name = 'renamed')",
             DeleteWorkspace => "SELECT NOT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)",
-            AddMember => {
-                "SELECT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1 AND user_id = $5 AND role = 'MEMBER')"
+            // Invited, pending, and not (yet) a member.
+            InviteMember => {
+                "SELECT EXISTS (SELECT 1 FROM workspace_invitations i JOIN users u ON u.email = i.email
+                                WHERE i.workspace_id = $1 AND u.id = $5 AND i.role = 'MEMBER' AND i.status = 'PENDING')
+                    AND NOT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1 AND user_id = $5)"
             }
-            AddOwner => {
-                "SELECT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1 AND user_id = $5 AND role = 'OWNER')"
+            InviteOwner => {
+                "SELECT EXISTS (SELECT 1 FROM workspace_invitations i JOIN users u ON u.email = i.email
+                                WHERE i.workspace_id = $1 AND u.id = $5 AND i.role = 'OWNER' AND i.status = 'PENDING')
+                    AND NOT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1 AND user_id = $5)"
             }
             UpdateMember => {
                 "SELECT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1 AND user_id = $4 AND role = 'GUEST')"

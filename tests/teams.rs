@@ -261,7 +261,8 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     // addTeamMember
     let adding = |team: &str, email: &str| json!({ "i": { "teamId": team, "email": email, "role": "MEMBER" } });
     for (vars, code, field) in [
-        (adding(&team, "nobody@example.com"), "NOT_FOUND", "email"),
+        // No account and no membership answer alike: nothing is told about accounts.
+        (adding(&team, "nobody@example.com"), BAD, "email"),
         (adding(&team, "outsider@example.com"), BAD, "email"),
         (adding(&team, "member@example.com"), "CONFLICT", "email"),
         (adding(&team, "careful@example.com"), "CONFLICT", "email"),

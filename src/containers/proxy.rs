@@ -2,17 +2,23 @@
 //! user's own container on 127.0.0.1 (started on demand). The user's Mosaic
 //! credentials (Authorization, cookies) are not passed on; the agent learns
 //! who is calling from `X-Mosaic-User` and `X-Mosaic-User-Email`.
+//!
+//! The agent answers on Mosaic's own origin, so only an allowlist of
+//! response headers that describe the content is passed back: an agent can
+//! set no cookie and change no origin-wide security policy (HSTS, CSP, CORS,
+//! Clear-Site-Data, service workers...). Every answer carries a restrictive
+//! CSP and `nosniff`, so it cannot run script with Mosaic's origin either.
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{AgentError, AgentService};
 use crate::app::error_response;
 use crate::auth::Principal;
 
-/// Headers that belong to one hop, or carry the caller's Mosaic credentials.
+/// Request headers that belong to one hop, or carry the caller's Mosaic credentials.
 fn forwardable(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
@@ -31,6 +37,28 @@ fn forwardable(name: &HeaderName) -> bool {
             | "x-csrf-token"
     ) && !name.as_str().starts_with("x-mosaic-")
 }
+
+/// Response headers an agent may set: they describe the content only.
+fn answer_header_allowed(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-type"
+            | "content-encoding"
+            | "content-language"
+            | "content-disposition"
+            | "content-range"
+            | "accept-ranges"
+            | "cache-control"
+            | "etag"
+            | "last-modified"
+            | "expires"
+            | "vary"
+            | "retry-after"
+    )
+}
+
+/// Sandboxed, nothing loaded, not framable: an agent's page cannot act as Mosaic.
+const AGENT_CSP: &str = "default-src 'none'; sandbox; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 fn agent_error(e: &AgentError) -> Response {
     error_response(e.status(), e.code(), e.message())
@@ -89,15 +117,23 @@ pub async fn forward(svc: &AgentService, principal: &Principal, req: Request, ma
                     }
                 };
                 let mut response = (status, Body::from(body)).into_response();
-                for (name, value) in headers.iter().filter(|(n, _)| forwardable(n)) {
-                    response.headers_mut().append(name, value.clone());
+                let out = response.headers_mut();
+                for (name, value) in headers.iter().filter(|(n, _)| answer_header_allowed(n)) {
+                    out.append(name, value.clone());
                 }
-                if !response.headers().contains_key(header::CONTENT_TYPE) {
-                    response.headers_mut().insert(
+                if !out.contains_key(header::CONTENT_TYPE) {
+                    out.insert(
                         header::CONTENT_TYPE,
-                        header::HeaderValue::from_static("application/octet-stream"),
+                        HeaderValue::from_static("application/octet-stream"),
                     );
                 }
+                out.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(AGENT_CSP));
+                out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                out.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+                out.insert(
+                    header::HeaderName::from_static("cross-origin-resource-policy"),
+                    HeaderValue::from_static("same-origin"),
+                );
                 return response;
             }
             Err(e) if attempt == 0 && e.is_connect() => {

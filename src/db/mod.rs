@@ -84,6 +84,11 @@ impl Database {
             .context("connecting to PostgreSQL as the administrative user")
     }
 
+    /// How to open an administrative connection (for the few reads the request role may not make).
+    pub fn admin_options(&self) -> PgConnectOptions {
+        self.admin_options.clone()
+    }
+
     pub fn admin_url(&self) -> String {
         self.admin_url.clone()
     }

@@ -10,11 +10,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use super::document::PublicKey;
 use super::signing;
+use crate::db::Database;
 use crate::secrets::Sealer;
 
 fn generate() -> SigningKey {
@@ -66,32 +68,44 @@ pub async fn rotate(conn: &mut PgConnection, sealer: &Sealer, grace: time::Durat
     Ok(id)
 }
 
-/// Reads keys through the application pool; decrypted keys are cached by id.
+/// Reads public keys through the application pool, which cannot read the
+/// sealed private keys (migration 0030): those are read with the
+/// administrative connection once per key id and kept, opened, in memory.
 pub struct KeyRing {
     pool: PgPool,
+    admin: PgConnectOptions,
     sealer: Sealer,
     cache: Mutex<HashMap<String, SigningKey>>,
 }
 
 impl KeyRing {
-    pub fn new(pool: PgPool, sealer: Sealer) -> Self {
+    pub fn new(db: &Database, sealer: Sealer) -> Self {
         Self {
-            pool,
+            pool: db.app.clone(),
+            admin: db.admin_options(),
             sealer,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The current signing key (read each time, so a rotation by the CLI takes effect at once).
+    /// The current signing key (its id is read each time, so a rotation by the CLI takes effect at once).
     pub async fn current(&self) -> Result<(String, SigningKey)> {
-        let (key_id, sealed): (String, Vec<u8>) =
-            sqlx::query_as("SELECT key_id, private_key_sealed FROM instance_keys WHERE retired_at IS NULL")
-                .fetch_one(&self.pool)
-                .await
-                .context("reading the current signing key")?;
+        let key_id: String = sqlx::query_scalar("SELECT key_id FROM instance_keys WHERE retired_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .context("reading the current signing key's id")?;
         if let Some(k) = self.cache.lock().expect("key cache").get(&key_id) {
             return Ok((key_id, k.clone()));
         }
+        let mut admin = PgConnection::connect_with(&self.admin)
+            .await
+            .context("connecting as the administrative user to read the signing key")?;
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT private_key_sealed FROM instance_keys WHERE key_id = $1")
+            .bind(&key_id)
+            .fetch_one(&mut admin)
+            .await
+            .context("reading the current signing key")?;
+        let _ = admin.close().await;
         let bytes = self.sealer.open(&sealed, key_id.as_bytes())?;
         let key = SigningKey::from_bytes(
             &bytes

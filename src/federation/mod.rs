@@ -108,7 +108,7 @@ impl Federation {
             base_url,
             schema_hash,
             pool: db.app.clone(),
-            keys: keys::KeyRing::new(db.app.clone(), sealer),
+            keys: keys::KeyRing::new(db, sealer),
             http: tls::peer_client(
                 config.federation.ca_file.as_deref(),
                 &config.federation.allowed_peer_networks,

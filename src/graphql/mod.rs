@@ -6,6 +6,7 @@ pub mod auth_audit;
 pub mod events;
 pub mod federated;
 pub mod ids;
+pub mod invitations;
 pub mod limits;
 pub mod my_sessions;
 pub mod pagination;
@@ -153,6 +154,7 @@ pub struct QueryRoot(
     auth_audit::AuthAuditQuery,
     my_sessions::MySessionsQuery,
     workspaces::WorkspaceQuery,
+    invitations::InvitationQuery,
     projects::ProjectQuery,
     tasks::TaskQuery,
     activity::ActivityQuery,
@@ -164,6 +166,7 @@ pub struct QueryRoot(
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     workspaces::WorkspaceMutation,
+    invitations::InvitationMutation,
     projects::ProjectMutation,
     tasks::TaskMutation,
     events::EventMutation,

@@ -368,24 +368,22 @@ impl TeamMutation {
         let email = required_text("email", &input.email, EMAIL_MAX)?;
         let team = team_scope_id(rc, "teamId", &input.team_id, Kind::Team)?;
         let ws = require(rc, team).await?.workspace.id;
-        // Before the address is looked up: who may not add members learns
-        // nothing about which addresses exist.
         require_admin(rc, ws).await?;
-        let user: Option<Uuid> = sqlx::query_scalar("SELECT user_id_by_email($1)")
-            .bind(&email)
-            .fetch_one(&mut *rc.db.conn().await?)
-            .await?;
-        let user = user.ok_or_else(|| AppError::NotFound(format!("email: user with e-mail {email}")))?;
-        let member: bool = sqlx::query_scalar("SELECT is_workspace_member($1, $2)")
-            .bind(ws)
-            .bind(user)
-            .fetch_one(&mut *rc.db.conn().await?)
-            .await?;
-        if !member {
+        // Only the workspace's own members are looked up, so the answer says
+        // nothing about whether an account has the address.
+        let user: Option<Uuid> = sqlx::query_scalar(
+            "SELECT m.user_id FROM workspace_members m JOIN users u ON u.id = m.user_id
+             WHERE m.workspace_id = $1 AND u.email = lower($2)",
+        )
+        .bind(ws)
+        .bind(&email)
+        .fetch_optional(&mut *rc.db.conn().await?)
+        .await?;
+        let Some(user) = user else {
             return Err(AppError::BadInput(format!(
-                "email: {email} is not a member of the team's workspace; add them to the workspace first"
+                "email: no member of the team's workspace has the address {email}; invite them to the workspace first"
             )));
-        }
+        };
         let inserted =
             sqlx::query("INSERT INTO team_members (workspace_id, team_id, user_id, role) VALUES ($1, $2, $3, $4)")
                 .bind(ws)

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::events::{self, EventConnection, EventsRequest};
 use super::federated::{self, InstanceScope};
 use super::ids::{GlobalId, Kind};
+use super::invitations::{self, WorkspaceInvitation};
 use super::projects::{self, Project};
 use super::teams::{self, Team};
 use super::users::User;
@@ -205,6 +206,17 @@ impl Workspace {
         }
         members_of(rc, self.id, None).await
     }
+    /// Invitations to join, newest first (owners and admins of a workspace of this instance).
+    async fn invitations(&self, ctx: &Context<'_>) -> AppResult<Vec<WorkspaceInvitation>> {
+        let rc = RequestContext::of(ctx);
+        if !rc.is_local(&self.instance) {
+            return Err(AppError::Forbidden(
+                "invitations are managed on the workspace's own instance".into(),
+            ));
+        }
+        require_admin(rc, self.id).await?;
+        invitations::of_workspace(rc, self.id).await
+    }
     async fn projects(&self, ctx: &Context<'_>) -> AppResult<Vec<Project>> {
         let rc = RequestContext::of(ctx);
         if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
@@ -323,13 +335,6 @@ pub struct UpdateWorkspaceInput {
 }
 
 #[derive(InputObject)]
-pub struct AddWorkspaceMemberInput {
-    pub workspace_id: ID,
-    pub email: String,
-    pub role: WorkspaceRole,
-}
-
-#[derive(InputObject)]
 pub struct UpdateWorkspaceMemberInput {
     pub workspace_id: ID,
     pub user_id: ID,
@@ -346,7 +351,7 @@ pub struct RemoveWorkspaceMemberInput {
 pub struct WorkspaceMutation;
 
 /// Requires the caller to administer the workspace (checked by the SQL helper the policies use).
-async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
+pub async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
     let admin: bool = sqlx::query_scalar("SELECT is_workspace_admin($1, current_user_id())")
         .bind(ws)
         .fetch_one(&mut *rc.db.conn().await?)
@@ -401,39 +406,6 @@ impl WorkspaceMutation {
             .await?;
         deleted.ok_or_else(|| AppError::Forbidden("only owners may delete a workspace".into()))?;
         Ok(id)
-    }
-
-    async fn add_workspace_member(
-        &self,
-        ctx: &Context<'_>,
-        input: AddWorkspaceMemberInput,
-    ) -> AppResult<WorkspaceMember> {
-        let rc = RequestContext::of(ctx);
-        let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
-        require_visible(rc, ws).await?;
-        require_admin(rc, ws).await?;
-        let user: Option<Uuid> = sqlx::query_scalar("SELECT user_id_by_email($1)")
-            .bind(input.email.trim())
-            .fetch_one(&mut *rc.db.conn().await?)
-            .await?;
-        let user = user.ok_or_else(|| AppError::NotFound(format!("user with e-mail {}", input.email.trim())))?;
-        let inserted = sqlx::query("INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3)")
-            .bind(ws)
-            .bind(user)
-            .bind(input.role.as_db())
-            .execute(&mut *rc.db.conn().await?)
-            .await;
-        match inserted.map_err(AppError::from) {
-            Err(AppError::Conflict(_)) => {
-                return Err(AppError::Conflict("already a member of this workspace".into()));
-            }
-            Err(AppError::Forbidden(_)) => {
-                return Err(AppError::Forbidden("only owners may add owners".into()));
-            }
-            other => other?,
-        };
-        let mut members = members_of(rc, ws, Some(user)).await?;
-        Ok(members.pop().ok_or_else(|| AppError::NotFound("member".into()))?)
     }
 
     async fn update_workspace_member(

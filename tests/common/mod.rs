@@ -66,7 +66,7 @@ pub fn test_config(database_url: String) -> Config {
 }
 
 /// Tables of tenant data (api_tokens aside: authenticating may touch it).
-pub const TENANT_TABLES: [&str; 9] = [
+pub const TENANT_TABLES: [&str; 10] = [
     "users",
     "workspaces",
     "workspace_members",
@@ -76,6 +76,7 @@ pub const TENANT_TABLES: [&str; 9] = [
     "tasks",
     "events",
     "activity_log",
+    "workspace_invitations",
 ];
 
 pub struct TestApp {
@@ -325,11 +326,25 @@ impl TestApp {
         d["createWorkspace"]["id"].as_str().unwrap().to_string()
     }
 
+    /// Makes the user with `email` a member: invited by `token`'s user, accepted by them.
     pub async fn add_member(&self, token: &str, workspace: &str, email: &str, role: &str) {
+        let invitation = self
+            .gql_ok(
+                token,
+                "mutation($w: ID!, $e: String!, $r: WorkspaceRole!) { inviteWorkspaceMember(input: {workspaceId: $w, email: $e, role: $r}) { id } }",
+                json!({ "w": workspace, "e": email, "r": role }),
+            )
+            .await["inviteWorkspaceMember"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let invitee = mosaic::auth::tokens::create(&mut self.admin().await, email, None)
+            .await
+            .unwrap();
         self.gql_ok(
-            token,
-            "mutation($w: ID!, $e: String!, $r: WorkspaceRole!) { addWorkspaceMember(input: {workspaceId: $w, email: $e, role: $r}) { role } }",
-            json!({ "w": workspace, "e": email, "r": role }),
+            &invitee,
+            "mutation($i: ID!) { acceptInvitation(id: $i) { id } }",
+            json!({ "i": invitation }),
         )
         .await;
     }
@@ -417,4 +432,29 @@ pub async fn fingerprint(conn: &mut PgConnection) -> Vec<(String, String)> {
         out.push((table.to_string(), digest));
     }
     out
+}
+
+/// Removes every container and network labelled with the instance, even
+/// when the test fails half-way.
+pub struct Cleanup(pub Uuid);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=mosaic.instance={}", self.0);
+        for (list, remove) in [
+            (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
+            (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
+        ] {
+            let Ok(out) = std::process::Command::new("docker").args(&list).output() else {
+                continue;
+            };
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").args(&remove).args(&ids).output();
+            }
+        }
+    }
 }
