@@ -57,30 +57,54 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database (embedded or `DATABASE_URL`), migrates, binds the
-    /// listener (port 0 picks a free one) and assembles the router.
+    /// Binds the listener (port 0 picks a free one), opens the database
+    /// (embedded or `DATABASE_URL`), migrates and assembles the router. The
+    /// port is bound first so a port in use starts no database, and a failure
+    /// after the database is open stops the embedded cluster again.
     pub async fn build(config: Config) -> Result<Self> {
         crate::federation::tls::install_crypto_provider();
-        let secret = config.require_secret()?;
-        let db = Database::open(&config).await?;
-        let (instance_id, name) = db::instance_identity(&db, &config.instance_name).await?;
+        let secret = config.secret(true)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+        let db = Database::open(&config).await?.owning_cluster();
+        match Self::assemble(config, &secret, &listener, &db).await {
+            Ok(state) => Ok(Self {
+                router: router(state.clone()),
+                listener,
+                db,
+                state,
+            }),
+            Err(e) => {
+                if let Err(stop) = db.shutdown().await {
+                    tracing::warn!(error = %stop, "stopping the database after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn assemble(
+        config: Config,
+        secret: &crate::secrets::Secret,
+        listener: &tokio::net::TcpListener,
+        db: &Database,
+    ) -> Result<AppState> {
+        let (instance_id, name) = db::instance_identity(db, &config.instance_name).await?;
         let base_url = config.base_url(listener.local_addr()?);
-        let federation = Federation::open(&config, &db, &secret, instance_id, &name, base_url.clone()).await?;
+        let federation = Federation::open(&config, db, secret, instance_id, &name, base_url.clone()).await?;
         let sso = match &config.oidc {
             Some(settings) => {
                 let http = crate::federation::tls::http_client(config.federation.ca_file.as_deref())?;
                 Some(Arc::new(
-                    crate::auth::oidc::Sso::start(settings.clone(), &base_url, http, &secret).await?,
+                    crate::auth::oidc::Sso::start(settings.clone(), &base_url, http, secret).await?,
                 ))
             }
             None => None,
         };
         let agents =
-            crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, &secret).await?;
-        let state = AppState {
+            crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
+        Ok(AppState {
             agents,
             pool: db.app.clone(),
             schema: graphql::build_schema(&config.limits),
@@ -94,12 +118,6 @@ impl Application {
             sso,
             breakglass_throttle: Arc::default(),
             config: Arc::new(config),
-        };
-        Ok(Self {
-            router: router(state.clone()),
-            listener,
-            db,
-            state,
         })
     }
 
@@ -122,28 +140,41 @@ impl Application {
     /// started it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         tracing::info!(url = %self.base_url(), instance = %self.state.instance.name, "serving");
-        match &self.state.config.tls {
-            None => axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTP")?,
-            Some(files) => {
-                let tls = crate::federation::tls::server_config(&files.cert_file, &files.key_file)?;
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-                let listener = self.listener.into_std()?;
-                axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
-                    .handle(handle)
-                    .serve(self.router.into_make_service())
-                    .await
-                    .context("serving HTTPS")?;
-            }
+        let served = serve(self.listener, self.router, self.state.config.tls.as_ref(), shutdown).await;
+        let stopped = self.db.shutdown().await;
+        served.and(stopped)
+    }
+}
+
+/// Serves (HTTPS when `tls` is set) until `shutdown` completes.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<&crate::config::TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    match tls {
+        None => axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP"),
+        Some(files) => {
+            let tls = crate::federation::tls::server_config(&files.cert_file, &files.key_file)?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(
+                listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )?
+            .handle(handle)
+            .serve(router.into_make_service())
+            .await
+            .context("serving HTTPS")
         }
-        self.db.shutdown().await
     }
 }
 
@@ -233,8 +264,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn graphql_ide() -> Html<&'static str> {
-    Html(crate::ide::PAGE)
+async fn graphql_ide(State(state): State<AppState>) -> Html<&'static str> {
+    Html(crate::ide::page(state.sso.is_some()))
 }
 
 /// A GraphQL-shaped error body for failures outside execution.

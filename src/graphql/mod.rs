@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod agents;
+pub mod api_tokens;
 pub mod auth_audit;
 pub mod events;
 pub mod federated;
@@ -152,6 +153,7 @@ pub struct QueryRoot(
     user_admin::UserAdminQuery,
     auth_audit::AuthAuditQuery,
     my_sessions::MySessionsQuery,
+    api_tokens::ApiTokenQuery,
     workspaces::WorkspaceQuery,
     projects::ProjectQuery,
     tasks::TaskQuery,
@@ -171,6 +173,7 @@ pub struct MutationRoot(
     peers::PeerMutation,
     user_admin::UserAdminMutation,
     my_sessions::MySessionsMutation,
+    api_tokens::ApiTokenMutation,
     agents::AgentMutation,
 );
 
