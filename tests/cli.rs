@@ -865,3 +865,30 @@ async fn help_describes_every_argument_and_where_the_settings_are() {
         }
     }
 }
+
+/// Without a Docker engine, `serve` says once, in plain words, that agents
+/// are off, and keeps serving.
+#[tokio::test]
+async fn no_docker_engine_is_said_once_plainly() {
+    let dir = DataDir::new();
+    let env = [
+        ("MOSAIC_AGENTS_DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("MOSAIC_AGENTS_REAPER_INTERVAL_MS", "20"),
+    ];
+    let server = Server::start_with(&dir, "no-docker", &env, true).await;
+    const SAID: &str = "agents are off";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !server.log().contains(SAID) {
+        assert!(std::time::Instant::now() < deadline, "never said: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Many reaper periods pass while a command runs against the instance.
+    let users = run(&["user", "list"], &[("MOSAIC_DATA_DIR", &dir.data_str())]).await;
+    assert_eq!(users.code, Some(0), "{}", users.stderr);
+    let log = server.log();
+    assert_eq!(log.matches(SAID).count(), 1, "{log}");
+    assert!(!log.contains("cannot reconcile"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file: {log:?}");
+    let path = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&path));
+}
