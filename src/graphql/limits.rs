@@ -43,7 +43,7 @@ impl ExtensionFactory for QueryLimits {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(QueryLimitsExtension {
             limits: self.0.clone(),
-            shape: Mutex::new(Shape::default()),
+            shape: Mutex::new(None),
         })
     }
 }
@@ -51,7 +51,8 @@ impl ExtensionFactory for QueryLimits {
 /// One request's extension: the limits, and the document's shape measured at parse time.
 struct QueryLimitsExtension {
     limits: Limits,
-    shape: Mutex<Shape>,
+    /// `None` until parsed here: then the whole document counts as data.
+    shape: Mutex<Option<Shape>>,
 }
 
 #[async_graphql::async_trait::async_trait]
@@ -93,7 +94,7 @@ impl Extension for QueryLimitsExtension {
                 "introspection selects more than {INTROSPECTION_MAX_FIELDS} fields"
             )));
         }
-        *self.shape.lock().expect("shape lock") = shape;
+        *self.shape.lock().expect("shape lock") = Some(shape);
         Ok(doc)
     }
 
@@ -108,11 +109,15 @@ impl Extension for QueryLimitsExtension {
                 .map(|e| with_code(e, VALIDATION_FAILED))
                 .collect::<Vec<_>>()
         })?;
-        let shape = *self.shape.lock().expect("shape lock");
         // Introspection fields have no complexity of their own: one each, as
         // `Shape` counts them, so what remains is the data part's.
-        let depth = shape.data_depth;
-        let complexity = result.complexity.saturating_sub(shape.introspection_fields);
+        let (depth, complexity) = match *self.shape.lock().expect("shape lock") {
+            Some(shape) => (
+                shape.data_depth,
+                result.complexity.saturating_sub(shape.introspection_fields),
+            ),
+            None => (result.depth, result.complexity),
+        };
         if depth > self.limits.max_depth {
             return Err(vec![too_complex(format!(
                 "query depth {depth} exceeds the limit of {}",
@@ -231,5 +236,51 @@ impl<'a> Walk<'a> {
             count += c;
         }
         (depth + 1, count + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(query: &str) -> Option<Shape> {
+        Shape::of(&async_graphql::parser::parse_query(query).unwrap(), 1000, 30)
+    }
+
+    #[test]
+    fn introspection_is_measured_apart_from_data() {
+        let s = shape("{ a { b __typename } __schema { types { name __typename } } }").unwrap();
+        assert_eq!(
+            s,
+            Shape {
+                data_depth: 2,
+                introspection_depth: 3,
+                introspection_fields: 3
+            }
+        );
+        // Fragments are inlined, each spread counted; `__type` is introspection too.
+        let s = shape("query { ...R } fragment R on Q { x { y } __type(name: \"T\") { ...N ...N } } fragment N on __Type { name }").unwrap();
+        assert_eq!(
+            s,
+            Shape {
+                data_depth: 2,
+                introspection_depth: 2,
+                introspection_fields: 3
+            }
+        );
+        // Only root fields are introspection.
+        assert_eq!(shape("{ a { __schema { x } } }").unwrap().introspection_fields, 0);
+    }
+
+    #[test]
+    fn cycles_and_fan_out_end_within_the_bounds() {
+        let cycle = shape("{ __schema { ...A } } fragment A on __Schema { t { ...A } }").unwrap();
+        assert!(cycle.introspection_depth > 30, "{cycle:?}");
+        let fan = (0..10)
+            .map(|i| format!("fragment F{i} on T {{ ...F{} ...F{} }}", i + 1, i + 1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let doc = format!("{{ a {{ ...F0 }} }} {fan} fragment F10 on T {{ x }}");
+        assert_eq!(shape(&doc), None, "2^10 spreads exceed the budget");
     }
 }
