@@ -57,30 +57,54 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database (embedded or `DATABASE_URL`), migrates, binds the
-    /// listener (port 0 picks a free one) and assembles the router.
+    /// Binds the listener (port 0 picks a free one), opens the database
+    /// (embedded or `DATABASE_URL`), migrates and assembles the router. The
+    /// port is bound first so a port in use starts no database, and a failure
+    /// after the database is open stops the embedded cluster again.
     pub async fn build(config: Config) -> Result<Self> {
         crate::federation::tls::install_crypto_provider();
-        let secret = config.require_secret()?;
-        let db = Database::open(&config).await?;
-        let (instance_id, name) = db::instance_identity(&db, &config.instance_name).await?;
+        let secret = config.secret(true)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+        let db = Database::open(&config).await?.owning_cluster();
+        match Self::assemble(config, &secret, &listener, &db).await {
+            Ok(state) => Ok(Self {
+                router: router(state.clone()),
+                listener,
+                db,
+                state,
+            }),
+            Err(e) => {
+                if let Err(stop) = db.shutdown().await {
+                    tracing::warn!(error = %stop, "stopping the database after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn assemble(
+        config: Config,
+        secret: &crate::secrets::Secret,
+        listener: &tokio::net::TcpListener,
+        db: &Database,
+    ) -> Result<AppState> {
+        let (instance_id, name) = db::instance_identity(db, &config.instance_name).await?;
         let base_url = config.base_url(listener.local_addr()?);
-        let federation = Federation::open(&config, &db, &secret, instance_id, &name, base_url.clone()).await?;
+        let federation = Federation::open(&config, db, secret, instance_id, &name, base_url.clone()).await?;
         let sso = match &config.oidc {
             Some(settings) => {
                 let http = crate::federation::tls::http_client(config.federation.ca_file.as_deref())?;
                 Some(Arc::new(
-                    crate::auth::oidc::Sso::start(settings.clone(), &base_url, http, &secret).await?,
+                    crate::auth::oidc::Sso::start(settings.clone(), &base_url, http, secret).await?,
                 ))
             }
             None => None,
         };
         let agents =
-            crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, &secret).await?;
-        let state = AppState {
+            crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
+        Ok(AppState {
             agents,
             pool: db.app.clone(),
             schema: graphql::build_schema(&config.limits),
@@ -94,12 +118,6 @@ impl Application {
             sso,
             breakglass_throttle: Arc::default(),
             config: Arc::new(config),
-        };
-        Ok(Self {
-            router: router(state.clone()),
-            listener,
-            db,
-            state,
         })
     }
 
@@ -130,10 +148,11 @@ impl Application {
             None => None,
         };
         let limits = self.state.config.limits.clone();
-        crate::server::serve(self.listener, self.router, tls, limits, shutdown)
+        let served = crate::server::serve(self.listener, self.router, tls, limits, shutdown)
             .await
-            .context("serving HTTP")?;
-        self.db.shutdown().await
+            .context("serving HTTP");
+        let stopped = self.db.shutdown().await;
+        served.and(stopped)
     }
 }
 
@@ -255,8 +274,8 @@ fn metrics_refusal(config: &Config, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-async fn graphql_ide() -> Html<&'static str> {
-    Html(crate::ide::PAGE)
+async fn graphql_ide(State(state): State<AppState>) -> Html<&'static str> {
+    Html(crate::ide::page(state.sso.is_some()))
 }
 
 /// A GraphQL-shaped error body for failures outside execution.

@@ -342,20 +342,47 @@ impl Default for Config {
 const DEV_SECRET: &str = "mosaic-development-secret-do-not-use-in-production";
 
 impl Config {
-    /// The secret that seals secrets at rest; refuses to go on without one outside dev mode.
+    /// The secret that seals secrets at rest: `secret_key` when configured,
+    /// else the key file in the data directory, else (dev mode) the fixed
+    /// development secret. Commands other than `serve` never make a key.
     pub fn require_secret(&self) -> Result<Secret, ConfigError> {
-        match (&self.secret_key, self.dev) {
-            (Some(s), _) => Ok(s.clone()),
-            (None, true) => {
-                tracing::warn!("MOSAIC_DEV: using the fixed development secret; never do this in production");
-                Ok(Secret(DEV_SECRET.into()))
-            }
-            (None, false) => Err(ConfigError {
-                field: "secret_key".into(),
-                source_name: "MOSAIC_SECRET_KEY".into(),
-                reason: "required (at least 32 characters) to seal this instance's keys; set MOSAIC_DEV=true only for development".into(),
-            }),
+        self.secret(false)
+    }
+
+    /// As [`Config::require_secret`], but with `create` a data directory that
+    /// has no key file yet (and no configured key, outside dev mode) gets a
+    /// new random one: `mosaic serve`'s first start.
+    pub fn secret(&self, create: bool) -> Result<Secret, ConfigError> {
+        if let Some(s) = &self.secret_key {
+            return Ok(s.clone());
         }
+        let path = self.data_dir.join(crate::secrets::KEY_FILE);
+        let file_error = |reason: String| ConfigError {
+            field: "secret_key".into(),
+            source_name: path.display().to_string(),
+            reason,
+        };
+        let create = create && !self.dev;
+        if create && !path.exists() {
+            tracing::warn!(path = %path.display(), "no secret key configured: making a new one in the data directory; back this file up with the database");
+        }
+        match crate::secrets::key_file(&path, create) {
+            Ok(Some(s)) => return Ok(s),
+            Ok(None) => {}
+            Err(e) => return Err(file_error(format!("cannot use the key file: {e}"))),
+        }
+        if self.dev {
+            tracing::warn!("MOSAIC_DEV: using the fixed development secret; never do this in production");
+            return Ok(Secret(DEV_SECRET.into()));
+        }
+        Err(ConfigError {
+            field: "secret_key".into(),
+            source_name: "MOSAIC_SECRET_KEY".into(),
+            reason: format!(
+                "not set, and there is no key file {} (`mosaic serve` makes one on its first start); set MOSAIC_SECRET_KEY to at least 32 characters",
+                path.display()
+            ),
+        })
     }
 
     /// The base URL peers use, given the address actually bound.
@@ -408,7 +435,9 @@ impl Config {
     fn from_raw(mut raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
         let mut take = |key: &'static str| raw.remove(key);
-        set(take("listen"), "listen", &mut c.listen)?;
+        if let Some(r) = take("listen") {
+            c.listen = listen_address(&r)?;
+        }
         set(take("data_dir"), "data_dir", &mut c.data_dir)?;
         if let Some(r) = take("database_url") {
             if !(r.value.starts_with("postgres://") || r.value.starts_with("postgresql://")) {
@@ -698,8 +727,12 @@ fn oidc_settings(take: &mut impl FnMut(&'static str) -> Option<Raw>) -> Result<O
     }
     let missing = |field: &str| ConfigError {
         field: field.to_string(),
-        source_name: issuer.source_name.clone(),
-        reason: "required when oidc.issuer_url is set".into(),
+        source_name: FIELDS
+            .iter()
+            .find(|(key, _)| *key == field)
+            .map_or(field, |(_, var)| var)
+            .to_string(),
+        reason: format!("required when oidc.issuer_url is set (by {})", issuer.source_name),
     };
     let id = id.ok_or_else(|| missing("oidc.client_id"))?;
     if id.value.trim().is_empty() {
@@ -730,6 +763,29 @@ fn oidc_settings(take: &mut impl FnMut(&'static str) -> Option<Raw>) -> Result<O
         group_roles,
         discovery_refresh: Duration::from_secs(refresh_s),
     }))
+}
+
+/// `listen`: an address (`127.0.0.1:8080`, `[::1]:8080`) or a host name and
+/// port (`localhost:8080`), which is resolved now; its first address is used.
+fn listen_address(r: &Raw) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = r.value.parse() {
+        return Ok(addr);
+    }
+    let resolved = r.value.to_socket_addrs().map_err(|e| {
+        err(
+            "listen",
+            r,
+            format!("'{}' is not an address or host:port ({e})", r.value),
+        )
+    })?;
+    let mut addrs: Vec<SocketAddr> = resolved.collect();
+    // IPv4 first, so `localhost` means 127.0.0.1 as in the default.
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| err("listen", r, format!("'{}' resolves to no address", r.value)))
 }
 
 fn err(field: &str, raw: &Raw, reason: impl Into<String>) -> ConfigError {
@@ -787,9 +843,15 @@ fn read_file(path: &str, out: &mut BTreeMap<&'static str, Raw>) -> Result<(), Co
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| file_err("MOSAIC_CONFIG", format!("cannot read file: {e}")))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| file_err("MOSAIC_CONFIG", format!("not valid TOML: {}", e.message())))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!(" at line {line}, column {column}")
+        });
+        file_err("MOSAIC_CONFIG", format!("not valid TOML{at}: {}", e.message()))
+    })?;
     let mut flat = Vec::new();
     flatten("", &table, &mut flat);
     for (key, value) in flat {
@@ -879,6 +941,10 @@ mod tests {
         let issuer = ("MOSAIC_OIDC_ISSUER_URL", "https://auth.example/application/o/mosaic/");
         let e = load(&[issuer]).unwrap_err();
         assert_eq!(e.field, "oidc.client_id");
+        assert_eq!(
+            e.source_name, "MOSAIC_OIDC_CLIENT_ID",
+            "names the missing variable: {e}"
+        );
         let e = load(&[issuer, ("MOSAIC_OIDC_CLIENT_ID", "m")]).unwrap_err();
         assert_eq!(e.field, "oidc.client_secret");
         let ok = [
@@ -949,5 +1015,23 @@ mod tests {
         let e = load(&[("MOSAIC_CONFIG", path)]).unwrap_err();
         assert_eq!(e.field, "limits.max_dept");
         assert_eq!(e.reason, "unknown setting");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[limits]\nmax_depth = = 7\n").unwrap();
+        let e = load(&[("MOSAIC_CONFIG", path)]).unwrap_err();
+        assert!(e.reason.contains("line 3, column"), "{e}");
+    }
+
+    #[test]
+    fn listen_accepts_host_names() {
+        assert_eq!(
+            load(&[("MOSAIC_LISTEN", "localhost:8081")]).unwrap().listen.to_string(),
+            "127.0.0.1:8081"
+        );
+        assert_eq!(
+            load(&[("MOSAIC_LISTEN", "[::1]:8082")]).unwrap().listen.to_string(),
+            "[::1]:8082"
+        );
+        for bad in ["localhost", "nonsense", "localhost:99999"] {
+            assert_eq!(load(&[("MOSAIC_LISTEN", bad)]).unwrap_err().field, "listen", "{bad}");
+        }
     }
 }

@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use base64::Engine;
-use rand::RngCore;
 use serde_json::json;
 use sqlx::Connection;
 use tokio::sync::watch;
@@ -50,25 +48,65 @@ struct Running {
     served: tokio::task::JoinHandle<Result<()>>,
 }
 
-fn secret(dir: &Path) -> Result<Secret> {
-    let path = dir.join("secret.key");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        return Ok(Secret(s.trim().to_string()));
-    }
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    tls::write_private(&path, s.as_bytes())?;
-    Ok(Secret(s))
-}
-
 pub async fn run(port_base: u16, data_dir: PathBuf, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("--data-dir: cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let pki = tls::local_pki(&data_dir.join("tls"))?;
-    let secret = secret(&data_dir)?;
+    // One key for the three instances, made on the first run.
+    let secret =
+        crate::secrets::key_file(&data_dir.join(crate::secrets::KEY_FILE), true)?.context("the demo's key file")?;
     let (stop, stopped) = watch::channel(false);
     let mut running = Vec::new();
+    let started = start_instances(port_base, &data_dir, &pki, &secret, &stopped, &mut running).await;
+    let result = match started {
+        Ok(()) => prepare(&running, &data_dir, &pki.ca_cert).await,
+        Err(e) => Err(e),
+    };
+    if result.is_ok() {
+        println!("ready");
+        let home = running.last().expect("three instances");
+        println!(
+            "\nMosaic demo: {} instances with HTTPS between them (CA: {})",
+            running.len(),
+            pki.ca_cert.display()
+        );
+        for r in &running {
+            println!("  {:<5} {}/graphql", r.name, r.url);
+        }
+        println!("\nOpen the home instance's IDE: {}/graphql", home.url);
+        println!(
+            "(trust {} or accept the certificate; tokens are in {})",
+            pki.ca_cert.display(),
+            data_dir.join("demo.json").display()
+        );
+        println!("\nExample federated queries (home asks work, which asks hq):");
+        println!(
+            "  {{ tasks(scope: {{all: true}}, first: 20, orderBy: {{field: TITLE}}) {{ edges {{ node {{ title instance {{ name }} }} }} totalCount }} }}"
+        );
+        println!("  {{ workspaces(scope: {{instances: [\"home\", \"work\"]}}) {{ name instance {{ name }} }} }}");
+        println!("Press Ctrl-C to stop.");
+        shutdown.await;
+    }
+    // Every instance started is stopped (with its cluster), whatever failed.
+    let _ = stop.send(true);
+    let mut stopped = Ok(());
+    for r in running {
+        let served = r.served.await.map_err(anyhow::Error::from).and_then(|r| r);
+        stopped = stopped.and(served);
+    }
+    result.and(stopped)
+}
+
+/// Starts the three instances in order, pushing each onto `running` as it
+/// starts, so a failure leaves the ones already running for the caller to stop.
+async fn start_instances(
+    port_base: u16,
+    data_dir: &Path,
+    pki: &tls::LocalPki,
+    secret: &Secret,
+    stopped: &watch::Receiver<bool>,
+    running: &mut Vec<Running>,
+) -> Result<()> {
     for (i, (name, ..)) in INSTANCES.iter().enumerate() {
         let port = port_base
             .checked_add(i as u16)
@@ -111,41 +149,12 @@ pub async fn run(port_base: u16, data_dir: PathBuf, shutdown: impl std::future::
             served,
         });
     }
-    let result = prepare(&running, &data_dir, &pki.ca_cert).await;
-    if result.is_ok() {
-        println!("ready");
-        let home = running.last().expect("three instances");
-        println!(
-            "\nMosaic demo: {} instances with HTTPS between them (CA: {})",
-            running.len(),
-            pki.ca_cert.display()
-        );
-        for r in &running {
-            println!("  {:<5} {}/graphql", r.name, r.url);
-        }
-        println!("\nOpen the home instance's IDE: {}/graphql", home.url);
-        println!(
-            "(trust {} or accept the certificate; tokens are in {})",
-            pki.ca_cert.display(),
-            data_dir.join("demo.json").display()
-        );
-        println!("\nExample federated queries (home asks work, which asks hq):");
-        println!(
-            "  {{ tasks(scope: {{all: true}}, first: 20, orderBy: {{field: TITLE}}) {{ edges {{ node {{ title instance {{ name }} }} }} totalCount }} }}"
-        );
-        println!("  {{ workspaces(scope: {{instances: [\"home\", \"work\"]}}) {{ name instance {{ name }} }} }}");
-        println!("Press Ctrl-C to stop.");
-        shutdown.await;
-    }
-    let _ = stop.send(true);
-    for r in running {
-        r.served.await??;
-    }
-    result
+    Ok(())
 }
 
 /// Seeds each instance once, peers home → work → hq once, and writes demo.json.
 async fn prepare(running: &[Running], data_dir: &Path, ca: &Path) -> Result<()> {
+    let previous = previous_tokens(&data_dir.join("demo.json"));
     let mut listing = Vec::new();
     for (r, (_, email, workspace, tasks)) in running.iter().zip(INSTANCES) {
         let mut conn = sqlx::PgConnection::connect(&r.database_url).await?;
@@ -156,7 +165,7 @@ async fn prepare(running: &[Running], data_dir: &Path, ca: &Path) -> Result<()> 
         if user.is_none() {
             seed(&mut conn, email, workspace, tasks).await?;
         }
-        let token = crate::auth::tokens::create(&mut conn, email, None).await?;
+        let token = demo_token(&mut conn, email, previous.get(r.name)).await?;
         listing.push(json!({ "name": r.name, "url": r.url, "graphql": format!("{}/graphql", r.url), "user": email, "token": token }));
     }
     // home → work → hq: each asks the next, which grants its workspaces,
@@ -188,6 +197,39 @@ async fn prepare(running: &[Running], data_dir: &Path, ca: &Path) -> Result<()> 
         serde_json::to_string_pretty(&doc)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// Each instance's token in an earlier run's demo.json, by instance name.
+fn previous_tokens(path: &Path) -> std::collections::HashMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Default::default();
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    doc["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some((i["name"].as_str()?.to_string(), i["token"].as_str()?.to_string())))
+        .collect()
+}
+
+/// The seeded user's token: the earlier run's while it still works (a second
+/// run mints nothing), else a new one.
+async fn demo_token(conn: &mut sqlx::PgConnection, email: &str, previous: Option<&String>) -> Result<String> {
+    if let Some(token) = previous {
+        let valid: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND u.email = $2 AND (t.expires_at IS NULL OR t.expires_at > now()))",
+        )
+        .bind(crate::auth::tokens::hash(token))
+        .bind(email)
+        .fetch_one(&mut *conn)
+        .await?;
+        if valid {
+            return Ok(token.clone());
+        }
+    }
+    crate::auth::tokens::create_named(conn, email, "demo", None).await
 }
 
 async fn seed(conn: &mut sqlx::PgConnection, email: &str, workspace: &str, tasks: &[&str]) -> Result<()> {

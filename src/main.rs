@@ -12,7 +12,12 @@ use mosaic::federation::Federation;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "mosaic", version, about = "Mosaic federation gateway")]
+#[command(
+    name = "mosaic",
+    version,
+    about = "Mosaic: a GraphQL application for workspaces, projects, tasks and events whose instances federate with each other",
+    after_help = "Settings come from environment variables (and an optional TOML file named by MOSAIC_CONFIG); the README's Configuration section lists them all."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve GraphQL (MOSAIC_LISTEN, MOSAIC_DATA_DIR, DATABASE_URL).
+    /// Serve GraphQL and the IDE at /graphql (default http://127.0.0.1:8080).
+    #[command(long_about = SERVE_HELP)]
     Serve,
     /// Bring the database schema up to date and exit.
     Migrate,
@@ -65,15 +71,30 @@ enum Command {
     },
 }
 
+const SERVE_HELP: &str = "Serve GraphQL and the IDE at /graphql.
+
+Settings (environment variables, or a TOML file named by MOSAIC_CONFIG; the
+README's Configuration section has the full table):
+  MOSAIC_LISTEN      address to listen on (default 127.0.0.1:8080; host names allowed)
+  MOSAIC_DATA_DIR    data directory (default ./.mosaic)
+  DATABASE_URL       PostgreSQL to use (default: a private cluster in the data directory)
+  MOSAIC_SECRET_KEY  seals this instance's keys and secrets (32+ characters). When not
+                     set, the first start makes one in <data dir>/secret.key (mode 0600)
+                     and later starts use it: back that file up with the database.
+                     A key set here or in the TOML file wins over the file.";
+
 #[derive(Subcommand)]
 enum PeerCommand {
     /// Ask the instance at URL to let this one query it (CONNECT).
-    Connect { url: String },
+    Connect {
+        /// The other instance's base URL, e.g. https://work.example.
+        url: String,
+    },
     /// List peers with state, grant, keys.
     List,
     /// Grant a peer that asked to connect access to workspaces.
     Approve {
-        /// The peer's instance id.
+        /// The peer's instance id (see `peer list`).
         id: String,
         /// A workspace (id, global ID or exact name); repeat for several.
         #[arg(long = "workspace", required = true)]
@@ -89,13 +110,25 @@ enum PeerCommand {
         forward: bool,
     },
     /// Refuse a peer's request to connect.
-    Reject { id: String },
+    Reject {
+        /// The peer's instance id (see `peer list`).
+        id: String,
+    },
     /// Suspend a peer's access (approve again to resume).
-    Suspend { id: String },
+    Suspend {
+        /// The peer's instance id (see `peer list`).
+        id: String,
+    },
     /// Cut the peering in both directions at once (DISCONNECT).
-    Revoke { id: String },
+    Revoke {
+        /// The peer's instance id (see `peer list`).
+        id: String,
+    },
     /// Delete a pending, rejected or revoked peer (its audit trail is kept).
-    Delete { id: String },
+    Delete {
+        /// The peer's instance id (see `peer list`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,20 +141,25 @@ enum KeysCommand {
 enum UserCommand {
     /// Create a user; prints its id.
     Create {
+        /// Their e-mail address (how they are named everywhere).
         #[arg(long)]
         email: String,
+        /// Their display name.
         #[arg(long)]
         name: Option<String>,
         /// Make the user an instance administrator.
         #[arg(long)]
         admin: bool,
     },
+    /// List users: e-mail, administrator, deactivated, id.
+    List,
 }
 
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Create (or reset) a break-glass administrator; reads the password from stdin.
     Create {
+        /// The administrator's e-mail address.
         #[arg(long)]
         email: String,
     },
@@ -134,9 +172,23 @@ enum TokenCommand {
         /// The user's e-mail.
         #[arg(long)]
         user: String,
-        /// Lifetime (30d, 12h, 45m) or an RFC 3339 time; default: no expiry.
+        /// Lifetime (30d, 12h, 45m), an RFC 3339 time, or `never`; default: 90d.
         #[arg(long)]
         expires: Option<String>,
+        /// What the token is for (shown by `token list`).
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens (never their secrets): id, user, name, created, expires, last used.
+    List {
+        /// Only this user's tokens (e-mail).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token; it stops working at once.
+    Revoke {
+        /// The token's id (see `token list`).
+        id: String,
     },
 }
 
@@ -144,6 +196,7 @@ enum TokenCommand {
 enum SchemaCommand {
     /// Print the SDL (or write it to a file).
     Print {
+        /// Write to this file instead of standard output.
         #[arg(long)]
         output: Option<std::path::PathBuf>,
     },
@@ -182,8 +235,37 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", message(&e));
     ExitCode::FAILURE
+}
+
+/// The error and its causes on one line, each cause once (some errors repeat
+/// their source's text in their own).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Opens the database of an instance that must already exist: a mistyped
+/// data directory is reported, not turned into a new cluster.
+async fn open_existing(config: &Config) -> Result<Database> {
+    if config.database_url.is_none() && !config.data_dir.join("postgres/data/PG_VERSION").is_file() {
+        anyhow::bail!(
+            "MOSAIC_DATA_DIR: there is no Mosaic instance in {} (nothing was created); check the path, or start `mosaic serve` there first",
+            config.data_dir.display()
+        );
+    }
+    Database::open(config).await
 }
 
 async fn run(command: Command, config: Config) -> Result<()> {
@@ -192,7 +274,37 @@ async fn run(command: Command, config: Config) -> Result<()> {
             let app = Application::build(config).await?;
             app.run(shutdown_signal()).await
         }
-        Command::Migrate => Database::open(&config).await?.shutdown().await,
+        Command::Migrate => {
+            let db = Database::open(&config).await?;
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut db.admin().await?)
+                .await
+                .unwrap_or(-1);
+            db.shutdown().await?;
+            eprintln!("database schema is up to date ({applied} migrations applied)");
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::List,
+        } => {
+            let db = open_existing(&config).await?;
+            let listed = users::list(&mut db.admin().await?).await;
+            db.shutdown().await?;
+            let listed = listed?;
+            if listed.is_empty() {
+                eprintln!("no users yet (mosaic user create --email ...)");
+            }
+            for u in listed {
+                println!(
+                    "{}  {}{}{}",
+                    u.id,
+                    u.email,
+                    if u.is_admin { "  admin" } else { "" },
+                    if u.deactivated { "  deactivated" } else { "" }
+                );
+            }
+            Ok(())
+        }
         Command::User {
             command: UserCommand::Create { email, name, admin },
         } => {
@@ -226,15 +338,51 @@ async fn run(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
         Command::Token {
-            command: TokenCommand::Create { user, expires },
+            command: TokenCommand::Create { user, expires, name },
         } => {
-            let expires_at = expires
-                .map(|e| tokens::parse_expiry(&e, time::OffsetDateTime::now_utc()))
-                .transpose()?;
-            let db = Database::open(&config).await?;
-            let token = tokens::create(&mut db.admin().await?, &user, expires_at).await;
+            let expires_at = tokens::expiry(expires.as_deref(), time::OffsetDateTime::now_utc())?;
+            let db = open_existing(&config).await?;
+            let token = tokens::create_named(&mut db.admin().await?, &user, &name, expires_at).await;
             db.shutdown().await?;
             println!("{}", token?);
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::List { user },
+        } => {
+            let db = open_existing(&config).await?;
+            let listed = tokens::list(&mut db.admin().await?, user.as_deref()).await;
+            db.shutdown().await?;
+            let listed = listed?;
+            if listed.is_empty() {
+                eprintln!("no tokens (mosaic token create --user ...)");
+            }
+            let when =
+                |t: Option<time::OffsetDateTime>, none: &str| t.map_or(none.to_string(), |t| t.date().to_string());
+            for t in listed {
+                println!(
+                    "{}  {}  name={:?} created={} expires={} last-used={}",
+                    t.id,
+                    t.email,
+                    t.name,
+                    t.created_at.date(),
+                    when(t.expires_at, "never"),
+                    when(t.last_used_at, "never")
+                );
+            }
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { id },
+        } => {
+            let id: Uuid = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("ID: '{id}' is not a token id (see `mosaic token list`)"))?;
+            let db = open_existing(&config).await?;
+            let revoked = tokens::revoke(&mut db.admin().await?, id).await;
+            db.shutdown().await?;
+            revoked?;
+            eprintln!("revoked token {id}");
             Ok(())
         }
         Command::Schema { .. } => unreachable!("handled before the runtime starts"),
@@ -244,7 +392,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
         } => {
             mosaic::federation::tls::install_crypto_provider();
             let secret = config.require_secret()?;
-            let db = Database::open(&config).await?;
+            let db = open_existing(&config).await?;
             let sealer = mosaic::secrets::Sealer::new(&secret, "instance-keys");
             let grace = time::Duration::try_from(config.federation.key_grace)?;
             let rotated = async {
@@ -270,7 +418,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
 async fn peer_command(command: PeerCommand, config: Config) -> Result<()> {
     mosaic::federation::tls::install_crypto_provider();
     let secret = config.require_secret()?;
-    let db = Database::open(&config).await?;
+    let db = open_existing(&config).await?;
     let (instance_id, name) = mosaic::db::instance_identity(&db, &config.instance_name).await?;
     let fed = Federation::open(
         &config,
@@ -295,7 +443,11 @@ async fn peer_action(fed: &Federation, db: &Database, command: PeerCommand) -> R
     let shown = match command {
         PeerCommand::Connect { url } => fed.connect(&url, actor).await?,
         PeerCommand::List => {
-            for p in mosaic::federation::registry::list(&fed.pool).await? {
+            let peers = mosaic::federation::registry::list(&fed.pool).await?;
+            if peers.is_empty() {
+                eprintln!("no peers yet (mosaic peer connect https://OTHER-INSTANCE)");
+            }
+            for p in peers {
                 print_peer(&p);
             }
             return Ok(());

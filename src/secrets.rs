@@ -1,6 +1,11 @@
 //! Secrets at rest: sealed with ChaCha20-Poly1305 under a key derived (HKDF-SHA256)
 //! from `MOSAIC_SECRET_KEY`. Each purpose gets its own derived key.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hkdf::Hkdf;
@@ -15,6 +20,47 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
+}
+
+/// The file in the data directory that holds the key `mosaic serve` made on
+/// its first start when none was configured. Back it up with the database:
+/// without it, sealed data (signing keys, agent secrets) cannot be opened.
+pub const KEY_FILE: &str = "secret.key";
+
+/// Reads the key file at `path`; when it does not exist and `create` is set,
+/// first writes a new random key there (mode 0600, never over an existing file).
+/// `Ok(None)`: no file, and not asked to create one.
+pub fn key_file(path: &Path, create: bool) -> std::io::Result<Option<Secret>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = text.trim();
+            if key.len() < 32 {
+                return Err(std::io::Error::other(format!(
+                    "{} holds {} characters; a key has at least 32",
+                    path.display(),
+                    key.len()
+                )));
+            }
+            return Ok(Some(Secret(key.to_string())));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(format!("{key}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(Some(Secret(key)))
 }
 
 pub struct Sealer {
@@ -81,5 +127,24 @@ mod tests {
         let wrong = Sealer::new(&Secret("another secret entirely, also long".into()), "test");
         assert!(wrong.open(&sealed, b"ctx").is_err());
         assert!(format!("{:?}", Secret("x".into())).contains("redacted"));
+    }
+
+    #[test]
+    fn key_file_is_made_once_owner_only_and_then_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join(KEY_FILE);
+        assert!(key_file(&path, false).unwrap().is_none(), "not created unless asked");
+        assert!(!path.exists());
+        let made = key_file(&path, true).unwrap().unwrap();
+        assert!(made.0.len() >= 32);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(key_file(&path, true).unwrap().unwrap().0, made.0, "the same key again");
+        assert_eq!(key_file(&path, false).unwrap().unwrap().0, made.0);
+        std::fs::write(&path, "short\n").unwrap();
+        let e = key_file(&path, true).unwrap_err();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "short\n", "never overwritten");
     }
 }

@@ -201,3 +201,73 @@ async fn sign_in_to_the_ide_run_a_query_and_sign_out_in_chromium() {
     app.stop().await;
     provider.stop().await;
 }
+
+/// The IDE of an instance without single sign-on (issue 12): it offers no
+/// sign-in but says where a token comes from, and with a token GraphiQL's own
+/// introspection query passes the default limits, so the docs pane lists the
+/// schema's types.
+#[tokio::test]
+async fn the_docs_pane_loads_the_schema_under_the_default_limits_in_chromium() {
+    let (dir, chromium) = prerequisites();
+    let app = common::spawn_app().await;
+    assert_eq!(app.state.config.limits.max_depth, 12, "the default limits");
+    let (_, token) = app.user("docs@example.com").await;
+    let run = tokio::process::Command::new("node")
+        .arg("docs.js")
+        .arg(&app.base)
+        .arg(&token)
+        .current_dir(&dir)
+        .env("PUPPETEER_EXECUTABLE_PATH", &chromium)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(DRIVER_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser run did not finish within {DRIVER_TIMEOUT:?}"))
+        .expect("node runs tests/browser/docs.js");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser run failed ({}):\n{stderr}\n{stdout}",
+        output.status
+    );
+    let seen: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the driver printed no JSON line:\n{stdout}\n{stderr}"));
+    eprintln!("observed: {seen:#}");
+    assert_eq!(seen["signinShown"], false, "no sign-in without SSO: {seen}");
+    assert!(
+        seen["hint"].as_str().is_some_and(|h| h.contains("mosaic token create")),
+        "{seen}"
+    );
+    assert_eq!(seen["introspection"]["status"], 200, "{seen}");
+    assert_eq!(seen["introspection"]["errors"], Value::Null, "{seen}");
+    assert_eq!(seen["introspection"]["queryType"], "QueryRoot", "{seen}");
+    assert_eq!(seen["docsError"], json!([]), "{seen}");
+    // The root types, then all the schema's types.
+    let types: Vec<&str> = seen["rootTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(types[..2], ["QueryRoot", "MutationRoot"], "{seen}");
+    for name in ["Task", "Workspace", "ApiToken"] {
+        assert!(types.contains(&name), "{name} in the docs pane: {types:?}");
+    }
+    let fields: Vec<&str> = seen["queryFields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fields listed: {seen}"))
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for field in ["me", "workspaces", "tasks", "tokens"] {
+        assert!(fields.contains(&field), "{field} in the docs pane: {fields:?}");
+    }
+    assert_eq!(seen["pageErrors"], json!([]), "{seen}");
+    assert_eq!(seen["cspViolations"], json!([]), "{seen}");
+    app.stop().await;
+}

@@ -134,16 +134,32 @@ struct Server {
 
 impl Server {
     async fn start(dir: &DataDir, name: &str) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
+        Self::start_with(dir, name, &[], true).await
+    }
+
+    /// `serve` with `env` added and, unless `with_key`, no MOSAIC_SECRET_KEY.
+    async fn start_with(dir: &DataDir, name: &str, env: &[(&str, &str)], with_key: bool) -> Self {
+        let addr = env
+            .iter()
+            .find(|(k, _)| *k == "MOSAIC_LISTEN")
+            .map_or_else(|| format!("127.0.0.1:{}", free_port()), |(_, v)| v.to_string());
         let log = dir.dir.path().join(format!("{name}.log"));
-        let child = mosaic(
-            &["serve"],
-            &[("MOSAIC_DATA_DIR", &dir.data_str()), ("MOSAIC_LISTEN", &addr)],
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        let mut vars = vec![("MOSAIC_DATA_DIR", dir.data_str()), ("MOSAIC_LISTEN", addr.clone())];
+        vars.extend(
+            env.iter()
+                .filter(|(k, _)| *k != "MOSAIC_LISTEN")
+                .map(|(k, v)| (*k, v.to_string())),
+        );
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut command = mosaic(&["serve"], &vars);
+        if !with_key {
+            command.env_remove("MOSAIC_SECRET_KEY");
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
         let mut server = Self {
             child,
             base: format!("http://{addr}"),
@@ -367,6 +383,9 @@ async fn invalid_configuration_exits_2_naming_the_field() {
     let toml = dir.dir.path().join("m.toml");
     std::fs::write(&toml, "[limits]\nmax_dept = 7\n").unwrap();
     let toml = toml.to_str().unwrap();
+    let bad_toml = dir.dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "[limits]\nmax_depth = = 7\n").unwrap();
+    let bad_toml = bad_toml.to_str().unwrap();
     for (args, var, value, names) in [
         (
             &["serve"][..],
@@ -382,6 +401,7 @@ async fn invalid_configuration_exits_2_naming_the_field() {
         ),
         (&["serve"], "MOSAIC_DB_POOL_SIZE", "0", &["db.pool_size"]),
         (&["serve"], "DATABASE_URL", "mysql://x", &["database_url"]),
+        (&["serve"], "MOSAIC_CONFIG", bad_toml, &["line 2, column"]),
         (
             &["serve"],
             "MOSAIC_CONFIG",
@@ -543,4 +563,332 @@ async fn admin_create_makes_a_break_glass_admin_refuses_bad_input_and_resets_the
     let log = server.log.clone();
     assert_eq!(server.terminate().await, Some(0), "{}", read(&log));
     assert!(!dir.postmaster_pid().exists());
+}
+
+/// `run` without MOSAIC_SECRET_KEY in the environment.
+async fn run_without_key(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut command = mosaic(args, env);
+    command.env_remove("MOSAIC_SECRET_KEY");
+    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("command finished in time")
+        .expect("command ran");
+    ran(out)
+}
+
+/// The README's one-instance commands, twice: with no key given, the first
+/// start makes one in the data directory (0600) and every later start and
+/// command uses it; a key that does not fit says what to do and leaves no
+/// PostgreSQL running.
+#[tokio::test]
+async fn serve_without_a_key_makes_one_in_the_data_dir_and_starts_again_with_it() {
+    let dir = DataDir::new();
+    let data = dir.data_str();
+    let key_file = dir.data().join("secret.key");
+
+    let server = Server::start_with(&dir, "first", &[], false).await;
+    let mode = std::fs::metadata(&key_file).expect("the key file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the owner reads the key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(key.trim().len() >= 32);
+    assert!(!server.log().contains(key.trim()), "the key is not logged");
+    assert!(server.log().contains("back this file up"), "{}", server.log());
+    let log = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&log));
+    assert!(!dir.postmaster_pid().exists());
+
+    // Operator commands need no key; those that unseal use the file.
+    let env = [("MOSAIC_DATA_DIR", data.as_str())];
+    let created = run_without_key(&["user", "create", "--email", "you@example.com", "--admin"], &env).await;
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let issued = run_without_key(
+        &["token", "create", "--user", "you@example.com", "--expires", "30d"],
+        &env,
+    )
+    .await;
+    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
+    let token = issued.stdout.trim_end().to_string();
+    let peers = run_without_key(&["peer", "list"], &env).await;
+    assert_eq!(peers.code, Some(0), "{}", peers.stderr);
+    assert_eq!(peers.stdout, "");
+    assert!(peers.stderr.contains("no peers yet"), "{}", peers.stderr);
+
+    // The second start, exactly as the first (a host name for the address too).
+    let port = free_port();
+    let listen = format!("localhost:{port}");
+    let server = Server::start_with(&dir, "second", &[("MOSAIC_LISTEN", &listen)], false).await;
+    assert!(
+        server.log().contains(&format!("http://127.0.0.1:{port}")),
+        "{}",
+        server.log()
+    );
+    let body = server.gql(&token, "{ me { email } }").await;
+    assert_eq!(body["data"]["me"]["email"], "you@example.com", "{body}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key, "the key is kept");
+    let log = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&log));
+
+    // A key given in the environment wins over the file; this one does not fit.
+    let wrong = run(
+        &["serve"],
+        &[("MOSAIC_DATA_DIR", &data), ("MOSAIC_LISTEN", "127.0.0.1:0")],
+    )
+    .await;
+    assert_fails(&wrong, None, &["does not open", "secret.key", "first started with"]);
+    assert!(
+        !dir.postmaster_pid().exists(),
+        "the failed start stopped its PostgreSQL"
+    );
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+}
+
+#[tokio::test]
+async fn a_port_in_use_starts_no_database() {
+    let dir = DataDir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let ran = run(
+        &["serve"],
+        &[("MOSAIC_DATA_DIR", &dir.data_str()), ("MOSAIC_LISTEN", &addr)],
+    )
+    .await;
+    assert_fails(&ran, None, &["listen", &addr]);
+    assert!(!dir.data().join("postgres").exists(), "no cluster was made or started");
+}
+
+/// A cluster left running (here: started and abandoned by this test) is
+/// adopted by `serve` and stopped when it exits.
+#[tokio::test]
+async fn serve_stops_a_cluster_it_adopted() {
+    let dir = DataDir::new();
+    let pg = mosaic::db::EmbeddedPostgres::start(&dir.data()).expect("cluster starts");
+    std::mem::forget(pg);
+    assert!(dir.postmaster_pid().exists());
+    let server = Server::start(&dir, "adopting").await;
+    let log = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&log));
+    assert!(!dir.postmaster_pid().exists(), "serve stopped the cluster it adopted");
+}
+
+#[tokio::test]
+async fn tokens_and_users_are_listed_and_revoked_from_the_cli() {
+    let url = common::fresh_database().await;
+    let env = [("DATABASE_URL", url.as_str())];
+    for email in ["alice@example.com", "bob@example.com"] {
+        let ran = run(&["user", "create", "--email", email], &env).await;
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    }
+    let users = run(&["user", "list"], &env).await;
+    assert_eq!(users.code, Some(0), "{}", users.stderr);
+    let listed: Vec<&str> = users.stdout.lines().collect();
+    assert_eq!(listed.len(), 2, "{}", users.stdout);
+    assert!(listed[0].contains("alice@example.com") && listed[1].contains("bob@example.com"));
+
+    let none = run(&["token", "list"], &env).await;
+    assert_eq!((none.code, none.stdout.as_str()), (Some(0), ""));
+    assert!(none.stderr.contains("no tokens"), "{}", none.stderr);
+
+    let issued = run(
+        &["token", "create", "--user", "alice@example.com", "--name", "laptop"],
+        &env,
+    )
+    .await;
+    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
+    let token = issued.stdout.trim_end();
+    let forever = run(
+        &["token", "create", "--user", "bob@example.com", "--expires", "never"],
+        &env,
+    )
+    .await;
+    assert_eq!(forever.code, Some(0), "{}", forever.stderr);
+
+    let listed = run(&["token", "list", "--user", "alice@example.com"], &env).await;
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert_eq!(listed.stdout.lines().count(), 1, "{}", listed.stdout);
+    let line = listed.stdout.lines().next().unwrap();
+    assert!(
+        line.contains("alice@example.com") && line.contains("name=\"laptop\""),
+        "{line}"
+    );
+    let in_90_days = (time::OffsetDateTime::now_utc() + time::Duration::days(90))
+        .date()
+        .to_string();
+    assert!(
+        line.contains(&format!("expires={in_90_days}")),
+        "expires by default: {line}"
+    );
+    assert!(line.contains("last-used=never"), "{line}");
+    assert!(!listed.stdout.contains(token), "the secret is never listed");
+    let bobs = run(&["token", "list", "--user", "bob@example.com"], &env).await;
+    assert!(bobs.stdout.contains("expires=never"), "{}", bobs.stdout);
+
+    let id = line.split_whitespace().next().unwrap();
+    let revoked = run(&["token", "revoke", id], &env).await;
+    assert_eq!(revoked.code, Some(0), "{}", revoked.stderr);
+    assert!(revoked.stderr.contains("revoked"), "{}", revoked.stderr);
+    let again = run(&["token", "revoke", id], &env).await;
+    assert_fails(&again, None, &["ID", id]);
+    let nonsense = run(&["token", "revoke", "nonsense"], &env).await;
+    assert_fails(&nonsense, None, &["ID", "nonsense"]);
+    let listed = run(&["token", "list", "--user", "alice@example.com"], &env).await;
+    assert_eq!(listed.stdout, "");
+
+    // A deactivated user gets no token.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::query("UPDATE users SET deactivated_at = now() WHERE email = 'bob@example.com'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let refused = run(&["token", "create", "--user", "bob@example.com"], &env).await;
+    assert_fails(&refused, None, &["--user", "deactivated"]);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "only bob's earlier token");
+    let users = run(&["user", "list"], &env).await;
+    assert!(
+        users
+            .stdout
+            .lines()
+            .any(|l| l.contains("bob@example.com") && l.contains("deactivated")),
+        "{}",
+        users.stdout
+    );
+}
+
+#[tokio::test]
+async fn read_only_commands_on_a_mistyped_data_dir_create_nothing() {
+    let dir = DataDir::new();
+    let data = dir.data_str();
+    for args in [
+        &["user", "list"][..],
+        &["token", "list"],
+        &["token", "create", "--user", "x@example.com"],
+        &["token", "revoke", "7c1b0c6e-6d0a-4a53-9d7e-0b1f2e3d4c5b"],
+        &["peer", "list"],
+        &["keys", "rotate"],
+    ] {
+        let ran = run(args, &[("MOSAIC_DATA_DIR", &data)]).await;
+        assert_fails(&ran, None, &["MOSAIC_DATA_DIR", &data]);
+    }
+    assert!(!dir.data().exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn commands_say_what_they_did_and_why_they_failed() {
+    let url = common::fresh_database().await;
+    let env = [("DATABASE_URL", url.as_str())];
+    let migrated = run(&["migrate"], &env).await;
+    assert_eq!((migrated.code, migrated.stdout.as_str()), (Some(0), ""));
+    assert!(migrated.stderr.contains("up to date"), "{}", migrated.stderr);
+
+    // An unreachable database: its cause is said once.
+    let down = "postgres://postgres@127.0.0.1:1/mosaic";
+    let ran = run(&["user", "list"], &[("DATABASE_URL", down)]).await;
+    assert_fails(&ran, None, &["refused"]);
+    assert_eq!(ran.stderr.matches("refused").count(), 1, "{}", ran.stderr);
+
+    // `peer connect` to a port that answers plain HTTP.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = plain.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = plain.accept().await {
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let ran = run(&["peer", "connect", &format!("https://127.0.0.1:{port}")], &env).await;
+    assert_fails(&ran, None, &["does not speak TLS", &port.to_string()]);
+    assert!(!ran.stderr.contains("InvalidContentType"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn help_describes_every_argument_and_where_the_settings_are() {
+    let serve = run(&["serve", "--help"], &[]).await;
+    assert_eq!(serve.code, Some(0));
+    for needle in [
+        "MOSAIC_SECRET_KEY",
+        "secret.key",
+        "Configuration",
+        "MOSAIC_DATA_DIR",
+        "MOSAIC_LISTEN",
+    ] {
+        assert!(
+            serve.stdout.contains(needle),
+            "{needle} in serve --help:\n{}",
+            serve.stdout
+        );
+    }
+    for args in [
+        &["serve"][..],
+        &["migrate"],
+        &["user", "create"],
+        &["user", "list"],
+        &["admin", "create"],
+        &["token", "create"],
+        &["token", "list"],
+        &["token", "revoke"],
+        &["schema", "print"],
+        &["peer", "connect"],
+        &["peer", "list"],
+        &["peer", "approve"],
+        &["peer", "reject"],
+        &["peer", "suspend"],
+        &["peer", "revoke"],
+        &["keys", "rotate"],
+        &["demo"],
+    ] {
+        let mut with_help = args.to_vec();
+        with_help.push("-h");
+        let help = run(&with_help, &[]).await;
+        assert_eq!(help.code, Some(0), "{args:?}: {}", help.stderr);
+        let mut in_list = false;
+        for line in help.stdout.lines() {
+            if line == "Arguments:" || line == "Options:" {
+                in_list = true;
+                continue;
+            }
+            if line.is_empty() || !line.starts_with(' ') {
+                in_list = false;
+                continue;
+            }
+            let entry = line.trim_start();
+            if in_list && (entry.starts_with('-') || entry.starts_with('<')) {
+                assert!(
+                    entry.contains("  "),
+                    "{args:?}: no description for `{entry}`:\n{}",
+                    help.stdout
+                );
+            }
+        }
+    }
+}
+
+/// Without a Docker engine, `serve` says once, in plain words, that agents
+/// are off, and keeps serving.
+#[tokio::test]
+async fn no_docker_engine_is_said_once_plainly() {
+    let dir = DataDir::new();
+    let env = [
+        ("MOSAIC_AGENTS_DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("MOSAIC_AGENTS_REAPER_INTERVAL_MS", "20"),
+    ];
+    let server = Server::start_with(&dir, "no-docker", &env, true).await;
+    const SAID: &str = "agents are off";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !server.log().contains(SAID) {
+        assert!(std::time::Instant::now() < deadline, "never said: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Many reaper periods pass while a command runs against the instance.
+    let users = run(&["user", "list"], &[("MOSAIC_DATA_DIR", &dir.data_str())]).await;
+    assert_eq!(users.code, Some(0), "{}", users.stderr);
+    let log = server.log();
+    assert_eq!(log.matches(SAID).count(), 1, "{log}");
+    assert!(!log.contains("cannot reconcile"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file: {log:?}");
+    let path = server.log.clone();
+    assert_eq!(server.terminate().await, Some(0), "{}", read(&path));
 }

@@ -142,10 +142,60 @@ async fn demo_federates_three_instances_and_reuses_its_data() {
     assert_eq!(titles, sorted, "one global order");
     stop(child).await;
 
-    // Second run: same data (nothing seeded twice), fresh tokens, still federated.
+    // Second run: same data (nothing seeded twice), the same tokens (none
+    // minted), still federated.
     let child = start(base, dir.path()).await;
     let again: Value = serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
+    let tokens = |d: &Value| -> Vec<String> {
+        d["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["token"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(tokens(&again), tokens(&demo), "a second run mints no token");
     let (rows_again, body) = federated_titles(&again).await;
     assert_eq!(rows_again, rows, "the second run reuses the data: {body}");
     stop(child).await;
+}
+
+/// A port in use (the second instance's) stops the demo with a message
+/// naming it, and the instance that had started stops its PostgreSQL again.
+#[tokio::test]
+async fn a_port_in_use_stops_the_demo_and_leaves_no_database_running() {
+    let dir = tempfile::Builder::new().prefix("md").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = port_base();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
+    // Standard error is a pipe here, like a log file: not a terminal.
+    let run = Command::new(env!("CARGO_BIN_EXE_mosaic"))
+        .args(["demo", "--port-base", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}", base + 1)),
+        "names the port: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no colour codes in a log file: {stderr:?}");
+    let hq = dir.path().join("hq/postgres/data");
+    assert!(hq.join("PG_VERSION").is_file(), "hq had started");
+    assert!(
+        !hq.join("postmaster.pid").exists(),
+        "and its PostgreSQL was stopped again"
+    );
+    assert!(
+        !dir.path().join("work/postgres").exists(),
+        "the instance whose port was taken started no database"
+    );
 }

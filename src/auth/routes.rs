@@ -26,10 +26,17 @@ fn secure(state: &AppState) -> bool {
 
 /// A small HTML page for a refused or failed login; the code is also in `x-mosaic-error`.
 fn error_page(state: &AppState, e: &LoginError) -> Response {
+    // Without single sign-on, trying again cannot help: say where a token comes from.
+    let next = if state.sso.is_some() {
+        "<a href=\"/auth/login\">Try again</a>"
+    } else {
+        "This instance has no single sign-on: use an API token, which an administrator makes with \
+         <code>mosaic token create --user EMAIL</code>. <a href=\"/graphql\">Back to the IDE</a>"
+    };
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in failed</title></head>\
          <body><h1>Sign-in failed</h1><p>{}</p><p>Error code: <code>{}</code></p>\
-         <p><a href=\"/auth/login\">Try again</a></p></body></html>",
+         <p>{next}</p></body></html>",
         html_escape(&e.message),
         e.code
     );

@@ -46,3 +46,21 @@ pub async fn create(conn: &mut PgConnection, email: &str, name: Option<&str>, ad
         Err(e) => Err(e.into()),
     }
 }
+
+/// A user as `mosaic user list` shows them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserSummary {
+    pub id: Uuid,
+    pub email: String,
+    pub is_admin: bool,
+    pub deactivated: bool,
+}
+
+/// Every user, by e-mail (operator connection).
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<UserSummary>> {
+    Ok(sqlx::query_as(
+        "SELECT id, email, is_admin, deactivated_at IS NOT NULL AS deactivated FROM users ORDER BY email",
+    )
+    .fetch_all(conn)
+    .await?)
+}

@@ -11,6 +11,9 @@ use time::OffsetDateTime;
 
 use super::{AgentService, store};
 
+/// Whether this process has said that agents are off for want of an engine.
+static AGENTS_OFF_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub async fn run(service: Weak<AgentService>) {
     let mut warned = false;
     loop {
@@ -29,8 +32,16 @@ pub async fn run(service: Weak<AgentService>) {
                     warned = false;
                 }
                 Err(e) if !warned => {
-                    tracing::warn!(code = e.code(), error = %e.message(), "cannot reconcile agent containers yet");
                     warned = true;
+                    if e.code() != "AGENT_UNAVAILABLE" {
+                        tracing::warn!(code = e.code(), error = %e.message(), "cannot reconcile agent containers yet");
+                    } else if !AGENTS_OFF_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        // Once per process (the demo runs three instances), in plain words.
+                        tracing::warn!(
+                            docker_host = %svc.settings.docker_host,
+                            "no Docker engine answers: agents are off, everything else works; they start once an engine runs"
+                        );
+                    }
                 }
                 Err(_) => {}
             }

@@ -89,7 +89,12 @@ impl EmbeddedPostgres {
         )
     }
 
-    /// Stops the cluster if this process started it.
+    /// Stops the cluster on [`EmbeddedPostgres::stop`] even if another process started it.
+    pub fn own(&mut self) {
+        self.started_here = true;
+    }
+
+    /// Stops the cluster if this process started (or owns) it.
     pub fn stop(&mut self) -> Result<()> {
         if self.started_here {
             self.pg_ctl(&["stop", "-m", "fast", "-w"], None)?;

@@ -37,21 +37,35 @@ pub struct Database {
 
 impl Database {
     /// Connects (starting the embedded cluster when no `DATABASE_URL` is set)
-    /// and brings the schema up to date.
+    /// and brings the schema up to date. On failure, a cluster started here
+    /// is stopped again.
     pub async fn open(config: &Config) -> Result<Self> {
-        let (admin_options, admin_url, embedded) = match &config.database_url {
-            Some(url) => (
-                PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?,
-                url.clone(),
-                None,
-            ),
-            None => {
-                let data_dir = config.data_dir.clone();
-                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
+        let Some(url) = &config.database_url else {
+            let data_dir = config.data_dir.clone();
+            let mut pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
+            let opened = async {
                 ensure_database(&pg.connect_options("postgres"), "mosaic").await?;
-                (pg.connect_options("mosaic"), pg.url("mosaic"), Some(pg))
+                Self::connect(config, pg.connect_options("mosaic"), pg.url("mosaic")).await
             }
+            .await;
+            return match opened {
+                Ok(db) => Ok(Self {
+                    embedded: Some(pg),
+                    ..db
+                }),
+                Err(e) => {
+                    if let Err(stop) = tokio::task::spawn_blocking(move || pg.stop()).await? {
+                        tracing::warn!(error = %stop, "stopping the embedded PostgreSQL");
+                    }
+                    Err(e)
+                }
+            };
         };
+        let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        Self::connect(config, options, url.clone()).await
+    }
+
+    async fn connect(config: &Config, admin_options: PgConnectOptions, admin_url: String) -> Result<Self> {
         let admin_options = admin_options.log_statements(tracing::log::LevelFilter::Trace);
         migrate(&admin_options).await?;
         let app = PgPoolOptions::new()
@@ -73,8 +87,19 @@ impl Database {
             app,
             admin_options,
             admin_url,
-            embedded,
+            embedded: None,
         })
+    }
+
+    /// Makes this process the embedded cluster's owner: [`Database::shutdown`]
+    /// stops it even when it was already running (left behind by a process
+    /// that did not stop it). `serve` owns its cluster; CLI commands borrow
+    /// the one `serve` runs and leave it running.
+    pub fn owning_cluster(mut self) -> Self {
+        if let Some(pg) = &mut self.embedded {
+            pg.own();
+        }
+        self
     }
 
     /// A short-lived administrative connection (operator commands, setup).

@@ -50,7 +50,12 @@ pub async fn ensure(conn: &mut PgConnection, sealer: &Sealer) -> Result<()> {
         Some((key_id, sealed)) => {
             sealer
                 .open(&sealed, key_id.as_bytes())
-                .map_err(|_| anyhow!("MOSAIC_SECRET_KEY does not open this instance's signing key {key_id}"))?;
+                .map_err(|_| {
+                    anyhow!(
+                        "the secret key does not open this instance's signing key {key_id}: start with the key this instance was first started with (MOSAIC_SECRET_KEY, secret_key in the configuration file, or the data directory's {}, restored from a backup); a different key cannot read what the old one sealed",
+                        crate::secrets::KEY_FILE
+                    )
+                })?;
         }
     }
     Ok(())

@@ -597,9 +597,21 @@ fn transport_error(e: &reqwest::Error) -> PeerError {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
+        let text = s.to_string();
+        // Some layers repeat their source's text; say each cause once.
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
         source = s.source();
+    }
+    // rustls' words for a plain-HTTP answer to a TLS hello.
+    if message.contains("InvalidContentType") {
+        message = format!(
+            "{} does not speak TLS (HTTPS) on that port; check the URL's scheme and port",
+            e.url()
+                .map_or_else(|| "the peer".to_string(), |u| u.origin().ascii_serialization())
+        );
     }
     PeerError::new("PEER_UNAVAILABLE", message)
 }

@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod agents;
+pub mod api_tokens;
 pub mod auth_audit;
 pub mod events;
 pub mod federated;
@@ -153,6 +154,7 @@ pub struct QueryRoot(
     user_admin::UserAdminQuery,
     auth_audit::AuthAuditQuery,
     my_sessions::MySessionsQuery,
+    api_tokens::ApiTokenQuery,
     workspaces::WorkspaceQuery,
     invitations::InvitationQuery,
     projects::ProjectQuery,
@@ -174,6 +176,7 @@ pub struct MutationRoot(
     peers::PeerMutation,
     user_admin::UserAdminMutation,
     my_sessions::MySessionsMutation,
+    api_tokens::ApiTokenMutation,
     agents::AgentMutation,
 );
 
