@@ -1,5 +1,5 @@
 //! Mosaic: a federation gateway. Each instance serves its own data through one
-//! GraphQL schema; see ARCHITECTURE in the repository for the whole picture.
+//! GraphQL schema; see docs/ARCHITECTURE.md for the whole picture.
 
 pub mod app;
 pub mod auth;

@@ -533,3 +533,85 @@ async fn a_name_cannot_be_squatted() {
     assert!(err.to_string().contains("unique"), "{err}");
     check(master.gql(&token, named, json!({})).await);
 }
+
+/// Issue 12: every id handed out is usable where it was handed out. From
+/// home (home → work → hq, work forwarding home's reads), hq's objects are
+/// listed, fetched by id and named in scopes through work; writes to them
+/// are refused at once, since a COMMAND never travels on a peer's behalf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ids_and_names_behind_a_peer_are_routed_through_it() {
+    let (home, work, hq) = tokio::join!(spawn_instance("home"), spawn_instance("work"), spawn_instance("hq"));
+    let (_, token) = home.user("ann@home.example").await;
+    let (_, w_token) = work.user("owner@work.example").await;
+    let w_ws = work.create_workspace(&w_token, "work ws").await;
+    work.create_task(&w_token, &w_ws, "work task").await;
+    let (_, hq_token) = hq.user("owner@hq.example").await;
+    let hq_ws = hq.create_workspace(&hq_token, "hq ws").await;
+    hq.create_task(&hq_token, &hq_ws, "hq task").await;
+    common::peer(&work, &hq, &[&hq_ws], false).await;
+    common::peer_forwarding(&home, &work, &[&w_ws]).await;
+
+    let listed = home.gql_ok(&token, ALL_TASKS_WITH_IDS, json!({})).await;
+    let hq_task = listed["tasks"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["node"]["title"] == "hq task")
+        .unwrap_or_else(|| panic!("hq's task is listed through work: {listed}"))["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node = home
+        .gql_ok(
+            &token,
+            "query($id: ID!) { node(id: $id) { id ... on Task { title instance { name } workspace { name } } } }",
+            json!({ "id": hq_task }),
+        )
+        .await;
+    assert_eq!(node["node"]["id"], hq_task.as_str(), "{node}");
+    assert_eq!(node["node"]["title"], "hq task", "{node}");
+    assert_eq!(node["node"]["instance"]["name"], "hq", "{node}");
+    let ws = home
+        .gql_ok(
+            &token,
+            "query($id: ID!) { workspace(id: $id) { name } }",
+            json!({ "id": hq_ws }),
+        )
+        .await;
+    assert_eq!(ws["workspace"]["name"], "hq ws", "{ws}");
+
+    // Named: hq is reached through work, and work's own rows are not asked for.
+    let named = home
+        .gql(
+            &token,
+            "{ tasks(scope: {instances: [\"hq\", \"nowhere\"]}) { edges { node { title } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(titles(&named["data"]), ["hq task"], "{named}");
+    let errors: Vec<(&str, &str)> = named["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["extensions"]["code"].as_str().unwrap(),
+                e["extensions"]["instance"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(errors, [("UNKNOWN_INSTANCE", "nowhere")], "{named}");
+
+    // Writes are not relayed: refused here, nothing sent, hq unchanged.
+    let update = home
+        .gql(
+            &token,
+            "mutation($id: ID!) { updateTask(input: {id: $id, title: \"changed\"}) { title } }",
+            json!({ "id": hq_task }),
+        )
+        .await;
+    assert_eq!(codes(&update), ["FORBIDDEN"], "{update}");
+    assert_eq!(hq_title(&hq, &hq_task).await, "hq task");
+}
+
+const ALL_TASKS_WITH_IDS: &str = "{ tasks(first: 50, scope: {all: true}) { edges { node { id title } } } }";

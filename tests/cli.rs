@@ -799,7 +799,9 @@ async fn commands_say_what_they_did_and_why_they_failed() {
                 .await;
         }
     });
-    let ran = run(&["peer", "connect", &format!("https://127.0.0.1:{port}")], &env).await;
+    // Loopback peers are refused unless allowed (federation.allowed_peer_networks).
+    let loopback = [env[0], ("MOSAIC_ALLOWED_PEER_NETWORKS", "127.0.0.0/8")];
+    let ran = run(&["peer", "connect", &format!("https://127.0.0.1:{port}")], &loopback).await;
     assert_fails(&ran, None, &["does not speak TLS", &port.to_string()]);
     assert!(!ran.stderr.contains("InvalidContentType"), "{}", ran.stderr);
 }

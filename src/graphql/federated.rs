@@ -177,6 +177,30 @@ impl Report {
         }
     }
 
+    /// After peers were asked to reach `names`: a name some instance
+    /// answered for is known; one nobody reached is unknown, said once.
+    fn settle(&mut self, names: &[String]) {
+        for name in names {
+            let reached = self
+                .instances
+                .values()
+                .any(|o| o.name == *name && o.status != "skipped");
+            self.errors
+                .retain(|e| !(e.code == "UNKNOWN_INSTANCE" && e.instance == *name && reached));
+            if !reached {
+                self.fail(
+                    name,
+                    name,
+                    "skipped",
+                    "UNKNOWN_INSTANCE",
+                    "no such instance among this instance's peers or behind them",
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+
     /// `extensions.federation`, when the request fanned out.
     pub fn extension(&self) -> Option<Value> {
         if !self.fanned_out {
@@ -217,20 +241,39 @@ impl Report {
 }
 
 /// The instances a scoped list asks.
+#[derive(Clone, Default)]
 pub struct Plan {
     pub include_self: bool,
     pub peers: Vec<PeerRecord>,
     /// Peers are asked with `scope: {all: true}` and forward further.
     pub forward_all: bool,
+    /// Named instances we do not peer with: every peer is asked to reach them.
+    pub relay: Vec<String>,
+    /// Peers asked only to reach `relay`, not for their own rows.
+    pub via_only: Vec<Uuid>,
 }
 
 impl Plan {
     pub fn local() -> Self {
         Self {
             include_self: true,
-            peers: Vec::new(),
-            forward_all: false,
+            ..Self::default()
         }
+    }
+
+    /// The `scope` argument a peer is asked with.
+    pub fn scope_for(&self, peer: &PeerRecord) -> Value {
+        if self.forward_all {
+            return json!({ "all": true });
+        }
+        if self.relay.is_empty() {
+            return Value::Null;
+        }
+        let mut names = self.relay.clone();
+        if !self.via_only.contains(&peer.id) {
+            names.push(peer.id.to_string());
+        }
+        json!({ "instances": names })
     }
 
     pub fn fans_out(&self) -> bool {
@@ -286,6 +329,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                 include_self: true,
                 peers,
                 forward_all: true,
+                ..Plan::default()
             })
         }
         (Some(names), false) => {
@@ -295,11 +339,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
             } else {
                 Vec::new()
             };
-            let mut plan = Plan {
-                include_self: false,
-                peers: Vec::new(),
-                forward_all: false,
-            };
+            let mut plan = Plan::default();
             let mut report = rc.report.lock().expect("report lock");
             for name in names {
                 if *name == rc.instance.name || *name == rc.instance.id {
@@ -338,7 +378,23 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                         None,
                         None,
                     ),
+                    // Perhaps behind a peer: every peer is asked to reach it.
+                    Err(("UNKNOWN_INSTANCE", _)) if !plan.relay.contains(name) => plan.relay.push(name.clone()),
                     Err((code, why)) => report.fail(name, name, "skipped", code, why, None, None),
+                }
+            }
+            if !plan.relay.is_empty() {
+                let me = rc.instance.id.as_str();
+                for p in known.iter().filter(|p| p.outbound_state == "active") {
+                    let id = p.id.to_string();
+                    let elsewhere = id == me || rc.hop.visited.contains(&id) || rc.hop.exclude.contains(&id);
+                    if !elsewhere && !plan.peers.iter().any(|q| q.id == p.id) {
+                        plan.peers.push(p.clone());
+                        plan.via_only.push(p.id);
+                    }
+                }
+                if plan.peers.is_empty() {
+                    report.settle(&std::mem::take(&mut plan.relay));
                 }
             }
             Ok(plan)
@@ -368,6 +424,13 @@ fn peer_code(code: &str) -> &'static str {
     }
 }
 
+/// A peer's usable answer.
+struct PeerAnswer {
+    data: Value,
+    /// Instances behind the peer that it reached on this request.
+    reached: std::collections::HashSet<String>,
+}
+
 /// Sends a GraphQL request to a peer and returns its `data`. Failures of
 /// instances behind the peer go into the report; the peer's own failure is
 /// the error.
@@ -378,7 +441,7 @@ async fn ask(
     query: &str,
     variables: Value,
     siblings: &[PeerRecord],
-) -> Result<Value, PeerError> {
+) -> Result<PeerAnswer, PeerError> {
     let timeout = rc.hop.forwardable();
     if timeout.is_zero() {
         return Err(PeerError {
@@ -447,7 +510,10 @@ async fn ask(
         });
     }
     match data {
-        Some(d) if d.is_object() => Ok(d),
+        Some(d) if d.is_object() => Ok(PeerAnswer {
+            data: d,
+            reached: reached.into_iter().map(String::from).collect(),
+        }),
         _ => Err(PeerError {
             code: "PEER_BAD_RESPONSE",
             message: "the answer has no data".into(),
@@ -468,19 +534,24 @@ pub async fn ask_all(
         let vars = variables(peer);
         async move {
             let started = Instant::now();
-            let result = ask(rc, peer, protocol::QUERY_PATH, query, vars, &plan.peers).await;
+            let result = ask(rc, peer, protocol::QUERY_PATH, query, vars, &plan.peers)
+                .await
+                .map(|a| a.data);
             (peer, result, started.elapsed().as_millis() as u64)
         }
     });
     let results = futures::future::join_all(asks).await;
     let mut report = rc.report.lock().expect("report lock");
+    report.settle(&plan.relay);
     results
         .into_iter()
         .map(|(peer, result, ms)| {
             let id = peer.id.to_string();
             match result {
                 Ok(data) => {
-                    report.note(&id, &peer.name, "succeeded", Some(ms));
+                    if !plan.via_only.contains(&peer.id) {
+                        report.note(&id, &peer.name, "succeeded", Some(ms));
+                    }
                     (peer.clone(), Some(data))
                 }
                 Err(e) => {
@@ -513,28 +584,43 @@ pub fn bad_answer(rc: &RequestContext, peer: &PeerRecord, e: &AppError) {
     );
 }
 
-/// The direct peer that owns `instance`, if we may query it.
-async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<PeerRecord> {
+/// The direct peer that owns `instance`, if we may query it; None when we
+/// do not peer with it.
+async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<Option<PeerRecord>> {
     if !rc.hop.may_forward {
         return Err(AppError::Forbidden(
             "this request came from a peer whose grant does not reach further instances".into(),
         ));
     }
     match registry::get(&rc.federation.pool, instance).await? {
-        Some(p) if p.outbound_state == "active" => Ok(p),
-        Some(p) => Err(AppError::Peer {
+        Some(p) if p.outbound_state == "active" => Ok(Some(p)),
+        Some(p) if p.outbound_state != "none" => Err(AppError::Peer {
             code: "PEER_FORBIDDEN",
             message: format!("peering with {} is {}, not active", p.name, p.outbound_state),
             instance: p.id.to_string(),
             peer_code: None,
         }),
-        None => Err(AppError::BadInput(format!(
-            "instance {instance} is not a peer of this instance"
-        ))),
+        _ => Ok(None),
+    }
+}
+
+fn peer_failure(peer: &PeerRecord, e: PeerError) -> AppError {
+    AppError::Peer {
+        code: if e.refusal.as_deref() == Some("GRANT_DENIED") {
+            "PEER_FORBIDDEN"
+        } else {
+            e.code
+        },
+        message: format!("{}: {}", peer.name, e.message),
+        instance: peer.id.to_string(),
+        peer_code: e.refusal,
     }
 }
 
 /// Sends one request to the instance that owns an object; QUERY or COMMAND.
+/// An owner we do not peer with is reached through the peers that reach it
+/// (reads only, within each hop's grant and hop limit): every active peer is
+/// asked at once, and the answer of one that reached the owner is taken.
 pub async fn forward(
     rc: &RequestContext,
     instance: Uuid,
@@ -547,24 +633,52 @@ pub async fn forward(
             "writes are not forwarded on a peer's behalf".into(),
         ));
     }
-    let peer = owner(rc, instance).await?;
-    let path = if command {
-        protocol::COMMAND_PATH
-    } else {
-        protocol::QUERY_PATH
-    };
-    ask(rc, &peer, path, query, variables, &[])
-        .await
-        .map_err(|e| AppError::Peer {
-            code: if e.refusal.as_deref() == Some("GRANT_DENIED") {
-                "PEER_FORBIDDEN"
-            } else {
-                e.code
-            },
-            message: format!("{}: {}", peer.name, e.message),
-            instance: peer.id.to_string(),
-            peer_code: e.refusal,
+    if let Some(peer) = owner(rc, instance).await? {
+        let path = if command {
+            protocol::COMMAND_PATH
+        } else {
+            protocol::QUERY_PATH
+        };
+        let answer = ask(rc, &peer, path, query, variables, &[])
+            .await
+            .map_err(|e| peer_failure(&peer, e))?;
+        // Relaying for a peer: tell it which instance answered, so it can
+        // accept the owner's objects from us.
+        if matches!(rc.caller, super::Caller::Peer(_)) {
+            let mut report = rc.report.lock().expect("report lock");
+            report.note(&peer.id.to_string(), &peer.name, "succeeded", None);
+        }
+        return Ok(answer.data);
+    }
+    let unreachable = || AppError::BadInput(format!("instance {instance} is not reachable from this instance"));
+    if command {
+        return Err(AppError::Forbidden(format!(
+            "instance {instance} is not a peer of this instance, and writes are never relayed through peers"
+        )));
+    }
+    let target = instance.to_string();
+    let me = rc.instance.id.as_str();
+    let via: Vec<PeerRecord> = registry::queryable(&rc.federation.pool)
+        .await?
+        .into_iter()
+        .filter(|p| {
+            let id = p.id.to_string();
+            id != me && !rc.hop.visited.contains(&id) && !rc.hop.exclude.contains(&id)
         })
+        .collect();
+    if via.is_empty() || rc.hop.visited.len() as u32 + 2 > rc.hop.hop_limit {
+        return Err(unreachable());
+    }
+    let asks = via
+        .iter()
+        .map(|peer| ask(rc, peer, protocol::QUERY_PATH, query, variables.clone(), &via));
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .find(|a| a.reached.contains(&target))
+        .map(|a| a.data)
+        .ok_or_else(unreachable)
 }
 
 pub const TASK_FIELDS: &str =
@@ -667,10 +781,11 @@ pub fn merged<R>(
 
 /// The plan for an object that lives on one other instance.
 pub async fn owner_plan(rc: &RequestContext, instance: Uuid) -> AppResult<Plan> {
-    let peer = owner(rc, instance).await?;
+    let peer = owner(rc, instance)
+        .await?
+        .ok_or_else(|| AppError::BadInput(format!("instance {instance} is not a peer of this instance")))?;
     Ok(Plan {
-        include_self: false,
         peers: vec![peer],
-        forward_all: false,
+        ..Plan::default()
     })
 }

@@ -651,7 +651,7 @@ async fn federated_page(
             .filter(|p| asked(&p.id.to_string()))
             .cloned()
             .collect(),
-        forward_all: plan.forward_all,
+        ..plan.clone()
     };
     let first_for = |id: &str| if done(id) { 0 } else { request.first };
     let order_value = request.order.to_value().into_json().map_err(AppError::internal)?;
@@ -659,7 +659,7 @@ async fn federated_page(
     let variables = |peer: &crate::federation::registry::PeerRecord| {
         let id = peer.id.to_string();
         json!({
-            "scope": if pending.forward_all { json!({ "all": true }) } else { Value::Null },
+            "scope": pending.scope_for(peer),
             "workspaceId": request.workspace_id,
             "filter": request.filter,
             "orderBy": order_value,

@@ -276,12 +276,9 @@ impl WorkspaceQuery {
                 "query($scope: InstanceScope) {{ workspaces(scope: $scope) {{ ...WorkspaceFields }} }} {}",
                 federated::WORKSPACE_FIELDS
             );
-            let scope = if plan.forward_all {
-                serde_json::json!({ "all": true })
-            } else {
-                serde_json::Value::Null
-            };
-            for (peer, data) in federated::ask_all(rc, &plan, &query, |_| serde_json::json!({ "scope": scope })).await {
+            for (peer, data) in
+                federated::ask_all(rc, &plan, &query, |p| serde_json::json!({ "scope": plan.scope_for(p) })).await
+            {
                 let Some(data) = data else { continue };
                 let parsed: AppResult<Vec<Workspace>> = data["workspaces"]
                     .as_array()
