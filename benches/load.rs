@@ -74,6 +74,8 @@ impl Bench {
             ("MOSAIC_TLS_CERT", self.pki.cert.display().to_string()),
             ("MOSAIC_TLS_KEY", self.pki.key.display().to_string()),
             ("MOSAIC_PEER_CA", self.pki.ca_cert.display().to_string()),
+            // Every instance is on loopback, which peers may use only when allowed.
+            ("MOSAIC_ALLOWED_PEER_NETWORKS", "127.0.0.0/8".to_string()),
             ("MOSAIC_DB_POOL_SIZE", "20".to_string()),
             ("MOSAIC_MAX_PAGE_SIZE", "100".to_string()),
         ]

@@ -610,7 +610,14 @@ async fn ids_and_names_behind_a_peer_are_routed_through_it() {
             json!({ "id": hq_task }),
         )
         .await;
-    assert_eq!(codes(&update), ["FORBIDDEN"], "{update}");
+    assert_eq!(codes(&update), ["BAD_USER_INPUT"], "{update}");
+    assert!(
+        update["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("direct peers"),
+        "{update}"
+    );
     assert_eq!(hq_title(&hq, &hq_task).await, "hq task");
 }
 

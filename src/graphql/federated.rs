@@ -652,8 +652,8 @@ pub async fn forward(
     }
     let unreachable = || AppError::BadInput(format!("instance {instance} is not reachable from this instance"));
     if command {
-        return Err(AppError::Forbidden(format!(
-            "instance {instance} is not a peer of this instance, and writes are never relayed through peers"
+        return Err(AppError::BadInput(format!(
+            "instance {instance} is not a peer of this instance; writes go only to direct peers, never through one"
         )));
     }
     let target = instance.to_string();
