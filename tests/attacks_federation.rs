@@ -78,6 +78,14 @@ struct Chain {
     work_ws: String,
 }
 
+impl Chain {
+    /// A request mallory signs and sends to work, naming `actor`.
+    async fn mallory_sends(&self, path: &str, query: &str, variables: Value, actor: Option<Actor>) -> (u16, Value) {
+        let envelope = envelope_from(&self.mallory, actor);
+        send_signed(&self.mallory, &self.work, path, query, variables, envelope).await
+    }
+}
+
 async fn chain(read_write: bool, forward: bool) -> Chain {
     let (mallory, work, hq) = tokio::join!(spawn_instance("mallory"), spawn_instance("work"), spawn_instance("hq"));
     let (alice_id, _) = work.user("alice@work.example").await;
@@ -137,29 +145,17 @@ async fn a_peer_cannot_act_as_a_user_of_the_instance_it_talks_to() {
         email: Some("alice@work.example".into()),
     };
     // Read: refused at work, which is the only instance that may name alice.
-    let (status, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::QUERY_PATH,
-        ALL_TASKS,
-        json!({}),
-        envelope_from(&c.mallory, Some(alice.clone())),
-    )
-    .await;
+    let (status, body) = c
+        .mallory_sends(protocol::QUERY_PATH, ALL_TASKS, json!({}), Some(alice.clone()))
+        .await;
     assert_eq!((status, code(&body).as_str()), (400, "BAD_REQUEST"), "{body}");
     assert!(body.get("data").is_none(), "{body}");
 
     // Write: the same claim on a COMMAND to hq's task through work.
     let update = "mutation($id: ID!) { updateTask(input: {id: $id, title: \"owned\"}) { title } }";
-    let (status, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::COMMAND_PATH,
-        update,
-        json!({ "id": c.hq_task }),
-        envelope_from(&c.mallory, Some(alice)),
-    )
-    .await;
+    let (status, body) = c
+        .mallory_sends(protocol::COMMAND_PATH, update, json!({ "id": c.hq_task }), Some(alice))
+        .await;
     assert_eq!((status, code(&body).as_str()), (400, "BAD_REQUEST"), "{body}");
     assert_eq!(hq_title(&c.hq, &c.hq_task).await, "hq task");
 }
@@ -173,15 +169,9 @@ async fn a_relayed_actor_satisfies_no_grant_and_writes_never_travel_on() {
         user: format!("User:{}:{}", id(&c.mallory), Uuid::new_v4()),
         email: Some("alice@work.example".into()),
     };
-    let (status, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::QUERY_PATH,
-        ALL_TASKS,
-        json!({}),
-        envelope_from(&c.mallory, Some(mine.clone())),
-    )
-    .await;
+    let (status, body) = c
+        .mallory_sends(protocol::QUERY_PATH, ALL_TASKS, json!({}), Some(mine.clone()))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(titles(&body["data"]), ["work task"], "no hq rows: {body}");
     let hq = id(&c.hq).to_string();
@@ -199,15 +189,9 @@ async fn a_relayed_actor_satisfies_no_grant_and_writes_never_travel_on() {
     assert_eq!(refused, [(hq.as_str(), "GRANT_DENIED")], "{body}");
 
     let update = "mutation($id: ID!) { updateTask(input: {id: $id, title: \"owned\"}) { title } }";
-    let (status, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::COMMAND_PATH,
-        update,
-        json!({ "id": c.hq_task }),
-        envelope_from(&c.mallory, Some(mine)),
-    )
-    .await;
+    let (status, body) = c
+        .mallory_sends(protocol::COMMAND_PATH, update, json!({ "id": c.hq_task }), Some(mine))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
     assert_eq!(hq_title(&c.hq, &c.hq_task).await, "hq task");
@@ -218,15 +202,7 @@ async fn a_relayed_actor_satisfies_no_grant_and_writes_never_travel_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_reaches_no_further_unless_its_grant_says_so() {
     let c = chain(false, false).await;
-    let (status, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::QUERY_PATH,
-        ALL_TASKS,
-        json!({}),
-        envelope_from(&c.mallory, None),
-    )
-    .await;
+    let (status, body) = c.mallory_sends(protocol::QUERY_PATH, ALL_TASKS, json!({}), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(titles(&body["data"]), ["work task"], "{body}");
     assert!(body.get("errors").is_none(), "hq is not even named: {body}");
@@ -235,37 +211,34 @@ async fn a_peer_reaches_no_further_unless_its_grant_says_so() {
         "nothing reveals hq: {body}"
     );
     // By id or by name, hq stays out of reach.
-    let (_, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::QUERY_PATH,
-        "query($id: ID!) { node(id: $id) { id } }",
-        json!({ "id": c.hq_task }),
-        envelope_from(&c.mallory, None),
-    )
-    .await;
+    let (_, body) = c
+        .mallory_sends(
+            protocol::QUERY_PATH,
+            "query($id: ID!) { node(id: $id) { id } }",
+            json!({ "id": c.hq_task }),
+            None,
+        )
+        .await;
     assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
-    let (_, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::QUERY_PATH,
-        "{ tasks(scope: {instances: [\"hq\"]}) { edges { node { title } } } }",
-        json!({}),
-        envelope_from(&c.mallory, None),
-    )
-    .await;
+    let (_, body) = c
+        .mallory_sends(
+            protocol::QUERY_PATH,
+            "{ tasks(scope: {instances: [\"hq\"]}) { edges { node { title } } } }",
+            json!({}),
+            None,
+        )
+        .await;
     assert_eq!(titles(&body["data"]), Vec::<String>::new(), "{body}");
     assert_eq!(codes(&body), ["UNKNOWN_INSTANCE"], "{body}");
     // Work's own workspace stays readable.
-    let (_, body) = send_signed(
-        &c.mallory,
-        &c.work,
-        protocol::QUERY_PATH,
-        "query($w: ID!) { workspace(id: $w) { name } }",
-        json!({ "w": c.work_ws }),
-        envelope_from(&c.mallory, None),
-    )
-    .await;
+    let (_, body) = c
+        .mallory_sends(
+            protocol::QUERY_PATH,
+            "query($w: ID!) { workspace(id: $w) { name } }",
+            json!({ "w": c.work_ws }),
+            None,
+        )
+        .await;
     assert_eq!(body["data"]["workspace"]["name"], "work shared", "{body}");
 }
 

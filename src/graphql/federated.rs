@@ -293,14 +293,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
         (None, true) if !rc.hop.may_forward => Ok(Plan::local()),
         (None, true) => {
             let me = rc.instance.id.as_str();
-            let peers: Vec<PeerRecord> = registry::queryable(&rc.federation.pool)
-                .await?
-                .into_iter()
-                .filter(|p| {
-                    let id = p.id.to_string();
-                    id != me && !rc.hop.visited.contains(&id) && !rc.hop.exclude.contains(&id)
-                })
-                .collect();
+            let peers = askable_peers(rc).await?;
             let mut report = rc.report.lock().expect("report lock");
             report.note(me, &rc.instance.name, "succeeded", None);
             // A peer would refuse a request that arrives past the hop limit: do not send it.
@@ -384,11 +377,11 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                 }
             }
             if !plan.relay.is_empty() {
-                let me = rc.instance.id.as_str();
-                for p in known.iter().filter(|p| p.outbound_state == "active") {
-                    let id = p.id.to_string();
-                    let elsewhere = id == me || rc.hop.visited.contains(&id) || rc.hop.exclude.contains(&id);
-                    if !elsewhere && !plan.peers.iter().any(|q| q.id == p.id) {
+                for p in known
+                    .iter()
+                    .filter(|p| p.outbound_state == "active" && !asked_elsewhere(rc, p))
+                {
+                    if !plan.peers.iter().any(|q| q.id == p.id) {
                         plan.peers.push(p.clone());
                         plan.via_only.push(p.id);
                     }
@@ -400,6 +393,19 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
             Ok(plan)
         }
     }
+}
+
+/// Whether `peer` is this instance, on the request's path, or asked by
+/// someone upstream: never a peer to ask.
+fn asked_elsewhere(rc: &RequestContext, peer: &PeerRecord) -> bool {
+    let id = peer.id.to_string();
+    id == rc.instance.id || rc.hop.visited.contains(&id) || rc.hop.exclude.contains(&id)
+}
+
+/// The peers we may query now that this request may ask.
+async fn askable_peers(rc: &RequestContext) -> AppResult<Vec<PeerRecord>> {
+    let peers = registry::queryable(&rc.federation.pool).await?;
+    Ok(peers.into_iter().filter(|p| !asked_elsewhere(rc, p)).collect())
 }
 
 fn envelope(rc: &RequestContext, siblings: &[PeerRecord]) -> Envelope {
@@ -657,15 +663,7 @@ pub async fn forward(
         )));
     }
     let target = instance.to_string();
-    let me = rc.instance.id.as_str();
-    let via: Vec<PeerRecord> = registry::queryable(&rc.federation.pool)
-        .await?
-        .into_iter()
-        .filter(|p| {
-            let id = p.id.to_string();
-            id != me && !rc.hop.visited.contains(&id) && !rc.hop.exclude.contains(&id)
-        })
-        .collect();
+    let via = askable_peers(rc).await?;
     if via.is_empty() || rc.hop.visited.len() as u32 + 2 > rc.hop.hop_limit {
         return Err(unreachable());
     }
