@@ -1,5 +1,5 @@
-//! Mosaic: a federation gateway. Each instance serves its own data through one
-//! GraphQL schema; see docs/ARCHITECTURE.md for the whole picture.
+//! Mosaic: an application whose instances each serve their own data through one
+//! GraphQL schema and federate with each other; see docs/ARCHITECTURE.md.
 
 pub mod app;
 pub mod auth;
