@@ -595,3 +595,63 @@ async fn ids_and_names_behind_a_peer_are_routed_through_it() {
 }
 
 const ALL_TASKS_WITH_IDS: &str = "{ tasks(first: 50, scope: {all: true}) { edges { node { id title } } } }";
+
+/// Item 10 (in part): a forged `after` cannot make the answer grow. It is
+/// bounded in size, sources the request does not ask are dropped from every
+/// edge's cursor, and a peer's oversized row cursors are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_and_oversized_cursors_do_not_amplify_the_answer() {
+    use mosaic::federation::fanout::{MAX_CURSOR_BYTES, MergedCursor};
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let ws = master.create_workspace(&token, "mine").await;
+    for i in 0..3 {
+        master.create_task(&token, &ws, &format!("task {i}")).await;
+    }
+    let query = "query($after: String) { tasks(first: 10, after: $after, orderBy: {field: TITLE}, scope: {all: true}) {
+        edges { cursor node { title } } } }";
+    // Far too big: refused before anything runs.
+    let mut huge = MergedCursor::start("TITLE:ASC");
+    for i in 0..40 {
+        huge.s.insert(format!("source-{i}"), json!("x".repeat(1024)));
+    }
+    let body = master.gql(&token, query, json!({ "after": huge.encode() })).await;
+    assert_eq!(codes(&body), ["BAD_USER_INPUT"], "{body}");
+    assert!(huge.encode().len() > MAX_CURSOR_BYTES);
+    // Small, with a source nobody asks: it is not copied into the edges.
+    let mut stray = MergedCursor::start("TITLE:ASC");
+    stray.s.insert("stray".into(), json!("y".repeat(2048)));
+    let body = master.gql(&token, query, json!({ "after": stray.encode() })).await;
+    let edges = body["data"]["tasks"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(edges.len(), 3, "{body}");
+    for e in edges {
+        let cursor = MergedCursor::decode(e["cursor"].as_str().unwrap(), "TITLE:ASC").unwrap();
+        assert!(!cursor.s.contains_key("stray"), "{cursor:?}");
+        assert!(e["cursor"].as_str().unwrap().len() < 1024, "{e}");
+    }
+    // A peer whose row cursors are 10 KiB each gives no rows.
+    let (evil, _server) = hostile_peer(&master, "evil", {
+        move |_request: &SubRequest| {
+            let mut edge = task_edge(
+                &format!("Task:{}:{}", Uuid::nil(), Uuid::new_v4()),
+                &Uuid::nil().to_string(),
+                "x",
+            );
+            edge["cursor"] = json!("c".repeat(10 * 1024));
+            json!({ "data": { "tasks": { "edges": [edge], "pageInfo": { "hasNextPage": false } } } })
+        }
+    })
+    .await;
+    let body = master.gql(&token, query, json!({ "after": null })).await;
+    let titles: Vec<&str> = body["data"]["tasks"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["task 0", "task 1", "task 2"], "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PEER_BAD_RESPONSE", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["instance"], evil.to_string(), "{body}");
+}

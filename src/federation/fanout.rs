@@ -13,6 +13,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+/// The longest `after` a scoped list accepts: a cursor is copied into every
+/// edge, so its size bounds the answer's.
+pub const MAX_CURSOR_BYTES: usize = 32 * 1024;
+/// The longest cursor one source (a peer) may give for a row.
+pub const MAX_SOURCE_CURSOR_BYTES: usize = 4 * 1024;
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct MergedCursor {
     /// The ordering the cursor belongs to.
@@ -62,7 +68,17 @@ impl MergedCursor {
         self.s.insert(source.to_string(), packed);
     }
 
+    /// Keeps only the sources `keep` names (those this request asks): a
+    /// cursor never carries others along.
+    pub fn keep_sources(&mut self, keep: impl Fn(&str) -> bool) {
+        self.s.retain(|source, _| keep(source));
+        self.d.retain(|source| keep(source));
+    }
+
     pub fn decode(text: &str, ordering: &str) -> Result<Self, String> {
+        if text.len() > MAX_CURSOR_BYTES {
+            return Err(format!("after: a cursor is at most {MAX_CURSOR_BYTES} bytes"));
+        }
         if !text.starts_with("m.") {
             return Err("after: not a cursor of a scoped (federated) list".into());
         }

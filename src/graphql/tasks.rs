@@ -20,7 +20,7 @@ use super::users::User;
 use super::workspaces::{self, Workspace, WorkspaceRow};
 use super::{InstanceInfo, RequestContext, optional_text, required_text};
 use crate::error::{AppError, AppResult};
-use crate::federation::fanout::{MergedCursor, SourcePage};
+use crate::federation::fanout::{MAX_SOURCE_CURSOR_BYTES, MergedCursor, SourcePage};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TaskStatus {
@@ -618,7 +618,15 @@ fn parse_connection(source: String, data: &Value) -> AppResult<(SourcePage<Task>
         .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?;
     let rows = edges
         .iter()
-        .map(|e| Ok((Task::from_json(&e["node"])?, federated::text(e, "cursor")?)))
+        .map(|e| {
+            let cursor = federated::text(e, "cursor")?;
+            if cursor.len() > MAX_SOURCE_CURSOR_BYTES {
+                return Err(AppError::BadInput(format!(
+                    "peer answer: a cursor is longer than {MAX_SOURCE_CURSOR_BYTES} bytes"
+                )));
+            }
+            Ok((Task::from_json(&e["node"])?, cursor))
+        })
         .collect::<AppResult<Vec<_>>>()?;
     let has_next = tasks["pageInfo"]["hasNextPage"]
         .as_bool()
@@ -635,11 +643,12 @@ async fn federated_page(
     after: Option<&str>,
 ) -> AppResult<TaskConnection> {
     let ordering = request.order.name();
-    let start = match after {
+    let me = rc.instance.id.clone();
+    let mut start = match after {
         Some(a) => MergedCursor::decode(a, &ordering).map_err(AppError::BadInput)?,
         None => MergedCursor::start(&ordering),
     };
-    let me = rc.instance.id.clone();
+    start.keep_sources(|id| id == me || plan.peers.iter().any(|p| p.id.to_string() == id));
     // Exhausted sources give no more rows, but still count towards totalCount.
     let done = |id: &str| start.d.contains(id);
     let asked = |id: &str| !done(id) || request.with_total;
