@@ -268,16 +268,7 @@ async fn hostile_peer(
             .serve(router.into_make_service())
             .await;
     });
-    let id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO peers (id, name, base_url, keys, outbound_state) VALUES ($1, $2, $3, '[]'::jsonb, 'active')",
-    )
-    .bind(id)
-    .bind(name)
-    .bind(url)
-    .execute(&mut master.admin().await)
-    .await
-    .unwrap();
+    let id = common::register_active_peer(master, name, &url).await;
     (id, server.abort_handle())
 }
 

@@ -797,7 +797,7 @@ async fn faulty_peers_fail_alone_and_the_hang_is_cut_at_the_deadline() {
     ];
     let mut fake_ids = BTreeMap::new();
     for (name, url, code) in &fakes {
-        let id = register_fake(&master, name, url).await;
+        let id = common::register_active_peer(&master, name, url).await;
         fake_ids.insert(id.to_string(), (*name, *code));
     }
 
@@ -838,21 +838,6 @@ async fn faulty_peers_fail_alone_and_the_hang_is_cut_at_the_deadline() {
     }
     assert_eq!(report[&healthy.state.instance_id.to_string()].1, "succeeded");
     assert_eq!(report[&master.state.instance_id.to_string()].1, "succeeded");
-}
-
-/// Registers a fake peer directly in `app`'s registry, as queryable.
-async fn register_fake(app: &TestApp, name: &str, url: &str) -> Uuid {
-    let id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO peers (id, name, base_url, keys, outbound_state) VALUES ($1, $2, $3, '[]'::jsonb, 'active')",
-    )
-    .bind(id)
-    .bind(name)
-    .bind(url)
-    .execute(&mut app.admin().await)
-    .await
-    .unwrap();
-    id
 }
 
 /// Answers the status line and headers after `delay` (the peer is slow),
@@ -896,7 +881,7 @@ async fn a_peer_that_stalls_its_body_is_cut_at_the_deadline() {
     // Headers well inside the deadline, the body never.
     let (url, server) = stalling_body_server(deadline * 4 / 5).await;
     let _server = AbortOnDrop(vec![server]);
-    let slow = register_fake(&master, "slow", &url).await;
+    let slow = common::register_active_peer(&master, "slow", &url).await;
 
     let started = Instant::now();
     let body = master
@@ -938,7 +923,7 @@ async fn a_straggler_behind_a_peer_is_cut_within_the_deadline_passed_on() {
     peer_forwarding(&a, &c, &[&c_ws]).await;
     let (hang_url, hang) = hanging_server().await;
     let _server = AbortOnDrop(vec![hang]);
-    let d = register_fake(&c, "far", &hang_url).await.to_string();
+    let d = common::register_active_peer(&c, "far", &hang_url).await.to_string();
 
     let started = Instant::now();
     let body = a

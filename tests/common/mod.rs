@@ -201,6 +201,23 @@ pub async fn peer_with(asking: &TestApp, asked: &TestApp, terms: Terms) {
     assert_eq!(now.outbound_state, "active", "the approval reached the asking instance");
 }
 
+/// Registers a peer at `url` on `app` as one it may query (outbound active),
+/// as CONNECT and approval would, for peers that are test servers rather
+/// than instances. Returns its instance id.
+pub async fn register_active_peer(app: &TestApp, name: &str, url: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO peers (id, name, base_url, keys, outbound_state) VALUES ($1, $2, $3, '[]'::jsonb, 'active')",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(url)
+    .execute(&mut app.admin().await)
+    .await
+    .unwrap();
+    id
+}
+
 /// A browser session opened at `/auth/breakglass`.
 pub struct BreakGlassSession {
     /// The `Set-Cookie` headers of the answer.
