@@ -430,6 +430,10 @@ pub async fn execute(
         federation: state.federation.clone(),
         hop,
         report: report.clone(),
+        subrequests: Arc::new(graphql::federated::Subrequests::new(
+            state.federation.settings.max_subrequests,
+            state.federation.settings.max_parallel_subrequests,
+        )),
     };
     let mut response = state.schema.execute(request.data(context)).await;
     // All or nothing: any error rolls back every write of the request, and a

@@ -53,6 +53,8 @@ const FIELDS: &[(&str, &str)] = &[
     ("federation.allowed_peer_networks", "MOSAIC_ALLOWED_PEER_NETWORKS"),
     ("federation.connects_per_minute", "MOSAIC_CONNECTS_PER_MINUTE"),
     ("federation.max_pending_peers", "MOSAIC_MAX_PENDING_PEERS"),
+    ("federation.max_subrequests", "MOSAIC_MAX_SUBREQUESTS"),
+    ("federation.max_parallel_subrequests", "MOSAIC_MAX_PARALLEL_SUBREQUESTS"),
     ("metrics.token", "MOSAIC_METRICS_TOKEN"),
     ("oidc.issuer_url", "MOSAIC_OIDC_ISSUER_URL"),
     ("oidc.client_id", "MOSAIC_OIDC_CLIENT_ID"),
@@ -165,6 +167,10 @@ pub struct FederationSettings {
     pub connects_per_minute: usize,
     /// The most peers waiting for approval; further new CONNECTs are refused.
     pub max_pending_peers: i64,
+    /// The most signed requests to peers one request may cause.
+    pub max_subrequests: usize,
+    /// The most of them in flight at once.
+    pub max_parallel_subrequests: usize,
 }
 
 impl Default for FederationSettings {
@@ -183,6 +189,8 @@ impl Default for FederationSettings {
             allowed_peer_networks: Vec::new(),
             connects_per_minute: 10,
             max_pending_peers: 100,
+            max_subrequests: 64,
+            max_parallel_subrequests: 16,
         }
     }
 }
@@ -644,6 +652,20 @@ impl Config {
             0,
             1_000_000,
             &mut f.max_pending_peers,
+        )?;
+        set_range(
+            take("federation.max_subrequests"),
+            "federation.max_subrequests",
+            1,
+            100_000,
+            &mut f.max_subrequests,
+        )?;
+        set_range(
+            take("federation.max_parallel_subrequests"),
+            "federation.max_parallel_subrequests",
+            1,
+            1_000,
+            &mut f.max_parallel_subrequests,
         )?;
         if let Some(r) = take("metrics.token") {
             if r.value.len() < 16 {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TestApp, code, codes, peer_with, spawn_instance};
+use common::{TestApp, code, codes, peer_with, spawn_instance, spawn_instance_with};
 use mosaic::federation::grant::Terms;
 use mosaic::federation::protocol::{self, Actor, Envelope, SubRequest};
 use mosaic::federation::signing;
@@ -250,6 +250,22 @@ async fn hostile_peer(
     name: &str,
     answer: impl Fn(&SubRequest) -> Value + Clone + Send + Sync + 'static,
 ) -> (Uuid, tokio::task::AbortHandle) {
+    hostile_peer_async(master, name, move |request| {
+        let answer = answer.clone();
+        async move { answer(&request) }
+    })
+    .await
+}
+
+/// `hostile_peer` whose answer may take its time.
+async fn hostile_peer_async<F>(
+    master: &TestApp,
+    name: &str,
+    answer: impl Fn(SubRequest) -> F + Clone + Send + Sync + 'static,
+) -> (Uuid, tokio::task::AbortHandle)
+where
+    F: std::future::Future<Output = Value> + Send + 'static,
+{
     let pki = common::pki();
     let tls = mosaic::federation::tls::server_config(&pki.cert, &pki.key).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -259,7 +275,7 @@ async fn hostile_peer(
         let answer = answer.clone();
         async move {
             let request: SubRequest = serde_json::from_slice(&body).unwrap();
-            axum::Json(answer(&request))
+            axum::Json(answer(request).await)
         }
     });
     let server = tokio::spawn(async move {
@@ -645,4 +661,155 @@ async fn forged_and_oversized_cursors_do_not_amplify_the_answer() {
     assert_eq!(titles, ["task 0", "task 1", "task 2"], "{body}");
     assert_eq!(body["errors"][0]["extensions"]["code"], "PEER_BAD_RESPONSE", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["instance"], evil.to_string(), "{body}");
+}
+
+/// QUERYs `app` answered with 200.
+fn queries_answered(app: &TestApp) -> u64 {
+    app.state
+        .metrics
+        .http_requests
+        .get_or_create(&mosaic::metrics::HttpLabels {
+            method: "POST".into(),
+            route: protocol::QUERY_PATH.into(),
+            status: 200,
+        })
+        .get()
+}
+
+/// `n` aliases of `field`.
+fn aliased(n: usize, field: &str) -> String {
+    let fields: Vec<String> = (0..n).map(|i| format!("a{i}: {field}")).collect();
+    format!("{{ {} }}", fields.join(" "))
+}
+
+/// Item 11: nested lists of remote workspaces travel in the scoped
+/// subquery: one per peer and alias, not one per workspace and field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nested_fields_of_remote_workspaces_come_in_one_subquery() {
+    let (master, work) = tokio::join!(spawn_instance("master"), spawn_instance("work"));
+    let (_, master_token) = master.user("ann@master.example").await;
+    let (_, token) = work.user("bob@work.example").await;
+    let mut workspaces = Vec::new();
+    for i in 0..5 {
+        let ws = work.create_workspace(&token, &format!("w{i}")).await;
+        for (mutation, name) in [("createProject", format!("p{i}")), ("createTeam", format!("t{i}"))] {
+            let query = format!(
+                "mutation($w: ID!, $n: String!) {{ {mutation}(input: {{workspaceId: $w, name: $n}}) {{ id }} }}"
+            );
+            work.gql_ok(&token, &query, json!({ "w": ws, "n": name })).await;
+        }
+        workspaces.push(ws);
+    }
+    let granted: Vec<&str> = workspaces.iter().map(String::as_str).collect();
+    common::peer(&master, &work, &granted, false).await;
+    let before = queries_answered(&work);
+    let query = aliased(
+        3,
+        "workspaces(scope: {all: true}) { name members { role } projects { name } teams { name } }",
+    );
+    let body = master.gql(&master_token, &query, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(queries_answered(&work) - before, 3, "one subquery per alias");
+    for alias in ["a0", "a1", "a2"] {
+        let list = body["data"][alias].as_array().unwrap();
+        assert_eq!(list.len(), 5, "{body}");
+        for (i, w) in list.iter().enumerate() {
+            assert_eq!(w["name"], format!("w{i}"));
+            assert_eq!(w["projects"], json!([{ "name": format!("p{i}") }]), "{w}");
+            assert_eq!(w["teams"], json!([{ "name": format!("t{i}") }]), "{w}");
+            assert_eq!(w["members"], json!([{ "role": "OWNER" }]), "{w}");
+        }
+    }
+    // Nested fields of one remote workspace reached through many rows ask
+    // its owner once.
+    for i in 0..5 {
+        work.create_task(&token, &workspaces[0], &format!("task {i}")).await;
+    }
+    let before = queries_answered(&work);
+    let body = master
+        .gql_ok(
+            &master_token,
+            "{ tasks(first: 10, scope: {all: true}) { edges { node { workspace { members { role } } } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = body["tasks"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 5, "{body}");
+    assert_eq!(
+        queries_answered(&work) - before,
+        2,
+        "the list, then the workspace's members once"
+    );
+}
+
+/// Item 11: one request sends at most `federation.max_subrequests` signed
+/// requests and at most `max_parallel_subrequests` at once; the rest are
+/// refused with SUBREQUEST_LIMIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subrequests_are_bounded_in_number_and_in_flight() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let master = spawn_instance_with("master", |c| {
+        c.federation.max_subrequests = 8;
+        c.federation.max_parallel_subrequests = 2;
+    })
+    .await;
+    let (_, token) = master.user("ann@master.example").await;
+    let received = Arc::new(AtomicUsize::new(0));
+    let most_at_once = Arc::new(AtomicUsize::new(0));
+    let (in_flight, _) = tokio::sync::watch::channel(0usize);
+    let (evil, _server) = hostile_peer_async(&master, "evil", {
+        let (received, most_at_once, in_flight) = (received.clone(), most_at_once.clone(), in_flight.clone());
+        move |_request| {
+            let (received, most_at_once, in_flight) = (received.clone(), most_at_once.clone(), in_flight.clone());
+            async move {
+                received.fetch_add(1, Ordering::SeqCst);
+                in_flight.send_modify(|n| *n += 1);
+                most_at_once.fetch_max(*in_flight.borrow(), Ordering::SeqCst);
+                // Held until a third request overlaps it, which the bound
+                // must prevent, or for a while.
+                let mut rx = in_flight.subscribe();
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(300), rx.wait_for(|n| *n > 2)).await;
+                in_flight.send_modify(|n| *n -= 1);
+                json!({ "data": { "tasks": { "edges": [], "pageInfo": { "hasNextPage": false } } } })
+            }
+        }
+    })
+    .await;
+    let tasks = "tasks(first: 5, scope: {all: true}) { edges { node { title } } }";
+    let body = master.gql(&token, &aliased(6, tasks), json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(received.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        most_at_once.load(Ordering::SeqCst),
+        2,
+        "two in flight at once, never more"
+    );
+    received.store(0, Ordering::SeqCst);
+    let body = master.gql(&token, &aliased(10, tasks), json!({})).await;
+    assert_eq!(received.load(Ordering::SeqCst), 8, "{body}");
+    let refused: Vec<&Value> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["extensions"]["code"] == "SUBREQUEST_LIMIT")
+        .collect();
+    assert_eq!(refused.len(), 1, "said once per instance: {body}");
+    assert_eq!(refused[0]["extensions"]["instance"], evil.to_string());
+    assert_eq!(body["data"]["a9"]["edges"], json!([]), "the other rows stay: {body}");
+}
+
+/// Item 11: fields that may send a subrequest count in the complexity
+/// limit, so nesting them under a long list is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarding_fields_count_in_the_complexity_limit() {
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let nested = "{ tasks(first: 100, scope: {all: true}) { edges { node { workspace {
+        members { role } projects { name } teams { name } events(first: 20) { edges { node { title } } } } } } } }";
+    let body = master.gql(&token, nested, json!({})).await;
+    assert_eq!(codes(&body), ["QUERY_TOO_COMPLEX"], "{body}");
+    // The same rows without the fields that would forward are fine.
+    let flat = "{ tasks(first: 100, scope: {all: true}) { edges { node { workspace { name } } } } }";
+    master.gql_ok(&token, flat, json!({})).await;
 }

@@ -3,8 +3,9 @@
 //! and writes to the instance that owns them. Nothing a peer returns is
 //! stored; it only builds this response.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_graphql::{ID, InputObject, ServerError};
@@ -65,6 +66,57 @@ impl Hop {
         // A fifth of what is left, at most 250 ms: room to merge and answer
         // even on a busy machine.
         left.saturating_sub((left / 5).min(Duration::from_millis(250)))
+    }
+}
+
+/// The signed requests one client request causes: at most
+/// `federation.max_subrequests` in all and `max_parallel_subrequests` in
+/// flight, and one per distinct read of an owner, so nested fields of many
+/// rows that share a remote object ask its owner once.
+pub struct Subrequests {
+    total: usize,
+    left: AtomicUsize,
+    in_flight: tokio::sync::Semaphore,
+    reads: Mutex<HashMap<(Uuid, String), SharedRead>>,
+}
+
+/// An owner's answer to one read, filled by the first field that asks.
+type SharedRead = Arc<tokio::sync::OnceCell<AppResult<Value>>>;
+
+impl Subrequests {
+    pub fn new(total: usize, parallel: usize) -> Self {
+        Self {
+            total,
+            left: AtomicUsize::new(total),
+            in_flight: tokio::sync::Semaphore::new(parallel.max(1)),
+            reads: Mutex::default(),
+        }
+    }
+
+    /// Counts one subrequest and waits for a slot; past the total, refused
+    /// at once.
+    async fn start(&self) -> Result<tokio::sync::SemaphorePermit<'_>, PeerError> {
+        if self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(PeerError {
+                code: "SUBREQUEST_LIMIT",
+                message: format!(
+                    "this request already sent the {} subrequests one request may send (federation.max_subrequests)",
+                    self.total
+                ),
+                refusal: None,
+            });
+        }
+        Ok(self.in_flight.acquire().await.expect("the semaphore is never closed"))
+    }
+
+    /// The one answer of `owner` to a read, shared by every field that asks it.
+    fn read(&self, owner: Uuid, query: &str, variables: &Value) -> SharedRead {
+        let key = (owner, format!("{query}\n{variables}"));
+        self.reads.lock().expect("reads lock").entry(key).or_default().clone()
     }
 }
 
@@ -448,6 +500,7 @@ async fn ask(
     variables: Value,
     siblings: &[PeerRecord],
 ) -> Result<PeerAnswer, PeerError> {
+    let _slot = rc.subrequests.start().await?;
     let timeout = rc.hop.forwardable();
     if timeout.is_zero() {
         return Err(PeerError {
@@ -627,7 +680,25 @@ fn peer_failure(peer: &PeerRecord, e: PeerError) -> AppError {
 /// An owner we do not peer with is reached through the peers that reach it
 /// (reads only, within each hop's grant and hop limit): every active peer is
 /// asked at once, and the answer of one that reached the owner is taken.
+/// The same read is sent once per request.
 pub async fn forward(
+    rc: &RequestContext,
+    instance: Uuid,
+    command: bool,
+    query: &str,
+    variables: Value,
+) -> AppResult<Value> {
+    if command {
+        return send_to_owner(rc, instance, true, query, variables).await;
+    }
+    rc.subrequests
+        .read(instance, query, &variables)
+        .get_or_init(|| send_to_owner(rc, instance, false, query, variables))
+        .await
+        .clone()
+}
+
+async fn send_to_owner(
     rc: &RequestContext,
     instance: Uuid,
     command: bool,

@@ -15,6 +15,12 @@ use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
 
 use crate::config::Limits;
 
+/// What a field that may send a subrequest to a peer adds to a query's
+/// complexity (a scoped list, or a nested field of a remote object): about
+/// what fifty local fields cost, so aliases and nesting cannot multiply
+/// signed requests cheaply.
+pub const FORWARD_COST: usize = 50;
+
 pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
 pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";

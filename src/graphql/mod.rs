@@ -67,6 +67,7 @@ pub struct RequestContext {
     pub federation: Arc<Federation>,
     pub hop: federated::Hop,
     pub report: Arc<std::sync::Mutex<federated::Report>>,
+    pub subrequests: Arc<federated::Subrequests>,
 }
 
 impl RequestContext {
@@ -129,6 +130,7 @@ pub struct NodeQuery;
 #[Object]
 impl NodeQuery {
     /// Fetches any object by its global ID; null when it does not exist or is not visible to you.
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
         let rc = RequestContext::of(ctx);
         let g = GlobalId::parse(&id)?;

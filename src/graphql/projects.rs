@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::federated;
 use super::ids::{GlobalId, Kind};
 use super::workspaces::{self, Workspace};
-use super::{InstanceInfo, RequestContext, optional_text, required_text};
+use super::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::error::{AppError, AppResult};
 
 #[derive(Clone, Debug)]
@@ -132,6 +132,7 @@ impl Project {
     async fn instance(&self) -> &InstanceInfo {
         &self.instance
     }
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn workspace(&self, ctx: &Context<'_>) -> AppResult<Workspace> {
         let rc = RequestContext::of(ctx);
         if !rc.is_local(&self.instance) {
@@ -154,6 +155,7 @@ pub struct ProjectQuery;
 #[Object]
 impl ProjectQuery {
     /// Projects of a workspace, by name.
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn projects(&self, ctx: &Context<'_>, workspace_id: ID) -> AppResult<Vec<Project>> {
         let rc = RequestContext::of(ctx);
         let g = GlobalId::parse(&workspace_id)?;

@@ -18,7 +18,7 @@ use super::pagination::{Cursor, PageInfo, page_size};
 use super::projects::{Project, ProjectRow};
 use super::users::User;
 use super::workspaces::{self, Workspace, WorkspaceRow};
-use super::{InstanceInfo, RequestContext, optional_text, required_text};
+use super::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::error::{AppError, AppResult};
 use crate::federation::fanout::{MAX_SOURCE_CURSOR_BYTES, MergedCursor, SourcePage};
 
@@ -543,7 +543,9 @@ impl TaskQuery {
     /// Tasks you can see, optionally in one workspace, filtered, ordered
     /// (ties broken by instance, then id) and paginated with `first`/`after`.
     /// `scope` adds other instances; without it, only this instance answers.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(
+        complexity = "scope.as_ref().map_or(0, |_| limits::FORWARD_COST) + first.unwrap_or(20).max(1) as usize * child_complexity"
+    )]
     #[allow(clippy::too_many_arguments)]
     async fn tasks(
         &self,

@@ -14,7 +14,7 @@ use super::invitations::{self, WorkspaceInvitation};
 use super::projects::{self, Project};
 use super::teams::{self, Team};
 use super::users::User;
-use super::{InstanceInfo, RequestContext, required_text};
+use super::{InstanceInfo, RequestContext, limits, required_text};
 use crate::error::{AppError, AppResult};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -56,6 +56,52 @@ pub struct Workspace {
     pub updated_at: OffsetDateTime,
     pub instance: Arc<InstanceInfo>,
     pub global_id: ID,
+    /// A remote workspace's nested lists, when its owner was asked for them
+    /// together with it.
+    nested: Option<Arc<Nested>>,
+}
+
+/// The nested lists of a remote workspace that came with it.
+#[derive(Debug, Default)]
+struct Nested {
+    members: Option<Vec<WorkspaceMember>>,
+    projects: Option<Vec<Project>>,
+    teams: Option<Vec<Team>>,
+}
+
+/// What to ask an owner about its workspaces besides their own fields: the
+/// nested lists the client selects, so one subquery per owner answers
+/// `workspaces(scope:) { members projects teams }`, not one per workspace
+/// and field.
+pub struct NestedSelection {
+    fields: String,
+    fragments: String,
+}
+
+impl NestedSelection {
+    pub fn of(selected: &async_graphql::Lookahead<'_>) -> Self {
+        let mut fields = String::from("...WorkspaceFields");
+        let mut fragments = String::from(federated::WORKSPACE_FIELDS);
+        if selected.field("members").exists() {
+            fields.push_str(" members { role joinedAt user { id email name isAdmin } }");
+        }
+        for (field, spread, fragment) in [
+            ("projects", "...ProjectFields", federated::PROJECT_FIELDS),
+            ("teams", "...TeamFields", federated::TEAM_FIELDS),
+        ] {
+            if selected.field(field).exists() {
+                fields.push_str(&format!(" {field} {{ {spread} }}"));
+                fragments.push(' ');
+                fragments.push_str(fragment);
+            }
+        }
+        Self { fields, fragments }
+    }
+
+    /// A query whose `root` field selects workspaces with what was selected.
+    pub fn query(&self, head: &str, root: &str) -> String {
+        format!("{head} {{ {root} {{ {} }} }} {}", self.fields, self.fragments)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -75,18 +121,38 @@ impl Workspace {
             created_at: r.created_at,
             updated_at: r.updated_at,
             instance: rc.instance.clone(),
+            nested: None,
         }
     }
 }
 
 impl Workspace {
-    /// A workspace of another instance, from a peer's answer.
+    /// A workspace of another instance, from a peer's answer, with the
+    /// nested lists the answer carries.
     pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
         let (global_id, id) = federated::ids_of(v, Kind::Workspace)?;
         let instance = match federated::instance_of(v) {
             Ok(own) => own,
             Err(_) => instance.clone(),
         };
+        let list = |field: &str| {
+            v.get(field).filter(|l| !l.is_null()).map(|l| {
+                l.as_array()
+                    .ok_or_else(|| AppError::BadInput(format!("peer answer: {field}")))
+            })
+        };
+        let nested = Nested {
+            members: list("members")
+                .map(|l| l?.iter().map(|m| WorkspaceMember::from_json(m, &instance)).collect())
+                .transpose()?,
+            projects: list("projects")
+                .map(|l| l?.iter().map(|p| Project::from_json(p, &instance)).collect())
+                .transpose()?,
+            teams: list("teams")
+                .map(|l| l?.iter().map(Team::from_json).collect())
+                .transpose()?,
+        };
+        let asked = nested.members.is_some() || nested.projects.is_some() || nested.teams.is_some();
         Ok(Self {
             id,
             name: federated::text(v, "name")?,
@@ -94,6 +160,7 @@ impl Workspace {
             updated_at: federated::time_of(v, "updatedAt")?,
             instance,
             global_id,
+            nested: asked.then(|| Arc::new(nested)),
         })
     }
 
@@ -124,6 +191,16 @@ pub struct WorkspaceMember {
     pub user: User,
     pub role: WorkspaceRole,
     pub joined_at: OffsetDateTime,
+}
+
+impl WorkspaceMember {
+    fn from_json(m: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
+        Ok(Self {
+            role: WorkspaceRole::from_db(&federated::text(m, "role")?)?,
+            user: User::from_json(&m["user"], instance)?,
+            joined_at: federated::time_of(m, "joinedAt")?,
+        })
+    }
 }
 
 async fn members_of(rc: &RequestContext, ws: Uuid, only_user: Option<Uuid>) -> AppResult<Vec<WorkspaceMember>> {
@@ -177,8 +254,12 @@ impl Workspace {
             .await?;
         Ok(role.as_deref().map(WorkspaceRole::from_db).transpose()?)
     }
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn members(&self, ctx: &Context<'_>) -> AppResult<Vec<WorkspaceMember>> {
         let rc = RequestContext::of(ctx);
+        if let Some(members) = self.nested.as_ref().and_then(|n| n.members.clone()) {
+            return Ok(members);
+        }
         if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
             let query =
                 "query($id: ID!) { workspace(id: $id) { members { role joinedAt user { id email name isAdmin } } } }";
@@ -194,14 +275,7 @@ impl Workspace {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|m| {
-                    let role = WorkspaceRole::from_db(&federated::text(m, "role")?)?;
-                    Ok(WorkspaceMember {
-                        user: User::from_json(&m["user"], &self.instance)?,
-                        role,
-                        joined_at: federated::time_of(m, "joinedAt")?,
-                    })
-                })
+                .map(|m| WorkspaceMember::from_json(m, &self.instance))
                 .collect();
         }
         members_of(rc, self.id, None).await
@@ -217,16 +291,24 @@ impl Workspace {
         require_admin(rc, self.id).await?;
         invitations::of_workspace(rc, self.id).await
     }
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn projects(&self, ctx: &Context<'_>) -> AppResult<Vec<Project>> {
         let rc = RequestContext::of(ctx);
+        if let Some(projects) = self.nested.as_ref().and_then(|n| n.projects.clone()) {
+            return Ok(projects);
+        }
         if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
             return projects::remote_list(rc, owner, &self.global_id).await;
         }
         projects::list(rc, self.id).await
     }
     /// By name, then id. Those of a workspace of another instance come from its owner.
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn teams(&self, ctx: &Context<'_>) -> AppResult<Vec<Team>> {
         let rc = RequestContext::of(ctx);
+        if let Some(teams) = self.nested.as_ref().and_then(|n| n.teams.clone()) {
+            return Ok(teams);
+        }
         if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
             return teams::remote_list(rc, owner, &self.global_id).await;
         }
@@ -235,7 +317,7 @@ impl Workspace {
     /// Events overlapping [from, to) (either bound may be left out), by
     /// startsAt, then id, paginated with `first`/`after`. Those of a
     /// workspace of another instance come from its owner.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "limits::FORWARD_COST + first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -261,6 +343,7 @@ pub struct WorkspaceQuery;
 impl WorkspaceQuery {
     /// Workspaces you are a member of (or a peer was granted), by name,
     /// then instance, then id. `scope` adds other instances.
+    #[graphql(complexity = "scope.as_ref().map_or(0, |_| limits::FORWARD_COST) + child_complexity")]
     async fn workspaces(&self, ctx: &Context<'_>, scope: Option<InstanceScope>) -> AppResult<Vec<Workspace>> {
         let rc = RequestContext::of(ctx);
         let plan = federated::plan(rc, scope.as_ref()).await?;
@@ -272,10 +355,8 @@ impl WorkspaceQuery {
             all.extend(rows.into_iter().map(|r| Workspace::from_row(rc, r)));
         }
         if plan.fans_out() {
-            let query = format!(
-                "query($scope: InstanceScope) {{ workspaces(scope: $scope) {{ ...WorkspaceFields }} }} {}",
-                federated::WORKSPACE_FIELDS
-            );
+            let query = NestedSelection::of(&ctx.look_ahead())
+                .query("query($scope: InstanceScope)", "workspaces(scope: $scope)");
             for (peer, data) in
                 federated::ask_all(rc, &plan, &query, |p| serde_json::json!({ "scope": plan.scope_for(p) })).await
             {
@@ -301,14 +382,12 @@ impl WorkspaceQuery {
     }
 
     /// A workspace by ID; one of another instance is fetched from its owner.
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn workspace(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Workspace>> {
         let rc = RequestContext::of(ctx);
         let g = GlobalId::parse(&id)?;
         if g.kind == Kind::Workspace && g.instance != rc.instance_id {
-            let query = format!(
-                "query($id: ID!) {{ workspace(id: $id) {{ ...WorkspaceFields }} }} {}",
-                federated::WORKSPACE_FIELDS
-            );
+            let query = NestedSelection::of(&ctx.look_ahead()).query("query($id: ID!)", "workspace(id: $id)");
             let data =
                 federated::forward(rc, g.instance, false, &query, serde_json::json!({ "id": id.as_str() })).await?;
             return match &data["workspace"] {
