@@ -46,6 +46,8 @@ pub struct AppState {
     pub agents: Arc<crate::containers::AgentService>,
     /// Password guesses at `/auth/breakglass`, per address.
     pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
+    /// Signs the pagination cursors this instance gives out.
+    pub cursor_key: Arc<graphql::pagination::CursorKey>,
 }
 
 /// A built instance, bound to its address, not yet serving.
@@ -117,6 +119,7 @@ impl Application {
             federation: Arc::new(federation),
             sso,
             breakglass_throttle: Arc::default(),
+            cursor_key: Arc::new(graphql::pagination::CursorKey::new(secret)),
             config: Arc::new(config),
         })
     }
@@ -434,6 +437,7 @@ pub async fn execute(
             state.federation.settings.max_subrequests,
             state.federation.settings.max_parallel_subrequests,
         )),
+        cursor_key: state.cursor_key.clone(),
     };
     let mut response = state.schema.execute(request.data(context)).await;
     // All or nothing: any error rolls back every write of the request, and a

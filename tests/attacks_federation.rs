@@ -603,64 +603,94 @@ async fn ids_and_names_behind_a_peer_are_routed_through_it() {
 
 const ALL_TASKS_WITH_IDS: &str = "{ tasks(first: 50, scope: {all: true}) { edges { node { id title } } } }";
 
-/// Item 10 (in part): a forged `after` cannot make the answer grow. It is
-/// bounded in size, sources the request does not ask are dropped from every
-/// edge's cursor, and a peer's oversized row cursors are refused.
+/// Item 10: a cursor is the last row's place in the global order (ordering,
+/// sort key, instance, id), the same small value whatever the number of
+/// sources, sealed with a MAC; forged, foreign and oversized cursors are
+/// refused, and a peer's rows must come after the position it was asked
+/// to resume from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn forged_and_oversized_cursors_do_not_amplify_the_answer() {
-    use mosaic::federation::fanout::{MAX_CURSOR_BYTES, MergedCursor};
+async fn cursors_are_small_sealed_positions_that_do_not_amplify() {
+    use mosaic::graphql::pagination::{Cursor, CursorKey, MAX_CURSOR_BYTES};
+    use std::sync::{Arc, Mutex, OnceLock};
     let master = spawn_instance("master").await;
     let (_, token) = master.user("ann@master.example").await;
     let ws = master.create_workspace(&token, "mine").await;
     for i in 0..3 {
         master.create_task(&token, &ws, &format!("task {i}")).await;
     }
-    let query = "query($after: String) { tasks(first: 10, after: $after, orderBy: {field: TITLE}, scope: {all: true}) {
-        edges { cursor node { title } } } }";
-    // Far too big: refused before anything runs.
-    let mut huge = MergedCursor::start("TITLE:ASC");
-    for i in 0..40 {
-        huge.s.insert(format!("source-{i}"), json!("x".repeat(1024)));
-    }
-    let body = master.gql(&token, query, json!({ "after": huge.encode() })).await;
-    assert_eq!(codes(&body), ["BAD_USER_INPUT"], "{body}");
-    assert!(huge.encode().len() > MAX_CURSOR_BYTES);
-    // Small, with a source nobody asks: it is not copied into the edges.
-    let mut stray = MergedCursor::start("TITLE:ASC");
-    stray.s.insert("stray".into(), json!("y".repeat(2048)));
-    let body = master.gql(&token, query, json!({ "after": stray.encode() })).await;
-    let edges = body["data"]["tasks"]["edges"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"));
-    assert_eq!(edges.len(), 3, "{body}");
-    for e in edges {
-        let cursor = MergedCursor::decode(e["cursor"].as_str().unwrap(), "TITLE:ASC").unwrap();
-        assert!(!cursor.s.contains_key("stray"), "{cursor:?}");
-        assert!(e["cursor"].as_str().unwrap().len() < 1024, "{e}");
-    }
-    // A peer whose row cursors are 10 KiB each gives no rows.
+    // A peer whose rows carry 10 KiB cursors of its own, and that answers
+    // every page with the same rows, whatever position it is asked for.
+    let evil_id = Arc::new(OnceLock::<String>::new());
+    let asked_after = Arc::new(Mutex::new(Vec::<Value>::new()));
     let (evil, _server) = hostile_peer(&master, "evil", {
-        move |_request: &SubRequest| {
-            let mut edge = task_edge(
-                &format!("Task:{}:{}", Uuid::nil(), Uuid::new_v4()),
-                &Uuid::nil().to_string(),
-                "x",
-            );
-            edge["cursor"] = json!("c".repeat(10 * 1024));
-            json!({ "data": { "tasks": { "edges": [edge], "pageInfo": { "hasNextPage": false } } } })
+        let (evil_id, asked_after) = (evil_id.clone(), asked_after.clone());
+        move |request: &SubRequest| {
+            asked_after.lock().unwrap().push(request.variables["after"].clone());
+            let me = evil_id.get().cloned().unwrap_or_default();
+            let edges: Vec<Value> = ["evil a", "evil b"]
+                .iter()
+                .map(|title| {
+                    let mut edge = task_edge(&format!("Task:{me}:{}", Uuid::new_v4()), &me, title);
+                    edge["cursor"] = json!("c".repeat(10 * 1024));
+                    edge
+                })
+                .collect();
+            json!({ "data": { "tasks": { "edges": edges, "pageInfo": { "hasNextPage": false } } } })
         }
     })
     .await;
+    evil_id.set(evil.to_string()).unwrap();
+    let query = "query($after: String) { tasks(first: 2, after: $after, orderBy: {field: TITLE}, scope: {all: true}) {
+        edges { cursor node { title } } pageInfo { hasNextPage endCursor } } }";
     let body = master.gql(&token, query, json!({ "after": null })).await;
+    let edges = body["data"]["tasks"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    let titles: Vec<&str> = edges.iter().map(|e| e["node"]["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["evil a", "evil b"], "{body}");
+    for e in edges {
+        assert!(e["cursor"].as_str().unwrap().len() < 256, "{e}");
+    }
+    // The next page: the peer gets the position plain and answers the same
+    // rows again, which come before it, so its page is not used.
+    let end = body["data"]["tasks"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = master.gql(&token, query, json!({ "after": end })).await;
     let titles: Vec<&str> = body["data"]["tasks"]["edges"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{body}"))
         .iter()
         .map(|e| e["node"]["title"].as_str().unwrap())
         .collect();
-    assert_eq!(titles, ["task 0", "task 1", "task 2"], "{body}");
+    assert_eq!(titles, ["task 0", "task 1"], "{body}");
     assert_eq!(body["errors"][0]["extensions"]["code"], "PEER_BAD_RESPONSE", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["instance"], evil.to_string(), "{body}");
+    let plain = asked_after.lock().unwrap().last().cloned().unwrap();
+    let (body_part, _mac) = end.split_once('.').expect("sealed");
+    assert_eq!(plain, json!(body_part), "peers receive the position without our MAC");
+    // Refused: oversized, unsealed, sealed by another instance's key, altered.
+    let position: Cursor = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, body_part).unwrap(),
+    )
+    .unwrap();
+    let foreign = CursorKey::new(&mosaic::secrets::Secret("another instance's secret key".into()));
+    let moved = Cursor {
+        k: Some("a".into()),
+        ..position.clone()
+    };
+    let (_, mac) = end.split_once('.').unwrap();
+    for after in [
+        "x".repeat(MAX_CURSOR_BYTES + 1),
+        position.plain(),
+        foreign.seal(&position),
+        format!("{}.{mac}", moved.plain()),
+    ] {
+        let body = master.gql(&token, query, json!({ "after": after })).await;
+        assert_eq!(codes(&body), ["BAD_USER_INPUT"], "{body}");
+        assert!(body["data"].is_null(), "{body}");
+    }
 }
 
 /// QUERYs `app` answered with 200.

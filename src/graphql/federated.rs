@@ -15,9 +15,9 @@ use uuid::Uuid;
 use super::ids::{GlobalId, Kind};
 use super::{InstanceInfo, Node, RequestContext};
 use crate::error::{AppError, AppResult};
+use crate::federation::PeerError;
 use crate::federation::protocol::{self, Actor, Envelope, SubRequest};
 use crate::federation::registry::{self, PeerRecord};
-use crate::federation::{PeerError, fanout};
 
 /// Which instances a list field covers. No scope: this instance only.
 #[derive(InputObject, Clone, Debug, Default)]
@@ -835,17 +835,6 @@ pub fn instance_of(v: &Value) -> AppResult<Arc<InstanceInfo>> {
         id: text(&v["instance"], "id")?,
         name: text(&v["instance"], "name")?,
     }))
-}
-
-/// Merges pages with a comparison; adds up totals of the sources that answered.
-pub fn merged<R>(
-    pages: Vec<fanout::SourcePage<R>>,
-    first: usize,
-    start: &fanout::MergedCursor,
-    cmp: impl Fn(&R, &R) -> std::cmp::Ordering,
-) -> (Vec<(R, String)>, bool) {
-    let (rows, more) = fanout::merge(pages, first, start, cmp);
-    (rows.into_iter().map(|(r, c)| (r, c.encode())).collect(), more)
 }
 
 /// The plan for an object that lives on one other instance.

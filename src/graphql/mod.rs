@@ -68,11 +68,24 @@ pub struct RequestContext {
     pub hop: federated::Hop,
     pub report: Arc<std::sync::Mutex<federated::Report>>,
     pub subrequests: Arc<federated::Subrequests>,
+    pub cursor_key: Arc<pagination::CursorKey>,
 }
 
 impl RequestContext {
     pub fn of<'a>(ctx: &Context<'a>) -> &'a Self {
         ctx.data_unchecked::<RequestContext>()
+    }
+
+    /// A cursor for a client of this request.
+    pub fn seal_cursor(&self, cursor: &pagination::Cursor) -> String {
+        self.cursor_key.seal(cursor)
+    }
+
+    /// `after` as this request's caller may give it: sealed by us, or, from
+    /// a peer resuming a list for its own client, plain.
+    pub fn open_cursor(&self, after: &str, ordering: &str) -> AppResult<pagination::Cursor> {
+        self.cursor_key
+            .open(after, ordering, matches!(self.caller, Caller::Peer(_)))
     }
 
     /// The local user behind the request; peers are refused.

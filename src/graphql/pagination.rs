@@ -1,16 +1,31 @@
 //! Relay-style cursors for keyset pagination.
 //!
-//! A cursor carries the ordering it was issued for, the row's sort key (as
-//! PostgreSQL renders it, so it binds back exactly) and the row's id (the
-//! tie-breaker). Resuming with a cursor of another ordering is refused.
+//! A cursor is a row's position in its list's total order: the ordering it
+//! was issued for, the row's sort key (text PostgreSQL casts back exactly),
+//! and the tie-breakers, the row's instance and id. The order is global
+//! (field, then instance, then id), so one position resumes every source of
+//! a merged list and a cursor stays small however many instances it spans.
+//!
+//! Cursors given to clients carry a MAC keyed from this instance's secret,
+//! so a client resumes only where a list of ours stopped. A peer resuming a
+//! list for its own client sends the position plain: it cannot know our key,
+//! and its request is signed.
 
 use async_graphql::SimpleObject;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
+use crate::secrets::Secret;
+
+/// The longest `after` accepted; a title as sort key fits with room.
+pub const MAX_CURSOR_BYTES: usize = 4096;
+/// MAC bytes kept: forging one is a 2^-128 guess.
+const MAC_BYTES: usize = 16;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -18,17 +33,21 @@ pub struct Cursor {
     pub o: String,
     /// The sort key; `None` where the key is the id alone.
     pub k: Option<String>,
+    /// The row's instance, in lists that span instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<Uuid>,
     pub i: Uuid,
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
+    /// The cursor without a MAC, as sent to a peer.
+    pub fn plain(&self) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("cursor serialises"))
     }
 
-    pub fn decode(text: &str, ordering: &str) -> AppResult<Self> {
+    fn parse(body: &str, ordering: &str) -> AppResult<Self> {
         let bad = || AppError::BadInput("after: not a cursor issued by this field".into());
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?;
         let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         if cursor.o != ordering {
             return Err(AppError::BadInput(format!(
@@ -37,6 +56,56 @@ impl Cursor {
             )));
         }
         Ok(cursor)
+    }
+}
+
+/// Signs and checks the cursors this instance issues.
+pub struct CursorKey(Hmac<Sha256>);
+
+impl CursorKey {
+    pub fn new(secret: &Secret) -> Self {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"mosaic-cursors-v1"), secret.0.as_bytes());
+        let mut key = [0u8; 32];
+        hk.expand(b"cursor mac", &mut key)
+            .expect("32 bytes is a valid HKDF length");
+        Self(Hmac::new_from_slice(&key).expect("HMAC takes any key length"))
+    }
+
+    fn mac(&self, body: &str) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(body.as_bytes());
+        mac
+    }
+
+    /// The cursor as a client receives it: `<plain>.<mac>`.
+    pub fn seal(&self, cursor: &Cursor) -> String {
+        let body = cursor.plain();
+        let tag = self.mac(&body).finalize().into_bytes();
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(&tag[..MAC_BYTES]))
+    }
+
+    /// Reads `after`: sealed by this instance, or plain when `plain_ok` (a
+    /// peer's request). A MAC, when present, must be ours.
+    pub fn open(&self, text: &str, ordering: &str, plain_ok: bool) -> AppResult<Cursor> {
+        if text.len() > MAX_CURSOR_BYTES {
+            return Err(AppError::BadInput(format!(
+                "after: a cursor is at most {MAX_CURSOR_BYTES} bytes"
+            )));
+        }
+        let forged = || AppError::BadInput("after: not a cursor this instance issued".into());
+        match text.split_once('.') {
+            Some((body, tag)) => {
+                let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| forged())?;
+                if tag.len() != MAC_BYTES {
+                    return Err(forged());
+                }
+                // Compared in constant time by the MAC crate.
+                self.mac(body).verify_truncated_left(&tag).map_err(|_| forged())?;
+                Cursor::parse(body, ordering)
+            }
+            None if plain_ok => Cursor::parse(text, ordering),
+            None => Err(forged()),
+        }
     }
 }
 
@@ -62,16 +131,39 @@ pub fn page_size(first: Option<i32>, max: usize) -> AppResult<usize> {
 mod tests {
     use super::*;
 
+    fn key(s: &str) -> CursorKey {
+        CursorKey::new(&Secret(s.repeat(8)))
+    }
+
     #[test]
-    fn cursors_round_trip_and_refuse_other_orderings() {
+    fn cursors_round_trip_sealed_and_refuse_forgeries() {
         let c = Cursor {
             o: "TITLE:ASC".into(),
             k: Some("a,b".into()),
+            n: Some(Uuid::new_v4()),
             i: Uuid::new_v4(),
         };
-        assert_eq!(Cursor::decode(&c.encode(), "TITLE:ASC").unwrap(), c);
-        assert!(Cursor::decode(&c.encode(), "TITLE:DESC").is_err());
-        assert!(Cursor::decode("!!", "TITLE:ASC").is_err());
+        let k = key("one");
+        let sealed = k.seal(&c);
+        assert_eq!(k.open(&sealed, "TITLE:ASC", false).unwrap(), c);
+        assert!(k.open(&sealed, "TITLE:DESC", false).is_err());
+        // Another instance's key, a plain cursor from a client, a changed body.
+        assert!(key("two").open(&sealed, "TITLE:ASC", true).is_err());
+        assert!(k.open(&c.plain(), "TITLE:ASC", false).is_err());
+        assert_eq!(k.open(&c.plain(), "TITLE:ASC", true).unwrap(), c);
+        let other = Cursor {
+            k: Some("z".into()),
+            ..c.clone()
+        };
+        let (_, tag) = sealed.split_once('.').unwrap();
+        assert!(k.open(&format!("{}.{tag}", other.plain()), "TITLE:ASC", true).is_err());
+        // A truncated MAC is no MAC.
+        assert!(
+            k.open(&format!("{}.{}", c.plain(), &tag[..4]), "TITLE:ASC", true)
+                .is_err()
+        );
+        assert!(k.open("!!", "TITLE:ASC", true).is_err());
+        assert!(k.open(&"a".repeat(MAX_CURSOR_BYTES + 1), "TITLE:ASC", true).is_err());
         assert_eq!(page_size(None, 100).unwrap(), 20);
         assert!(page_size(Some(101), 100).is_err());
         assert!(page_size(Some(-1), 100).is_err());

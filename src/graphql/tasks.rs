@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
+use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ use super::users::User;
 use super::workspaces::{self, Workspace, WorkspaceRow};
 use super::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::error::{AppError, AppResult};
-use crate::federation::fanout::{MAX_SOURCE_CURSOR_BYTES, MergedCursor, SourcePage};
+use crate::federation::fanout::{self, SourcePage};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TaskStatus {
@@ -281,6 +282,16 @@ pub enum OrderDirection {
     Desc,
 }
 
+impl OrderDirection {
+    /// How a later row compares to an earlier one.
+    fn forward(self) -> Ordering {
+        match self {
+            Self::Asc => Ordering::Greater,
+            Self::Desc => Ordering::Less,
+        }
+    }
+}
+
 #[derive(InputObject, Clone, Copy, Debug)]
 pub struct TaskOrder {
     pub field: TaskOrderField,
@@ -311,6 +322,57 @@ impl TaskOrder {
         }
     }
 
+    /// The value a task sorts by, as SQL sorts it.
+    fn sort_key(self, t: &Task) -> SortKey {
+        match self.field {
+            TaskOrderField::CreatedAt => SortKey::Time(t.created_at),
+            TaskOrderField::UpdatedAt => SortKey::Time(t.updated_at),
+            TaskOrderField::DueDate => SortKey::Due(t.due_date.is_none(), t.due_date),
+            TaskOrderField::Priority => SortKey::Int(t.priority.as_db()),
+            TaskOrderField::Title => SortKey::Text(t.title.clone()),
+            TaskOrderField::Status => SortKey::Text(t.status.as_db().to_string()),
+        }
+    }
+
+    /// A cursor's key, read back; a key this ordering never issues is refused.
+    fn parse_key(self, text: &str) -> AppResult<SortKey> {
+        let bad = || AppError::BadInput("after: cursor does not fit this ordering".into());
+        Ok(match self.field {
+            TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
+                SortKey::Time(OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad())?)
+            }
+            TaskOrderField::DueDate if text == "infinity" => SortKey::Due(true, None),
+            TaskOrderField::DueDate => SortKey::Due(
+                false,
+                Some(Date::parse(text, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| bad())?),
+            ),
+            TaskOrderField::Priority => SortKey::Int(text.parse().map_err(|_| bad())?),
+            TaskOrderField::Title | TaskOrderField::Status => SortKey::Text(text.to_string()),
+        })
+    }
+
+    /// The cursor after `t`: its place in the global order.
+    fn cursor_of(self, t: &Task) -> AppResult<Cursor> {
+        Ok(Cursor {
+            o: self.name(),
+            k: Some(self.sort_key(t).as_sql_text()?),
+            n: Some(Uuid::parse_str(&t.instance.id).map_err(AppError::internal)?),
+            i: t.id,
+        })
+    }
+
+    /// Whether `t` comes after the position `c` names, in the global order.
+    fn follows(self, t: &Task, c: &Cursor) -> AppResult<bool> {
+        let key = self.parse_key(c.k.as_deref().unwrap_or_default())?;
+        let at = c.n.map(|n| n.to_string()).unwrap_or_default();
+        let total = self
+            .sort_key(t)
+            .cmp(&key)
+            .then_with(|| t.instance.id.cmp(&at))
+            .then_with(|| t.id.cmp(&c.i));
+        Ok(total == self.direction.forward())
+    }
+
     /// The ordering as the schema names it, e.g. `DUE_DATE:DESC`.
     fn name(self) -> String {
         format!("{}:{}", self.field.to_value(), self.direction.to_value())
@@ -319,27 +381,39 @@ impl TaskOrder {
     /// The global order across instances: the field as SQL sorts it, then
     /// instance id, then id; all reversed for DESC.
     pub fn compare(self, a: &Task, b: &Task) -> Ordering {
-        let by_field = match self.field {
-            TaskOrderField::CreatedAt => a.created_at.cmp(&b.created_at),
-            TaskOrderField::UpdatedAt => a.updated_at.cmp(&b.updated_at),
-            // No due date sorts as infinitely far away.
-            TaskOrderField::DueDate => match (a.due_date, b.due_date) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Greater,
-                (Some(_), None) => Ordering::Less,
-            },
-            TaskOrderField::Priority => a.priority.as_db().cmp(&b.priority.as_db()),
-            TaskOrderField::Title => a.title.as_bytes().cmp(b.title.as_bytes()),
-            TaskOrderField::Status => a.status.as_db().cmp(b.status.as_db()),
-        };
-        let total = by_field
+        let total = self
+            .sort_key(a)
+            .cmp(&self.sort_key(b))
             .then_with(|| a.instance.id.cmp(&b.instance.id))
             .then_with(|| a.id.cmp(&b.id));
         match self.direction {
             OrderDirection::Asc => total,
             OrderDirection::Desc => total.reverse(),
         }
+    }
+}
+
+/// What a task sorts by, compared as SQL compares it (`TaskOrder::sql`).
+#[derive(PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum SortKey {
+    Time(OffsetDateTime),
+    /// Missing first in the tuple: no due date sorts as if due at infinity.
+    Due(bool, Option<Date>),
+    Int(i16),
+    /// Compared bytewise, as `COLLATE "C"` does.
+    Text(String),
+}
+
+impl SortKey {
+    /// Text that PostgreSQL casts back (to `TaskOrder::sql`'s type) to the same value.
+    fn as_sql_text(&self) -> AppResult<String> {
+        Ok(match self {
+            Self::Time(t) => t.format(&Rfc3339).map_err(AppError::internal)?,
+            Self::Due(_, Some(d)) => d.to_string(),
+            Self::Due(_, None) => "infinity".into(),
+            Self::Int(n) => n.to_string(),
+            Self::Text(s) => s.clone(),
+        })
     }
 }
 
@@ -463,35 +537,44 @@ impl TaskConnection {
     }
 }
 
-/// One page of tasks visible to the request.
+/// One page of tasks visible to the request, after a position.
 async fn page(
     rc: &RequestContext,
     conditions: &Conditions,
     order: TaskOrder,
     first: usize,
-    after: Option<&str>,
+    after: Option<&Cursor>,
     with_total: bool,
 ) -> AppResult<TaskConnection> {
     let (expr, cast) = order.sql();
-    let ordering = order.name();
-    let after = after.map(|c| Cursor::decode(c, &ordering)).transpose()?;
-    let (cmp, dir) = match order.direction {
-        OrderDirection::Asc => (">", "ASC"),
-        OrderDirection::Desc => ("<", "DESC"),
-    };
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "{SELECT}, ({expr})::text AS sort_key FROM (SELECT * FROM tasks t"
-    ));
+    let asc = order.direction == OrderDirection::Asc;
+    let (cmp, dir) = if asc { (">", "ASC") } else { ("<", "DESC") };
+    let mut q = QueryBuilder::<Postgres>::new(format!("{SELECT} FROM (SELECT * FROM tasks t"));
     conditions.push(&mut q);
     if let Some(c) = &after {
-        let key =
-            c.k.clone()
-                .ok_or_else(|| AppError::BadInput("after: cursor has no sort key".into()))?;
-        q.push(format!(" AND ({expr}, t.id) {cmp} ("))
-            .push_bind(key)
-            .push(format!("::{cast}, "))
-            .push_bind(c.i)
-            .push(")");
+        let key = order.parse_key(c.k.as_deref().unwrap_or_default())?.as_sql_text()?;
+        // After (key, instance, id) in the global order: on this instance's
+        // own row, by (key, id); on another's, rows with an equal key come
+        // after it exactly when this instance sorts after that one.
+        let me = rc.instance_id;
+        let at = c.n.unwrap_or(me);
+        if at == me {
+            q.push(format!(" AND ({expr}, t.id) {cmp} ("))
+                .push_bind(key)
+                .push(format!("::{cast}, "))
+                .push_bind(c.i)
+                .push(")");
+        } else {
+            let equal_follows = (me.to_string() > at.to_string()) == asc;
+            let op = if equal_follows {
+                format!("{cmp}=")
+            } else {
+                cmp.to_string()
+            };
+            q.push(format!(" AND {expr} {op} "))
+                .push_bind(key)
+                .push(format!("::{cast}"));
+        }
     }
     q.push(format!(" ORDER BY {expr} {dir}, t.id {dir} LIMIT "))
         .push_bind(first as i64 + 1);
@@ -521,13 +604,8 @@ async fn page(
         .take(first)
         .map(|r| {
             let node = Task::from_row(rc, r)?;
-            let cursor = Cursor {
-                o: ordering.clone(),
-                k: Some(r.try_get("sort_key")?),
-                i: node.id,
-            };
             Ok(TaskEdge {
-                cursor: cursor.encode(),
+                cursor: rc.seal_cursor(&order.cursor_of(&node)?),
                 node,
             })
         })
@@ -581,7 +659,8 @@ impl TaskQuery {
             Conditions::parse(rc, None, &filter)?
         };
         if !plan.fans_out() && plan.include_self && scope.is_none() {
-            return page(rc, &conditions, order, first, after.as_deref(), with_total).await;
+            let after = after.map(|a| rc.open_cursor(&a, &order.name())).transpose()?;
+            return page(rc, &conditions, order, first, after.as_ref(), with_total).await;
         }
         let request = FederatedTasks {
             workspace_id: workspace_id.map(|w| w.0),
@@ -607,36 +686,29 @@ fn subquery() -> String {
     format!(
         "query($scope: InstanceScope, $workspaceId: ID, $filter: TaskFilter, $orderBy: TaskOrder, $first: Int, $after: String, $withTotal: Boolean!) {{
   tasks(scope: $scope, workspaceId: $workspaceId, filter: $filter, orderBy: $orderBy, first: $first, after: $after) {{
-    edges {{ cursor node {{ ...TaskFields }} }} pageInfo {{ hasNextPage }} totalCount @include(if: $withTotal) }} }} {}",
+    edges {{ node {{ ...TaskFields }} }} pageInfo {{ hasNextPage }} totalCount @include(if: $withTotal) }} }} {}",
         federated::TASK_FIELDS
     )
 }
 
 /// Parses a peer's `tasks` connection into a source page and its total.
-fn parse_connection(source: String, data: &Value) -> AppResult<(SourcePage<Task>, Option<i64>)> {
+fn parse_connection(data: &Value) -> AppResult<(SourcePage<Task>, Option<i64>)> {
     let tasks = &data["tasks"];
-    let edges = tasks["edges"]
+    let rows = tasks["edges"]
         .as_array()
-        .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?;
-    let rows = edges
+        .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?
         .iter()
-        .map(|e| {
-            let cursor = federated::text(e, "cursor")?;
-            if cursor.len() > MAX_SOURCE_CURSOR_BYTES {
-                return Err(AppError::BadInput(format!(
-                    "peer answer: a cursor is longer than {MAX_SOURCE_CURSOR_BYTES} bytes"
-                )));
-            }
-            Ok((Task::from_json(&e["node"])?, cursor))
-        })
+        .map(|e| Task::from_json(&e["node"]))
         .collect::<AppResult<Vec<_>>>()?;
     let has_next = tasks["pageInfo"]["hasNextPage"]
         .as_bool()
         .ok_or_else(|| AppError::BadInput("peer answer: pageInfo".into()))?;
-    Ok((SourcePage { source, rows, has_next }, tasks["totalCount"].as_i64()))
+    Ok((SourcePage { rows, has_next }, tasks["totalCount"].as_i64()))
 }
 
-/// One merged page across this instance and the planned peers.
+/// One merged page across this instance and the planned peers. Every
+/// source resumes from the same position, the last row's place in the
+/// global order, which peers receive plain.
 async fn federated_page(
     rc: &RequestContext,
     plan: &Plan,
@@ -644,71 +716,60 @@ async fn federated_page(
     conditions: &Conditions,
     after: Option<&str>,
 ) -> AppResult<TaskConnection> {
-    let ordering = request.order.name();
-    let me = rc.instance.id.clone();
-    let mut start = match after {
-        Some(a) => MergedCursor::decode(a, &ordering).map_err(AppError::BadInput)?,
-        None => MergedCursor::start(&ordering),
-    };
-    start.keep_sources(|id| id == me || plan.peers.iter().any(|p| p.id.to_string() == id));
-    // Exhausted sources give no more rows, but still count towards totalCount.
-    let done = |id: &str| start.d.contains(id);
-    let asked = |id: &str| !done(id) || request.with_total;
-    let pending = Plan {
-        include_self: plan.include_self && asked(&me),
-        peers: plan
-            .peers
-            .iter()
-            .filter(|p| asked(&p.id.to_string()))
-            .cloned()
-            .collect(),
-        ..plan.clone()
-    };
-    let first_for = |id: &str| if done(id) { 0 } else { request.first };
-    let order_value = request.order.to_value().into_json().map_err(AppError::internal)?;
+    let order = request.order;
+    let start = after.map(|a| rc.open_cursor(a, &order.name())).transpose()?;
+    let order_value = order.to_value().into_json().map_err(AppError::internal)?;
     let query = subquery();
     let variables = |peer: &crate::federation::registry::PeerRecord| {
-        let id = peer.id.to_string();
         json!({
-            "scope": pending.scope_for(peer),
+            "scope": plan.scope_for(peer),
             "workspaceId": request.workspace_id,
             "filter": request.filter,
             "orderBy": order_value,
-            "first": first_for(&id),
-            "after": start.position(&id),
+            "first": request.first,
+            "after": start.as_ref().map(Cursor::plain),
             "withTotal": request.with_total,
         })
     };
     let local = async {
-        if !pending.include_self {
+        if !plan.include_self {
             return Ok(None);
         }
-        let after = start.position(&me);
-        page(
-            rc,
-            conditions,
-            request.order,
-            first_for(&me),
-            after.as_deref(),
-            request.with_total,
-        )
-        .await
-        .map(Some)
+        page(rc, conditions, order, request.first, start.as_ref(), request.with_total)
+            .await
+            .map(Some)
     };
-    let (local, answers) = futures::join!(local, federated::ask_all(rc, &pending, &query, variables));
+    let (local, answers) = futures::join!(local, federated::ask_all(rc, plan, &query, variables));
     let mut total = 0;
     let mut pages = Vec::new();
     if let Some(local) = local? {
         total += local.total_count.unwrap_or(0);
         pages.push(SourcePage {
-            source: me.clone(),
             has_next: local.page_info.has_next_page,
-            rows: local.edges.into_iter().map(|e| (e.node, e.cursor)).collect(),
+            rows: local.edges.into_iter().map(|e| e.node).collect(),
         });
     }
+    // A peer's rows must come in order and after the position; a page
+    // that breaks either is not used.
+    let in_place = |rows: &[Task]| -> AppResult<()> {
+        let sorted = rows.windows(2).all(|w| order.compare(&w[0], &w[1]) == Ordering::Less);
+        let after_start = match &start {
+            Some(c) => rows
+                .iter()
+                .try_fold(true, |ok, t| Ok::<_, AppError>(ok && order.follows(t, c)?))?,
+            None => true,
+        };
+        if sorted && after_start {
+            Ok(())
+        } else {
+            Err(AppError::BadInput(
+                "peer answer: rows out of order or before the position asked".into(),
+            ))
+        }
+    };
     for (peer, data) in answers {
         let Some(data) = data else { continue };
-        match parse_connection(peer.id.to_string(), &data) {
+        match parse_connection(&data).and_then(|(page, count)| in_place(&page.rows).map(|()| (page, count))) {
             Ok((page, count)) => {
                 total += count.unwrap_or(0);
                 pages.push(page);
@@ -716,12 +777,16 @@ async fn federated_page(
             Err(e) => federated::bad_answer(rc, &peer, &e),
         }
     }
-    let order = request.order;
-    let (rows, has_next_page) = federated::merged(pages, request.first, &start, |a, b| order.compare(a, b));
-    let edges: Vec<TaskEdge> = rows
+    let (rows, has_next_page) = fanout::merge(pages, request.first, |a, b| order.compare(a, b));
+    let edges = rows
         .into_iter()
-        .map(|(node, cursor)| TaskEdge { cursor, node })
-        .collect();
+        .map(|node| {
+            Ok(TaskEdge {
+                cursor: rc.seal_cursor(&order.cursor_of(&node)?),
+                node,
+            })
+        })
+        .collect::<AppResult<Vec<_>>>()?;
     Ok(TaskConnection::new(
         edges,
         has_next_page,
