@@ -5,7 +5,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, codes, fingerprint, local_id, spawn_app, spawn_app_with};
+use common::{TestApp, codes, fingerprint, local_id, spawn_app, spawn_app_with, with_sort_key};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -438,13 +438,6 @@ async fn page_sizes_above_the_maximum_or_negative_are_bad_user_input() {
     app.stop().await;
 }
 
-/// Rewrites the sort key inside a cursor the server issued.
-fn with_key(cursor: &str, key: Value) -> String {
-    let mut c: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(cursor).unwrap()).unwrap();
-    c["k"] = key;
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap())
-}
-
 const PAGE: &str = "query($o: TaskOrder, $a: String) { tasks(orderBy: $o, first: 1, after: $a) { edges { node { title } } pageInfo { endCursor } } }";
 
 async fn first_cursor(app: &TestApp, token: &str, order: Value) -> String {
@@ -485,9 +478,9 @@ async fn cursors_of_another_ordering_or_garbage_are_bad_user_input() {
         "!!!".to_string(),
         URL_SAFE_NO_PAD.encode("not json"),
         URL_SAFE_NO_PAD.encode(r#"{"o":"PRIORITY:ASC"}"#),
-        with_key(&p_cursor, json!("abc")),
-        with_key(&p_cursor, json!(null)),
-        with_key(&p_cursor, json!("1.5")),
+        with_sort_key(&app, &p_cursor, json!("abc")),
+        with_sort_key(&app, &p_cursor, json!(null)),
+        with_sort_key(&app, &p_cursor, json!("1.5")),
     ] {
         refused(
             &app,
@@ -503,7 +496,7 @@ async fn cursors_of_another_ordering_or_garbage_are_bad_user_input() {
         &app,
         &o.token,
         PAGE,
-        json!({ "o": { "field": "DUE_DATE" }, "a": with_key(&d_cursor, json!("not a date")) }),
+        json!({ "o": { "field": "DUE_DATE" }, "a": with_sort_key(&app, &d_cursor, json!("not a date")) }),
         "BAD_USER_INPUT",
     )
     .await;
@@ -523,7 +516,7 @@ async fn cursor_keys_out_of_range_are_bad_user_input() {
             &app,
             &o.token,
             PAGE,
-            json!({ "o": priority, "a": with_key(&cursor, json!(key)) }),
+            json!({ "o": priority, "a": with_sort_key(&app, &cursor, json!(key)) }),
             "BAD_USER_INPUT",
         )
         .await;
@@ -559,7 +552,7 @@ async fn nul_characters_in_text_input_are_bad_user_input() {
         &app,
         &o.token,
         PAGE,
-        json!({ "o": title, "a": with_key(&cursor, json!("a\u{0}b")) }),
+        json!({ "o": title, "a": with_sort_key(&app, &cursor, json!("a\u{0}b")) }),
         "BAD_USER_INPUT",
     )
     .await;

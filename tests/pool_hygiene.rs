@@ -6,8 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{TestApp, code, codes, local_id, spawn_app_with};
 use futures::StreamExt;
 use mosaic::db::{RequestDb, Scope};
@@ -50,21 +48,19 @@ async fn tenants(app: &TestApp, names: &[&str]) -> Vec<Tenant> {
     out
 }
 
-/// A PRIORITY cursor the server issued, its sort key replaced by one
-/// PostgreSQL cannot cast: a request using it fails inside its transaction,
-/// after the scope was set.
+/// A TITLE cursor the server issued, its sort key replaced by text
+/// PostgreSQL cannot hold (U+0000): a request using it fails inside its
+/// transaction, after the scope was set.
 async fn poisoned_cursor(app: &TestApp, token: &str) -> String {
     let d = app
         .gql_ok(
             token,
-            "{ tasks(orderBy: {field: PRIORITY}, first: 1) { pageInfo { endCursor } } }",
+            "{ tasks(orderBy: {field: TITLE}, first: 1) { pageInfo { endCursor } } }",
             json!({}),
         )
         .await;
     let cursor = d["tasks"]["pageInfo"]["endCursor"].as_str().unwrap();
-    let mut c: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(cursor).unwrap()).unwrap();
-    c["k"] = json!("not a number");
-    URL_SAFE_NO_PAD.encode(c.to_string())
+    common::with_sort_key(app, cursor, json!("a\u{0}b"))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,7 +99,7 @@ fn request(kind: Kind, t: &Tenant, k: usize, poison: &str) -> (&'static str, Val
             json!({ "w": t.ws, "t": format!("{}doomed-{k}", t.prefix()) }),
         ),
         Kind::FailedStatement => (
-            "query($a: String) { tasks(orderBy: {field: PRIORITY}, after: $a) { totalCount } }",
+            "query($a: String) { tasks(orderBy: {field: TITLE}, after: $a) { totalCount } }",
             json!({ "a": poison }),
         ),
     }
