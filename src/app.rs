@@ -160,7 +160,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/graphql",
-            get(crate::http::graphql::get).post(crate::http::graphql::post),
+            get(crate::http::graphql::get)
+                .post(crate::http::graphql::post)
+                .fallback(crate::http::graphql::other_method),
         )
         .route("/graphql/ide/{file}", get(crate::ide::asset))
         .route("/auth/login", get(crate::auth::routes::login))

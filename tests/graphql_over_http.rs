@@ -355,6 +355,25 @@ async fn posts_need_a_json_content_type_and_a_query() {
     .await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(json_of(&text)["data"]["me"]["email"], "p@example.com");
+    // Other methods: 405 naming the methods served.
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
+        let r = app
+            .client
+            .request(method.clone(), format!("{}/graphql", app.base))
+            .bearer_auth(&token)
+            .json(&json!({ "query": CREATE }))
+            .send()
+            .await
+            .unwrap();
+        let allow = r.headers().get(ALLOW).map(|v| v.to_str().unwrap().to_string());
+        let (status, _, text) = answer(r).await;
+        assert_eq!(
+            (status, allow.as_deref()),
+            (405, Some("GET, HEAD, POST")),
+            "{method}: {text}"
+        );
+        assert_eq!(code(&json_of(&text)), "METHOD_NOT_ALLOWED", "{method}");
+    }
     // Nothing acceptable to answer with: 406, nothing runs.
     let (status, _, text) =
         answer(post(&app, &token, Some("application/json"), "text/html", create.clone()).await).await;

@@ -246,6 +246,19 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body)
     }
 }
 
+/// Any other method: 405 in Mosaic's error shape, naming the methods served.
+pub async fn other_method() -> Response {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "/graphql takes GET (queries) and POST",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+    response
+}
+
 /// Authenticates, refuses what must not run (a mutation over GET, an
 /// operation that cannot be chosen, required variables missing or null),
 /// executes the rest and encodes the answer.
