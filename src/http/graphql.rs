@@ -40,8 +40,9 @@ const HTML: &str = "text/html";
 const MAX_QUERY_STRING_BYTES: usize = 32 * 1024;
 
 /// What a request gets back, negotiated from its `Accept` header. New kinds of
-/// answer (an event stream, a WebSocket upgrade) branch off where the
-/// handlers match on it.
+/// answer (an event stream for subscriptions, a WebSocket upgrade on GET) are
+/// new variants chosen in [`negotiate`], branching off where [`get`] and
+/// [`post`] match on the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     /// `application/graphql-response+json`, whose status says what happened.
