@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -162,7 +161,12 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let timeout = state.config.limits.request_timeout;
     Router::new()
-        .route("/graphql", get(graphql_ide).post(graphql_post))
+        .route(
+            "/graphql",
+            get(crate::http::graphql::get)
+                .post(crate::http::graphql::post)
+                .fallback(crate::http::graphql::other_method),
+        )
         .route("/graphql/ide/{file}", get(crate::ide::asset))
         .route("/auth/login", get(crate::auth::routes::login))
         .route("/auth/callback", get(crate::auth::routes::callback))
@@ -277,10 +281,6 @@ fn metrics_refusal(config: &Config, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-async fn graphql_ide(State(state): State<AppState>) -> Html<&'static str> {
-    Html(crate::ide::page(state.sso.is_some()))
-}
-
 /// A GraphQL-shaped error body for failures outside execution.
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = json!({ "errors": [{ "message": message.into(), "extensions": { "code": code } }] });
@@ -302,7 +302,7 @@ pub fn deactivated() -> Response {
     )
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     let unauthenticated = |m: &str| error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         // A browser session (cookie + CSRF header) is the alternative to a Bearer token.
@@ -341,56 +341,6 @@ async fn agent_proxy(State(state): State<AppState>, req: Request) -> Response {
         Err(response) => return response,
     };
     crate::containers::proxy::forward(&state.agents, &principal, req, state.config.limits.max_body_bytes).await
-}
-
-async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let limit = state.config.limits.max_body_bytes;
-    let too_large = || {
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large();
-    }
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return too_large();
-    };
-    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("malformed JSON body: {e}"),
-            );
-        }
-    };
-    let principal = match authenticate(&state, &headers).await {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    let hop = Hop::origin(
-        state.config.federation.hop_limit,
-        state.config.federation.deadline,
-        Some(protocol::Actor {
-            user: graphql::ids::GlobalId::new(graphql::ids::Kind::User, state.instance_id, principal.user_id)
-                .to_id()
-                .to_string(),
-            email: principal.email_verified.then(|| principal.email.clone()),
-        }),
-    );
-    let scope = Scope::user(principal.user_id);
-    match execute(&state, Caller::User(principal), scope, hop, request).await {
-        Ok(response) => Json(response).into_response(),
-        Err(response) => response,
-    }
 }
 
 /// Whether the operation the request runs is a mutation.

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod federation;
 pub mod graphql;
+pub mod http;
 pub mod ide;
 pub mod metrics;
 pub mod secrets;
