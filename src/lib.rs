@@ -11,6 +11,7 @@ pub mod error;
 pub mod federation;
 pub mod graphql;
 pub mod ide;
+pub mod instance;
 pub mod metrics;
 pub mod secrets;
 pub mod server;
