@@ -25,6 +25,7 @@ use crate::auth::Principal;
 use crate::auth::tokens::{self, TokenRejection};
 use crate::config::Config;
 use crate::db::{self, Database, RequestDb, Scope};
+use crate::instance::Instance;
 use crate::federation::{Federation, inbound, protocol};
 use crate::graphql::federated::Hop;
 use crate::graphql::{self, Caller, InstanceInfo, MosaicSchema, RequestContext};
@@ -91,9 +92,9 @@ impl Application {
         listener: &tokio::net::TcpListener,
         db: &Database,
     ) -> Result<AppState> {
-        let (instance_id, name) = db::instance_identity(db, &config.instance_name).await?;
-        let base_url = config.base_url(listener.local_addr()?);
-        let federation = Federation::open(&config, db, secret, instance_id, &name, base_url.clone()).await?;
+        let me = load_instance(&config, db, config.base_url(listener.local_addr()?)).await?;
+        let (instance_id, name, base_url) = (me.id, me.name.clone(), me.base_url.clone());
+        let federation = Federation::open(&config, db, secret, &me).await?;
         let sso = match &config.oidc {
             Some(settings) => {
                 let http = crate::federation::tls::http_client(config.federation.ca_file.as_deref())?;
@@ -156,6 +157,17 @@ impl Application {
         let stopped = self.db.shutdown().await;
         served.and(stopped)
     }
+}
+
+/// Reads (on first start, creates) this instance's identity.
+pub async fn load_instance(config: &Config, db: &Database, base_url: String) -> Result<Instance> {
+    let (id, name) = db::instance_identity(db, &config.instance_name).await?;
+    Ok(Instance {
+        id,
+        name,
+        base_url,
+        schema_hash: graphql::schema_hash(),
+    })
 }
 
 pub fn router(state: AppState) -> Router {

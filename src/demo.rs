@@ -173,7 +173,7 @@ async fn prepare(running: &[Running], data_dir: &Path, ca: &Path) -> Result<()> 
     for pair in running.windows(2).rev() {
         let (asked, asking) = (&pair[0], &pair[1]);
         let known = registry::get(&asking.federation.pool, asked.federation.instance_id).await?;
-        if known.is_some_and(|p| p.outbound_state == "active") {
+        if known.is_some_and(|p| p.outbound_state == crate::federation::registry::PeerState::Active) {
             continue;
         }
         asking.federation.connect(&asked.url, "demo").await?;

@@ -12,6 +12,7 @@ pub mod federation;
 pub mod graphql;
 pub mod http;
 pub mod ide;
+pub mod instance;
 pub mod metrics;
 pub mod secrets;
 pub mod server;

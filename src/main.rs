@@ -399,8 +399,8 @@ async fn run(command: Command, config: Config) -> Result<()> {
                 let mut conn = db.admin().await?;
                 mosaic::federation::keys::ensure(&mut conn, &sealer).await?;
                 let key_id = mosaic::federation::keys::rotate(&mut conn, &sealer, grace).await?;
-                let (id, name) = mosaic::db::instance_identity(&db, &config.instance_name).await?;
-                let fed = Federation::open(&config, &db, &secret, id, &name, config.base_url(config.listen)).await?;
+                let me = mosaic::app::load_instance(&config, &db, config.base_url(config.listen)).await?;
+                let fed = Federation::open(&config, &db, &secret, &me).await?;
                 let told = fed.announce_rotation().await?;
                 anyhow::Ok((key_id, told))
             }
@@ -419,16 +419,8 @@ async fn peer_command(command: PeerCommand, config: Config) -> Result<()> {
     mosaic::federation::tls::install_crypto_provider();
     let secret = config.require_secret()?;
     let db = open_existing(&config).await?;
-    let (instance_id, name) = mosaic::db::instance_identity(&db, &config.instance_name).await?;
-    let fed = Federation::open(
-        &config,
-        &db,
-        &secret,
-        instance_id,
-        &name,
-        config.base_url(config.listen),
-    )
-    .await?;
+    let me = mosaic::app::load_instance(&config, &db, config.base_url(config.listen)).await?;
+    let fed = Federation::open(&config, &db, &secret, &me).await?;
     let result = peer_action(&fed, &db, command).await;
     db.shutdown().await?;
     result

@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::protocol::{self, ConnectRequest, Disconnect, Event, Refusal, SubRequest};
-use super::registry::{self, KeyLookup, PeerRecord};
+use super::registry::{self, KeyLookup, PeerRecord, PeerState};
 use super::replay::Recorded;
 use super::{Federation, document, grant, now_unix, signing};
 use crate::app::{AppState, error_response, execute};
@@ -150,7 +150,7 @@ pub async fn verify(
     // Only a verified sender learns the state of its peering; a message its
     // state does not allow never reaches the replay cache.
     let allowed = match need {
-        Need::ActiveGrant => peer.inbound_state == "active",
+        Need::ActiveGrant => peer.inbound_state == PeerState::Active,
         Need::Live => peer.is_live(),
     };
     if !allowed {
@@ -299,7 +299,7 @@ pub async fn connect(
     }
     let waiting = known
         .as_ref()
-        .is_some_and(|k| matches!(k.inbound_state.as_str(), "pending" | "active" | "suspended"));
+        .is_some_and(|k| k.inbound_state.live());
     if !waiting && registry::pending_count(&fed.pool).await.map_err(unavailable)? >= fed.settings.max_pending_peers {
         return Err(refuse(
             Refusal::Unavailable,
@@ -329,16 +329,13 @@ pub async fn connect(
     registry::record_identity(&mut tx, doc, registry::Vouched::ByPeer)
         .await
         .map_err(db_error)?;
-    let state_now: String = sqlx::query_scalar("SELECT inbound_state FROM peers WHERE id = $1")
-        .bind(origin)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    let state_after = match state_now.as_str() {
-        "active" | "suspended" => state_now.clone(),
-        _ => "pending".to_string(),
+    let state_now = registry::inbound_state(&mut tx, origin).await.map_err(db_error)?;
+    let state_after = if state_now.approved() {
+        state_now
+    } else {
+        PeerState::Pending
     };
-    registry::set_inbound(&mut tx, origin, &state_after)
+    registry::set_inbound(&mut tx, origin, state_after)
         .await
         .map_err(db_error)?;
     registry::audit(
@@ -346,12 +343,12 @@ pub async fn connect(
         origin,
         &format!("peer:{}", doc.name),
         "connect_received",
-        json!({ "url": url, "was": state_now }),
+        json!({ "url": url, "was": state_now.as_str() }),
     )
     .await
     .map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
-    Ok(Json(json!({ "state": state_after })).into_response())
+    Ok(Json(json!({ "state": state_after.as_str() })).into_response())
 }
 
 pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
@@ -455,7 +452,7 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
         // Verifying the request already re-read the peer's keys.
         return Ok(Json(json!({ "ok": true })).into_response());
     }
-    if !matches!(peer.outbound_state.as_str(), "requested" | "active" | "suspended") {
+    if !peer.outbound_state.live() {
         return Err(refuse(
             Refusal::BadRequest,
             format!(
@@ -465,9 +462,9 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
         ));
     }
     let (outbound, action) = match &event {
-        Event::Granted { .. } => ("active", "granted_by_peer"),
-        Event::Rejected => ("rejected", "rejected_by_peer"),
-        Event::Suspended => ("suspended", "suspended_by_peer"),
+        Event::Granted { .. } => (PeerState::Active, "granted_by_peer"),
+        Event::Rejected => (PeerState::Rejected, "rejected_by_peer"),
+        Event::Suspended => (PeerState::Suspended, "suspended_by_peer"),
         Event::KeysRotated => unreachable!("answered above"),
     };
     let db_error = recording_failed("EVENT");

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::config::FederationSettings;
 use document::{IdentityDocument, PROTOCOL, SignedDocument};
 use protocol::{ConnectRequest, Disconnect, Event};
-use registry::PeerRecord;
+use registry::{PeerRecord, PeerState};
 use replay::ReplayCache;
 use stats::PeerStats;
 
@@ -91,22 +91,15 @@ impl Federation {
         config: &crate::config::Config,
         db: &crate::db::Database,
         secret: &crate::secrets::Secret,
-        instance_id: Uuid,
-        name: &str,
-        base_url: String,
+        me: &crate::instance::Instance,
     ) -> Result<Self> {
         let sealer = crate::secrets::Sealer::new(secret, "instance-keys");
         keys::ensure(&mut db.admin().await?, &sealer).await?;
-        let schema_hash = {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(crate::graphql::sdl().as_bytes());
-            digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-        };
         Ok(Self {
-            instance_id,
-            name: name.to_string(),
-            base_url,
-            schema_hash,
+            instance_id: me.id,
+            name: me.name.clone(),
+            base_url: me.base_url.clone(),
+            schema_hash: me.schema_hash.clone(),
             pool: db.app.clone(),
             keys: keys::KeyRing::new(db, sealer),
             http: tls::peer_client(
@@ -392,7 +385,7 @@ impl Federation {
         }
         let mut tx = self.pool.begin().await?;
         registry::record_identity(&mut tx, &doc, registry::Vouched::ByAdmin).await?;
-        registry::set_outbound(&mut tx, peer_id, "requested").await?;
+        registry::set_outbound(&mut tx, peer_id, PeerState::Requested).await?;
         registry::audit(&mut tx, peer_id, actor, "connect_requested", json!({ "url": url })).await?;
         tx.commit().await?;
         let request = ConnectRequest {
@@ -404,7 +397,7 @@ impl Federation {
             .map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
         if answer["state"] == "active" {
             let mut conn = self.pool.acquire().await?;
-            registry::set_outbound(&mut conn, peer_id, "active").await?;
+            registry::set_outbound(&mut conn, peer_id, PeerState::Active).await?;
         }
         Ok(registry::get(&self.pool, peer_id).await?.expect("just written"))
     }
@@ -418,7 +411,7 @@ impl Federation {
     /// Grants a pending (or suspended, or active) peer access to workspaces.
     pub async fn approve(&self, id: Uuid, terms: &grant::Terms, actor: &str) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
-        if !matches!(peer.inbound_state.as_str(), "pending" | "suspended" | "active") {
+        if !(peer.inbound_state == PeerState::Pending || peer.inbound_state.approved()) {
             bail!(
                 "peer: {} is {}, not pending; it must send CONNECT first",
                 peer.name,
@@ -493,7 +486,7 @@ impl Federation {
             id,
             actor,
             "deleted",
-            json!({ "name": peer.name, "base_url": peer.base_url, "was": peer.inbound_state }),
+            json!({ "name": peer.name, "base_url": peer.base_url, "was": peer.inbound_state.as_str() }),
         )
         .await?;
         tx.commit().await?;
@@ -501,19 +494,19 @@ impl Federation {
     }
 
     pub async fn reject(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
-        self.change_inbound(id, "rejected", actor, Some(Event::Rejected)).await
+        self.change_inbound(id, PeerState::Rejected, actor, Some(Event::Rejected)).await
     }
 
     pub async fn suspend(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
-        self.change_inbound(id, "suspended", actor, Some(Event::Suspended))
+        self.change_inbound(id, PeerState::Suspended, actor, Some(Event::Suspended))
             .await
     }
 
-    async fn change_inbound(&self, id: Uuid, state: &str, actor: &str, event: Option<Event>) -> Result<PeerRecord> {
+    async fn change_inbound(&self, id: Uuid, state: PeerState, actor: &str, event: Option<Event>) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
         let mut tx = self.pool.begin().await?;
         registry::set_inbound(&mut tx, id, state).await?;
-        registry::audit(&mut tx, id, actor, state, json!({ "was": peer.inbound_state })).await?;
+        registry::audit(&mut tx, id, actor, state.as_str(), json!({ "was": peer.inbound_state.as_str() })).await?;
         tx.commit().await?;
         if let Some(event) = event {
             self.notify(&peer, protocol::EVENT_PATH, &event).await;
@@ -539,10 +532,7 @@ impl Federation {
         let peers = registry::list(&self.pool).await?;
         let live: Vec<&PeerRecord> = peers
             .iter()
-            .filter(|p| {
-                matches!(p.inbound_state.as_str(), "pending" | "active" | "suspended")
-                    || matches!(p.outbound_state.as_str(), "requested" | "active" | "suspended")
-            })
+            .filter(|p| p.is_live())
             .collect();
         for p in &live {
             self.notify(p, protocol::EVENT_PATH, &Event::KeysRotated).await;

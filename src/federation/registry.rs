@@ -16,8 +16,12 @@ pub struct PeerRecord {
     pub base_url: String,
     pub keys: sqlx::types::Json<Vec<PublicKey>>,
     pub schema_hash: Option<String>,
-    pub inbound_state: String,
-    pub outbound_state: String,
+    /// What we let the peer do: none, pending, active, suspended, rejected, revoked.
+    #[sqlx(try_from = "String")]
+    pub inbound_state: PeerState,
+    /// What the peer lets us do: none, requested, active, suspended, rejected, revoked.
+    #[sqlx(try_from = "String")]
+    pub outbound_state: PeerState,
     pub grant_workspaces: Vec<Uuid>,
     pub grant_read_write: bool,
     pub grant_users: Option<Vec<String>>,
@@ -30,6 +34,75 @@ pub struct PeerRecord {
     pub updated_at: OffsetDateTime,
 }
 
+/// One side of a peering, as stored in `inbound_state` and `outbound_state`
+/// (the database checks which states each side may take).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    None,
+    /// We asked the peer (outbound only).
+    Requested,
+    /// The peer asked us (inbound only).
+    Pending,
+    Active,
+    Suspended,
+    Rejected,
+    Revoked,
+}
+
+impl PeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Requested => "requested",
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Rejected => "rejected",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Approved and not ended.
+    pub fn approved(self) -> bool {
+        matches!(self, Self::Active | Self::Suspended)
+    }
+
+    /// Asked for or approved, and not ended.
+    pub fn live(self) -> bool {
+        self.approved() || matches!(self, Self::Requested | Self::Pending)
+    }
+}
+
+impl TryFrom<String> for PeerState {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "none" => Self::None,
+            "requested" => Self::Requested,
+            "pending" => Self::Pending,
+            "active" => Self::Active,
+            "suspended" => Self::Suspended,
+            "rejected" => Self::Rejected,
+            "revoked" => Self::Revoked,
+            other => return Err(format!("unknown peer state {other}")),
+        })
+    }
+}
+
+/// A state equals its stored name.
+impl PartialEq<&str> for PeerState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 impl PeerRecord {
     /// The key the peer signs with now, as we hold it (no expiry).
     pub fn current_key(&self) -> Option<&PublicKey> {
@@ -39,8 +112,7 @@ impl PeerRecord {
     /// Whether the peering is live in either direction: the peer may then
     /// send EVENT and DISCONNECT (any other peer only CONNECT).
     pub fn is_live(&self) -> bool {
-        matches!(self.inbound_state.as_str(), "pending" | "active" | "suspended")
-            || matches!(self.outbound_state.as_str(), "requested" | "active" | "suspended")
+        self.inbound_state.live() || self.outbound_state.live()
     }
 
     /// Keys that verify now: the current one and old ones before their expiry.
@@ -132,8 +204,10 @@ pub async fn record_identity(conn: &mut PgConnection, doc: &IdentityDocument, vo
         keys: sqlx::types::Json<Vec<PublicKey>>,
         name: String,
         base_url: String,
-        inbound_state: String,
-        outbound_state: String,
+        #[sqlx(try_from = "String")]
+        inbound_state: PeerState,
+        #[sqlx(try_from = "String")]
+        outbound_state: PeerState,
     }
     let stored: Option<Stored> = sqlx::query_as(
         "SELECT keys, name, base_url, inbound_state, outbound_state FROM peers WHERE id = $1 FOR UPDATE",
@@ -160,8 +234,7 @@ pub async fn record_identity(conn: &mut PgConnection, doc: &IdentityDocument, vo
         return Ok(());
     };
     let keys = json!(merge_keys(&keys, doc));
-    let approved = matches!(inbound.as_str(), "active" | "suspended")
-        || matches!(outbound.as_str(), "requested" | "active" | "suspended");
+    let approved = inbound.approved() || outbound.live();
     if vouched == Vouched::ByPeer && approved {
         sqlx::query(
             "UPDATE peers SET keys = $2, schema_hash = $3, pending_name = $4, pending_base_url = $5,
@@ -230,19 +303,28 @@ pub async fn pending_count(pool: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
-pub async fn set_outbound(conn: &mut PgConnection, id: Uuid, state: &str) -> sqlx::Result<()> {
+/// Our side of a peering, locked for the transaction.
+pub async fn inbound_state(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<PeerState> {
+    let state: String = sqlx::query_scalar("SELECT inbound_state FROM peers WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    PeerState::try_from(state).map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+pub async fn set_outbound(conn: &mut PgConnection, id: Uuid, state: PeerState) -> sqlx::Result<()> {
     sqlx::query("UPDATE peers SET outbound_state = $2, updated_at = now() WHERE id = $1")
         .bind(id)
-        .bind(state)
+        .bind(state.as_str())
         .execute(conn)
         .await?;
     Ok(())
 }
 
-pub async fn set_inbound(conn: &mut PgConnection, id: Uuid, state: &str) -> sqlx::Result<()> {
+pub async fn set_inbound(conn: &mut PgConnection, id: Uuid, state: PeerState) -> sqlx::Result<()> {
     sqlx::query("UPDATE peers SET inbound_state = $2, updated_at = now() WHERE id = $1")
         .bind(id)
-        .bind(state)
+        .bind(state.as_str())
         .execute(conn)
         .await?;
     Ok(())

@@ -17,7 +17,7 @@ use super::{InstanceInfo, Node, RequestContext};
 use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
 use crate::federation::protocol::{self, Actor, Envelope, SubRequest};
-use crate::federation::registry::{self, PeerRecord};
+use crate::federation::registry::{self, PeerRecord, PeerState};
 
 /// Which instances a list field covers. No scope: this instance only.
 #[derive(InputObject, Clone, Debug, Default)]
@@ -397,7 +397,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                 let by_id = known.iter().find(|p| p.id.to_string() == *name);
                 let by_name: Vec<&PeerRecord> = known
                     .iter()
-                    .filter(|p| p.outbound_state == "active" && p.name == *name)
+                    .filter(|p| p.outbound_state == PeerState::Active && p.name == *name)
                     .collect();
                 let found = match (by_id, by_name.as_slice()) {
                     (Some(p), _) => Ok(p),
@@ -409,7 +409,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
                     )),
                 };
                 match found {
-                    Ok(p) if p.outbound_state == "active" => {
+                    Ok(p) if p.outbound_state == PeerState::Active => {
                         if !plan.peers.iter().any(|q| q.id == p.id) {
                             plan.peers.push(p.clone());
                         }
@@ -431,7 +431,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
             if !plan.relay.is_empty() {
                 for p in known
                     .iter()
-                    .filter(|p| p.outbound_state == "active" && !asked_elsewhere(rc, p))
+                    .filter(|p| p.outbound_state == PeerState::Active && !asked_elsewhere(rc, p))
                 {
                     if !plan.peers.iter().any(|q| q.id == p.id) {
                         plan.peers.push(p.clone());
@@ -652,8 +652,8 @@ async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<Option<PeerReco
         ));
     }
     match registry::get(&rc.federation.pool, instance).await? {
-        Some(p) if p.outbound_state == "active" => Ok(Some(p)),
-        Some(p) if p.outbound_state != "none" => Err(AppError::Peer {
+        Some(p) if p.outbound_state == PeerState::Active => Ok(Some(p)),
+        Some(p) if p.outbound_state != PeerState::None => Err(AppError::Peer {
             code: "PEER_FORBIDDEN",
             message: format!("peering with {} is {}, not active", p.name, p.outbound_state),
             instance: p.id.to_string(),

@@ -208,6 +208,13 @@ pub fn sdl() -> String {
     build_schema(&Limits::default()).sdl()
 }
 
+/// The schema's fingerprint peers compare: 16 bytes of its SDL's SHA-256, in hex.
+pub fn schema_hash() -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(sdl().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Trims a required name-like input and checks its length.
 pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> {
     no_nul(field, value)?;

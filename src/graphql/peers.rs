@@ -76,8 +76,8 @@ async fn to_peer(rc: &RequestContext, p: PeerRecord) -> AppResult<Peer> {
         base_url: p.base_url,
         pending_name: p.pending_name,
         pending_base_url: p.pending_base_url,
-        inbound_state: p.inbound_state,
-        outbound_state: p.outbound_state,
+        inbound_state: p.inbound_state.as_str().into(),
+        outbound_state: p.outbound_state.as_str().into(),
         grant: PeerGrant {
             workspaces: p
                 .grant_workspaces

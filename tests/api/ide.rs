@@ -1,7 +1,7 @@
 //! The GraphQL IDE at `GET /graphql`: GraphiQL served entirely by this
 //! instance (no CDN), from assets embedded at build time.
 
-mod common;
+use crate::common;
 
 use common::spawn_app;
 

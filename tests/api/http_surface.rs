@@ -1,6 +1,6 @@
 //! The HTTP surface: health, readiness, metrics, request ids, body limit, auth.
 
-mod common;
+use crate::common;
 
 use common::{code, spawn_app, spawn_app_with};
 use serde_json::json;

@@ -6,7 +6,7 @@
 //! that the same request, correctly signed, is accepted, so the refusal is
 //! caused by the one thing the test changed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

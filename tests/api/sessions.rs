@@ -2,7 +2,7 @@
 //! HTTPS, and expiry. Sessions here are opened by a break-glass
 //! administrator, which needs no identity provider.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, code, spawn_app_with, spawn_instance};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! refused input, and isolation between workspaces. Who may write per role is
 //! in tests/roles.rs; teams of a peer's workspace in tests/federation_merge.rs.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, codes, fingerprint, local_id, spawn_app};
 use serde_json::{Value, json};

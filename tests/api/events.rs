@@ -3,7 +3,7 @@
 //! isolation between workspaces. Who may write per role is in tests/roles.rs;
 //! events of a peer's workspace in tests/federation_merge.rs.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, codes, fingerprint, local_id, spawn_app};
 use serde_json::{Value, json};

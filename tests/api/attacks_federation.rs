@@ -4,7 +4,7 @@
 //! real instance whose signing key crafts the requests (a compromised peer)
 //! or a small HTTPS server in the test speaking the protocol.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, code, codes, peer_with, spawn_instance, spawn_instance_with};
 use mosaic::federation::grant::Terms;

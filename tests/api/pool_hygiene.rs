@@ -2,7 +2,7 @@
 //! the next, under heavy interleaving on a tiny pool and connection by
 //! connection.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! here from every instance's database; failures of peers are checked with
 //! deliberately faulty servers.
 
-mod common;
+use crate::common;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,6 @@
 //! Tenant isolation by Row-Level Security, through GraphQL and in raw SQL.
 
-mod common;
+use crate::common;
 
 use common::{code, spawn_app};
 use serde_json::json;

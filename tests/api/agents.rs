@@ -3,7 +3,7 @@
 //! local image `mosaic-test-agent:latest`). Without an engine these tests
 //! fail with a message saying so; they never skip.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

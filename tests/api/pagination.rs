@@ -2,7 +2,7 @@
 //! once, in the order PostgreSQL computes independently, and filters return
 //! exactly the rows SQL selects.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,7 +1,7 @@
 //! The first hour with Mosaic (issue 12): the IDE's introspection under the
 //! default limits, API token management, and the IDE without single sign-on.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -35,7 +35,7 @@
 //! line in `RULES`, one arm in `Op::spec` (document, fixture, effect, answer);
 //! a new kind of fixture adds a `Needs` variant and its arm in `prepare`.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, code, codes, fingerprint, local_id, peer, spawn_app, spawn_instance_with};
 use mosaic::federation::protocol::{self, Actor, Envelope, SubRequest};
@@ -563,7 +563,7 @@ impl World {
         registry::get(&self.hub.state.federation.pool, self.fixture.state.instance_id)
             .await
             .unwrap()
-            .map(|p| (p.inbound_state, p.outbound_state))
+            .map(|p| (p.inbound_state.to_string(), p.outbound_state.to_string()))
     }
 
     /// The hub's inbound state for the fixture peer.

@@ -4,7 +4,7 @@
 //! `peers/PROTOCOL.md` with its own ed25519 key, against real instances.
 //! Flood tests measure this process's memory (the instances run in it).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

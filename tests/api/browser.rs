@@ -5,7 +5,7 @@
 //! session, and signs out at the provider. scripts/browser-test-env installs
 //! Chromium and the driver; scripts/oidc-test-env the provider.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -3,7 +3,7 @@
 //! with an Authentik-style issuer path and Authentik's claims. Each test
 //! starts its own provider on a free loopback port and its own instance.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

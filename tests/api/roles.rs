@@ -2,7 +2,7 @@
 //! table derived from the policies in `migrations/0001_core.sql` (and
 //! `0031_workspace_invitations.sql` for invitations).
 
-mod common;
+use crate::common;
 
 use common::{TestApp, codes, fingerprint, local_id, spawn_app};
 use serde_json::{Value, json};

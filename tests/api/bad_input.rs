@@ -1,7 +1,7 @@
 //! Bad input: every malformed or invalid request gets one precise error code
 //! and changes nothing in the database.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,7 +1,7 @@
 //! The `mosaic` binary end to end: embedded PostgreSQL lifecycle, operator
 //! commands, and how startup failures are reported.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! only a verified e-mail address reaches a peer, so a grant limited to named
 //! users is never matched by an address nobody vouched for.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, code, codes, fingerprint, spawn_app, spawn_instance};
 use serde_json::{Value, json};

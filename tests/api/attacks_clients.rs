@@ -2,7 +2,7 @@
 //! the way an attacker would (raw sockets, raw SQL as the request role, real
 //! agent containers), one section per item of issue 10.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

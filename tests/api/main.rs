@@ -1,0 +1,31 @@
+//! The integration tests, one crate (one build, one link): `common` is the
+//! harness (a real PostgreSQL, real instances over HTTPS on loopback), and
+//! each module tests one area through the running application.
+
+mod common;
+
+mod admin_roles;
+mod agents;
+mod attacks_clients;
+mod attacks_federation;
+mod attacks_peer_door;
+mod bad_input;
+mod browser;
+mod cli;
+mod demo;
+mod events;
+mod federation_merge;
+mod federation_protocol;
+mod first_hour;
+mod http_surface;
+mod ide;
+mod pagination;
+mod pool_hygiene;
+mod protocol_vectors;
+mod rls;
+mod roles;
+mod schema_drift;
+mod sessions;
+mod sso;
+mod teams;
+mod user_admin;
