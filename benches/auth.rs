@@ -38,7 +38,7 @@ mod db;
 mod stats;
 use stats::{env_usize, summary};
 #[allow(dead_code)] // the provider's test controls are not used here
-#[path = "../tests/common/oidc.rs"]
+#[path = "../tests/api/common/oidc.rs"]
 mod oidc;
 
 const QUERY: &str = "{ me { id email } }";

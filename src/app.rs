@@ -25,10 +25,10 @@ use crate::auth::Principal;
 use crate::auth::tokens::{self, TokenRejection};
 use crate::config::Config;
 use crate::db::{self, Database, RequestDb, Scope};
-use crate::instance::Instance;
 use crate::federation::{Federation, inbound, protocol};
 use crate::graphql::federated::Hop;
 use crate::graphql::{self, Caller, InstanceInfo, MosaicSchema, RequestContext};
+use crate::instance::Instance;
 use crate::metrics::{CodeLabels, HttpLabels, Metrics, RouteLabels};
 
 #[derive(Clone)]

@@ -297,9 +297,7 @@ pub async fn connect(
             ));
         }
     }
-    let waiting = known
-        .as_ref()
-        .is_some_and(|k| k.inbound_state.live());
+    let waiting = known.as_ref().is_some_and(|k| k.inbound_state.live());
     if !waiting && registry::pending_count(&fed.pool).await.map_err(unavailable)? >= fed.settings.max_pending_peers {
         return Err(refuse(
             Refusal::Unavailable,

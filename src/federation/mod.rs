@@ -494,7 +494,8 @@ impl Federation {
     }
 
     pub async fn reject(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
-        self.change_inbound(id, PeerState::Rejected, actor, Some(Event::Rejected)).await
+        self.change_inbound(id, PeerState::Rejected, actor, Some(Event::Rejected))
+            .await
     }
 
     pub async fn suspend(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
@@ -502,11 +503,24 @@ impl Federation {
             .await
     }
 
-    async fn change_inbound(&self, id: Uuid, state: PeerState, actor: &str, event: Option<Event>) -> Result<PeerRecord> {
+    async fn change_inbound(
+        &self,
+        id: Uuid,
+        state: PeerState,
+        actor: &str,
+        event: Option<Event>,
+    ) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
         let mut tx = self.pool.begin().await?;
         registry::set_inbound(&mut tx, id, state).await?;
-        registry::audit(&mut tx, id, actor, state.as_str(), json!({ "was": peer.inbound_state.as_str() })).await?;
+        registry::audit(
+            &mut tx,
+            id,
+            actor,
+            state.as_str(),
+            json!({ "was": peer.inbound_state.as_str() }),
+        )
+        .await?;
         tx.commit().await?;
         if let Some(event) = event {
             self.notify(&peer, protocol::EVENT_PATH, &event).await;
@@ -530,10 +544,7 @@ impl Federation {
     /// accepting the old one (if its grace is over) without waiting to notice.
     pub async fn announce_rotation(&self) -> Result<usize> {
         let peers = registry::list(&self.pool).await?;
-        let live: Vec<&PeerRecord> = peers
-            .iter()
-            .filter(|p| p.is_live())
-            .collect();
+        let live: Vec<&PeerRecord> = peers.iter().filter(|p| p.is_live()).collect();
         for p in &live {
             self.notify(p, protocol::EVENT_PATH, &Event::KeysRotated).await;
         }

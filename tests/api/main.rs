@@ -17,6 +17,7 @@ mod events;
 mod federation_merge;
 mod federation_protocol;
 mod first_hour;
+mod graphql_over_http;
 mod http_surface;
 mod ide;
 mod pagination;

@@ -4,7 +4,7 @@
 //! the npm package graphql-http (tests/http_conformance, installed by
 //! scripts/test).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;
