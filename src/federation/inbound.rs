@@ -501,7 +501,7 @@ pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body:
     }
     let db_error = recording_failed("DISCONNECT");
     let mut tx = fed.pool.begin().await.map_err(db_error)?;
-    super::revoke_both(&mut tx, peer.id).await.map_err(db_error)?;
+    registry::revoke_both(&mut tx, peer.id).await.map_err(db_error)?;
     registry::audit(
         &mut tx,
         peer.id,

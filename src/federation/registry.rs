@@ -330,6 +330,18 @@ pub async fn set_inbound(conn: &mut PgConnection, id: Uuid, state: PeerState) ->
     Ok(())
 }
 
+/// Ends a peering both ways at once, its grant with it.
+pub async fn revoke_both(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE peers SET inbound_state = 'revoked', outbound_state = 'revoked', grant_workspaces = '{}',
+             grant_read_write = false, grant_forward = false, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn set_grant(conn: &mut PgConnection, id: Uuid, terms: &Terms) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE peers SET inbound_state = 'active', grant_workspaces = $2, grant_read_write = $3,

@@ -9,6 +9,7 @@ use super::RequestContext;
 use super::ids::Kind;
 use crate::error::{AppError, AppResult};
 use crate::federation::grant::Terms;
+use crate::federation::peering::PeeringError;
 use crate::federation::registry::{self, PeerRecord};
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -102,8 +103,18 @@ fn peer_id(id: &str) -> AppResult<Uuid> {
         .map_err(|_| AppError::BadInput(format!("peerId: '{id}' is not an instance id")))
 }
 
-fn refused(e: anyhow::Error) -> AppError {
-    AppError::BadInput(format!("{e:#}"))
+fn refused(e: PeeringError) -> AppError {
+    match e {
+        PeeringError::Invalid(m) => AppError::BadInput(m),
+        PeeringError::NotFound(id) => AppError::NotFound(format!("peer {id}")),
+        PeeringError::Peer { target, error } => AppError::Peer {
+            code: error.code,
+            message: format!("{target}: {}", error.message),
+            instance: target,
+            peer_code: error.refusal,
+        },
+        PeeringError::Internal(e) => AppError::internal(e),
+    }
 }
 
 #[derive(Default)]
