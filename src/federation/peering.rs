@@ -44,7 +44,7 @@ impl Federation {
         if url.len() > document::MAX_URL_BYTES {
             return Err(invalid(format!("url: longer than {} bytes", document::MAX_URL_BYTES)));
         }
-        let parsed = reqwest::Url::parse(&url).map_err(|e| invalid("url: '{url}' is not a URL ({e})"))?;
+        let parsed = reqwest::Url::parse(&url).map_err(|e| invalid(format!("url: '{url}' is not a URL ({e})")))?;
         match parsed.scheme() {
             "https" => {}
             "http" if self.settings.allow_http => {}
@@ -53,12 +53,13 @@ impl Federation {
                     "url: plain http to peers is refused; use https (or set federation.allow_http for development)",
                 ));
             }
-            other => return Err(invalid("url: unsupported scheme {other}")),
+            other => return Err(invalid(format!("url: unsupported scheme {other}"))),
         }
         if parsed.path() != "/" && !parsed.path().is_empty() || parsed.query().is_some() {
             return Err(invalid("url: give the instance's base URL, without a path or query"));
         }
-        netguard::check_url_host(&parsed, &self.settings.allowed_peer_networks).map_err(|e| invalid("url: {e}"))?;
+        netguard::check_url_host(&parsed, &self.settings.allowed_peer_networks)
+            .map_err(|e| invalid(format!("url: {e}")))?;
         Ok(url)
     }
 
