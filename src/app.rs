@@ -46,6 +46,8 @@ pub struct AppState {
     pub agents: Arc<crate::containers::AgentService>,
     /// Password guesses at `/auth/breakglass`, per address.
     pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
+    /// Live subscriptions: the change listener, per-user limits, shutdown.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// A built instance, bound to its address, not yet serving.
@@ -104,7 +106,9 @@ impl Application {
         };
         let agents =
             crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
+        let live = crate::live::Live::start(db.app.clone(), &config.limits).await?;
         Ok(AppState {
+            live,
             agents,
             pool: db.app.clone(),
             schema: graphql::build_schema(&config.limits),
@@ -148,9 +152,20 @@ impl Application {
             None => None,
         };
         let limits = self.state.config.limits.clone();
+        let live = self.state.live.clone();
+        // Subscriptions end as shutdown begins, so their connections can drain.
+        let shutdown = {
+            let live = live.clone();
+            async move {
+                shutdown.await;
+                live.close();
+            }
+        };
         let served = crate::server::serve(self.listener, self.router, tls, limits, shutdown)
             .await
             .context("serving HTTP");
+        live.close();
+        live.stopped().await;
         let stopped = self.db.shutdown().await;
         served.and(stopped)
     }
@@ -274,8 +289,11 @@ fn metrics_refusal(config: &Config, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-async fn graphql_ide(State(state): State<AppState>) -> Html<&'static str> {
-    Html(crate::ide::page(state.sso.is_some()))
+async fn graphql_ide(State(state): State<AppState>, request: Request) -> Response {
+    if crate::http::subscriptions::is_websocket(request.headers()) {
+        return crate::http::subscriptions::websocket(state, request).await;
+    }
+    Html(crate::ide::page(state.sso.is_some())).into_response()
 }
 
 /// A GraphQL-shaped error body for failures outside execution.
@@ -299,7 +317,7 @@ pub fn deactivated() -> Response {
     )
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     let unauthenticated = |m: &str| error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         // A browser session (cookie + CSRF header) is the alternative to a Bearer token.
@@ -340,7 +358,12 @@ async fn agent_proxy(State(state): State<AppState>, req: Request) -> Response {
     crate::containers::proxy::forward(&state.agents, &principal, req, state.config.limits.max_body_bytes).await
 }
 
-async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn graphql_post(
+    State(state): State<AppState>,
+    connection: Option<axum::Extension<crate::server::ConnectionHandle>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = state.config.limits.max_body_bytes;
     let too_large = || {
         error_response(
@@ -373,6 +396,9 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(p) => p,
         Err(response) => return response,
     };
+    if crate::http::subscriptions::wants_event_stream(&headers) {
+        return crate::http::subscriptions::sse(&state, principal, request, connection.map(|c| c.0)).await;
+    }
     let hop = Hop::origin(
         state.config.federation.hop_limit,
         state.config.federation.deadline,
