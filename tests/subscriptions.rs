@@ -340,6 +340,40 @@ async fn a_websocket_subscriber_sees_creation_update_and_deletion_in_order_and_a
 }
 
 #[tokio::test]
+async fn a_member_removed_from_the_workspace_is_told_and_sees_no_more() {
+    let app = spawn_app().await;
+    let (_, alice) = app.user("alice@example.com").await;
+    let (_, bob) = app.user("bob@example.com").await;
+    let ws_id = app.create_workspace(&alice, "W").await;
+    app.add_member(&alice, &ws_id, "bob@example.com", "GUEST").await;
+    let mut ws = ws_for(&app, &bob).await;
+    ws.subscribe("1", SUB, json!({ "w": ws_id })).await;
+    subscribers(&app, 1).await;
+    let task = app.create_task(&alice, &ws_id, "seen").await;
+    let seen = ws.next_of("1").await;
+    assert_eq!(seen["data"]["taskChanged"]["task"]["title"], "seen", "{seen}");
+
+    let bob_global = app.gql_ok(&bob, "{ me { id } }", json!({})).await["me"]["id"].clone();
+    app.gql_ok(
+        &alice,
+        "mutation($w: ID!, $u: ID!) { removeWorkspaceMember(input: {workspaceId: $w, userId: $u}) }",
+        json!({ "w": ws_id, "u": bob_global }),
+    )
+    .await;
+    rename_task(&app, &alice, &task, "secret").await;
+    let m = ws.message().await;
+    assert_eq!(
+        (m["type"].as_str(), m["id"].as_str()),
+        (Some("error"), Some("1")),
+        "{m}"
+    );
+    assert_eq!(m["payload"][0]["extensions"]["code"], "NOT_FOUND", "{m}");
+    assert!(!m.to_string().contains("secret"), "{m}");
+    subscribers(&app, 0).await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn bad_ids_and_operations_get_clear_codes() {
     let app = spawn_app().await;
     let (_, alice) = app.user("alice@example.com").await;
