@@ -106,7 +106,7 @@ impl Application {
         };
         let agents =
             crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
-        let live = crate::live::Live::start(db.app.clone(), &config.limits).await?;
+        let live = crate::live::Live::start(db.listener_pool(), &config.limits).await?;
         Ok(AppState {
             live,
             agents,

@@ -44,8 +44,10 @@ pub struct Live {
 }
 
 impl Live {
-    /// Starts listening (the first LISTEN is in place when this returns, so
-    /// no change committed afterwards is missed) and fans changes out.
+    /// Starts listening on a connection of `pool` (kept apart from the
+    /// request pool: it is held for good) and fans changes out. The first
+    /// LISTEN is in place when this returns, so no change committed
+    /// afterwards is missed.
     pub async fn start(pool: PgPool, limits: &Limits) -> Result<Arc<Self>> {
         let (task_changes, _) = broadcast::channel(limits.subscription_buffer);
         let (closing, _) = watch::channel(false);
