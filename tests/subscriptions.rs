@@ -659,6 +659,87 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_memory_stays_bounded() {
 }
 
 #[tokio::test]
+async fn a_subscriber_further_behind_than_the_buffer_is_told_and_ended() {
+    // Far more than the socket buffers hold, while the client does not read.
+    const CHANGES: usize = 200;
+    let app = spawn_app_with(|c| {
+        c.limits.subscription_send_timeout = Duration::from_secs(120);
+        c.limits.subscription_buffer = 4;
+    })
+    .await;
+    let (_, alice) = app.user("alice@example.com").await;
+    let ws_id = app.create_workspace(&alice, "W").await;
+    let task = app.create_task(&alice, &ws_id, "t").await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(app.base.strip_prefix("http://").unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {alice}");
+    let mut ws = connect_on(&app, stream, &[("authorization", &bearer)]).await.unwrap();
+    ws.init(json!({})).await;
+    ws.subscribe(
+        "1",
+        "subscription($w: ID!) { taskChanged(workspaceId: $w) { task { description } } }",
+        json!({ "w": ws_id }),
+    )
+    .await;
+    subscribers(&app, 1).await;
+    let description = "x".repeat(50_000);
+    for i in 0..CHANGES {
+        app.gql_ok(
+            &alice,
+            "mutation($i: ID!, $d: String) { updateTask(input: {id: $i, description: $d}) { id } }",
+            json!({ "i": task, "d": format!("{i}{description}") }),
+        )
+        .await;
+    }
+    // Reading again: what was sent before it fell behind, then the refusal.
+    let mut delivered = 0;
+    let last = loop {
+        let m = ws.message().await;
+        if m["type"] != "next" || m["payload"]["errors"].is_array() {
+            break m;
+        }
+        delivered += 1;
+    };
+    assert!(delivered < CHANGES, "{delivered}");
+    assert_eq!(last["id"], "1", "{last}");
+    assert!(last["payload"].to_string().contains("SUBSCRIBER_TOO_SLOW"), "{last}");
+    subscribers(&app, 0).await;
+    // The connection stays: a new subscription is served.
+    ws.subscribe("2", SUB, json!({ "w": ws_id })).await;
+    subscribers(&app, 1).await;
+    rename_task(&app, &alice, &task, "again").await;
+    assert_eq!(ws.next_of("2").await["data"]["taskChanged"]["task"]["title"], "again");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idle_subscriptions_get_keep_alives() {
+    let app = spawn_app_with(|c| c.limits.subscription_keepalive = Duration::from_millis(200)).await;
+    let (_, alice) = app.user("alice@example.com").await;
+    let ws_id = app.create_workspace(&alice, "W").await;
+    let mut ws = ws_for(&app, &alice).await;
+    ws.subscribe("1", SUB, json!({ "w": ws_id })).await;
+    let ping = tokio::time::timeout(WAIT, ws.0.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(ping.to_text().unwrap(), r#"{"type":"ping"}"#);
+    // A pong is not required, and the subscription goes on.
+    let task = app.create_task(&alice, &ws_id, "t").await;
+    assert_eq!(ws.next_of("1").await["data"]["taskChanged"]["taskId"], task);
+
+    let mut events = sse(&app, &alice, SUB, json!({ "w": ws_id })).await;
+    let chunk = tokio::time::timeout(WAIT, events.body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&chunk[..], b":\n\n", "an SSE comment");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_websockets_with_1001_and_ends_event_streams() {
     let app = spawn_app().await;
     let (_, alice) = app.user("alice@example.com").await;
