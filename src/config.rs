@@ -993,6 +993,41 @@ mod tests {
     }
 
     #[test]
+    fn subscription_limits_have_defaults_and_bounds() {
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            (
+                c.limits.max_subscriptions_per_user,
+                c.limits.max_ws_connections_per_user
+            ),
+            (20, 8)
+        );
+        let c = load(&[
+            ("MOSAIC_MAX_SUBSCRIPTIONS_PER_USER", "3"),
+            ("MOSAIC_SUBSCRIPTION_KEEPALIVE_MS", "2500"),
+        ])
+        .unwrap();
+        assert_eq!(c.limits.max_subscriptions_per_user, 3);
+        assert_eq!(c.limits.subscription_keepalive, Duration::from_millis(2500));
+        for (var, field) in [
+            ("MOSAIC_MAX_SUBSCRIPTIONS_PER_USER", "limits.max_subscriptions_per_user"),
+            (
+                "MOSAIC_MAX_WS_CONNECTIONS_PER_USER",
+                "limits.max_ws_connections_per_user",
+            ),
+            ("MOSAIC_SUBSCRIPTION_BUFFER", "limits.subscription_buffer"),
+            ("MOSAIC_SUBSCRIPTION_KEEPALIVE_MS", "limits.subscription_keepalive_ms"),
+            (
+                "MOSAIC_SUBSCRIPTION_SEND_TIMEOUT_MS",
+                "limits.subscription_send_timeout_ms",
+            ),
+        ] {
+            let e = load(&[(var, "0")]).unwrap_err();
+            assert_eq!((e.field.as_str(), e.source_name.as_str()), (field, var));
+        }
+    }
+
+    #[test]
     fn oidc_settings_are_checked_by_field() {
         assert!(load(&[]).unwrap().oidc.is_none());
         let e = load(&[("MOSAIC_OIDC_CLIENT_ID", "x")]).unwrap_err();
