@@ -48,6 +48,8 @@ pub struct AppState {
     pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
     /// Signs the pagination cursors this instance gives out.
     pub cursor_key: Arc<graphql::pagination::CursorKey>,
+    /// Live subscriptions: the change listener, per-user limits, shutdown.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// A built instance, bound to its address, not yet serving.
@@ -106,7 +108,9 @@ impl Application {
         };
         let agents =
             crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
+        let live = crate::live::Live::start(db.listener_pool(), &config.limits).await?;
         Ok(AppState {
+            live,
             agents,
             pool: db.app.clone(),
             schema: graphql::build_schema(&config.limits),
@@ -151,9 +155,20 @@ impl Application {
             None => None,
         };
         let limits = self.state.config.limits.clone();
+        let live = self.state.live.clone();
+        // Subscriptions end as shutdown begins, so their connections can drain.
+        let shutdown = {
+            let live = live.clone();
+            async move {
+                shutdown.await;
+                live.close();
+            }
+        };
         let served = crate::server::serve(self.listener, self.router, tls, limits, shutdown)
             .await
             .context("serving HTTP");
+        live.close();
+        live.stopped().await;
         let stopped = self.db.shutdown().await;
         served.and(stopped)
     }
@@ -369,6 +384,39 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
     ty == Some(OperationType::Mutation)
 }
 
+/// The routing state of a request a user of this instance starts here.
+pub fn user_hop(state: &AppState, principal: &Principal) -> Hop {
+    Hop::origin(
+        state.config.federation.hop_limit,
+        state.config.federation.deadline,
+        Some(protocol::Actor {
+            user: graphql::ids::GlobalId::new(graphql::ids::Kind::User, state.instance_id, principal.user_id)
+                .to_id()
+                .to_string(),
+            email: principal.email_verified.then(|| principal.email.clone()),
+        }),
+    )
+}
+
+/// What the resolvers of one request see.
+pub fn request_context(state: &AppState, db: Arc<RequestDb>, caller: Caller, hop: Hop) -> RequestContext {
+    RequestContext {
+        db,
+        caller,
+        instance_id: state.instance_id,
+        instance: state.instance.clone(),
+        max_page_size: state.config.limits.max_page_size,
+        federation: state.federation.clone(),
+        hop,
+        report: Arc::default(),
+        subrequests: Arc::new(graphql::federated::Subrequests::new(
+            state.federation.settings.max_subrequests,
+            state.federation.settings.max_parallel_subrequests,
+        )),
+        cursor_key: state.cursor_key.clone(),
+    }
+}
+
 /// Runs one GraphQL request for a caller: one transaction with the caller's
 /// scope, committed only if nothing failed, with the federation report added.
 pub async fn execute(
@@ -385,22 +433,8 @@ pub async fn execute(
         state.config.statement_timeout,
         !mutation,
     ));
-    let report = Arc::new(std::sync::Mutex::new(graphql::federated::Report::default()));
-    let context = RequestContext {
-        db: db.clone(),
-        caller,
-        instance_id: state.instance_id,
-        instance: state.instance.clone(),
-        max_page_size: state.config.limits.max_page_size,
-        federation: state.federation.clone(),
-        hop,
-        report: report.clone(),
-        subrequests: Arc::new(graphql::federated::Subrequests::new(
-            state.federation.settings.max_subrequests,
-            state.federation.settings.max_parallel_subrequests,
-        )),
-        cursor_key: state.cursor_key.clone(),
-    };
+    let context = request_context(state, db.clone(), caller, hop);
+    let report = context.report.clone();
     let mut response = state.schema.execute(request.data(context)).await;
     // All or nothing: any error rolls back every write of the request, and a
     // rolled-back mutation returns no data (it would name rows that do not exist).

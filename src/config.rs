@@ -35,6 +35,17 @@ const FIELDS: &[(&str, &str)] = &[
         "limits.max_connections_per_address",
         "MOSAIC_MAX_CONNECTIONS_PER_ADDRESS",
     ),
+    ("limits.max_subscriptions_per_user", "MOSAIC_MAX_SUBSCRIPTIONS_PER_USER"),
+    (
+        "limits.max_ws_connections_per_user",
+        "MOSAIC_MAX_WS_CONNECTIONS_PER_USER",
+    ),
+    ("limits.subscription_buffer", "MOSAIC_SUBSCRIPTION_BUFFER"),
+    ("limits.subscription_keepalive_ms", "MOSAIC_SUBSCRIPTION_KEEPALIVE_MS"),
+    (
+        "limits.subscription_send_timeout_ms",
+        "MOSAIC_SUBSCRIPTION_SEND_TIMEOUT_MS",
+    ),
     ("secret_key", "MOSAIC_SECRET_KEY"),
     ("dev", "MOSAIC_DEV"),
     ("public_url", "MOSAIC_PUBLIC_URL"),
@@ -116,6 +127,18 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open client connections from one IP address.
     pub max_connections_per_address: usize,
+    /// Live subscriptions one user may hold, over WebSocket and SSE together.
+    pub max_subscriptions_per_user: usize,
+    /// Open GraphQL WebSocket connections of one user.
+    pub max_ws_connections_per_user: usize,
+    /// Changes buffered for the slowest subscriber; one that falls further
+    /// behind is cut off (SUBSCRIBER_TOO_SLOW).
+    pub subscription_buffer: usize,
+    /// How often an idle subscription connection gets a keep-alive.
+    pub subscription_keepalive: Duration,
+    /// How long one message to a subscriber may take to send before the
+    /// subscriber's connection is dropped.
+    pub subscription_send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -132,6 +155,11 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             max_connections: 512,
             max_connections_per_address: 64,
+            max_subscriptions_per_user: 20,
+            max_ws_connections_per_user: 8,
+            subscription_buffer: 256,
+            subscription_keepalive: Duration::from_secs(15),
+            subscription_send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -534,6 +562,37 @@ impl Config {
             1,
             1_000_000,
             &mut l.max_connections_per_address,
+        )?;
+        set_range(
+            take("limits.max_subscriptions_per_user"),
+            "limits.max_subscriptions_per_user",
+            1,
+            100_000,
+            &mut l.max_subscriptions_per_user,
+        )?;
+        set_range(
+            take("limits.max_ws_connections_per_user"),
+            "limits.max_ws_connections_per_user",
+            1,
+            100_000,
+            &mut l.max_ws_connections_per_user,
+        )?;
+        set_range(
+            take("limits.subscription_buffer"),
+            "limits.subscription_buffer",
+            1,
+            1_000_000,
+            &mut l.subscription_buffer,
+        )?;
+        set_millis(
+            take("limits.subscription_keepalive_ms"),
+            "limits.subscription_keepalive_ms",
+            &mut l.subscription_keepalive,
+        )?;
+        set_millis(
+            take("limits.subscription_send_timeout_ms"),
+            "limits.subscription_send_timeout_ms",
+            &mut l.subscription_send_timeout,
         )?;
         if let Some(r) = take("secret_key") {
             if r.value.len() < 32 {
@@ -953,6 +1012,41 @@ mod tests {
         assert!(load(&[("MOSAIC_DEV", "true")]).unwrap().require_secret().is_ok());
         let e = load(&[("MOSAIC_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(e.to_string().contains("log_format"), "{e}");
+    }
+
+    #[test]
+    fn subscription_limits_have_defaults_and_bounds() {
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            (
+                c.limits.max_subscriptions_per_user,
+                c.limits.max_ws_connections_per_user
+            ),
+            (20, 8)
+        );
+        let c = load(&[
+            ("MOSAIC_MAX_SUBSCRIPTIONS_PER_USER", "3"),
+            ("MOSAIC_SUBSCRIPTION_KEEPALIVE_MS", "2500"),
+        ])
+        .unwrap();
+        assert_eq!(c.limits.max_subscriptions_per_user, 3);
+        assert_eq!(c.limits.subscription_keepalive, Duration::from_millis(2500));
+        for (var, field) in [
+            ("MOSAIC_MAX_SUBSCRIPTIONS_PER_USER", "limits.max_subscriptions_per_user"),
+            (
+                "MOSAIC_MAX_WS_CONNECTIONS_PER_USER",
+                "limits.max_ws_connections_per_user",
+            ),
+            ("MOSAIC_SUBSCRIPTION_BUFFER", "limits.subscription_buffer"),
+            ("MOSAIC_SUBSCRIPTION_KEEPALIVE_MS", "limits.subscription_keepalive_ms"),
+            (
+                "MOSAIC_SUBSCRIPTION_SEND_TIMEOUT_MS",
+                "limits.subscription_send_timeout_ms",
+            ),
+        ] {
+            let e = load(&[(var, "0")]).unwrap_err();
+            assert_eq!((e.field.as_str(), e.source_name.as_str()), (field, var));
+        }
     }
 
     #[test]

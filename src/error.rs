@@ -24,6 +24,11 @@ pub enum AppError {
         /// The peer's own refusal code (e.g. GRANT_DENIED), when it refused.
         peer_code: Option<String>,
     },
+    /// A per-caller limit is reached (TOO_MANY_SUBSCRIPTIONS, ...).
+    Limit {
+        code: &'static str,
+        message: String,
+    },
     Internal(Arc<anyhow::Error>),
 }
 
@@ -52,7 +57,7 @@ impl AppError {
             Self::BadInput(_) => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
             Self::Timeout => "TIMEOUT",
-            Self::Peer { code, .. } => code,
+            Self::Peer { code, .. } | Self::Limit { code, .. } => code,
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -62,7 +67,7 @@ impl AppError {
             Self::Unauthenticated(m) | Self::Forbidden(m) | Self::BadInput(m) | Self::Conflict(m) => m.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::Timeout => "the database did not answer in time".into(),
-            Self::Peer { message, .. } => message.clone(),
+            Self::Peer { message, .. } | Self::Limit { message, .. } => message.clone(),
             Self::Internal(_) => "internal error".into(),
         }
     }

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod ide;
 pub mod instance;
+pub mod live;
 pub mod metrics;
 pub mod secrets;
 pub mod server;

@@ -2,6 +2,8 @@
 //! address and in total) and in time (TLS handshake, request head, idle time
 //! before the first and between keep-alive requests), so silent or slow
 //! clients cannot use up descriptors. Shutdown lets requests in flight finish.
+//! A request is in flight until its response body ends (an event stream
+//! included), and a WebSocket keeps its connection's place while it is open.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -81,6 +83,24 @@ impl Drop for Slot {
     }
 }
 
+/// The connection a request came on, in its extensions. While a clone is
+/// held (a WebSocket holds one for its life) the connection keeps its place
+/// in the limits; [`ConnectionHandle::abort`] cuts it at once (a client that
+/// stopped reading cannot be sent a goodbye).
+#[derive(Clone)]
+pub struct ConnectionHandle(Arc<Held>);
+
+struct Held {
+    _slot: Slot,
+    abort: Notify,
+}
+
+impl ConnectionHandle {
+    pub fn abort(&self) {
+        self.0.abort.notify_one();
+    }
+}
+
 /// Serves `router` on `listener` (HTTPS when `tls` is given) until `shutdown`
 /// completes, then lets requests in flight finish for up to ten seconds.
 pub async fn serve(
@@ -118,7 +138,10 @@ pub async fn serve(
             peer,
             limits: limits.clone(),
             phase: phase.subscribe(),
-            _slot: slot,
+            handle: ConnectionHandle(Arc::new(Held {
+                _slot: slot,
+                abort: Notify::new(),
+            })),
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -186,7 +209,33 @@ struct Connection {
     peer: SocketAddr,
     limits: Arc<Limits>,
     phase: watch::Receiver<Phase>,
-    _slot: Slot,
+    handle: ConnectionHandle,
+}
+
+/// A response body that keeps its request in flight until it ends.
+struct Tracked {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl axum::body::HttpBody for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Connection {
@@ -198,15 +247,15 @@ impl Connection {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
         });
-        let (router, peer, busy) = (self.router.clone(), self.peer, activity.clone());
+        let (router, peer, busy, handle) = (self.router.clone(), self.peer, activity.clone(), self.handle.clone());
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(handle.clone());
             let busy = busy.begin();
             let router = router.clone();
             async move {
                 let response = router.oneshot(request).await;
-                drop(busy);
-                response
+                response.map(|r| r.map(|body| axum::body::Body::new(Tracked { body, _busy: busy })))
             }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -220,14 +269,19 @@ impl Connection {
             .keep_alive_interval(self.limits.idle_timeout)
             .keep_alive_timeout(self.limits.header_read_timeout);
         let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
-        let connection = builder.serve_connection(TokioIo::new(io), service);
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let idle_limit = self.limits.idle_timeout;
         // Set once the connection is asked to close: the time it has left.
         let mut closing: Option<Instant> = None;
+        let abort = self.handle.clone();
         loop {
             let idle_at = activity.idle_deadline(idle_limit);
             tokio::select! {
+                () = abort.0.abort.notified() => {
+                    tracing::debug!(client = %self.peer, "connection cut by the server");
+                    return;
+                }
                 result = connection.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(client = %self.peer, error = %e, "connection ended with an error");

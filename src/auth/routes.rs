@@ -560,10 +560,21 @@ pub async fn breakglass(State(state): State<AppState>, body: Result<Json<BreakGl
 /// A session cookie as the credential of a GraphQL POST, which must then
 /// carry the session's CSRF token in `x-mosaic-csrf`. `None`: no cookie.
 pub async fn cookie_principal(state: &AppState, headers: &HeaderMap) -> Option<Result<Principal, Response>> {
+    session_principal(state, headers, true).await
+}
+
+/// The session cookie's user. `csrf`: whether the CSRF header is required;
+/// only a WebSocket upgrade (which cannot send one) goes without, and its
+/// caller checks the Origin instead.
+pub async fn session_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: bool,
+) -> Option<Result<Principal, Response>> {
     let id = sessions::cookie(headers, SESSION_COOKIE)?;
     Some(
         match sessions::authenticate(&state.pool, &id, state.config.session_idle_timeout).await {
-            Ok(Ok(s)) if sessions::csrf_ok(headers, &s.csrf_token) => Ok(s.principal),
+            Ok(Ok(s)) if !csrf || sessions::csrf_ok(headers, &s.csrf_token) => Ok(s.principal),
             Ok(Ok(_)) => Err(error_response(
                 StatusCode::FORBIDDEN,
                 "CSRF_TOKEN_INVALID",

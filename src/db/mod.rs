@@ -68,18 +68,7 @@ impl Database {
     async fn connect(config: &Config, admin_options: PgConnectOptions, admin_url: String) -> Result<Self> {
         let admin_options = admin_options.log_statements(tracing::log::LevelFilter::Trace);
         migrate(&admin_options).await?;
-        let app = PgPoolOptions::new()
-            .max_connections(config.pool_size)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // Owned by nobody, filtered by RLS; UTC so cursors render alike everywhere.
-                    sqlx::raw_sql("SET ROLE mosaic_app; SET TIME ZONE 'UTC'")
-                        .execute(conn)
-                        .await?;
-                    Ok(())
-                })
-            })
+        let app = app_pool(config.pool_size)
             .connect_with(admin_options.clone())
             .await
             .context("connecting the application pool")?;
@@ -89,6 +78,13 @@ impl Database {
             admin_url,
             embedded: None,
         })
+    }
+
+    /// A pool beside the request pool, in the same role, for the one LISTEN
+    /// connection an instance holds for its life (`src/live`); room for a
+    /// second so that reconnecting never waits for the broken one to go.
+    pub fn listener_pool(&self) -> PgPool {
+        app_pool(2).connect_lazy_with(self.admin_options.clone())
     }
 
     /// Makes this process the embedded cluster's owner: [`Database::shutdown`]
@@ -126,6 +122,22 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// Pool settings of the application role.
+fn app_pool(size: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // Owned by nobody, filtered by RLS; UTC so cursors render alike everywhere.
+                sqlx::raw_sql("SET ROLE mosaic_app; SET TIME ZONE 'UTC'")
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
 }
 
 async fn ensure_database(server: &PgConnectOptions, name: &str) -> Result<()> {

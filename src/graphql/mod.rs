@@ -13,6 +13,7 @@ pub mod my_sessions;
 pub mod pagination;
 pub mod peers;
 pub mod projects;
+pub mod subscriptions;
 pub mod tasks;
 pub mod teams;
 pub mod user_admin;
@@ -21,7 +22,7 @@ pub mod workspaces;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, ID, Interface, MergedObject, Object, Schema, SimpleObject};
+use async_graphql::{Context, ID, Interface, MergedObject, Object, Schema, SimpleObject};
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -195,12 +196,16 @@ pub struct MutationRoot(
     agents::AgentMutation,
 );
 
-pub type MosaicSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type MosaicSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
 
 pub fn build_schema(limits: &Limits) -> MosaicSchema {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .extension(QueryLimits(limits.clone()))
-        .finish()
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        subscriptions::SubscriptionRoot,
+    )
+    .extension(QueryLimits(limits.clone()))
+    .finish()
 }
 
 /// The SDL as committed in `schema/mosaic.graphql`.

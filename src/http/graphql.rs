@@ -18,18 +18,20 @@
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql::{ServerError, Variables};
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use super::accept;
-use crate::app::{AppState, authenticate, error_response, execute};
+use super::{accept, subscriptions};
+use crate::app::{AppState, authenticate, error_response, execute, user_hop};
 use crate::db::Scope;
-use crate::graphql::federated::Hop;
-use crate::graphql::{self, Caller, limits};
+use crate::graphql::{Caller, limits};
 use crate::metrics::CodeLabels;
+use crate::server::ConnectionHandle;
 
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -39,12 +41,12 @@ const HTML: &str = "text/html";
 /// POST body, but at most this (longer requests belong in a POST body).
 const MAX_QUERY_STRING_BYTES: usize = 32 * 1024;
 
-/// What a request gets back, negotiated from its `Accept` header. New kinds of
-/// answer (an event stream for subscriptions, a WebSocket upgrade on GET) are
-/// new variants chosen in [`negotiate`], branching off where [`get`] and
-/// [`post`] match on the answer.
+/// What a request gets back, negotiated from its `Accept` header (a
+/// WebSocket upgrade on GET is told apart before, by its `Upgrade` header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
+    /// `text/event-stream`: a subscription over server-sent events (POST).
+    EventStream,
     /// `application/graphql-response+json`, whose status says what happened.
     GraphqlResponse,
     /// `application/json`, for clients older than the specification.
@@ -100,6 +102,23 @@ pub struct Params {
 }
 
 impl Params {
+    fn into_request(self) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(self.query);
+        request.operation_name = self.operation_name;
+        if let Some(variables) = self.variables {
+            request.variables = Variables::from_json(Value::Object(variables));
+        }
+        if let Some(extensions) = self.extensions {
+            request.extensions = async_graphql::Extensions(
+                extensions
+                    .into_iter()
+                    .map(|(k, v)| (k, async_graphql::Value::from_json(v).expect("JSON converts")))
+                    .collect(),
+            );
+        }
+        request
+    }
+
     /// From a JSON body: an object whose `query` is a string, `operationName`
     /// a string, `variables` and `extensions` objects (each optional one may
     /// be null); other members are ignored.
@@ -184,7 +203,11 @@ fn with_vary(mut response: Response) -> Response {
 }
 
 /// `GET /graphql`: the IDE page for a browser, else the query in the URL.
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+pub async fn get(State(state): State<AppState>, request: Request) -> Response {
+    if subscriptions::is_websocket(request.headers()) {
+        return subscriptions::websocket(state, request).await;
+    }
+    let (Parts { headers, uri, .. }, _) = request.into_parts();
     let limit = state.config.limits.max_body_bytes.min(MAX_QUERY_STRING_BYTES);
     if uri.query().is_some_and(|q| q.len() > limit) {
         return error_response(
@@ -210,8 +233,14 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
 }
 
 /// `POST /graphql`: a JSON-encoded request.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(state): State<AppState>,
+    connection: Option<Extension<ConnectionHandle>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let answer = match negotiate(&headers, &Method::POST, true) {
+        _ if subscriptions::wants_event_stream(&headers) => Answer::EventStream,
         None => return not_acceptable(),
         Some(answer) => answer,
     };
@@ -242,6 +271,13 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body)
         return too_large();
     };
     match Params::from_json(&bytes) {
+        Ok(params) if answer == Answer::EventStream => {
+            let principal = match authenticate(&state, &headers).await {
+                Ok(p) => p,
+                Err(response) => return response,
+            };
+            subscriptions::sse(&state, principal, params.into_request(), connection.map(|c| c.0)).await
+        }
         Ok(params) => run(&state, &headers, Method::POST, answer, params).await,
         Err(message) => bad_request(message),
     }
@@ -268,19 +304,7 @@ async fn run(state: &AppState, headers: &HeaderMap, method: Method, answer: Answ
         Ok(p) => p,
         Err(response) => return response,
     };
-    let mut request = async_graphql::Request::new(params.query);
-    request.operation_name = params.operation_name;
-    if let Some(variables) = params.variables {
-        request.variables = Variables::from_json(Value::Object(variables));
-    }
-    if let Some(extensions) = params.extensions {
-        request.extensions = async_graphql::Extensions(
-            extensions
-                .into_iter()
-                .map(|(k, v)| (k, async_graphql::Value::from_json(v).expect("JSON converts")))
-                .collect(),
-        );
-    }
+    let mut request = params.into_request();
     let operation_name = request.operation_name.clone();
     let variables = request.variables.clone();
     // A document that does not parse is left to execution, which reports it
@@ -306,16 +330,7 @@ async fn run(state: &AppState, headers: &HeaderMap, method: Method, answer: Answ
             return encode(answer, async_graphql::Response::from_errors(vec![error]), true);
         }
     }
-    let hop = Hop::origin(
-        state.config.federation.hop_limit,
-        state.config.federation.deadline,
-        Some(crate::federation::protocol::Actor {
-            user: graphql::ids::GlobalId::new(graphql::ids::Kind::User, state.instance_id, principal.user_id)
-                .to_id()
-                .to_string(),
-            email: principal.email_verified.then(|| principal.email.clone()),
-        }),
-    );
+    let hop = user_hop(state, &principal);
     let scope = Scope::user(principal.user_id);
     match execute(state, Caller::User(principal), scope, hop, request).await {
         Ok(response) => {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{TestApp, spawn_app_with, spawn_instance_with};
+use common::{TestApp, memory_kib, spawn_app_with, spawn_instance_with};
 use mosaic::config::Config;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -212,19 +212,6 @@ async fn connection_caps_hold_per_address_and_in_total() {
     }
     drop(second);
     app.stop().await;
-}
-
-/// VmRSS and VmHWM of this process (the server runs in it), in KiB.
-fn memory_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, code, local_id, spawn_instance, spawn_instance_with};
+use common::{TestApp, code, local_id, memory_kib, spawn_instance, spawn_instance_with};
 use ed25519_dalek::SigningKey;
 use mosaic::federation::document::{self, IdentityDocument, PublicKey, SignedDocument};
 use mosaic::federation::protocol::{self, Envelope, Event, SubRequest};
@@ -189,19 +189,6 @@ async fn post_raw(to: &TestApp, path: &str, header: Option<&str>, body: Vec<u8>)
 
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-}
-
-/// (VmRSS, VmHWM) of this process, in KiB.
-fn memory_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 async fn admin_token(app: &TestApp, email: &str) -> String {

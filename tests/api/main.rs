@@ -28,5 +28,6 @@ mod roles;
 mod schema_drift;
 mod sessions;
 mod sso;
+mod subscriptions;
 mod teams;
 mod user_admin;

@@ -401,6 +401,20 @@ impl TestApp {
     }
 }
 
+/// (VmRSS, VmHWM) of this process, in KiB: the server runs in it, so peak
+/// memory tests read these before and after.
+pub fn memory_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 pub fn code(body: &Value) -> String {
     body["errors"][0]["extensions"]["code"]
         .as_str()

@@ -1,0 +1,163 @@
+//! Live updates: the instance's listener for database notifications, the
+//! per-user limits on subscriptions and WebSocket connections, and the
+//! signal that closes every subscription on shutdown.
+
+pub mod task_changes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use sqlx::PgPool;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::config::Limits;
+use crate::error::AppError;
+use task_changes::TaskNote;
+
+pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
+pub const TOO_MANY_CONNECTIONS: &str = "TOO_MANY_CONNECTIONS";
+pub const SUBSCRIBER_TOO_SLOW: &str = "SUBSCRIBER_TOO_SLOW";
+
+/// What one user holds open.
+#[derive(Default)]
+struct Usage {
+    subscriptions: usize,
+    connections: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Held {
+    Subscription,
+    Connection,
+}
+
+pub struct Live {
+    task_changes: broadcast::Sender<TaskNote>,
+    max_subscriptions: usize,
+    max_connections: usize,
+    usage: Mutex<HashMap<Uuid, Usage>>,
+    closing: watch::Sender<bool>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Live {
+    /// Starts listening on a connection of `pool` (kept apart from the
+    /// request pool: it is held for good) and fans changes out. The first
+    /// LISTEN is in place when this returns, so no change committed
+    /// afterwards is missed.
+    pub async fn start(pool: PgPool, limits: &Limits) -> Result<Arc<Self>> {
+        let (task_changes, _) = broadcast::channel(limits.subscription_buffer);
+        let (closing, _) = watch::channel(false);
+        let listener = task_changes::Listener::connect(&pool).await?;
+        let live = Arc::new(Self {
+            task_changes: task_changes.clone(),
+            max_subscriptions: limits.max_subscriptions_per_user,
+            max_connections: limits.max_ws_connections_per_user,
+            usage: Mutex::default(),
+            closing: closing.clone(),
+            listener: Mutex::new(None),
+        });
+        let task = tokio::spawn(listener.run(pool, task_changes, closing.subscribe()));
+        *live.listener.lock().expect("listener lock") = Some(task);
+        Ok(live)
+    }
+
+    /// Task changes from now on; a receiver more than `subscription_buffer`
+    /// changes behind gets `Lagged`.
+    pub fn task_changes(&self) -> broadcast::Receiver<TaskNote> {
+        self.task_changes.subscribe()
+    }
+
+    /// Open subscriptions to task changes on this instance.
+    pub fn task_change_subscribers(&self) -> usize {
+        self.task_changes.receiver_count()
+    }
+
+    /// Resolves once shutdown has begun.
+    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|c| *c).await;
+        }
+    }
+
+    /// Begins shutdown: subscriptions end, their connections close.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Waits for the listener task after [`Live::close`].
+    pub async fn stopped(&self) {
+        let task = self.listener.lock().expect("listener lock").take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "the change listener ended abnormally");
+        }
+    }
+
+    /// One more live subscription for `user`, within the limit.
+    pub fn admit_subscription(self: &Arc<Self>, user: Uuid) -> Result<Admission, AppError> {
+        self.admit(user, Held::Subscription).ok_or_else(|| AppError::Limit {
+            code: TOO_MANY_SUBSCRIPTIONS,
+            message: format!(
+                "you already hold {} live subscriptions, the limit (limits.max_subscriptions_per_user); end one first",
+                self.max_subscriptions
+            ),
+        })
+    }
+
+    /// One more WebSocket connection for `user`, within the limit.
+    pub fn admit_connection(self: &Arc<Self>, user: Uuid) -> Result<Admission, AppError> {
+        self.admit(user, Held::Connection).ok_or_else(|| AppError::Limit {
+            code: TOO_MANY_CONNECTIONS,
+            message: format!(
+                "you already hold {} GraphQL WebSocket connections, the limit (limits.max_ws_connections_per_user)",
+                self.max_connections
+            ),
+        })
+    }
+
+    fn admit(self: &Arc<Self>, user: Uuid, held: Held) -> Option<Admission> {
+        let mut usage = self.usage.lock().expect("usage lock");
+        let mine = usage.entry(user).or_default();
+        let (count, max) = match held {
+            Held::Subscription => (&mut mine.subscriptions, self.max_subscriptions),
+            Held::Connection => (&mut mine.connections, self.max_connections),
+        };
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Admission {
+            live: self.clone(),
+            user,
+            held,
+        })
+    }
+}
+
+/// A place within a per-user limit, given back when dropped.
+pub struct Admission {
+    live: Arc<Live>,
+    user: Uuid,
+    held: Held,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut usage = self.live.usage.lock().expect("usage lock");
+        if let Some(mine) = usage.get_mut(&self.user) {
+            match self.held {
+                Held::Subscription => mine.subscriptions -= 1,
+                Held::Connection => mine.connections -= 1,
+            }
+            if mine.subscriptions == 0 && mine.connections == 0 {
+                usage.remove(&self.user);
+            }
+        }
+    }
+}
