@@ -419,7 +419,32 @@ pub fn request_context(state: &AppState, db: Arc<RequestDb>, caller: Caller, hop
 
 /// Runs one GraphQL request for a caller: one transaction with the caller's
 /// scope, committed only if nothing failed, with the federation report added.
+///
+/// The request runs to its end even when its client goes away (a client
+/// closing its connection cancels the handler): cancelled between sending
+/// BEGIN and its answer, it would hand its connection back to the pool
+/// inside a transaction. The deadline and statement timeout bound it.
 pub async fn execute(
+    state: &AppState,
+    caller: Caller,
+    scope: Scope,
+    hop: Hop,
+    request: async_graphql::Request,
+) -> Result<async_graphql::Response, Response> {
+    let state = state.clone();
+    tokio::spawn(async move { execute_to_the_end(&state, caller, scope, hop, request).await })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a request's execution panicked");
+            Err(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                "the request failed",
+            ))
+        })
+}
+
+async fn execute_to_the_end(
     state: &AppState,
     caller: Caller,
     scope: Scope,
