@@ -432,16 +432,17 @@ pub async fn execute(
     request: async_graphql::Request,
 ) -> Result<async_graphql::Response, Response> {
     let state = state.clone();
-    tokio::spawn(async move { execute_to_the_end(&state, caller, scope, hop, request).await })
-        .await
-        .unwrap_or_else(|e| {
+    match tokio::spawn(async move { execute_to_the_end(&state, caller, scope, hop, request).await }).await {
+        Ok(result) => result,
+        Err(e) => {
             tracing::error!(error = %e, "a request's execution panicked");
             Err(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_SERVER_ERROR",
                 "the request failed",
             ))
-        })
+        }
+    }
 }
 
 async fn execute_to_the_end(
