@@ -4,7 +4,6 @@
 pub mod breakglass;
 pub mod logout_token;
 pub mod oidc;
-pub mod routes;
 pub mod sessions;
 pub mod throttle;
 pub mod tokens;

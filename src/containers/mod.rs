@@ -15,7 +15,6 @@
 //! carries no application state.
 
 pub mod lifecycle;
-pub mod proxy;
 pub mod reaper;
 pub mod reconcile;
 pub mod store;
@@ -139,7 +138,7 @@ impl Slot {
 }
 
 /// One proxied request to a user's agent, from before the agent is looked up
-/// until the exchange with it is over. [`proxy::forward`] holds it for its
+/// until the exchange with it is over. `http::agent::forward` holds it for its
 /// whole run; it buffers the agent's answer before returning, so the
 /// container is done with the request when the guard drops (a request that
 /// is cancelled or times out drops it too). While any guard is alive the idle

@@ -8,7 +8,6 @@ mod client;
 pub mod document;
 pub mod fanout;
 pub mod grant;
-pub mod inbound;
 pub mod keys;
 pub mod netguard;
 pub mod peering;

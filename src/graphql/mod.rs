@@ -5,6 +5,7 @@ pub mod agents;
 pub mod api_tokens;
 pub mod auth_audit;
 pub mod events;
+pub mod execute;
 pub mod federated;
 pub mod ids;
 pub mod invitations;

@@ -5,7 +5,7 @@
 //! - `POST` takes `Content-Type: application/json` (UTF-8) only: anything
 //!   else, form posts and `text/plain` among them, is 415, so a cross-site
 //!   form cannot send a GraphQL request; a session cookie also needs the
-//!   CSRF header (`auth::routes::cookie_principal`).
+//!   CSRF header (`http::auth::cookie_principal`).
 //! - `GET` runs queries from the URL's query string, never mutations (405),
 //!   and serves the IDE page to a browser.
 //! - `application/graphql-response+json` answers say what happened in their
@@ -26,8 +26,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::{AppState, authenticate, error_response, execution_failed};
 use super::{accept, subscriptions};
-use crate::app::{AppState, authenticate, error_response, execute, user_hop};
 use crate::db::Scope;
 use crate::graphql::{Caller, limits};
 use crate::metrics::CodeLabels;
@@ -330,14 +330,18 @@ async fn run(state: &AppState, headers: &HeaderMap, method: Method, answer: Answ
             return encode(answer, async_graphql::Response::from_errors(vec![error]), true);
         }
     }
-    let hop = user_hop(state, &principal);
+    let hop = state.executor.user_hop(&principal);
     let scope = Scope::user(principal.user_id);
-    match execute(state, Caller::User(principal), scope, hop, request).await {
+    match state
+        .executor
+        .execute(Caller::User(principal), scope, hop, request)
+        .await
+    {
         Ok(response) => {
             let request_error = is_request_error(&response);
             encode(answer, response, request_error)
         }
-        Err(response) => response,
+        Err(e) => execution_failed(e),
     }
 }
 

@@ -1,7 +1,75 @@
-//! HTTP protocols Mosaic serves, apart from the router in `app.rs`:
-//! GraphQL over HTTP at `/graphql` with the media type negotiation it uses,
-//! and subscriptions over WebSocket and server-sent events.
+//! The HTTP layer: every handler and the router. Handlers turn requests into
+//! calls of the layers below and their results into responses; failures
+//! outside GraphQL are answered in one shape (`error`).
 
 pub mod accept;
+pub mod agent;
+pub mod auth;
+mod caller;
+mod error;
 pub mod graphql;
+mod ops;
+pub mod peers;
+mod state;
 pub mod subscriptions;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use caller::authenticate;
+pub use error::{deactivated, error_response, execution_failed};
+pub use state::AppState;
+
+use crate::federation::protocol;
+
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config.limits.request_timeout;
+    Router::new()
+        .route(
+            "/graphql",
+            get(graphql::get).post(graphql::post).fallback(graphql::other_method),
+        )
+        .route("/graphql/ide/{file}", get(crate::ide::asset))
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/session", get(auth::session))
+        .route("/auth/breakglass", post(auth::breakglass))
+        .route("/auth/backchannel-logout", post(auth::backchannel_logout))
+        .route("/agent", axum::routing::any(agent::handle))
+        .route("/agent/", axum::routing::any(agent::handle))
+        .route("/agent/{*path}", axum::routing::any(agent::handle))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route(protocol::WELL_KNOWN_PATH, get(peers::well_known))
+        .route(protocol::CONNECT_PATH, post(peers::connect))
+        .route(protocol::QUERY_PATH, post(peers::query))
+        .route(protocol::COMMAND_PATH, post(peers::command))
+        .route(protocol::EVENT_PATH, post(peers::event))
+        .route(protocol::DISCONNECT_PATH, post(peers::disconnect))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), ops::track_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
+        )
+        .with_state(state)
+}

@@ -33,7 +33,7 @@ use futures::{StreamExt, stream};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-use crate::app::{AppState, error_response, request_context, user_hop};
+use super::{AppState, error_response};
 use crate::auth::Principal;
 use crate::auth::tokens::{self, TokenRejection};
 use crate::db::{RequestDb, Scope};
@@ -88,7 +88,7 @@ fn subscribe(
         return stream::once(async move { async_graphql::Response::from_errors(vec![refusal]) }).boxed();
     }
     // A subscription outlives any federation deadline: it serves this instance's data only.
-    let mut hop = user_hop(state, &principal);
+    let mut hop = state.executor.user_hop(&principal);
     hop.may_forward = false;
     let db = Arc::new(RequestDb::new(
         state.pool.clone(),
@@ -96,7 +96,7 @@ fn subscribe(
         state.config.statement_timeout,
         true,
     ));
-    let context = request_context(state, db, Caller::User(principal), hop);
+    let context = state.executor.context(db, Caller::User(principal), hop);
     state
         .schema
         .execute_stream(request.data(context).data(state.live.clone()))
@@ -233,9 +233,9 @@ pub async fn websocket(state: AppState, request: Request) -> Response {
 /// from this instance's own origin. `None`: it comes in `connection_init`.
 async fn upgrade_credential(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, Response> {
     if headers.contains_key(header::AUTHORIZATION) {
-        return crate::app::authenticate(state, headers).await.map(Some);
+        return crate::http::authenticate(state, headers).await.map(Some);
     }
-    match crate::auth::routes::session_principal(state, headers, false).await {
+    match crate::http::auth::session_principal(state, headers, false).await {
         None => Ok(None),
         Some(_) if !same_origin(headers, &state.federation.base_url) => Err(error_response(
             StatusCode::FORBIDDEN,

@@ -84,7 +84,7 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     /// The running application's shared state (its federation service among it).
-    pub state: mosaic::app::AppState,
+    pub state: mosaic::http::AppState,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }

@@ -10,10 +10,10 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Principal;
-use super::oidc::{Identity, LoginError};
-use super::sessions::{self, CSRF_COOKIE, LOGIN_COOKIE, Method, SESSION_COOKIE, SessionRejection};
-use crate::app::{AppState, error_response};
+use super::{AppState, deactivated, error_response};
+use crate::auth::Principal;
+use crate::auth::oidc::{Identity, LoginError};
+use crate::auth::sessions::{self, CSRF_COOKIE, LOGIN_COOKIE, Method, SESSION_COOKIE, SessionRejection};
 use crate::config::GroupRole;
 
 /// How long a started login may take to come back.
@@ -493,7 +493,7 @@ pub struct BreakGlassLogin {
 /// Local administrator login for when the provider is down; audited and
 /// throttled per address (429 `TOO_MANY_ATTEMPTS` with `Retry-After`).
 pub async fn breakglass(State(state): State<AppState>, body: Result<Json<BreakGlassLogin>, JsonRejection>) -> Response {
-    use super::breakglass::{LoginOutcome, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
+    use crate::auth::breakglass::{LoginOutcome, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
     let body = match body {
         Ok(Json(body)) => body,
         Err(e) => {
@@ -514,7 +514,8 @@ pub async fn breakglass(State(state): State<AppState>, body: Result<Json<BreakGl
             format!("email is at most {MAX_EMAIL_BYTES} bytes and password at most {MAX_PASSWORD_BYTES}"),
         );
     }
-    let outcome = super::breakglass::login(&state.pool, &state.breakglass_throttle, &body.email, &body.password).await;
+    let outcome =
+        crate::auth::breakglass::login(&state.pool, &state.breakglass_throttle, &body.email, &body.password).await;
     let principal = match outcome {
         Ok(LoginOutcome::SignedIn(p)) => p,
         Ok(LoginOutcome::Refused) => {
@@ -595,7 +596,7 @@ pub async fn session_principal(
                 "UNAUTHENTICATED",
                 "unknown or ended session; sign in again",
             )),
-            Ok(Err(SessionRejection::Deactivated)) => Err(crate::app::deactivated()),
+            Ok(Err(SessionRejection::Deactivated)) => Err(deactivated()),
             Err(e) => {
                 tracing::error!(error = %e, "session lookup failed");
                 Err(error_response(

@@ -10,13 +10,13 @@
 //! CSP and `nosniff`, so it cannot run script with Mosaic's origin either.
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AgentError, AgentService};
-use crate::app::error_response;
+use super::{AppState, authenticate, error_response};
 use crate::auth::Principal;
+use crate::containers::{AgentError, AgentService};
 
 /// Request headers that belong to one hop, or carry the caller's Mosaic credentials.
 fn forwardable(name: &HeaderName) -> bool {
@@ -150,4 +150,13 @@ pub async fn forward(svc: &AgentService, principal: &Principal, req: Request, ma
         }
     }
     error_response(StatusCode::BAD_GATEWAY, "AGENT_BAD_ANSWER", "the agent did not answer")
+}
+
+/// `ANY /agent/*path`: the caller's own agent container, started on demand.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let principal = match authenticate(&state, req.headers()).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    forward(&state.agents, &principal, req, state.config.limits.max_body_bytes).await
 }

@@ -15,12 +15,12 @@ use axum::{Extension, Json};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::protocol::{self, ConnectRequest, Disconnect, Event, Refusal, SubRequest};
-use super::registry::{self, KeyLookup, PeerRecord, PeerState};
-use super::replay::Recorded;
-use super::{Federation, document, grant, now_unix, signing};
-use crate::app::{AppState, error_response, execute};
+use super::{AppState, error_response, execution_failed};
 use crate::db::Scope;
+use crate::federation::protocol::{self, ConnectRequest, Disconnect, Event, Refusal, SubRequest};
+use crate::federation::registry::{self, KeyLookup, PeerRecord, PeerState};
+use crate::federation::replay::Recorded;
+use crate::federation::{Federation, document, grant, now_unix, signing};
 use crate::graphql::federated::Hop;
 use crate::graphql::{Caller, PeerCaller};
 
@@ -431,9 +431,9 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
     });
     let gql =
         async_graphql::Request::new(request.query).variables(async_graphql::Variables::from_json(request.variables));
-    Ok(match execute(&state, caller, scope, hop, gql).await {
+    Ok(match state.executor.execute(caller, scope, hop, gql).await {
         Ok(response) => Json(response).into_response(),
-        Err(response) => response,
+        Err(e) => execution_failed(e),
     })
 }
 

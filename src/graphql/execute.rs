@@ -1,0 +1,169 @@
+//! Running one GraphQL request: one transaction with the caller's scope
+//! (`db::RequestDb`), the routing state of the request, and the federation
+//! report added to the answer. Every transport (GraphQL over HTTP, peers'
+//! QUERY and COMMAND, subscriptions) runs requests through the `Executor`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::federated::{Hop, Subrequests};
+use super::pagination::CursorKey;
+use super::{Caller, InstanceInfo, MosaicSchema, RequestContext, ids, limits};
+use crate::auth::Principal;
+use crate::db::{RequestDb, Scope};
+use crate::error::{AppError, AppResult};
+use crate::federation::{Federation, protocol};
+use crate::metrics::{CodeLabels, Metrics};
+
+/// What executing a request needs, built once at start.
+pub struct Executor {
+    pub schema: MosaicSchema,
+    pub pool: PgPool,
+    pub statement_timeout: Duration,
+    pub instance_id: Uuid,
+    pub instance: Arc<InstanceInfo>,
+    pub max_page_size: usize,
+    pub federation: Arc<Federation>,
+    pub cursor_key: Arc<CursorKey>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Whether the operation the request runs is a mutation.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let ty = match (&doc.operations, &request.operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()).map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) => ops.values().next().map(|op| op.node.ty),
+    };
+    ty == Some(OperationType::Mutation)
+}
+
+impl Executor {
+    /// The routing state of a request a user of this instance starts here.
+    pub fn user_hop(&self, principal: &Principal) -> Hop {
+        Hop::origin(
+            self.federation.settings.hop_limit,
+            self.federation.settings.deadline,
+            Some(protocol::Actor {
+                user: ids::GlobalId::new(ids::Kind::User, self.instance_id, principal.user_id)
+                    .to_id()
+                    .to_string(),
+                email: principal.email_verified.then(|| principal.email.clone()),
+            }),
+        )
+    }
+
+    /// What the resolvers of one request see.
+    pub fn context(&self, db: Arc<RequestDb>, caller: Caller, hop: Hop) -> RequestContext {
+        RequestContext {
+            db,
+            caller,
+            instance_id: self.instance_id,
+            instance: self.instance.clone(),
+            max_page_size: self.max_page_size,
+            federation: self.federation.clone(),
+            hop,
+            report: Arc::default(),
+            subrequests: Arc::new(Subrequests::new(
+                self.federation.settings.max_subrequests,
+                self.federation.settings.max_parallel_subrequests,
+            )),
+            cursor_key: self.cursor_key.clone(),
+        }
+    }
+
+    /// Runs one GraphQL request for a caller: one transaction with the caller's
+    /// scope, committed only if nothing failed, with the federation report added.
+    ///
+    /// The request runs to its end even when its client goes away (a client
+    /// closing its connection cancels the handler): cancelled between sending
+    /// BEGIN and its answer, it would hand its connection back to the pool
+    /// inside a transaction. The deadline and statement timeout bound it.
+    pub async fn execute(
+        self: &Arc<Self>,
+        caller: Caller,
+        scope: Scope,
+        hop: Hop,
+        request: async_graphql::Request,
+    ) -> AppResult<async_graphql::Response> {
+        let this = self.clone();
+        match tokio::spawn(async move { this.execute_to_the_end(caller, scope, hop, request).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(AppError::internal(anyhow::anyhow!(
+                "a request's execution panicked: {e}"
+            ))),
+        }
+    }
+
+    async fn execute_to_the_end(
+        &self,
+        caller: Caller,
+        scope: Scope,
+        hop: Hop,
+        request: async_graphql::Request,
+    ) -> AppResult<async_graphql::Response> {
+        let mutation = is_mutation(&request);
+        let db = Arc::new(RequestDb::new(
+            self.pool.clone(),
+            scope,
+            self.statement_timeout,
+            !mutation,
+        ));
+        let context = self.context(db.clone(), caller, hop);
+        let report = context.report.clone();
+        let mut response = self.schema.execute(request.data(context)).await;
+        // All or nothing: any error rolls back every write of the request, and a
+        // rolled-back mutation returns no data (it would name rows that do not exist).
+        let finished = if response.errors.is_empty() {
+            db.commit().await
+        } else {
+            if mutation {
+                response.data = async_graphql::Value::Null;
+            }
+            db.rollback().await
+        };
+        if let Err(e) = finished {
+            return Err(AppError::internal(
+                anyhow::Error::new(e).context("finishing the request transaction"),
+            ));
+        }
+        // Errors raised by async-graphql itself at run time carry no code: an
+        // undefined variable is a validation failure, the rest are input coercion.
+        response.errors = std::mem::take(&mut response.errors)
+            .into_iter()
+            .map(|e| {
+                let code = if e.message.starts_with("Variable ") && e.message.ends_with(" is not defined.") {
+                    limits::VALIDATION_FAILED
+                } else {
+                    "BAD_USER_INPUT"
+                };
+                limits::with_code(e, code)
+            })
+            .collect();
+        let report = report.lock().expect("report lock");
+        response.errors.extend(report.errors());
+        if let Some(federation) = report.extension() {
+            response.extensions.insert(
+                "federation".into(),
+                async_graphql::Value::from_json(federation).expect("JSON converts"),
+            );
+        }
+        for error in &response.errors {
+            let code = error
+                .extensions
+                .as_ref()
+                .and_then(|e| e.get("code"))
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .unwrap_or_default();
+            self.metrics.graphql_errors.get_or_create(&CodeLabels { code }).inc();
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,34 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::federation::Federation;
+use crate::graphql::{InstanceInfo, MosaicSchema};
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub schema: MosaicSchema,
+    pub config: Arc<Config>,
+    pub instance_id: Uuid,
+    pub instance: Arc<InstanceInfo>,
+    pub metrics: Arc<Metrics>,
+    pub federation: Arc<Federation>,
+    /// Single sign-on, when `oidc.issuer_url` is configured.
+    pub sso: Option<Arc<crate::auth::oidc::Sso>>,
+    /// Per-user agent containers; a Docker engine that is down fails only their operations.
+    pub agents: Arc<crate::containers::AgentService>,
+    /// Password guesses at `/auth/breakglass`, per address.
+    pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
+    /// Signs the pagination cursors this instance gives out.
+    pub cursor_key: Arc<crate::graphql::pagination::CursorKey>,
+    /// Runs GraphQL requests (every transport goes through it).
+    pub executor: Arc<crate::graphql::execute::Executor>,
+    /// Live subscriptions: the change listener, per-user limits, shutdown.
+    pub live: Arc<crate::live::Live>,
+}
