@@ -32,12 +32,15 @@ pub struct Executor {
 }
 
 /// Whether the operation the request runs is a mutation.
-fn is_mutation(request: &async_graphql::Request) -> bool {
+/// The document is parsed once: the parse is kept in the request, and
+/// execution uses it.
+fn is_mutation(request: &mut async_graphql::Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+    let name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
         return false;
     };
-    let ty = match (&doc.operations, &request.operation_name) {
+    let ty = match (&doc.operations, &name) {
         (DocumentOperations::Single(op), _) => Some(op.node.ty),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()).map(|op| op.node.ty),
         (DocumentOperations::Multiple(ops), None) => ops.values().next().map(|op| op.node.ty),
@@ -107,9 +110,9 @@ impl Executor {
         caller: Caller,
         scope: Scope,
         hop: Hop,
-        request: async_graphql::Request,
+        mut request: async_graphql::Request,
     ) -> AppResult<async_graphql::Response> {
-        let mutation = is_mutation(&request);
+        let mutation = is_mutation(&mut request);
         let db = Arc::new(RequestDb::new(
             self.pool.clone(),
             scope,
