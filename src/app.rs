@@ -93,6 +93,7 @@ impl Application {
             federation: federation.clone(),
             cursor_key: cursor_key.clone(),
             metrics: metrics.clone(),
+            agents: agents.clone(),
         });
         Ok(AppState {
             live,

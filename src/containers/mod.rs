@@ -20,7 +20,7 @@ pub mod reconcile;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::ErrorExtensions;
@@ -183,20 +183,6 @@ pub struct AgentService {
     reconciled: std::sync::atomic::AtomicBool,
 }
 
-fn registry() -> &'static RwLock<HashMap<Uuid, Weak<AgentService>>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<Uuid, Weak<AgentService>>>> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
-/// The agent service of a running instance.
-pub fn service(instance_id: Uuid) -> Option<Arc<AgentService>> {
-    registry()
-        .read()
-        .expect("agent registry")
-        .get(&instance_id)
-        .and_then(Weak::upgrade)
-}
-
 impl AgentService {
     /// Seeds the instance's agent configuration (first start only), registers
     /// the service and starts the reaper, which reconciles first. Never
@@ -224,10 +210,6 @@ impl AgentService {
             http,
             reconciled: Default::default(),
         });
-        registry()
-            .write()
-            .expect("agent registry")
-            .insert(instance_id, Arc::downgrade(&service));
         tokio::spawn(reaper::run(Arc::downgrade(&service)));
         Ok(service)
     }

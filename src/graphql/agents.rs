@@ -2,8 +2,6 @@
 //! instance administrators' view of every agent and of the agent configuration.
 //! Secret values go in and never come out.
 
-use std::sync::Arc;
-
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -11,7 +9,7 @@ use uuid::Uuid;
 
 use super::RequestContext;
 use super::ids::Kind;
-use crate::containers::{self, AgentError, AgentService, store};
+use crate::containers::store;
 use crate::error::AppError;
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -105,11 +103,6 @@ pub struct UpdateAgentConfigInput {
     pub idle_timeout_seconds: Option<i32>,
 }
 
-fn agents_of(rc: &RequestContext) -> async_graphql::Result<Arc<AgentService>> {
-    containers::service(rc.instance_id)
-        .ok_or_else(|| AgentError::Unavailable("the agent service is not running".into()).into())
-}
-
 fn env_name_ok(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -136,7 +129,7 @@ async fn load_agent(rc: &RequestContext, user_id: Uuid) -> async_graphql::Result
         .map_err(AppError::from)?;
     let status: Option<String> = row.try_get("status").map_err(AppError::from)?;
     let db_active: Option<OffsetDateTime> = row.try_get("last_active_at").map_err(AppError::from)?;
-    let memory_active = containers::service(rc.instance_id).and_then(|s| s.last_active(user_id));
+    let memory_active = rc.agents.last_active(user_id);
     let desired: Option<i64> = row.try_get("desired").map_err(AppError::from)?;
     Ok(Agent {
         status: AgentStatus::from_db(status.as_deref().unwrap_or("STOPPED")),
@@ -226,7 +219,7 @@ impl AgentQuery {
         let rc = RequestContext::of(ctx);
         rc.admin()?;
         let user = rc.local_id(&user_id, Kind::User)?;
-        let svc = agents_of(rc)?;
+        let svc = &rc.agents;
         let lines = tail.clamp(1, 10_000) as usize;
         Ok(svc.lifecycle.logs_tail(&svc.container_name(user), lines).await?)
     }
@@ -241,7 +234,7 @@ impl AgentMutation {
     async fn start_my_agent(&self, ctx: &Context<'_>) -> async_graphql::Result<Agent> {
         let rc = RequestContext::of(ctx);
         let user = rc.user()?.user_id;
-        agents_of(rc)?.ensure_running(user).await?;
+        rc.agents.ensure_running(user).await?;
         load_agent(rc, user).await
     }
 
@@ -249,7 +242,7 @@ impl AgentMutation {
     async fn stop_my_agent(&self, ctx: &Context<'_>) -> async_graphql::Result<Agent> {
         let rc = RequestContext::of(ctx);
         let user = rc.user()?.user_id;
-        agents_of(rc)?.stop(user).await?;
+        rc.agents.stop(user).await?;
         load_agent(rc, user).await
     }
 
@@ -273,7 +266,7 @@ impl AgentMutation {
         if value.len() > 16 * 1024 || value.contains('\0') {
             return Err(AppError::BadInput("value must be at most 16 KiB, without NUL characters".into()).into());
         }
-        let svc = agents_of(rc)?;
+        let svc = &rc.agents;
         let sealed = svc.seal_secret(user, &name, &value);
         let mut conn = rc.db.conn().await.map_err(AppError::from)?;
         store::ensure_row(&mut conn, user, &svc.container_name(user))
@@ -326,7 +319,7 @@ impl AgentMutation {
                 return Err(AppError::BadInput(format!("env: '{bad}' is not a valid variable name")).into());
             }
         }
-        let svc = agents_of(rc)?;
+        let svc = &rc.agents;
         {
             let mut conn = rc.db.conn().await.map_err(AppError::from)?;
             if let Some(idle) = idle_timeout_seconds {

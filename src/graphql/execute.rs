@@ -13,6 +13,7 @@ use super::federated::{Hop, Subrequests};
 use super::pagination::CursorKey;
 use super::{Caller, InstanceInfo, MosaicSchema, RequestContext, ids, limits};
 use crate::auth::Principal;
+use crate::containers::AgentService;
 use crate::db::{RequestDb, Scope};
 use crate::error::{AppError, AppResult};
 use crate::federation::{Federation, protocol};
@@ -29,6 +30,7 @@ pub struct Executor {
     pub federation: Arc<Federation>,
     pub cursor_key: Arc<CursorKey>,
     pub metrics: Arc<Metrics>,
+    pub agents: Arc<AgentService>,
 }
 
 /// Whether the operation the request runs is a mutation.
@@ -79,6 +81,7 @@ impl Executor {
                 self.federation.settings.max_parallel_subrequests,
             )),
             cursor_key: self.cursor_key.clone(),
+            agents: self.agents.clone(),
         }
     }
 

@@ -71,6 +71,8 @@ pub struct RequestContext {
     pub report: Arc<std::sync::Mutex<federated::Report>>,
     pub subrequests: Arc<federated::Subrequests>,
     pub cursor_key: Arc<pagination::CursorKey>,
+    /// This instance's per-user agent containers.
+    pub agents: Arc<crate::containers::AgentService>,
 }
 
 impl RequestContext {

@@ -167,13 +167,11 @@ impl UserAdminMutation {
     async fn deactivate_user(&self, ctx: &Context<'_>, user_id: ID) -> AppResult<UserAccount> {
         let rc = RequestContext::of(ctx);
         let account = change(rc, Change::Active, &user_id, false).await?;
-        if let Some(agents) = crate::containers::service(rc.instance_id) {
-            let id = rc.local_id(&user_id, Kind::User)?;
-            // Best effort: a deactivated user cannot reach the agent anyway,
-            // and the idle reaper stops it later if this fails.
-            if let Err(e) = agents.stop(id).await {
-                tracing::warn!(user = %id, error = ?e, "could not stop a deactivated user's agent");
-            }
+        let id = rc.local_id(&user_id, Kind::User)?;
+        // Best effort: a deactivated user cannot reach the agent anyway,
+        // and the idle reaper stops it later if this fails.
+        if let Err(e) = rc.agents.stop(id).await {
+            tracing::warn!(user = %id, error = ?e, "could not stop a deactivated user's agent");
         }
         Ok(account)
     }
