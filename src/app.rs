@@ -75,23 +75,21 @@ impl Application {
         let agents =
             crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
         let live = crate::live::Live::start(db.listener_pool(), &config.limits).await?;
-        let schema = graphql::build_schema(&config.limits);
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),
             name,
         });
         let metrics = Arc::new(Metrics::default());
         let federation = Arc::new(federation);
-        let cursor_key = Arc::new(graphql::pagination::CursorKey::new(secret));
         let executor = Arc::new(Executor {
-            schema: schema.clone(),
+            schema: graphql::build_schema(&config.limits),
             pool: db.app.clone(),
             statement_timeout: config.statement_timeout,
             instance_id,
             instance: instance.clone(),
             max_page_size: config.limits.max_page_size,
             federation: federation.clone(),
-            cursor_key: cursor_key.clone(),
+            cursor_key: Arc::new(graphql::pagination::CursorKey::new(secret)),
             metrics: metrics.clone(),
             agents: agents.clone(),
         });
@@ -99,14 +97,12 @@ impl Application {
             live,
             agents,
             pool: db.app.clone(),
-            schema,
             instance_id,
             instance,
             metrics,
             federation,
             sso,
             breakglass_throttle: Arc::default(),
-            cursor_key,
             executor,
             config: Arc::new(config),
         })

@@ -7,13 +7,12 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::federation::Federation;
-use crate::graphql::{InstanceInfo, MosaicSchema};
+use crate::graphql::InstanceInfo;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub schema: MosaicSchema,
     pub config: Arc<Config>,
     pub instance_id: Uuid,
     pub instance: Arc<InstanceInfo>,
@@ -25,8 +24,6 @@ pub struct AppState {
     pub agents: Arc<crate::containers::AgentService>,
     /// Password guesses at `/auth/breakglass`, per address.
     pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
-    /// Signs the pagination cursors this instance gives out.
-    pub cursor_key: Arc<crate::graphql::pagination::CursorKey>,
     /// Runs GraphQL requests (every transport goes through it).
     pub executor: Arc<crate::graphql::execute::Executor>,
     /// Live subscriptions: the change listener, per-user limits, shutdown.

@@ -98,6 +98,7 @@ fn subscribe(
     ));
     let context = state.executor.context(db, Caller::User(principal), hop);
     state
+        .executor
         .schema
         .execute_stream(request.data(context).data(state.live.clone()))
         .map(|mut response| {

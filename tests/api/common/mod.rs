@@ -498,5 +498,5 @@ pub fn with_sort_key(app: &TestApp, cursor: &str, key: Value) -> String {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).unwrap();
     let mut c: Value = serde_json::from_slice(&bytes).unwrap();
     c["k"] = key;
-    app.state.cursor_key.seal(&serde_json::from_value(c).unwrap())
+    app.state.executor.cursor_key.seal(&serde_json::from_value(c).unwrap())
 }
