@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -33,21 +34,29 @@ pub struct Executor {
     pub agents: Arc<AgentService>,
 }
 
-/// Whether the operation the request runs is a mutation.
-/// The document is parsed once: the parse is kept in the request, and
-/// execution uses it.
+/// The operation a request runs (GraphQL's GetOperation), or why none can be chosen.
+pub fn operation<'a>(document: &'a ExecutableDocument, name: Option<&str>) -> Result<&'a OperationDefinition, String> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(op), None) => Ok(&op.node),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .get(name)
+            .map(|op| &op.node)
+            .ok_or_else(|| format!("Unknown operation named \"{name}\"")),
+        (DocumentOperations::Single(_), Some(name)) => Err(format!("Unknown operation named \"{name}\"")),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            Ok(&ops.values().next().expect("one operation").node)
+        }
+        (DocumentOperations::Multiple(_), None) => Err("Operation name required in request.".into()),
+    }
+}
+
+/// Whether the request runs a mutation. The document is parsed once: the
+/// parse is kept in the request, and execution uses it.
 fn is_mutation(request: &mut async_graphql::Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
     let name = request.operation_name.clone();
-    let Ok(doc) = request.parsed_query() else {
-        return false;
-    };
-    let ty = match (&doc.operations, &name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()).map(|op| op.node.ty),
-        (DocumentOperations::Multiple(ops), None) => ops.values().next().map(|op| op.node.ty),
-    };
-    ty == Some(OperationType::Mutation)
+    request
+        .parsed_query()
+        .is_ok_and(|doc| operation(doc, name.as_deref()).is_ok_and(|op| op.ty == OperationType::Mutation))
 }
 
 impl Executor {

@@ -16,7 +16,7 @@
 //! - Failures outside GraphQL (authentication, sizes, media types) keep
 //!   Mosaic's `error_response` shape in `application/json`.
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
+use async_graphql::parser::types::{OperationDefinition, OperationType};
 use async_graphql::{ServerError, Variables};
 use axum::Extension;
 use axum::body::Body;
@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use super::{AppState, authenticate, error_response, execution_failed};
 use super::{accept, subscriptions};
 use crate::db::Scope;
+use crate::graphql::execute::operation;
 use crate::graphql::{Caller, limits};
 use crate::metrics::CodeLabels;
 use crate::server::ConnectionHandle;
@@ -36,6 +37,7 @@ use crate::server::ConnectionHandle;
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
 const HTML: &str = "text/html";
+const EVENT_STREAM: &str = "text/event-stream";
 
 /// The longest query string a GET may carry: `limits.max_body_bytes`, as a
 /// POST body, but at most this (longer requests belong in a POST body).
@@ -59,7 +61,8 @@ pub enum Answer {
 /// acceptable. Between the two JSON types, the higher weight wins; on a tie
 /// `application/json` unless the client names the newer type itself (`*/*`
 /// may be a legacy client). A GET gets the IDE page when it prefers HTML, or
-/// carries no query and accepts HTML (a browser opening `/graphql`).
+/// carries no query and accepts HTML (a browser opening `/graphql`). A POST
+/// that names `text/event-stream` is a subscription over server-sent events.
 pub fn negotiate(headers: &HeaderMap, method: &Method, has_query: bool) -> Option<Answer> {
     let page = method == Method::GET;
     let accept = headers
@@ -75,6 +78,10 @@ pub fn negotiate(headers: &HeaderMap, method: &Method, has_query: bool) -> Optio
         } else {
             Answer::LegacyJson
         });
+    }
+    let stream = accept::weight(&accept, EVENT_STREAM);
+    if !page && stream.named && stream.acceptable() {
+        return Some(Answer::EventStream);
     }
     let response = accept::weight(&accept, GRAPHQL_RESPONSE_JSON);
     let json = accept::weight(&accept, JSON);
@@ -240,7 +247,6 @@ pub async fn post(
     body: Body,
 ) -> Response {
     let answer = match negotiate(&headers, &Method::POST, true) {
-        _ if subscriptions::wants_event_stream(&headers) => Answer::EventStream,
         None => return not_acceptable(),
         Some(answer) => answer,
     };
@@ -342,22 +348,6 @@ async fn run(state: &AppState, headers: &HeaderMap, method: Method, answer: Answ
             encode(answer, response, request_error)
         }
         Err(e) => execution_failed(e),
-    }
-}
-
-/// The operation a request runs (GraphQL's GetOperation), or why none can be chosen.
-fn operation<'a>(document: &'a ExecutableDocument, name: Option<&str>) -> Result<&'a OperationDefinition, String> {
-    match (&document.operations, name) {
-        (DocumentOperations::Single(op), None) => Ok(&op.node),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(name)
-            .map(|op| &op.node)
-            .ok_or_else(|| format!("Unknown operation named \"{name}\"")),
-        (DocumentOperations::Single(_), Some(name)) => Err(format!("Unknown operation named \"{name}\"")),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            Ok(&ops.values().next().expect("one operation").node)
-        }
-        (DocumentOperations::Multiple(_), None) => Err("Operation name required in request.".into()),
     }
 }
 
@@ -494,6 +484,10 @@ mod tests {
         assert_eq!(post("text/html"), None);
         assert_eq!(post("application/xml, text/*"), None);
         assert_eq!(post("*/*;q=0"), None);
+        assert_eq!(post("text/event-stream"), Some(EventStream));
+        assert_eq!(post("application/json, text/event-stream;q=0.9"), Some(EventStream));
+        assert_eq!(post("application/json"), Some(LegacyJson));
+        assert_eq!(negotiate(&HeaderMap::new(), &Method::POST, true), Some(LegacyJson));
         assert_eq!(
             post("text/html, */*;q=0.8"),
             Some(LegacyJson),
