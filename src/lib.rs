@@ -7,6 +7,7 @@ pub mod config;
 pub mod containers;
 pub mod db;
 pub mod demo;
+pub mod embedding;
 pub mod error;
 pub mod federation;
 pub mod graphql;
