@@ -125,8 +125,7 @@ async fn start_instances(
             federation: FederationSettings {
                 ca_file: Some(pki.ca_cert.clone()),
                 // The demo's instances are peers on loopback.
-                allowed_peer_networks: crate::federation::netguard::parse_networks("127.0.0.0/8, ::1/128")
-                    .expect("static networks"),
+                allowed_peer_networks: crate::config::parse_networks("127.0.0.0/8, ::1/128").expect("static networks"),
                 ..FederationSettings::default()
             },
             ..Config::default()

@@ -43,7 +43,7 @@ pub fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client> {
 
 /// The client for peers: as [`http_client`], and names resolve only to
 /// addresses peers may be reached at (`federation.allowed_peer_networks`).
-pub fn peer_client(extra_ca: Option<&Path>, allowed: &[super::netguard::IpNet]) -> Result<reqwest::Client> {
+pub fn peer_client(extra_ca: Option<&Path>, allowed: &[crate::config::IpNet]) -> Result<reqwest::Client> {
     builder(extra_ca)?
         .dns_resolver(Arc::new(super::netguard::GuardedResolver {
             allowed: Arc::new(allowed.to_vec()),

@@ -151,8 +151,8 @@ pub async fn spawn_instance_with(name: &str, adjust: impl FnOnce(&mut Config)) -
 }
 
 /// Loopback, which peers may be reached at only when configured.
-pub fn loopback_networks() -> Vec<mosaic::federation::netguard::IpNet> {
-    mosaic::federation::netguard::parse_networks("127.0.0.0/8, ::1/128").unwrap()
+pub fn loopback_networks() -> Vec<mosaic::config::IpNet> {
+    mosaic::config::parse_networks("127.0.0.0/8, ::1/128").unwrap()
 }
 
 /// `asking` connects to `asked` (signed CONNECT over HTTPS), and `asked`

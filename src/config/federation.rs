@@ -1,0 +1,56 @@
+//! Peer protocol settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::networks::{IpNet, parse_networks};
+use super::setting::settings;
+
+settings! {
+    /// How this instance talks to its peers and what it accepts from them.
+    pub struct FederationSettings {
+        /// An extra CA to trust for peers (the demo's and the tests' own CA).
+        ca_file: Option<PathBuf> = None; "federation.ca_file", "MOSAIC_PEER_CA", some(existing_file());
+        /// Allow plain-HTTP peers (development only).
+        allow_http: bool = false; "federation.allow_http", "MOSAIC_ALLOW_HTTP_PEERS", parsed();
+        /// How long a federated request may take, end to end.
+        deadline: Duration = Duration::from_secs(5);
+            "federation.deadline_ms", "MOSAIC_FEDERATION_DEADLINE_MS", millis();
+        /// The most instances a request may have passed through on arrival.
+        hop_limit: u32 = 3; "federation.hop_limit", "MOSAIC_HOP_LIMIT", range(1, 16);
+        /// Lifetime of a signed request (expires - created), seconds.
+        request_lifetime_s: i64 = 60;
+            "federation.request_lifetime_s", "MOSAIC_REQUEST_LIFETIME_S", range(1, 3600);
+        /// Allowed clock difference between instances, seconds.
+        clock_skew_s: i64 = 30; "federation.clock_skew_s", "MOSAIC_CLOCK_SKEW_S", range(0, 600);
+        /// How long a rotated-away key keeps verifying.
+        key_grace: Duration = Duration::from_secs(7 * 24 * 3600);
+            "federation.key_grace_s", "MOSAIC_KEY_GRACE_S", seconds(0, 365 * 24 * 3600);
+        /// How often a receiver re-reads a peer's identity document (its keys).
+        key_refresh: Duration = Duration::from_secs(300);
+            "federation.key_refresh_s", "MOSAIC_KEY_REFRESH_S", seconds(0, 24 * 3600);
+        /// The largest answer read from a peer; more is cut (PEER_BAD_RESPONSE).
+        max_answer_bytes: usize = 8 * 1024 * 1024;
+            "federation.max_answer_bytes", "MOSAIC_MAX_ANSWER_BYTES", range(64 * 1024, 1024 * 1024 * 1024);
+        /// Nonces remembered per peer within one request window; beyond it the
+        /// peer's requests are refused until older ones expire.
+        nonces_per_peer: usize = 10_000;
+            "federation.nonces_per_peer", "MOSAIC_NONCES_PER_PEER", range(1, 1_000_000);
+        /// Non-public networks peers may be reached at (loopback, private,
+        /// link-local, ...); empty: public addresses only.
+        allowed_peer_networks: Vec<IpNet> = Vec::new();
+            "federation.allowed_peer_networks", "MOSAIC_ALLOWED_PEER_NETWORKS", parse_networks;
+        /// CONNECT requests accepted per source address and minute.
+        connects_per_minute: usize = 10;
+            "federation.connects_per_minute", "MOSAIC_CONNECTS_PER_MINUTE", range(1, 100_000);
+        /// The most peers waiting for approval; further new CONNECTs are refused.
+        max_pending_peers: i64 = 100;
+            "federation.max_pending_peers", "MOSAIC_MAX_PENDING_PEERS", range(0, 1_000_000);
+        /// The most signed requests to peers one request may cause.
+        max_subrequests: usize = 64;
+            "federation.max_subrequests", "MOSAIC_MAX_SUBREQUESTS", range(1, 100_000);
+        /// The most of them in flight at once.
+        max_parallel_subrequests: usize = 16;
+            "federation.max_parallel_subrequests", "MOSAIC_MAX_PARALLEL_SUBREQUESTS", range(1, 1_000);
+    }
+}
