@@ -12,11 +12,11 @@ use axum::Router;
 use crate::config::Config;
 use crate::db::{self, Database};
 use crate::federation::Federation;
-use crate::graphql::execute::Executor;
 use crate::graphql::{self, InstanceInfo};
 use crate::http::AppState;
 use crate::instance::Instance;
 use crate::metrics::Metrics;
+use crate::schema::execute::Executor;
 
 /// A built instance, bound to its address, not yet serving.
 pub struct Application {
@@ -82,7 +82,7 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let federation = Arc::new(federation);
         let executor = Arc::new(Executor {
-            schema: graphql::build_schema(&config.limits),
+            schema: crate::schema::build_schema(&config.limits),
             pool: db.app.clone(),
             statement_timeout: config.statement_timeout,
             instance_id,
@@ -161,6 +161,6 @@ pub async fn load_instance(config: &Config, db: &Database, base_url: String) -> 
         id,
         name,
         base_url,
-        schema_hash: graphql::schema_hash(),
+        schema_hash: crate::schema::schema_hash(),
     })
 }

@@ -1,6 +1,7 @@
 //! Mosaic: an application whose instances each serve their own data through one
 //! GraphQL schema and federate with each other; see docs/ARCHITECTURE.md.
 
+pub mod agents;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod db;
 pub mod demo;
 pub mod embedding;
 pub mod error;
+pub mod events;
 pub mod federation;
 pub mod graphql;
 pub mod http;
@@ -16,6 +18,13 @@ pub mod ide;
 pub mod instance;
 pub mod live;
 pub mod metrics;
+pub mod peers;
+pub mod projects;
+pub mod schema;
 pub mod secrets;
 pub mod server;
+pub mod tasks;
+pub mod teams;
 pub mod telemetry;
+pub mod users;
+pub mod workspaces;

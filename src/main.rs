@@ -209,12 +209,12 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         return match output {
-            Some(path) => match std::fs::write(path, mosaic::graphql::sdl()) {
+            Some(path) => match std::fs::write(path, mosaic::schema::sdl()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(anyhow::anyhow!("--output {}: {e}", path.display())),
             },
             None => {
-                print!("{}", mosaic::graphql::sdl());
+                print!("{}", mosaic::schema::sdl());
                 ExitCode::SUCCESS
             }
         };

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::ids::{GlobalId, Kind};
-use super::{InstanceInfo, Node, RequestContext};
+use super::{InstanceInfo, RequestContext};
 use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
 use crate::federation::protocol::{self, Actor, Envelope, SubRequest};
@@ -767,43 +767,6 @@ pub const TEAM_FIELDS: &str = "fragment TeamFields on Team { id name createdAt
     instance { id name }
     workspace { id name createdAt updatedAt }
     members { role user { id email name isAdmin } } }";
-
-/// `node(id:)` for an object of another instance.
-pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResult<Option<Node>> {
-    // Only the ID's own type is asked for: a peer of an older version fails
-    // validation on a fragment of a type it does not know yet (e.g. Event).
-    let (selection, fragment) = match g.kind {
-        Kind::Task => ("...TaskFields", TASK_FIELDS),
-        Kind::Workspace => ("...WorkspaceFields", WORKSPACE_FIELDS),
-        Kind::Project => ("...ProjectFields", PROJECT_FIELDS),
-        Kind::Event => ("...EventFields", EVENT_FIELDS),
-        Kind::Team => ("...TeamFields", TEAM_FIELDS),
-        Kind::User => ("... on User { id email name isAdmin instance { id name } }", ""),
-    };
-    let query = format!("query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }} {fragment}");
-    let data = forward(rc, g.instance, false, &query, json!({ "id": id.as_str() })).await?;
-    let node = &data["node"];
-    if node.is_null() {
-        return Ok(None);
-    }
-    if node["id"].as_str() != Some(id.as_str()) {
-        return Err(AppError::Peer {
-            code: "PEER_BAD_RESPONSE",
-            message: "the owner answered with another object than the one asked for".into(),
-            instance: g.instance.to_string(),
-            peer_code: None,
-        });
-    }
-    let instance = instance_of(node)?;
-    Ok(Some(match g.kind {
-        Kind::Task => Node::Task(Box::new(super::tasks::Task::from_json(node)?)),
-        Kind::Workspace => Node::Workspace(super::workspaces::Workspace::from_json(node, &instance)?),
-        Kind::Project => Node::Project(super::projects::Project::from_json(node, &instance)?),
-        Kind::Event => Node::Event(Box::new(super::events::Event::from_json(node)?)),
-        Kind::Team => Node::Team(Box::new(super::teams::Team::from_json(node)?)),
-        Kind::User => Node::User(super::users::User::from_json(node, &instance)?),
-    }))
-}
 
 // --- reading peers' JSON into objects -------------------------------------
 

@@ -1,33 +1,18 @@
-//! The one GraphQL schema every instance serves.
+//! What every resolver shares: the request context, global IDs, cursors,
+//! query limits, the peer-answer wire helpers, and the federated fan-out
+//! and forwarding. The schema's root is in `crate::schema`.
 
-pub mod activity;
-pub mod agents;
-pub mod api_tokens;
-pub mod auth_audit;
-pub mod events;
-pub mod execute;
 pub mod federated;
 pub mod ids;
-pub mod invitations;
 pub mod limits;
-pub mod my_sessions;
 pub mod pagination;
-pub mod peers;
-pub mod projects;
-pub mod subscriptions;
-pub mod tasks;
-pub mod teams;
-pub mod user_admin;
-pub mod users;
-pub mod workspaces;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, Interface, MergedObject, Object, Schema, SimpleObject};
+use async_graphql::{Context, ID, SimpleObject};
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::config::Limits;
 use crate::db::RequestDb;
 use crate::error::{AppError, AppResult};
 use crate::federation::Federation;
@@ -127,100 +112,6 @@ impl RequestContext {
     pub fn global_id(&self, kind: Kind, local: Uuid) -> ID {
         GlobalId::new(kind, self.instance_id, local).to_id()
     }
-}
-
-/// Any object that can be fetched by its global ID.
-#[derive(Interface)]
-#[graphql(field(name = "id", ty = "ID"))]
-pub enum Node {
-    User(users::User),
-    Workspace(workspaces::Workspace),
-    Project(projects::Project),
-    Task(Box<tasks::Task>),
-    Event(Box<events::Event>),
-    Team(Box<teams::Team>),
-}
-
-#[derive(Default)]
-pub struct NodeQuery;
-
-#[Object]
-impl NodeQuery {
-    /// Fetches any object by its global ID; null when it does not exist or is not visible to you.
-    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
-    async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
-        let rc = RequestContext::of(ctx);
-        let g = GlobalId::parse(&id)?;
-        if g.instance != rc.instance_id {
-            return federated::remote_node(rc, &g, &id).await.map_err(Into::into);
-        }
-        let local = rc.local_id(&id, g.kind)?;
-        let node = match g.kind {
-            Kind::User => users::load(rc, local).await?.map(Node::User),
-            Kind::Workspace => workspaces::load(rc, local).await?.map(Node::Workspace),
-            Kind::Project => projects::load(rc, local).await?.map(Node::Project),
-            Kind::Task => tasks::load(rc, local).await?.map(|t| Node::Task(Box::new(t))),
-            Kind::Event => events::load(rc, local).await?.map(|e| Node::Event(Box::new(e))),
-            Kind::Team => teams::load(rc, local).await?.map(|t| Node::Team(Box::new(t))),
-        };
-        Ok(node)
-    }
-}
-
-#[derive(MergedObject, Default)]
-pub struct QueryRoot(
-    users::UserQuery,
-    user_admin::UserAdminQuery,
-    auth_audit::AuthAuditQuery,
-    my_sessions::MySessionsQuery,
-    api_tokens::ApiTokenQuery,
-    workspaces::WorkspaceQuery,
-    invitations::InvitationQuery,
-    projects::ProjectQuery,
-    tasks::TaskQuery,
-    activity::ActivityQuery,
-    peers::PeerQuery,
-    agents::AgentQuery,
-    NodeQuery,
-);
-
-#[derive(MergedObject, Default)]
-pub struct MutationRoot(
-    workspaces::WorkspaceMutation,
-    invitations::InvitationMutation,
-    projects::ProjectMutation,
-    tasks::TaskMutation,
-    events::EventMutation,
-    teams::TeamMutation,
-    peers::PeerMutation,
-    user_admin::UserAdminMutation,
-    my_sessions::MySessionsMutation,
-    api_tokens::ApiTokenMutation,
-    agents::AgentMutation,
-);
-
-pub type MosaicSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
-
-pub fn build_schema(limits: &Limits) -> MosaicSchema {
-    Schema::build(
-        QueryRoot::default(),
-        MutationRoot::default(),
-        subscriptions::SubscriptionRoot,
-    )
-    .extension(QueryLimits(limits.clone()))
-    .finish()
-}
-
-/// The SDL as committed in `schema/mosaic.graphql`.
-pub fn sdl() -> String {
-    build_schema(&Limits::default()).sdl()
-}
-
-/// The schema's fingerprint peers compare: 16 bytes of its SDL's SHA-256, in hex.
-pub fn schema_hash() -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(sdl().as_bytes());
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Trims a required name-like input and checks its length.

@@ -29,9 +29,9 @@ use serde_json::{Map, Value};
 use super::{AppState, authenticate, error_response, execution_failed};
 use super::{accept, subscriptions};
 use crate::db::Scope;
-use crate::graphql::execute::operation;
 use crate::graphql::{Caller, limits};
 use crate::metrics::CodeLabels;
+use crate::schema::execute::operation;
 use crate::server::ConnectionHandle;
 
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";

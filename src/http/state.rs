@@ -25,7 +25,7 @@ pub struct AppState {
     /// Password guesses at `/auth/breakglass`, per address.
     pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
     /// Runs GraphQL requests (every transport goes through it).
-    pub executor: Arc<crate::graphql::execute::Executor>,
+    pub executor: Arc<crate::schema::execute::Executor>,
     /// Live subscriptions: the change listener, per-user limits, shutdown.
     pub live: Arc<crate::live::Live>,
 }

@@ -38,9 +38,9 @@ use crate::auth::Principal;
 use crate::auth::tokens::{self, TokenRejection};
 use crate::db::{RequestDb, Scope};
 use crate::error::AppError;
-use crate::graphql::execute::operation;
 use crate::graphql::{Caller, limits};
 use crate::live::Admission;
+use crate::schema::execute::operation;
 use crate::server::ConnectionHandle;
 use graphql_ws::{ClientMessage, ServerMessage};
 

@@ -7,10 +7,10 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::RequestContext;
-use super::ids::Kind;
 use crate::containers::store;
 use crate::error::AppError;
+use crate::graphql::RequestContext;
+use crate::graphql::ids::Kind;
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum AgentStatus {

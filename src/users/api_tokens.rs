@@ -7,8 +7,8 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::RequestContext;
 use crate::error::{AppError, AppResult};
+use crate::graphql::RequestContext;
 
 /// An API token (never its secret).
 #[derive(SimpleObject, Clone, Debug)]

@@ -15,12 +15,13 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::ids::Kind;
-use super::tasks::{self, Task};
-use super::{RequestContext, workspaces};
 use crate::error::{AppError, AppResult};
+use crate::graphql::RequestContext;
+use crate::graphql::ids::Kind;
 use crate::live::task_changes::{ChangeKind, TaskNote};
 use crate::live::{Admission, Live, SUBSCRIBER_TOO_SLOW};
+use crate::tasks::{self, Task};
+use crate::workspaces;
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TaskChangeKind {

@@ -11,9 +11,9 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::RequestContext;
-use super::ids::Kind;
 use crate::error::{AppError, AppResult};
+use crate::graphql::RequestContext;
+use crate::graphql::ids::Kind;
 
 /// A user as instance administrators see it.
 #[derive(SimpleObject, Clone, Debug)]
@@ -135,8 +135,8 @@ impl UserAdminQuery {
                 rc.max_page_size
             )));
         }
-        let search = super::optional_text("search", search, 200)?;
-        let after = super::optional_text("after", after, 320)?;
+        let search = crate::graphql::optional_text("search", search, 200)?;
+        let after = crate::graphql::optional_text("after", after, 320)?;
         let rows: Vec<Row> = sqlx::query_as(accounts_sql!(
             " WHERE ($1::text IS NULL OR strpos(lower(email || ' ' || coalesce(name, '')), lower($1)) > 0) \
              AND ($2::text IS NULL OR email > $2) ORDER BY email LIMIT $3"

@@ -10,15 +10,16 @@ use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Opera
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::federated::{Hop, Subrequests};
-use super::pagination::CursorKey;
-use super::{Caller, InstanceInfo, MosaicSchema, RequestContext, ids, limits};
 use crate::auth::Principal;
 use crate::containers::AgentService;
 use crate::db::{RequestDb, Scope};
 use crate::error::{AppError, AppResult};
 use crate::federation::{Federation, protocol};
+use crate::graphql::federated::{Hop, Subrequests};
+use crate::graphql::pagination::CursorKey;
+use crate::graphql::{Caller, InstanceInfo, RequestContext, ids, limits};
 use crate::metrics::{CodeLabels, Metrics};
+use crate::schema::MosaicSchema;
 
 /// What executing a request needs, built once at start.
 pub struct Executor {

@@ -4,9 +4,9 @@ use async_graphql::{Context, ID, Json, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::RequestContext;
-use super::ids::Kind;
 use crate::error::{AppError, AppResult};
+use crate::graphql::RequestContext;
+use crate::graphql::ids::Kind;
 
 #[derive(SimpleObject, Clone, Debug)]
 pub struct ActivityEntry {

@@ -8,11 +8,11 @@ use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::federated;
-use super::ids::{GlobalId, Kind};
-use super::workspaces::{self, Workspace};
-use super::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::error::{AppError, AppResult};
+use crate::graphql::federated;
+use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
+use crate::workspaces::{self, Workspace};
 
 #[derive(Clone, Debug)]
 pub struct Project {

@@ -1,13 +1,18 @@
 //! Users and `me`.
 
+pub mod admin;
+pub mod api_tokens;
+pub mod auth_audit;
+pub mod sessions;
+
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object};
 use uuid::Uuid;
 
-use super::ids::Kind;
-use super::{InstanceInfo, RequestContext};
 use crate::error::AppResult;
+use crate::graphql::ids::Kind;
+use crate::graphql::{InstanceInfo, RequestContext};
 
 #[derive(Clone, Debug)]
 pub struct User {
@@ -22,13 +27,13 @@ pub struct User {
 impl User {
     /// A user of another instance, from a peer's answer.
     pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
-        let (global_id, id) = super::federated::ids_of(v, Kind::User)?;
+        let (global_id, id) = crate::graphql::federated::ids_of(v, Kind::User)?;
         Ok(Self {
             id,
-            email: super::federated::text(v, "email")?,
+            email: crate::graphql::federated::text(v, "email")?,
             name: v["name"].as_str().map(String::from),
             is_admin: v["isAdmin"].as_bool().unwrap_or(false),
-            instance: super::federated::instance_of(v).unwrap_or_else(|_| instance.clone()),
+            instance: crate::graphql::federated::instance_of(v).unwrap_or_else(|_| instance.clone()),
             global_id,
         })
     }

@@ -5,12 +5,12 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::RequestContext;
-use super::ids::Kind;
 use crate::error::{AppError, AppResult};
 use crate::federation::grant::Terms;
 use crate::federation::peering::PeeringError;
 use crate::federation::registry::{self, PeerRecord};
+use crate::graphql::RequestContext;
+use crate::graphql::ids::Kind;
 
 #[derive(SimpleObject, Clone, Debug)]
 pub struct PeerGrant {

@@ -7,9 +7,9 @@ use async_graphql::{Context, ID, Json, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::RequestContext;
-use super::ids::Kind;
 use crate::error::{AppError, AppResult};
+use crate::graphql::RequestContext;
+use crate::graphql::ids::Kind;
 
 /// One audited authentication event.
 #[derive(SimpleObject, Clone, Debug)]
@@ -55,9 +55,9 @@ impl AuthAuditQuery {
     ) -> AppResult<Vec<AuthAuditEntry>> {
         let rc = RequestContext::of(ctx);
         rc.admin()?;
-        let first = super::pagination::page_size(first, rc.max_page_size)?;
-        let action = super::optional_text("action", action, 100)?;
-        let email = super::optional_text("email", email, 320)?;
+        let first = crate::graphql::pagination::page_size(first, rc.max_page_size)?;
+        let action = crate::graphql::optional_text("action", action, 100)?;
+        let email = crate::graphql::optional_text("email", email, 320)?;
         let before = before
             .map(|b| {
                 b.parse::<i64>()

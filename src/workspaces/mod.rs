@@ -1,5 +1,8 @@
 //! Workspaces and their members.
 
+pub mod activity;
+pub mod invitations;
+
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
@@ -7,15 +10,15 @@ use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::events::{self, EventConnection, EventsRequest};
-use super::federated::{self, InstanceScope};
-use super::ids::{GlobalId, Kind};
-use super::invitations::{self, WorkspaceInvitation};
-use super::projects::{self, Project};
-use super::teams::{self, Team};
-use super::users::User;
-use super::{InstanceInfo, RequestContext, limits, required_text};
 use crate::error::{AppError, AppResult};
+use crate::events::{self, EventConnection, EventsRequest};
+use crate::graphql::federated::{self, InstanceScope};
+use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::{InstanceInfo, RequestContext, limits, required_text};
+use crate::projects::{self, Project};
+use crate::teams::{self, Team};
+use crate::users::User;
+use invitations::WorkspaceInvitation;
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum WorkspaceRole {

@@ -13,13 +13,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::federated;
-use super::ids::{GlobalId, Kind};
-use super::pagination::{Cursor, MAX_CURSOR_BYTES, PageInfo, page_size};
-use super::users::User;
-use super::workspaces::{self, Workspace, WorkspaceRow};
-use super::{InstanceInfo, RequestContext, optional_text, required_text};
 use crate::error::{AppError, AppResult};
+use crate::graphql::federated;
+use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::pagination::{Cursor, MAX_CURSOR_BYTES, PageInfo, page_size};
+use crate::graphql::{InstanceInfo, RequestContext, optional_text, required_text};
+use crate::users::User;
+use crate::workspaces::{self, Workspace, WorkspaceRow};
 
 /// The title's limit is the table's CHECK. Description and location have no
 /// CHECK; they are bounded like a task's description and a title, so one

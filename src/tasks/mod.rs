@@ -13,15 +13,15 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use super::federated::{self, InstanceScope, Plan};
-use super::ids::{GlobalId, Kind};
-use super::pagination::{Cursor, PageInfo, page_size};
-use super::projects::{Project, ProjectRow};
-use super::users::User;
-use super::workspaces::{self, Workspace, WorkspaceRow};
-use super::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::error::{AppError, AppResult};
 use crate::federation::fanout::{self, SourcePage};
+use crate::graphql::federated::{self, InstanceScope, Plan};
+use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::pagination::{Cursor, PageInfo, page_size};
+use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
+use crate::projects::{Project, ProjectRow};
+use crate::users::User;
+use crate::workspaces::{self, Workspace, WorkspaceRow};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TaskStatus {

@@ -8,10 +8,10 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::ids::Kind;
-use super::workspaces::{self, Workspace, WorkspaceRole, require_admin};
-use super::{RequestContext, required_text};
 use crate::error::{AppError, AppResult};
+use crate::graphql::ids::Kind;
+use crate::graphql::{RequestContext, required_text};
+use crate::workspaces::{self, Workspace, WorkspaceRole, require_admin};
 
 /// Pending invitations a workspace may have at once.
 pub const MAX_PENDING: i64 = 100;

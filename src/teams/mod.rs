@@ -18,12 +18,12 @@ use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::federated;
-use super::ids::{GlobalId, Kind};
-use super::users::User;
-use super::workspaces::{self, Workspace, WorkspaceRow};
-use super::{InstanceInfo, RequestContext, required_text};
 use crate::error::{AppError, AppResult};
+use crate::graphql::federated;
+use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::{InstanceInfo, RequestContext, required_text};
+use crate::users::User;
+use crate::workspaces::{self, Workspace, WorkspaceRow};
 
 /// The name's limit is the table's CHECK.
 const NAME_MAX: usize = 200;

@@ -6,8 +6,8 @@ use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::RequestContext;
 use crate::error::{AppError, AppResult};
+use crate::graphql::RequestContext;
 
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignInMethod {

@@ -1,0 +1,152 @@
+//! The schema's root: the query, mutation and subscription roots merged from
+//! every area, the `Node` interface, and the executor that runs a request.
+
+pub mod execute;
+pub mod subscriptions;
+
+use async_graphql::{Context, ID, Interface, MergedObject, Object, Schema};
+use serde_json::json;
+
+use crate::agents;
+use crate::config::Limits;
+use crate::error::{AppError, AppResult};
+use crate::events;
+use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::{QueryLimits, RequestContext, federated, limits};
+use crate::peers;
+use crate::projects;
+use crate::tasks;
+use crate::teams;
+use crate::users::{self, admin as user_admin, api_tokens, auth_audit, sessions as my_sessions};
+use crate::workspaces::{self, activity, invitations};
+
+/// Any object that can be fetched by its global ID.
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID"))]
+pub enum Node {
+    User(users::User),
+    Workspace(workspaces::Workspace),
+    Project(projects::Project),
+    Task(Box<tasks::Task>),
+    Event(Box<events::Event>),
+    Team(Box<teams::Team>),
+}
+
+#[derive(Default)]
+pub struct NodeQuery;
+
+#[Object]
+impl NodeQuery {
+    /// Fetches any object by its global ID; null when it does not exist or is not visible to you.
+    #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
+        let rc = RequestContext::of(ctx);
+        let g = GlobalId::parse(&id)?;
+        if g.instance != rc.instance_id {
+            return remote_node(rc, &g, &id).await.map_err(Into::into);
+        }
+        let local = rc.local_id(&id, g.kind)?;
+        let node = match g.kind {
+            Kind::User => users::load(rc, local).await?.map(Node::User),
+            Kind::Workspace => workspaces::load(rc, local).await?.map(Node::Workspace),
+            Kind::Project => projects::load(rc, local).await?.map(Node::Project),
+            Kind::Task => tasks::load(rc, local).await?.map(|t| Node::Task(Box::new(t))),
+            Kind::Event => events::load(rc, local).await?.map(|e| Node::Event(Box::new(e))),
+            Kind::Team => teams::load(rc, local).await?.map(|t| Node::Team(Box::new(t))),
+        };
+        Ok(node)
+    }
+}
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(
+    users::UserQuery,
+    user_admin::UserAdminQuery,
+    auth_audit::AuthAuditQuery,
+    my_sessions::MySessionsQuery,
+    api_tokens::ApiTokenQuery,
+    workspaces::WorkspaceQuery,
+    invitations::InvitationQuery,
+    projects::ProjectQuery,
+    tasks::TaskQuery,
+    activity::ActivityQuery,
+    peers::PeerQuery,
+    agents::AgentQuery,
+    NodeQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(
+    workspaces::WorkspaceMutation,
+    invitations::InvitationMutation,
+    projects::ProjectMutation,
+    tasks::TaskMutation,
+    events::EventMutation,
+    teams::TeamMutation,
+    peers::PeerMutation,
+    user_admin::UserAdminMutation,
+    my_sessions::MySessionsMutation,
+    api_tokens::ApiTokenMutation,
+    agents::AgentMutation,
+);
+
+pub type MosaicSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
+
+pub fn build_schema(limits: &Limits) -> MosaicSchema {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        subscriptions::SubscriptionRoot,
+    )
+    .extension(QueryLimits(limits.clone()))
+    .finish()
+}
+
+/// The SDL as committed in `schema/mosaic.graphql`.
+pub fn sdl() -> String {
+    build_schema(&Limits::default()).sdl()
+}
+
+/// The schema's fingerprint peers compare: 16 bytes of its SDL's SHA-256, in hex.
+pub fn schema_hash() -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(sdl().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `node(id:)` for an object of another instance.
+pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResult<Option<Node>> {
+    // Only the ID's own type is asked for: a peer of an older version fails
+    // validation on a fragment of a type it does not know yet (e.g. Event).
+    let (selection, fragment) = match g.kind {
+        Kind::Task => ("...TaskFields", federated::TASK_FIELDS),
+        Kind::Workspace => ("...WorkspaceFields", federated::WORKSPACE_FIELDS),
+        Kind::Project => ("...ProjectFields", federated::PROJECT_FIELDS),
+        Kind::Event => ("...EventFields", federated::EVENT_FIELDS),
+        Kind::Team => ("...TeamFields", federated::TEAM_FIELDS),
+        Kind::User => ("... on User { id email name isAdmin instance { id name } }", ""),
+    };
+    let query = format!("query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }} {fragment}");
+    let data = federated::forward(rc, g.instance, false, &query, json!({ "id": id.as_str() })).await?;
+    let node = &data["node"];
+    if node.is_null() {
+        return Ok(None);
+    }
+    if node["id"].as_str() != Some(id.as_str()) {
+        return Err(AppError::Peer {
+            code: "PEER_BAD_RESPONSE",
+            message: "the owner answered with another object than the one asked for".into(),
+            instance: g.instance.to_string(),
+            peer_code: None,
+        });
+    }
+    let instance = federated::instance_of(node)?;
+    Ok(Some(match g.kind {
+        Kind::Task => Node::Task(Box::new(crate::tasks::Task::from_json(node)?)),
+        Kind::Workspace => Node::Workspace(crate::workspaces::Workspace::from_json(node, &instance)?),
+        Kind::Project => Node::Project(crate::projects::Project::from_json(node, &instance)?),
+        Kind::Event => Node::Event(Box::new(crate::events::Event::from_json(node)?)),
+        Kind::Team => Node::Team(Box::new(crate::teams::Team::from_json(node)?)),
+        Kind::User => Node::User(crate::users::User::from_json(node, &instance)?),
+    }))
+}
