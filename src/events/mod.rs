@@ -3,6 +3,8 @@
 //! events of a workspace of another instance are read from and written by
 //! that instance (QUERY/COMMAND); nothing of them is stored here.
 
+pub mod wire;
+
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, InputType, MaybeUndefined, Object, SimpleObject};
@@ -17,6 +19,7 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
 use crate::graphql::ids::{GlobalId, Kind};
 use crate::graphql::pagination::{Cursor, MAX_CURSOR_BYTES, PageInfo, page_size};
+use crate::graphql::wire::{decode, owned};
 use crate::graphql::{InstanceInfo, RequestContext, optional_text, required_text};
 use crate::users::User;
 use crate::workspaces::{self, Workspace, WorkspaceRow};
@@ -90,29 +93,6 @@ impl Event {
             created_at: r.try_get("created_at")?,
             workspace,
             instance: rc.instance.clone(),
-        })
-    }
-
-    /// An event of another instance, from a peer's answer (`EventFields`).
-    pub fn from_json(v: &Value) -> AppResult<Self> {
-        let instance = federated::instance_of(v)?;
-        let (global_id, id) = federated::ids_of(v, Kind::Event)?;
-        let created_by = match &v["createdBy"] {
-            Value::Null => None,
-            u => Some(User::from_json(u, &instance)?),
-        };
-        Ok(Self {
-            id,
-            title: federated::text(v, "title")?,
-            description: v["description"].as_str().map(String::from),
-            starts_at: federated::time_of(v, "startsAt")?,
-            ends_at: federated::time_of(v, "endsAt")?,
-            location: v["location"].as_str().map(String::from),
-            created_by,
-            created_at: federated::time_of(v, "createdAt")?,
-            workspace: Workspace::from_json(&v["workspace"], &instance)?,
-            instance,
-            global_id,
         })
     }
 }
@@ -341,7 +321,7 @@ pub async fn remote_page(
         "query($id: ID!, $from: DateTime, $to: DateTime, $first: Int, $after: String, $withTotal: Boolean!) {{
   workspace(id: $id) {{ events(from: $from, to: $to, first: $first, after: $after) {{
     edges {{ cursor node {{ ...EventFields }} }} pageInfo {{ hasNextPage }} totalCount @include(if: $withTotal) }} }} }} {}",
-        federated::EVENT_FIELDS
+        wire::FRAGMENT
     );
     let vars = json!({
         "id": workspace.as_str(),
@@ -362,8 +342,8 @@ pub async fn remote_page(
         .iter()
         .map(|e| {
             Ok(EventEdge {
-                cursor: federated::text(e, "cursor")?,
-                node: Event::from_json(&e["node"])?,
+                cursor: decode(&e["cursor"])?,
+                node: owned::<wire::EventWire>(&e["node"])?,
             })
         })
         .collect::<AppResult<Vec<_>>>()?;
@@ -478,11 +458,11 @@ impl EventMutation {
         if g.kind == Kind::Workspace && g.instance != rc.instance_id {
             let query = format!(
                 "mutation($input: CreateEventInput!) {{ createEvent(input: $input) {{ ...EventFields }} }} {}",
-                federated::EVENT_FIELDS
+                wire::FRAGMENT
             );
             let vars = json!({ "input": as_json(&input)? });
             let data = federated::forward(rc, g.instance, true, &query, vars).await?;
-            return Event::from_json(&data["createEvent"]);
+            return owned::<wire::EventWire>(&data["createEvent"]);
         }
         let ws = rc.local_id_of("workspaceId", &input.workspace_id, Kind::Workspace)?;
         workspaces::require_visible(rc, ws).await?;
@@ -527,10 +507,10 @@ impl EventMutation {
         if g.kind == Kind::Event && g.instance != rc.instance_id {
             let query = format!(
                 "mutation($input: UpdateEventInput!) {{ updateEvent(input: $input) {{ ...EventFields }} }} {}",
-                federated::EVENT_FIELDS
+                wire::FRAGMENT
             );
             let data = federated::forward(rc, g.instance, true, &query, json!({ "input": input.to_json()? })).await?;
-            return Event::from_json(&data["updateEvent"]);
+            return owned::<wire::EventWire>(&data["updateEvent"]);
         }
         let id = rc.local_id_of("id", &input.id, Kind::Event)?;
         let event = require(rc, id).await?;
@@ -587,7 +567,7 @@ impl EventMutation {
                 json!({ "id": id.as_str() }),
             )
             .await?;
-            return Ok(ID(federated::text(&data, "deleteEvent")?));
+            return Ok(ID(decode(&data["deleteEvent"])?));
         }
         let local = rc.local_id_of("id", &id, Kind::Event)?;
         require(rc, local).await?;

@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_graphql::{ID, InputObject, ServerError};
+use async_graphql::{InputObject, ServerError};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::ids::{GlobalId, Kind};
-use super::{InstanceInfo, RequestContext};
+use super::RequestContext;
 use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
 use crate::federation::protocol::{self, Actor, Envelope, SubRequest};
@@ -748,56 +747,6 @@ async fn send_to_owner(
         .find(|a| a.reached.contains(&target))
         .map(|a| a.data)
         .ok_or_else(unreachable)
-}
-
-pub const TASK_FIELDS: &str =
-    "fragment TaskFields on Task { id title description status priority dueDate createdAt updatedAt
-    instance { id name }
-    workspace { id name createdAt updatedAt }
-    project { id name description createdAt updatedAt }
-    assignee { id email name isAdmin } }";
-pub const WORKSPACE_FIELDS: &str =
-    "fragment WorkspaceFields on Workspace { id name createdAt updatedAt instance { id name } }";
-pub const PROJECT_FIELDS: &str = "fragment ProjectFields on Project { id name description createdAt updatedAt workspace { id name createdAt updatedAt } instance { id name } }";
-pub const EVENT_FIELDS: &str = "fragment EventFields on Event { id title description startsAt endsAt location createdAt
-    instance { id name }
-    workspace { id name createdAt updatedAt }
-    createdBy { id email name isAdmin } }";
-pub const TEAM_FIELDS: &str = "fragment TeamFields on Team { id name createdAt
-    instance { id name }
-    workspace { id name createdAt updatedAt }
-    members { role user { id email name isAdmin } } }";
-
-// --- reading peers' JSON into objects -------------------------------------
-
-fn bad(what: &str) -> AppError {
-    AppError::BadInput(format!("peer answer: {what} missing or malformed"))
-}
-
-pub fn text(v: &Value, field: &str) -> AppResult<String> {
-    v[field].as_str().map(String::from).ok_or_else(|| bad(field))
-}
-
-pub fn time_of(v: &Value, field: &str) -> AppResult<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(&text(v, field)?, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| bad(field))
-}
-
-/// The global ID and local UUID of an object of `kind`.
-pub fn ids_of(v: &Value, kind: Kind) -> AppResult<(ID, Uuid)> {
-    let id = text(v, "id")?;
-    let g = GlobalId::parse(&id).map_err(|_| bad("id"))?;
-    if g.kind != kind {
-        return Err(bad("id"));
-    }
-    Ok((ID(id), g.local))
-}
-
-pub fn instance_of(v: &Value) -> AppResult<Arc<InstanceInfo>> {
-    Ok(Arc::new(InstanceInfo {
-        id: text(&v["instance"], "id")?,
-        name: text(&v["instance"], "name")?,
-    }))
 }
 
 /// The plan for an object that lives on one other instance.

@@ -6,6 +6,7 @@ pub mod federated;
 pub mod ids;
 pub mod limits;
 pub mod pagination;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use ids::{GlobalId, Kind};
 pub use limits::QueryLimits;
 
 /// The instance an object lives on (provenance).
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Clone, Debug, serde::Deserialize)]
 #[graphql(name = "Instance")]
 pub struct InstanceInfo {
     pub id: String,

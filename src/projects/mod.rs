@@ -1,5 +1,7 @@
 //! Projects group tasks inside a workspace.
 
+pub mod wire;
+
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
@@ -11,6 +13,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
 use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::wire::{owned, owned_list};
 use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::workspaces::{self, Workspace};
 
@@ -51,44 +54,14 @@ impl Project {
     }
 }
 
-impl Project {
-    /// A project of another instance, from a peer's answer.
-    pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
-        let (global_id, id) = federated::ids_of(v, Kind::Project)?;
-        let workspace_id = match v["workspace"]["id"].as_str() {
-            Some(w) => GlobalId::parse(w)?.local,
-            None => Uuid::nil(),
-        };
-        Ok(Self {
-            id,
-            workspace_id,
-            name: federated::text(v, "name")?,
-            description: v["description"].as_str().map(String::from),
-            created_at: federated::time_of(v, "createdAt")?,
-            updated_at: federated::time_of(v, "updatedAt")?,
-            instance: federated::instance_of(v).unwrap_or_else(|_| instance.clone()),
-            global_id,
-        })
-    }
-}
-
 /// Projects of a workspace of another instance, from its owner.
 pub async fn remote_list(rc: &RequestContext, owner: Uuid, workspace: &ID) -> AppResult<Vec<Project>> {
     let query = format!(
         "query($w: ID!) {{ projects(workspaceId: $w) {{ ...ProjectFields }} }} {}",
-        federated::PROJECT_FIELDS
+        wire::FRAGMENT
     );
     let data = federated::forward(rc, owner, false, &query, serde_json::json!({ "w": workspace.as_str() })).await?;
-    let instance = Arc::new(InstanceInfo {
-        id: owner.to_string(),
-        name: String::new(),
-    });
-    data["projects"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| Project::from_json(p, &instance))
-        .collect()
+    owned_list::<wire::ProjectWire>(&data["projects"])
 }
 
 const COLUMNS: &str = "id, workspace_id, name, description, created_at, updated_at";
@@ -140,10 +113,10 @@ impl Project {
             let id = GlobalId::new(Kind::Workspace, owner, self.workspace_id).to_id();
             let query = format!(
                 "query($id: ID!) {{ workspace(id: $id) {{ ...WorkspaceFields }} }} {}",
-                federated::WORKSPACE_FIELDS
+                crate::workspaces::wire::FRAGMENT
             );
             let data = federated::forward(rc, owner, false, &query, serde_json::json!({ "id": id.as_str() })).await?;
-            return Workspace::from_json(&data["workspace"], &self.instance);
+            return owned::<crate::workspaces::wire::WorkspaceWire>(&data["workspace"]);
         }
         workspaces::require_visible(rc, self.workspace_id).await
     }

@@ -12,6 +12,7 @@ use crate::config::Limits;
 use crate::error::{AppError, AppResult};
 use crate::events;
 use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::wire::owned;
 use crate::graphql::{QueryLimits, RequestContext, federated, limits};
 use crate::peers;
 use crate::projects;
@@ -119,11 +120,11 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
     // Only the ID's own type is asked for: a peer of an older version fails
     // validation on a fragment of a type it does not know yet (e.g. Event).
     let (selection, fragment) = match g.kind {
-        Kind::Task => ("...TaskFields", federated::TASK_FIELDS),
-        Kind::Workspace => ("...WorkspaceFields", federated::WORKSPACE_FIELDS),
-        Kind::Project => ("...ProjectFields", federated::PROJECT_FIELDS),
-        Kind::Event => ("...EventFields", federated::EVENT_FIELDS),
-        Kind::Team => ("...TeamFields", federated::TEAM_FIELDS),
+        Kind::Task => ("...TaskFields", tasks::wire::FRAGMENT),
+        Kind::Workspace => ("...WorkspaceFields", workspaces::wire::FRAGMENT),
+        Kind::Project => ("...ProjectFields", projects::wire::FRAGMENT),
+        Kind::Event => ("...EventFields", events::wire::FRAGMENT),
+        Kind::Team => ("...TeamFields", teams::wire::FRAGMENT),
         Kind::User => ("... on User { id email name isAdmin instance { id name } }", ""),
     };
     let query = format!("query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }} {fragment}");
@@ -140,13 +141,12 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
             peer_code: None,
         });
     }
-    let instance = federated::instance_of(node)?;
     Ok(Some(match g.kind {
-        Kind::Task => Node::Task(Box::new(crate::tasks::Task::from_json(node)?)),
-        Kind::Workspace => Node::Workspace(crate::workspaces::Workspace::from_json(node, &instance)?),
-        Kind::Project => Node::Project(crate::projects::Project::from_json(node, &instance)?),
-        Kind::Event => Node::Event(Box::new(crate::events::Event::from_json(node)?)),
-        Kind::Team => Node::Team(Box::new(crate::teams::Team::from_json(node)?)),
-        Kind::User => Node::User(crate::users::User::from_json(node, &instance)?),
+        Kind::Task => Node::Task(Box::new(owned::<tasks::wire::TaskWire>(node)?)),
+        Kind::Workspace => Node::Workspace(owned::<workspaces::wire::WorkspaceWire>(node)?),
+        Kind::Project => Node::Project(owned::<projects::wire::ProjectWire>(node)?),
+        Kind::Event => Node::Event(Box::new(owned::<events::wire::EventWire>(node)?)),
+        Kind::Team => Node::Team(Box::new(owned::<teams::wire::TeamWire>(node)?)),
+        Kind::User => Node::User(owned::<users::wire::UserWire>(node)?),
     }))
 }

@@ -1,5 +1,7 @@
 //! Tasks: filtered, ordered, cursor-paginated lists, and their mutations.
 
+pub mod wire;
+
 use std::sync::Arc;
 
 use std::cmp::Ordering;
@@ -18,6 +20,7 @@ use crate::federation::fanout::{self, SourcePage};
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{GlobalId, Kind};
 use crate::graphql::pagination::{Cursor, PageInfo, page_size};
+use crate::graphql::wire::{decode, owned};
 use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::projects::{Project, ProjectRow};
 use crate::users::User;
@@ -161,54 +164,6 @@ impl Task {
             project,
             assignee,
             instance: rc.instance.clone(),
-        })
-    }
-}
-
-impl Task {
-    /// A task of another instance, from a peer's answer (`TaskFields`).
-    pub fn from_json(v: &Value) -> AppResult<Self> {
-        let instance = federated::instance_of(v)?;
-        let (global_id, id) = federated::ids_of(v, Kind::Task)?;
-        let enum_of = |field: &str| -> AppResult<async_graphql::Value> {
-            Ok(async_graphql::Value::Enum(async_graphql::Name::new(federated::text(
-                v, field,
-            )?)))
-        };
-        let status = TaskStatus::parse(Some(enum_of("status")?))
-            .map_err(|_| AppError::BadInput("peer answer: status".into()))?;
-        let priority = TaskPriority::parse(Some(enum_of("priority")?))
-            .map_err(|_| AppError::BadInput("peer answer: priority".into()))?;
-        let due_date = match v["dueDate"].as_str() {
-            None => None,
-            Some(d) => Some(
-                Date::parse(d, &time::macros::format_description!("[year]-[month]-[day]"))
-                    .map_err(|_| AppError::BadInput("peer answer: dueDate".into()))?,
-            ),
-        };
-        let workspace = Workspace::from_json(&v["workspace"], &instance)?;
-        let project = match &v["project"] {
-            Value::Null => None,
-            p => Some(Project::from_json(p, &instance)?),
-        };
-        let assignee = match &v["assignee"] {
-            Value::Null => None,
-            u => Some(User::from_json(u, &instance)?),
-        };
-        Ok(Self {
-            id,
-            title: federated::text(v, "title")?,
-            description: v["description"].as_str().map(String::from),
-            status,
-            priority,
-            due_date,
-            created_at: federated::time_of(v, "createdAt")?,
-            updated_at: federated::time_of(v, "updatedAt")?,
-            workspace,
-            project,
-            assignee,
-            instance,
-            global_id,
         })
     }
 }
@@ -687,7 +642,7 @@ fn subquery() -> String {
         "query($scope: InstanceScope, $workspaceId: ID, $filter: TaskFilter, $orderBy: TaskOrder, $first: Int, $after: String, $withTotal: Boolean!) {{
   tasks(scope: $scope, workspaceId: $workspaceId, filter: $filter, orderBy: $orderBy, first: $first, after: $after) {{
     edges {{ node {{ ...TaskFields }} }} pageInfo {{ hasNextPage }} totalCount @include(if: $withTotal) }} }} {}",
-        federated::TASK_FIELDS
+        wire::FRAGMENT
     )
 }
 
@@ -698,7 +653,7 @@ fn parse_connection(data: &Value) -> AppResult<(SourcePage<Task>, Option<i64>)> 
         .as_array()
         .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?
         .iter()
-        .map(|e| Task::from_json(&e["node"]))
+        .map(|e| owned::<wire::TaskWire>(&e["node"]))
         .collect::<AppResult<Vec<_>>>()?;
     let has_next = tasks["pageInfo"]["hasNextPage"]
         .as_bool()
@@ -898,11 +853,11 @@ impl TaskMutation {
         if g.kind == Kind::Workspace && g.instance != rc.instance_id {
             let query = format!(
                 "mutation($input: CreateTaskInput!) {{ createTask(input: $input) {{ ...TaskFields }} }} {}",
-                federated::TASK_FIELDS
+                wire::FRAGMENT
             );
             let vars = json!({ "input": input.to_value().into_json().map_err(AppError::internal)? });
             let data = federated::forward(rc, g.instance, true, &query, vars).await?;
-            return Task::from_json(&data["createTask"]);
+            return owned::<wire::TaskWire>(&data["createTask"]);
         }
         let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
         let project = input
@@ -948,10 +903,10 @@ impl TaskMutation {
         if g.kind == Kind::Task && g.instance != rc.instance_id {
             let query = format!(
                 "mutation($input: UpdateTaskInput!) {{ updateTask(input: $input) {{ ...TaskFields }} }} {}",
-                federated::TASK_FIELDS
+                wire::FRAGMENT
             );
             let data = federated::forward(rc, g.instance, true, &query, json!({ "input": input.to_json()? })).await?;
-            return Task::from_json(&data["updateTask"]);
+            return owned::<wire::TaskWire>(&data["updateTask"]);
         }
         let id = rc.local_id(&input.id, Kind::Task)?;
         let task = require(rc, id).await?;
@@ -1034,7 +989,7 @@ impl TaskMutation {
                 json!({ "id": id.as_str() }),
             )
             .await?;
-            return Ok(ID(federated::text(&data, "deleteTask")?));
+            return Ok(ID(decode(&data["deleteTask"])?));
         }
         let local = rc.local_id(&id, Kind::Task)?;
         require(rc, local).await?;

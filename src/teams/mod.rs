@@ -9,10 +9,12 @@
 //! refused here, at once, rather than forwarded as a COMMAND the owner would
 //! always refuse.
 
+pub mod wire;
+
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
@@ -21,6 +23,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
 use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::wire::owned;
 use crate::graphql::{InstanceInfo, RequestContext, required_text};
 use crate::users::User;
 use crate::workspaces::{self, Workspace, WorkspaceRow};
@@ -66,15 +69,6 @@ pub struct TeamMember {
     pub role: TeamRole,
 }
 
-impl TeamMember {
-    fn from_json(v: &Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
-        Ok(Self {
-            user: User::from_json(&v["user"], instance)?,
-            role: TeamRole::from_db(&federated::text(v, "role")?)?,
-        })
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Team {
     pub id: Uuid,
@@ -115,27 +109,6 @@ impl Team {
             remote_members: None,
         })
     }
-
-    /// A team of another instance, from a peer's answer (`TeamFields`).
-    pub fn from_json(v: &Value) -> AppResult<Self> {
-        let instance = federated::instance_of(v)?;
-        let (global_id, id) = federated::ids_of(v, Kind::Team)?;
-        let members = v["members"]
-            .as_array()
-            .ok_or_else(|| AppError::BadInput("peer answer: members missing or malformed".into()))?
-            .iter()
-            .map(|m| TeamMember::from_json(m, &instance))
-            .collect::<AppResult<Vec<_>>>()?;
-        Ok(Self {
-            id,
-            name: federated::text(v, "name")?,
-            created_at: federated::time_of(v, "createdAt")?,
-            workspace: Workspace::from_json(&v["workspace"], &instance)?,
-            instance,
-            global_id,
-            remote_members: Some(members),
-        })
-    }
 }
 
 pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Team>> {
@@ -165,7 +138,7 @@ pub async fn list(rc: &RequestContext, workspace: Uuid) -> AppResult<Vec<Team>> 
 pub async fn remote_list(rc: &RequestContext, owner: Uuid, workspace: &ID) -> AppResult<Vec<Team>> {
     let query = format!(
         "query($id: ID!) {{ workspace(id: $id) {{ teams {{ ...TeamFields }} }} }} {}",
-        federated::TEAM_FIELDS
+        wire::FRAGMENT
     );
     let data = federated::forward(rc, owner, false, &query, json!({ "id": workspace.as_str() })).await?;
     let teams = &data["workspace"]["teams"];
@@ -176,7 +149,7 @@ pub async fn remote_list(rc: &RequestContext, owner: Uuid, workspace: &ID) -> Ap
         .as_array()
         .ok_or_else(|| AppError::BadInput("peer answer: teams".into()))?
         .iter()
-        .map(Team::from_json)
+        .map(owned::<wire::TeamWire>)
         .collect()
 }
 

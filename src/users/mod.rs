@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api_tokens;
 pub mod auth_audit;
 pub mod sessions;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -25,19 +26,6 @@ pub struct User {
 }
 
 impl User {
-    /// A user of another instance, from a peer's answer.
-    pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
-        let (global_id, id) = crate::graphql::federated::ids_of(v, Kind::User)?;
-        Ok(Self {
-            id,
-            email: crate::graphql::federated::text(v, "email")?,
-            name: v["name"].as_str().map(String::from),
-            is_admin: v["isAdmin"].as_bool().unwrap_or(false),
-            instance: crate::graphql::federated::instance_of(v).unwrap_or_else(|_| instance.clone()),
-            global_id,
-        })
-    }
-
     pub fn new(rc: &RequestContext, id: Uuid, email: String, name: Option<String>, is_admin: bool) -> Self {
         Self {
             global_id: rc.global_id(Kind::User, id),

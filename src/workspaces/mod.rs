@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod invitations;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::error::{AppError, AppResult};
 use crate::events::{self, EventConnection, EventsRequest};
 use crate::graphql::federated::{self, InstanceScope};
 use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::wire::{Wire, decode, owned, owned_list};
 use crate::graphql::{InstanceInfo, RequestContext, limits, required_text};
 use crate::projects::{self, Project};
 use crate::teams::{self, Team};
@@ -72,41 +74,6 @@ struct Nested {
     teams: Option<Vec<Team>>,
 }
 
-/// What to ask an owner about its workspaces besides their own fields: the
-/// nested lists the client selects, so one subquery per owner answers
-/// `workspaces(scope:) { members projects teams }`, not one per workspace
-/// and field.
-pub struct NestedSelection {
-    fields: String,
-    fragments: String,
-}
-
-impl NestedSelection {
-    pub fn of(selected: &async_graphql::Lookahead<'_>) -> Self {
-        let mut fields = String::from("...WorkspaceFields");
-        let mut fragments = String::from(federated::WORKSPACE_FIELDS);
-        if selected.field("members").exists() {
-            fields.push_str(" members { role joinedAt user { id email name isAdmin } }");
-        }
-        for (field, spread, fragment) in [
-            ("projects", "...ProjectFields", federated::PROJECT_FIELDS),
-            ("teams", "...TeamFields", federated::TEAM_FIELDS),
-        ] {
-            if selected.field(field).exists() {
-                fields.push_str(&format!(" {field} {{ {spread} }}"));
-                fragments.push(' ');
-                fragments.push_str(fragment);
-            }
-        }
-        Self { fields, fragments }
-    }
-
-    /// A query whose `root` field selects workspaces with what was selected.
-    pub fn query(&self, head: &str, root: &str) -> String {
-        format!("{head} {{ {root} {{ {} }} }} {}", self.fields, self.fragments)
-    }
-}
-
 #[derive(sqlx::FromRow)]
 pub struct WorkspaceRow {
     pub id: Uuid,
@@ -130,43 +97,6 @@ impl Workspace {
 }
 
 impl Workspace {
-    /// A workspace of another instance, from a peer's answer, with the
-    /// nested lists the answer carries.
-    pub fn from_json(v: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
-        let (global_id, id) = federated::ids_of(v, Kind::Workspace)?;
-        let instance = match federated::instance_of(v) {
-            Ok(own) => own,
-            Err(_) => instance.clone(),
-        };
-        let list = |field: &str| {
-            v.get(field).filter(|l| !l.is_null()).map(|l| {
-                l.as_array()
-                    .ok_or_else(|| AppError::BadInput(format!("peer answer: {field}")))
-            })
-        };
-        let nested = Nested {
-            members: list("members")
-                .map(|l| l?.iter().map(|m| WorkspaceMember::from_json(m, &instance)).collect())
-                .transpose()?,
-            projects: list("projects")
-                .map(|l| l?.iter().map(|p| Project::from_json(p, &instance)).collect())
-                .transpose()?,
-            teams: list("teams")
-                .map(|l| l?.iter().map(Team::from_json).collect())
-                .transpose()?,
-        };
-        let asked = nested.members.is_some() || nested.projects.is_some() || nested.teams.is_some();
-        Ok(Self {
-            id,
-            name: federated::text(v, "name")?,
-            created_at: federated::time_of(v, "createdAt")?,
-            updated_at: federated::time_of(v, "updatedAt")?,
-            instance,
-            global_id,
-            nested: asked.then(|| Arc::new(nested)),
-        })
-    }
-
     fn owner(&self) -> Option<Uuid> {
         GlobalId::parse(&self.global_id).ok().map(|g| g.instance)
     }
@@ -194,16 +124,6 @@ pub struct WorkspaceMember {
     pub user: User,
     pub role: WorkspaceRole,
     pub joined_at: OffsetDateTime,
-}
-
-impl WorkspaceMember {
-    fn from_json(m: &serde_json::Value, instance: &Arc<InstanceInfo>) -> AppResult<Self> {
-        Ok(Self {
-            role: WorkspaceRole::from_db(&federated::text(m, "role")?)?,
-            user: User::from_json(&m["user"], instance)?,
-            joined_at: federated::time_of(m, "joinedAt")?,
-        })
-    }
 }
 
 async fn members_of(rc: &RequestContext, ws: Uuid, only_user: Option<Uuid>) -> AppResult<Vec<WorkspaceMember>> {
@@ -274,11 +194,11 @@ impl Workspace {
                 serde_json::json!({ "id": self.global_id.as_str() }),
             )
             .await?;
-            return data["workspace"]["members"]
-                .as_array()
+            let members: Option<Vec<wire::MemberWire>> = decode(&data["workspace"]["members"])?;
+            return members
                 .into_iter()
                 .flatten()
-                .map(|m| WorkspaceMember::from_json(m, &self.instance))
+                .map(|m| m.into_object(&self.instance))
                 .collect();
         }
         members_of(rc, self.id, None).await
@@ -358,16 +278,13 @@ impl WorkspaceQuery {
             all.extend(rows.into_iter().map(|r| Workspace::from_row(rc, r)));
         }
         if plan.fans_out() {
-            let query = NestedSelection::of(&ctx.look_ahead())
+            let query = wire::NestedSelection::of(&ctx.look_ahead())
                 .query("query($scope: InstanceScope)", "workspaces(scope: $scope)");
             for (peer, data) in
                 federated::ask_all(rc, &plan, &query, |p| serde_json::json!({ "scope": plan.scope_for(p) })).await
             {
                 let Some(data) = data else { continue };
-                let parsed: AppResult<Vec<Workspace>> = data["workspaces"]
-                    .as_array()
-                    .ok_or_else(|| AppError::BadInput("peer answer: workspaces".into()))
-                    .and_then(|list| list.iter().map(|w| Workspace::from_json(w, &rc.instance)).collect());
+                let parsed = owned_list::<wire::WorkspaceWire>(&data["workspaces"]);
                 match parsed {
                     Ok(list) => all.extend(list),
                     Err(e) => federated::bad_answer(rc, &peer, &e),
@@ -390,12 +307,12 @@ impl WorkspaceQuery {
         let rc = RequestContext::of(ctx);
         let g = GlobalId::parse(&id)?;
         if g.kind == Kind::Workspace && g.instance != rc.instance_id {
-            let query = NestedSelection::of(&ctx.look_ahead()).query("query($id: ID!)", "workspace(id: $id)");
+            let query = wire::NestedSelection::of(&ctx.look_ahead()).query("query($id: ID!)", "workspace(id: $id)");
             let data =
                 federated::forward(rc, g.instance, false, &query, serde_json::json!({ "id": id.as_str() })).await?;
             return match &data["workspace"] {
                 serde_json::Value::Null => Ok(None),
-                w => Workspace::from_json(w, &rc.instance).map(Some),
+                w => owned::<wire::WorkspaceWire>(w).map(Some),
             };
         }
         load(rc, rc.local_id(&id, Kind::Workspace)?).await

@@ -843,3 +843,72 @@ async fn forwarding_fields_count_in_the_complexity_limit() {
     let flat = "{ tasks(first: 100, scope: {all: true}) { edges { node { workspace { name } } } } }";
     master.gql_ok(&token, flat, json!({})).await;
 }
+
+/// Issue 11: a peer's rows are read by their wire types: a field the
+/// fragment selects but the answer lacks is refused, not defaulted (the
+/// page is unusable), and a row with a nested object of another instance
+/// is dropped (provenance), while the peer's other rows stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_answer_missing_a_field_is_refused_not_defaulted() {
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let ws = master.create_workspace(&token, "mine").await;
+    master.create_task(&token, &ws, "my task").await;
+    let me = id(&master).to_string();
+    type Spoil = fn(&mut Value, &str);
+    let cases: [(&str, Spoil, &str); 2] = [
+        (
+            "lacking",
+            |node, _| {
+                node.as_object_mut().unwrap().remove("description");
+            },
+            "description",
+        ),
+        (
+            "foreign",
+            |node, me| node["workspace"]["id"] = json!(format!("Workspace:{me}:{}", Uuid::new_v4())),
+            "does not speak for",
+        ),
+    ];
+    let mut expected = Vec::new();
+    let mut kept = vec![("my task".to_string(), me.clone())];
+    for (name, spoil, why) in cases {
+        let slot: std::sync::Arc<std::sync::OnceLock<Uuid>> = Default::default();
+        let (evil, _server) = hostile_peer(&master, name, {
+            let (slot, me) = (slot.clone(), me.clone());
+            move |_request: &SubRequest| {
+                let evil = slot.get().unwrap().to_string();
+                let mut spoiled = task_edge(&format!("Task:{evil}:{}", Uuid::new_v4()), &evil, "spoiled");
+                spoil(&mut spoiled["node"], &me);
+                json!({ "data": { "tasks": {
+                    "edges": [task_edge(&format!("Task:{evil}:{}", Uuid::new_v4()), &evil, "fine"), spoiled],
+                    "pageInfo": { "hasNextPage": false } } } })
+            }
+        })
+        .await;
+        slot.set(evil).unwrap();
+        expected.push((evil.to_string(), why));
+        if name == "foreign" {
+            kept.push(("fine".to_string(), evil.to_string()));
+        }
+    }
+    let body = master
+        .gql(
+            &token,
+            "{ tasks(first: 50, scope: {all: true}) { edges { node { title instance { id } } } } }",
+            json!({}),
+        )
+        .await;
+    kept.sort();
+    assert_eq!(instances_of(&body), kept, "{body}");
+    for (evil, why) in expected {
+        let error = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["extensions"]["instance"] == evil.as_str())
+            .unwrap_or_else(|| panic!("{evil} reported: {body}"));
+        assert_eq!(error["extensions"]["code"], "PEER_BAD_RESPONSE", "{body}");
+        assert!(error["message"].as_str().unwrap().contains(why), "{why}: {body}");
+    }
+}
