@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
-use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::pagination::{Cursor, MAX_CURSOR_BYTES, PageInfo, page_size};
 use crate::graphql::wire::{decode, owned};
 use crate::graphql::{InstanceInfo, RequestContext, optional_text, required_text};
@@ -430,11 +430,6 @@ fn check_maybe_text(field: &str, value: &MaybeUndefined<String>, max: usize) -> 
     optional_text(field, value.value().cloned(), max).map(drop)
 }
 
-/// Parses an ID input, naming the field when it is refused.
-fn id_in(field: &str, id: &ID) -> AppResult<GlobalId> {
-    GlobalId::parse(id).map_err(|e| e.in_field(field))
-}
-
 /// A write the policy `events_write` refused: the caller is a guest.
 fn refused_as(message: &'static str) -> impl Fn(sqlx::Error) -> AppError {
     move |e| AppError::from(e).forbidden_as(message)
@@ -454,17 +449,18 @@ impl EventMutation {
         let description = optional_text("description", input.description.clone(), DESCRIPTION_MAX)?;
         let location = optional_text("location", input.location.clone(), LOCATION_MAX)?;
         check_times(input.starts_at, input.ends_at)?;
-        let g = id_in("workspaceId", &input.workspace_id)?;
-        if g.kind == Kind::Workspace && g.instance != rc.instance_id {
-            let query = format!(
-                "mutation($input: CreateEventInput!) {{ createEvent(input: $input) {{ ...EventFields }} }} {}",
-                wire::FRAGMENT
-            );
-            let vars = json!({ "input": as_json(&input)? });
-            let data = federated::forward(rc, g.instance, true, &query, vars).await?;
-            return owned::<wire::EventWire>(&data["createEvent"]);
-        }
-        let ws = rc.local_id_of("workspaceId", &input.workspace_id, Kind::Workspace)?;
+        let ws = match rc.owner_of("workspaceId", &input.workspace_id, Kind::Workspace)? {
+            Owner::Here(ws) => ws,
+            Owner::Instance(owner) => {
+                let query = format!(
+                    "mutation($input: CreateEventInput!) {{ createEvent(input: $input) {{ ...EventFields }} }} {}",
+                    wire::FRAGMENT
+                );
+                let vars = json!({ "input": as_json(&input)? });
+                let data = federated::forward(rc, owner, true, &query, vars).await?;
+                return owned::<wire::EventWire>(&data["createEvent"]);
+            }
+        };
         workspaces::require_visible(rc, ws).await?;
         let id = Uuid::now_v7();
         sqlx::query(
@@ -503,16 +499,17 @@ impl EventMutation {
         if let (Some(s), Some(e)) = (input.starts_at, input.ends_at) {
             check_times(s, e)?;
         }
-        let g = id_in("id", &input.id)?;
-        if g.kind == Kind::Event && g.instance != rc.instance_id {
-            let query = format!(
-                "mutation($input: UpdateEventInput!) {{ updateEvent(input: $input) {{ ...EventFields }} }} {}",
-                wire::FRAGMENT
-            );
-            let data = federated::forward(rc, g.instance, true, &query, json!({ "input": input.to_json()? })).await?;
-            return owned::<wire::EventWire>(&data["updateEvent"]);
-        }
-        let id = rc.local_id_of("id", &input.id, Kind::Event)?;
+        let id = match rc.owner_of("id", &input.id, Kind::Event)? {
+            Owner::Here(id) => id,
+            Owner::Instance(owner) => {
+                let query = format!(
+                    "mutation($input: UpdateEventInput!) {{ updateEvent(input: $input) {{ ...EventFields }} }} {}",
+                    wire::FRAGMENT
+                );
+                let data = federated::forward(rc, owner, true, &query, json!({ "input": input.to_json()? })).await?;
+                return owned::<wire::EventWire>(&data["updateEvent"]);
+            }
+        };
         let event = require(rc, id).await?;
         // One bound given: it must still fit the other, stored one. (The
         // table's CHECK would refuse it too, but without naming the field.)
@@ -557,19 +554,14 @@ impl EventMutation {
     /// (COMMAND). Returns its ID.
     async fn delete_event(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
         let rc = RequestContext::of(ctx);
-        let g = id_in("id", &id)?;
-        if g.kind == Kind::Event && g.instance != rc.instance_id {
-            let data = federated::forward(
-                rc,
-                g.instance,
-                true,
-                "mutation($id: ID!) { deleteEvent(id: $id) }",
-                json!({ "id": id.as_str() }),
-            )
-            .await?;
-            return Ok(ID(decode(&data["deleteEvent"])?));
-        }
-        let local = rc.local_id_of("id", &id, Kind::Event)?;
+        let local = match rc.owner_of("id", &id, Kind::Event)? {
+            Owner::Here(local) => local,
+            Owner::Instance(owner) => {
+                let query = "mutation($id: ID!) { deleteEvent(id: $id) }";
+                let data = federated::forward(rc, owner, true, query, json!({ "id": id.as_str() })).await?;
+                return Ok(ID(decode(&data["deleteEvent"])?));
+            }
+        };
         require(rc, local).await?;
         let deleted: Option<Uuid> = sqlx::query_scalar("DELETE FROM events WHERE id = $1 RETURNING id")
             .bind(local)

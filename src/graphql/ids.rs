@@ -83,14 +83,7 @@ impl GlobalId {
 
     /// Parses an ID that must be of `kind` and live on this instance.
     pub fn local(id: &str, kind: Kind, this_instance: Uuid) -> Result<Uuid, AppError> {
-        let g = Self::parse(id)?;
-        if g.kind != kind {
-            return Err(AppError::BadInput(format!(
-                "'{id}' is {} ID where {} ID is expected",
-                g.kind.with_article(),
-                kind.with_article()
-            )));
-        }
+        let g = Self::of_kind(id, kind)?;
         if g.instance != this_instance {
             return Err(AppError::BadInput(format!(
                 "'{id}' belongs to instance {}, not this one ({this_instance})",
@@ -99,6 +92,28 @@ impl GlobalId {
         }
         Ok(g.local)
     }
+
+    /// Parses an ID that must name an object of `kind`, on any instance.
+    pub fn of_kind(id: &str, kind: Kind) -> Result<Self, AppError> {
+        let g = Self::parse(id)?;
+        if g.kind != kind {
+            return Err(AppError::BadInput(format!(
+                "'{id}' is {} ID where {} ID is expected",
+                g.kind.with_article(),
+                kind.with_article()
+            )));
+        }
+        Ok(g)
+    }
+}
+
+/// Where the object an ID names lives: the one answer to "local or remote?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// On this instance: its local UUID.
+    Here(Uuid),
+    /// On another instance, which must be asked.
+    Instance(Uuid),
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::db::RequestDb;
 use crate::error::{AppError, AppResult};
 use crate::federation::Federation;
-use ids::{GlobalId, Kind};
+use ids::{GlobalId, Kind, Owner};
 
 pub use limits::QueryLimits;
 
@@ -108,6 +108,17 @@ impl RequestContext {
     /// `local_id` of an input field, naming the field in a refusal.
     pub fn local_id_of(&self, field: &str, id: &ID, kind: Kind) -> AppResult<Uuid> {
         self.local_id(id, kind).map_err(|e| e.in_field(field))
+    }
+
+    /// Where the object of `kind` that `id` names lives; an ID of another
+    /// kind is refused, naming `field`.
+    pub fn owner_of(&self, field: &str, id: &ID, kind: Kind) -> AppResult<Owner> {
+        let g = GlobalId::of_kind(id, kind).map_err(|e| e.in_field(field))?;
+        Ok(if g.instance == self.instance_id {
+            Owner::Here(g.local)
+        } else {
+            Owner::Instance(g.instance)
+        })
     }
 
     pub fn global_id(&self, kind: Kind, local: Uuid) -> ID {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
-use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::ids::{GlobalId, Kind, Owner};
 use crate::graphql::wire::{owned, owned_list};
 use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::workspaces::{self, Workspace};
@@ -108,8 +108,7 @@ impl Project {
     #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn workspace(&self, ctx: &Context<'_>) -> AppResult<Workspace> {
         let rc = RequestContext::of(ctx);
-        if !rc.is_local(&self.instance) {
-            let owner = GlobalId::parse(&self.global_id)?.instance;
+        if let Owner::Instance(owner) = rc.owner_of("id", &self.global_id, Kind::Project)? {
             let id = GlobalId::new(Kind::Workspace, owner, self.workspace_id).to_id();
             let query = format!(
                 "query($id: ID!) {{ workspace(id: $id) {{ ...WorkspaceFields }} }} {}",
@@ -131,11 +130,10 @@ impl ProjectQuery {
     #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn projects(&self, ctx: &Context<'_>, workspace_id: ID) -> AppResult<Vec<Project>> {
         let rc = RequestContext::of(ctx);
-        let g = GlobalId::parse(&workspace_id)?;
-        if g.kind == Kind::Workspace && g.instance != rc.instance_id {
-            return remote_list(rc, g.instance, &workspace_id).await;
+        match rc.owner_of("workspaceId", &workspace_id, Kind::Workspace)? {
+            Owner::Here(ws) => list(rc, ws).await,
+            Owner::Instance(owner) => remote_list(rc, owner, &workspace_id).await,
         }
-        list(rc, rc.local_id(&workspace_id, Kind::Workspace)?).await
     }
 }
 

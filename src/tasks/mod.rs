@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 use crate::federation::fanout::{self, SourcePage};
 use crate::graphql::federated::{self, InstanceScope, Plan};
-use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::pagination::{Cursor, PageInfo, page_size};
 use crate::graphql::wire::{decode, owned};
 use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
@@ -406,17 +406,18 @@ impl Conditions {
     fn parse(rc: &RequestContext, workspace: Option<&ID>, f: &TaskFilter) -> AppResult<Self> {
         let search = optional_text("filter.search", f.search.clone(), 200)?;
         let mut impossible = false;
-        let mut filter_id = |id: &Option<ID>, kind: Kind| -> AppResult<Option<Uuid>> {
+        let mut filter_id = |field: &str, id: &Option<ID>, kind: Kind| -> AppResult<Option<Uuid>> {
             let Some(id) = id else { return Ok(None) };
-            let g = GlobalId::parse(id)?;
-            if g.instance != rc.instance_id && g.kind == kind {
-                impossible = true;
-                return Ok(None);
+            match rc.owner_of(field, id, kind)? {
+                Owner::Here(local) => Ok(Some(local)),
+                Owner::Instance(_) => {
+                    impossible = true;
+                    Ok(None)
+                }
             }
-            rc.local_id(id, kind).map(Some)
         };
-        let assignee = filter_id(&f.assignee_id, Kind::User)?;
-        let project = filter_id(&f.project_id, Kind::Project)?;
+        let assignee = filter_id("filter.assigneeId", &f.assignee_id, Kind::User)?;
+        let project = filter_id("filter.projectId", &f.project_id, Kind::Project)?;
         Ok(Self {
             impossible,
             workspace: workspace.map(|id| rc.local_id(id, Kind::Workspace)).transpose()?,
@@ -596,16 +597,13 @@ impl TaskQuery {
         let order = order_by.unwrap_or_default();
         let with_total = ctx.look_ahead().field("totalCount").exists();
         // A workspace of another instance: only its owner can answer.
-        let remote_workspace = match &workspace_id {
-            Some(id) => {
-                let g = GlobalId::parse(id)?;
-                (g.kind == Kind::Workspace && g.instance != rc.instance_id).then_some(g.instance)
-            }
+        let owner = match &workspace_id {
+            Some(id) => Some(rc.owner_of("workspaceId", id, Kind::Workspace)?),
             None => None,
         };
-        let plan = match remote_workspace {
-            Some(owner) => federated::owner_plan(rc, owner).await?,
-            None if workspace_id.is_some() => Plan::local(),
+        let plan = match owner {
+            Some(Owner::Instance(owner)) => federated::owner_plan(rc, owner).await?,
+            Some(Owner::Here(_)) => Plan::local(),
             None => federated::plan(rc, scope.as_ref()).await?,
         };
         let conditions = if plan.include_self {
@@ -849,17 +847,18 @@ impl TaskMutation {
     /// Creates a task; in a workspace of another instance, the owner creates it (COMMAND).
     async fn create_task(&self, ctx: &Context<'_>, input: CreateTaskInput) -> AppResult<Task> {
         let rc = RequestContext::of(ctx);
-        let g = GlobalId::parse(&input.workspace_id)?;
-        if g.kind == Kind::Workspace && g.instance != rc.instance_id {
-            let query = format!(
-                "mutation($input: CreateTaskInput!) {{ createTask(input: $input) {{ ...TaskFields }} }} {}",
-                wire::FRAGMENT
-            );
-            let vars = json!({ "input": input.to_value().into_json().map_err(AppError::internal)? });
-            let data = federated::forward(rc, g.instance, true, &query, vars).await?;
-            return owned::<wire::TaskWire>(&data["createTask"]);
-        }
-        let ws = rc.local_id(&input.workspace_id, Kind::Workspace)?;
+        let ws = match rc.owner_of("workspaceId", &input.workspace_id, Kind::Workspace)? {
+            Owner::Here(ws) => ws,
+            Owner::Instance(owner) => {
+                let query = format!(
+                    "mutation($input: CreateTaskInput!) {{ createTask(input: $input) {{ ...TaskFields }} }} {}",
+                    wire::FRAGMENT
+                );
+                let vars = json!({ "input": input.to_value().into_json().map_err(AppError::internal)? });
+                let data = federated::forward(rc, owner, true, &query, vars).await?;
+                return owned::<wire::TaskWire>(&data["createTask"]);
+            }
+        };
         let project = input
             .project_id
             .as_ref()
@@ -899,16 +898,17 @@ impl TaskMutation {
     /// Changes a task; a task of another instance is changed by its owner (COMMAND).
     async fn update_task(&self, ctx: &Context<'_>, input: UpdateTaskInput) -> AppResult<Task> {
         let rc = RequestContext::of(ctx);
-        let g = GlobalId::parse(&input.id)?;
-        if g.kind == Kind::Task && g.instance != rc.instance_id {
-            let query = format!(
-                "mutation($input: UpdateTaskInput!) {{ updateTask(input: $input) {{ ...TaskFields }} }} {}",
-                wire::FRAGMENT
-            );
-            let data = federated::forward(rc, g.instance, true, &query, json!({ "input": input.to_json()? })).await?;
-            return owned::<wire::TaskWire>(&data["updateTask"]);
-        }
-        let id = rc.local_id(&input.id, Kind::Task)?;
+        let id = match rc.owner_of("id", &input.id, Kind::Task)? {
+            Owner::Here(id) => id,
+            Owner::Instance(owner) => {
+                let query = format!(
+                    "mutation($input: UpdateTaskInput!) {{ updateTask(input: $input) {{ ...TaskFields }} }} {}",
+                    wire::FRAGMENT
+                );
+                let data = federated::forward(rc, owner, true, &query, json!({ "input": input.to_json()? })).await?;
+                return owned::<wire::TaskWire>(&data["updateTask"]);
+            }
+        };
         let task = require(rc, id).await?;
         let mut q = QueryBuilder::<Postgres>::new("UPDATE tasks SET updated_at = clock_timestamp()");
         let mut changes = 0;
@@ -979,19 +979,14 @@ impl TaskMutation {
     /// Deletes a task. Returns its ID.
     async fn delete_task(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
         let rc = RequestContext::of(ctx);
-        let g = GlobalId::parse(&id)?;
-        if g.kind == Kind::Task && g.instance != rc.instance_id {
-            let data = federated::forward(
-                rc,
-                g.instance,
-                true,
-                "mutation($id: ID!) { deleteTask(id: $id) }",
-                json!({ "id": id.as_str() }),
-            )
-            .await?;
-            return Ok(ID(decode(&data["deleteTask"])?));
-        }
-        let local = rc.local_id(&id, Kind::Task)?;
+        let local = match rc.owner_of("id", &id, Kind::Task)? {
+            Owner::Here(local) => local,
+            Owner::Instance(owner) => {
+                let query = "mutation($id: ID!) { deleteTask(id: $id) }";
+                let data = federated::forward(rc, owner, true, query, json!({ "id": id.as_str() })).await?;
+                return Ok(ID(decode(&data["deleteTask"])?));
+            }
+        };
         require(rc, local).await?;
         let deleted: Option<Uuid> = sqlx::query_scalar("DELETE FROM tasks WHERE id = $1 RETURNING id")
             .bind(local)

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
-use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::wire::owned;
 use crate::graphql::{InstanceInfo, RequestContext, required_text};
 use crate::users::User;
@@ -234,14 +234,12 @@ pub struct RemoveTeamMemberInput {
 /// another instance is refused as FORBIDDEN, as no peer grant lets anyone
 /// change teams there (see the module's comment).
 fn team_scope_id(rc: &RequestContext, field: &str, id: &ID, kind: Kind) -> AppResult<Uuid> {
-    let g = GlobalId::parse(id).map_err(|e| e.in_field(field))?;
-    if g.kind == kind && g.instance != rc.instance_id {
-        return Err(AppError::Forbidden(format!(
-            "{field}: teams of instance {} are managed on that instance; peer grants do not cover teams",
-            g.instance
-        )));
+    match rc.owner_of(field, id, kind)? {
+        Owner::Here(local) => Ok(local),
+        Owner::Instance(owner) => Err(AppError::Forbidden(format!(
+            "{field}: teams of instance {owner} are managed on that instance; peer grants do not cover teams"
+        ))),
     }
-    rc.local_id_of(field, id, kind)
 }
 
 const ADMINS_ONLY: &str = "only owners and admins of the workspace may manage its teams";

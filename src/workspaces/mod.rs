@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 use crate::events::{self, EventConnection, EventsRequest};
 use crate::graphql::federated::{self, InstanceScope};
-use crate::graphql::ids::{GlobalId, Kind};
+use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::wire::{Wire, decode, owned, owned_list};
 use crate::graphql::{InstanceInfo, RequestContext, limits, required_text};
 use crate::projects::{self, Project};
@@ -93,12 +93,6 @@ impl Workspace {
             instance: rc.instance.clone(),
             nested: None,
         }
-    }
-}
-
-impl Workspace {
-    fn owner(&self) -> Option<Uuid> {
-        GlobalId::parse(&self.global_id).ok().map(|g| g.instance)
     }
 }
 
@@ -183,7 +177,7 @@ impl Workspace {
         if let Some(members) = self.nested.as_ref().and_then(|n| n.members.clone()) {
             return Ok(members);
         }
-        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+        if let Owner::Instance(owner) = rc.owner_of("id", &self.global_id, Kind::Workspace)? {
             let query =
                 "query($id: ID!) { workspace(id: $id) { members { role joinedAt user { id email name isAdmin } } } }";
             let data = federated::forward(
@@ -220,7 +214,7 @@ impl Workspace {
         if let Some(projects) = self.nested.as_ref().and_then(|n| n.projects.clone()) {
             return Ok(projects);
         }
-        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+        if let Owner::Instance(owner) = rc.owner_of("id", &self.global_id, Kind::Workspace)? {
             return projects::remote_list(rc, owner, &self.global_id).await;
         }
         projects::list(rc, self.id).await
@@ -232,7 +226,7 @@ impl Workspace {
         if let Some(teams) = self.nested.as_ref().and_then(|n| n.teams.clone()) {
             return Ok(teams);
         }
-        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+        if let Owner::Instance(owner) = rc.owner_of("id", &self.global_id, Kind::Workspace)? {
             return teams::remote_list(rc, owner, &self.global_id).await;
         }
         teams::list(rc, self.id).await
@@ -252,7 +246,7 @@ impl Workspace {
         let rc = RequestContext::of(ctx);
         let with_total = ctx.look_ahead().field("totalCount").exists();
         let request = EventsRequest::parse(rc, from, to, first, after, with_total)?;
-        if let (false, Some(owner)) = (rc.is_local(&self.instance), self.owner()) {
+        if let Owner::Instance(owner) = rc.owner_of("id", &self.global_id, Kind::Workspace)? {
             return events::remote_page(rc, owner, &self.global_id, &request).await;
         }
         events::page(rc, self.id, &request).await
@@ -305,17 +299,18 @@ impl WorkspaceQuery {
     #[graphql(complexity = "limits::FORWARD_COST + child_complexity")]
     async fn workspace(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Workspace>> {
         let rc = RequestContext::of(ctx);
-        let g = GlobalId::parse(&id)?;
-        if g.kind == Kind::Workspace && g.instance != rc.instance_id {
-            let query = wire::NestedSelection::of(&ctx.look_ahead()).query("query($id: ID!)", "workspace(id: $id)");
-            let data =
-                federated::forward(rc, g.instance, false, &query, serde_json::json!({ "id": id.as_str() })).await?;
-            return match &data["workspace"] {
-                serde_json::Value::Null => Ok(None),
-                w => owned::<wire::WorkspaceWire>(w).map(Some),
-            };
+        match rc.owner_of("id", &id, Kind::Workspace)? {
+            Owner::Here(local) => load(rc, local).await,
+            Owner::Instance(owner) => {
+                let query = wire::NestedSelection::of(&ctx.look_ahead()).query("query($id: ID!)", "workspace(id: $id)");
+                let data =
+                    federated::forward(rc, owner, false, &query, serde_json::json!({ "id": id.as_str() })).await?;
+                match &data["workspace"] {
+                    serde_json::Value::Null => Ok(None),
+                    w => owned::<wire::WorkspaceWire>(w).map(Some),
+                }
+            }
         }
-        load(rc, rc.local_id(&id, Kind::Workspace)?).await
     }
 }
 
