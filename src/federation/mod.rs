@@ -18,6 +18,7 @@ pub mod replay;
 pub mod signing;
 pub mod stats;
 pub mod tls;
+pub mod verify;
 
 use std::time::{Duration, Instant};
 
@@ -189,3 +190,47 @@ impl Federation {
         Ok(document::sign_document(doc, &signing_key))
     }
 }
+
+/// The registry as verification's key lookup. The peer's identity document
+/// is re-read when the key is unknown (it may have rotated; throttled, since
+/// the request is not verified yet) or when our copy is older than
+/// `federation.key_refresh_s` (a retired key must stop verifying even if the
+/// rotation announcement never arrived).
+impl verify::PeerKeys for Federation {
+    type Peer = registry::PeerRecord;
+
+    async fn find(&self, origin: Uuid, key_id: &str) -> Result<Option<Self::Peer>, verify::Refused> {
+        let internal = |e: sqlx::Error| {
+            tracing::error!(error = %e, "peer lookup failed");
+            verify::refuse(protocol::Refusal::Unavailable, "cannot check the peer right now")
+        };
+        let Some(peer) = registry::get(&self.pool, origin).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        let unknown = matches!(peer.key(key_id, now_unix()), registry::KeyLookup::Unknown);
+        if (unknown && self.refresh_allowed(origin)) || (!unknown && self.keys_stale(origin)) {
+            self.note_refresh(origin);
+            // Capped: a slow peer document must not eat the request's own deadline.
+            let fetched = tokio::time::timeout(KEY_REFRESH_TIMEOUT, self.fetch_identity(&peer.base_url)).await;
+            if let Ok(Ok(doc)) = fetched
+                && doc.instance_id == peer.id.to_string()
+                && registry::update_keys(&self.pool, &doc).await.is_ok()
+            {
+                return Ok(Some(
+                    registry::get(&self.pool, origin)
+                        .await
+                        .map_err(internal)?
+                        .unwrap_or(peer),
+                ));
+            }
+        }
+        Ok(Some(peer))
+    }
+
+    fn key<'p>(peer: &'p Self::Peer, key_id: &str, now: i64) -> registry::KeyLookup<'p> {
+        peer.key(key_id, now)
+    }
+}
+
+/// The longest a receiver waits to re-read a sender's identity document.
+const KEY_REFRESH_TIMEOUT: Duration = Duration::from_secs(2);

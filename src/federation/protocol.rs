@@ -1,6 +1,8 @@
 //! Wire types of the peer protocol (pure data; see `peers/PROTOCOL.md`).
 
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 use super::document::SignedDocument;
@@ -28,6 +30,72 @@ pub struct Envelope {
     /// Who the request acts for, when a person started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
+}
+
+/// The routing state of the request being served: one shape with the
+/// envelope, which it holds as the request arrived (its actor checked), or,
+/// for a request that starts here, as this instance begins it.
+#[derive(Clone, Debug)]
+pub struct Hop {
+    pub arrived: Envelope,
+    /// `arrived.deadline_ms` on this instance's clock.
+    pub deadline: Instant,
+    /// Whether this request may go on to our peers: always for our own
+    /// users; for a peer's request only reads its grant lets through.
+    pub may_forward: bool,
+}
+
+impl Hop {
+    /// A request that starts here.
+    pub fn origin(hop_limit: u32, deadline: Duration, actor: Option<Actor>) -> Self {
+        Self::arrived(
+            Envelope {
+                hop_limit,
+                deadline_ms: deadline.as_millis() as u64,
+                actor,
+                ..Envelope::default()
+            },
+            true,
+        )
+    }
+
+    /// A request that arrived with `envelope` (its hop limit and deadline
+    /// already bounded by ours, its actor already checked).
+    pub fn arrived(envelope: Envelope, may_forward: bool) -> Self {
+        Self {
+            deadline: Instant::now() + Duration::from_millis(envelope.deadline_ms),
+            arrived: envelope,
+            may_forward,
+        }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The envelope for the next hop: this instance appended to `visited`,
+    /// the siblings asked beside it to `exclude`, and what is left of the
+    /// deadline minus a margin for our own work.
+    pub fn next(&self, this_instance: &str, siblings: impl Iterator<Item = String>) -> Envelope {
+        let mut visited = self.arrived.visited.clone();
+        visited.push(this_instance.to_string());
+        let mut exclude = self.arrived.exclude.clone();
+        exclude.extend(siblings);
+        Envelope {
+            visited,
+            exclude,
+            hop_limit: self.arrived.hop_limit,
+            deadline_ms: self.forwardable().as_millis() as u64,
+            actor: self.arrived.actor.clone(),
+        }
+    }
+
+    /// What is left for the next hop: the remainder minus a fifth of it, at
+    /// most 250 ms, as room to merge and answer even on a busy machine.
+    pub fn forwardable(&self) -> Duration {
+        let left = self.remaining();
+        left.saturating_sub((left / 5).min(Duration::from_millis(250)))
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_graphql::{InputObject, ServerError};
 use serde_json::{Value, json};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::RequestContext;
 use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
-use crate::federation::protocol::{self, Actor, Envelope, SubRequest};
+use crate::federation::protocol::{self, SubRequest};
 use crate::federation::registry::{self, PeerRecord, PeerState};
 
 /// Which instances a list field covers. No scope: this instance only.
@@ -25,47 +25,6 @@ pub struct InstanceScope {
     pub all: Option<bool>,
     /// Named instances (names or ids) among this one and its direct peers.
     pub instances: Option<Vec<String>>,
-}
-
-/// Routing state of the request being served.
-#[derive(Clone, Debug)]
-pub struct Hop {
-    /// Instances the request passed through before reaching us.
-    pub visited: Vec<String>,
-    /// Instances someone upstream already asks.
-    pub exclude: Vec<String>,
-    pub hop_limit: u32,
-    pub deadline: Instant,
-    pub actor: Option<Actor>,
-    /// Whether this request may go on to our peers: always for our own
-    /// users; for a peer's request only reads its grant lets through.
-    pub may_forward: bool,
-}
-
-impl Hop {
-    /// A request that starts here.
-    pub fn origin(hop_limit: u32, deadline: Duration, actor: Option<Actor>) -> Self {
-        Self {
-            visited: Vec::new(),
-            exclude: Vec::new(),
-            hop_limit,
-            deadline: Instant::now() + deadline,
-            actor,
-            may_forward: true,
-        }
-    }
-
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
-
-    /// What is left for the next hop: the remainder minus a margin for our own work.
-    fn forwardable(&self) -> Duration {
-        let left = self.remaining();
-        // A fifth of what is left, at most 250 ms: room to merge and answer
-        // even on a busy machine.
-        left.saturating_sub((left / 5).min(Duration::from_millis(250)))
-    }
 }
 
 /// The signed requests one client request causes: at most
@@ -348,12 +307,12 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
             let mut report = rc.report.lock().expect("report lock");
             report.note(me, &rc.instance.name, "succeeded", None);
             // A peer would refuse a request that arrives past the hop limit: do not send it.
-            let arriving_with = rc.hop.visited.len() as u32 + 1;
-            let peers: Vec<PeerRecord> = if arriving_with > rc.hop.hop_limit {
+            let arriving_with = rc.hop.arrived.visited.len() as u32 + 1;
+            let peers: Vec<PeerRecord> = if arriving_with > rc.hop.arrived.hop_limit {
                 for p in peers.iter() {
                     let why = format!(
                         "would arrive through {arriving_with} instances; the hop limit is {}",
-                        rc.hop.hop_limit
+                        rc.hop.arrived.hop_limit
                     );
                     report.fail(
                         &p.id.to_string(),
@@ -450,27 +409,13 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
 /// someone upstream: never a peer to ask.
 fn asked_elsewhere(rc: &RequestContext, peer: &PeerRecord) -> bool {
     let id = peer.id.to_string();
-    id == rc.instance.id || rc.hop.visited.contains(&id) || rc.hop.exclude.contains(&id)
+    id == rc.instance.id || rc.hop.arrived.visited.contains(&id) || rc.hop.arrived.exclude.contains(&id)
 }
 
 /// The peers we may query now that this request may ask.
 async fn askable_peers(rc: &RequestContext) -> AppResult<Vec<PeerRecord>> {
     let peers = registry::queryable(&rc.federation.pool).await?;
     Ok(peers.into_iter().filter(|p| !asked_elsewhere(rc, p)).collect())
-}
-
-fn envelope(rc: &RequestContext, siblings: &[PeerRecord]) -> Envelope {
-    let mut visited = rc.hop.visited.clone();
-    visited.push(rc.instance.id.clone());
-    let mut exclude = rc.hop.exclude.clone();
-    exclude.extend(siblings.iter().map(|p| p.id.to_string()));
-    Envelope {
-        visited,
-        exclude,
-        hop_limit: rc.hop.hop_limit,
-        deadline_ms: rc.hop.forwardable().as_millis() as u64,
-        actor: rc.hop.actor.clone(),
-    }
 }
 
 fn peer_code(code: &str) -> &'static str {
@@ -511,7 +456,7 @@ async fn ask(
     let body = SubRequest {
         query: query.to_string(),
         variables,
-        envelope: envelope(rc, siblings),
+        envelope: rc.hop.next(&rc.instance.id, siblings.iter().map(|p| p.id.to_string())),
     };
     let mut answer = rc
         .federation
@@ -734,7 +679,7 @@ async fn send_to_owner(
     }
     let target = instance.to_string();
     let via = askable_peers(rc).await?;
-    if via.is_empty() || rc.hop.visited.len() as u32 + 2 > rc.hop.hop_limit {
+    if via.is_empty() || rc.hop.arrived.visited.len() as u32 + 2 > rc.hop.arrived.hop_limit {
         return Err(unreachable());
     }
     let asks = via

@@ -53,7 +53,7 @@ pub struct RequestContext {
     pub instance: Arc<InstanceInfo>,
     pub max_page_size: usize,
     pub federation: Arc<Federation>,
-    pub hop: federated::Hop,
+    pub hop: crate::federation::protocol::Hop,
     pub report: Arc<std::sync::Mutex<federated::Report>>,
     pub subrequests: Arc<federated::Subrequests>,
     pub cursor_key: Arc<pagination::CursorKey>,

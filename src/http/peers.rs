@@ -1,5 +1,6 @@
 //! What peers send us: the identity document, CONNECT, QUERY, COMMAND,
-//! EVENT and DISCONNECT. Every signed request goes through [`verify`] first.
+//! EVENT and DISCONNECT. Every signed request goes through [`verify`] first
+//! (the checks themselves are `federation::verify`).
 //! Refusals before the signature verifies all look alike (the reason is only
 //! logged); after it, each refusal has its own code.
 
@@ -17,18 +18,12 @@ use uuid::Uuid;
 
 use super::{AppState, error_response, execution_failed};
 use crate::db::Scope;
-use crate::federation::protocol::{self, ConnectRequest, Disconnect, Event, Refusal, SubRequest};
+use crate::federation::protocol::{self, ConnectRequest, Disconnect, Envelope, Event, Hop, Refusal, SubRequest};
 use crate::federation::registry::{self, KeyLookup, PeerRecord, PeerState};
 use crate::federation::replay::Recorded;
+use crate::federation::verify::{self, Refused, Verified, refuse};
 use crate::federation::{Federation, document, grant, now_unix, signing};
-use crate::graphql::federated::Hop;
 use crate::graphql::{Caller, PeerCaller};
-
-/// The longest a receiver waits to re-read a sender's identity document.
-const KEY_REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// A refusal and its explanation.
-pub struct Refused(pub Refusal, pub String);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
@@ -45,10 +40,6 @@ impl IntoResponse for Refused {
     }
 }
 
-fn refuse(r: Refusal, message: impl Into<String>) -> Refused {
-    Refused(r, message.into())
-}
-
 /// Which peers a request may come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -60,24 +51,6 @@ pub enum Need {
     Live,
 }
 
-fn signature_header(headers: &HeaderMap) -> Result<&str, Refused> {
-    headers
-        .get(signing::HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| refuse(Refusal::MalformedSignature, "missing Mosaic-Signature header"))
-}
-
-fn signature_refusal(e: signing::SignatureError) -> Refused {
-    match e {
-        signing::SignatureError::Malformed(m) => refuse(Refusal::MalformedSignature, m),
-        signing::SignatureError::DigestMismatch => {
-            refuse(Refusal::DigestMismatch, "body digest does not match the signed digest")
-        }
-        signing::SignatureError::BadSignature => refuse(Refusal::BadSignature, "signature does not verify"),
-        signing::SignatureError::OutsideTimeWindow(m) => refuse(Refusal::OutsideTimeWindow, m),
-    }
-}
-
 /// Checks signature, key, time window and nonce of a request from a registered peer.
 pub async fn verify(
     fed: &Federation,
@@ -86,67 +59,17 @@ pub async fn verify(
     body: &[u8],
     need: Need,
 ) -> Result<PeerRecord, Refused> {
-    let (params, sig) = signing::parse_header(signature_header(headers)?, "POST", path).map_err(signature_refusal)?;
-    if params.destination != fed.instance_id.to_string() {
-        return Err(refuse(
-            Refusal::WrongDestination,
-            "request is addressed to another instance",
-        ));
-    }
-    let origin: Uuid = params
-        .origin
-        .parse()
-        .map_err(|_| refuse(Refusal::MalformedSignature, "origin is not an instance id"))?;
-    let internal = |e: sqlx::Error| {
-        tracing::error!(error = %e, "peer lookup failed");
-        refuse(Refusal::Unavailable, "cannot check the peer right now")
+    let expect = verify::Expect {
+        destination: fed.instance_id,
+        path,
+        clock_skew_s: fed.settings.clock_skew_s,
+        request_lifetime_s: fed.settings.request_lifetime_s,
     };
-    let mut peer = registry::get(&fed.pool, origin)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| refuse(Refusal::UnknownPeer, "no peering with this instance"))?;
-    // Re-read the peer's identity document when the key is unknown (it may
-    // have rotated; throttled, since the request is not verified yet) or when
-    // our copy is older than federation.key_refresh_s (a retired key must stop
-    // verifying even if the rotation announcement never arrived).
-    let unknown = matches!(peer.key(&params.key_id, now_unix()), KeyLookup::Unknown);
-    if (unknown && fed.refresh_allowed(origin)) || (!unknown && fed.keys_stale(origin)) {
-        fed.note_refresh(origin);
-        // Capped: a slow peer document must not eat the request's own deadline.
-        let fetched = tokio::time::timeout(KEY_REFRESH_TIMEOUT, fed.fetch_identity(&peer.base_url)).await;
-        if let Ok(Ok(doc)) = fetched
-            && doc.instance_id == peer.id.to_string()
-            && registry::update_keys(&fed.pool, &doc).await.is_ok()
-        {
-            peer = registry::get(&fed.pool, origin)
-                .await
-                .map_err(internal)?
-                .unwrap_or(peer);
-        }
+    let header = headers.get(signing::HEADER).and_then(|v| v.to_str().ok());
+    let Verified { peer, params, now } = verify::verify(fed, &expect, header, body, now_unix).await?;
+    if !fed.replay.covers(params.created) {
+        return Err(stale_for_replay_cache());
     }
-    // The clock is read once, after any key refresh (which may take up to
-    // 2 s), for the key's validity, the time window and the nonce: a request
-    // that waited cannot be judged by the time it arrived.
-    let now = now_unix();
-    let key = match peer.key(&params.key_id, now) {
-        KeyLookup::Valid(k) => k
-            .verifying_key()
-            .ok_or_else(|| refuse(Refusal::UnknownKey, "stored key is not usable"))?,
-        KeyLookup::Expired => {
-            return Err(refuse(
-                Refusal::KeyExpired,
-                format!("key {} has expired", params.key_id),
-            ));
-        }
-        KeyLookup::Unknown => {
-            return Err(refuse(
-                Refusal::UnknownKey,
-                format!("key {} is not a key of this peer", params.key_id),
-            ));
-        }
-    };
-    signing::verify(&key, &params, &sig, body).map_err(signature_refusal)?;
-    check_time(fed, &params, now)?;
     // Only a verified sender learns the state of its peering; a message its
     // state does not allow never reaches the replay cache.
     let allowed = match need {
@@ -166,18 +89,35 @@ pub async fn verify(
     Ok(peer)
 }
 
-/// The time window, and that the replay cache covers the request: run only
-/// after the signature verified.
-fn check_time(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
-    let s = &fed.settings;
-    signing::check_time(params, now, s.clock_skew_s, s.request_lifetime_s).map_err(signature_refusal)?;
-    if !fed.replay.covers(params.created) {
-        return Err(refuse(
-            Refusal::OutsideTimeWindow,
-            "created before this instance started, so its nonce cannot be checked; sign it again",
-        ));
+/// A CONNECT is verified with the key of the identity it presents, and
+/// only that one.
+struct Presented<'a>(&'a document::IdentityDocument);
+
+impl<'a> verify::PeerKeys for Presented<'a> {
+    type Peer = &'a document::IdentityDocument;
+
+    async fn find(&self, origin: Uuid, key_id: &str) -> Result<Option<Self::Peer>, Refused> {
+        if origin.to_string() != self.0.instance_id || key_id != self.0.current_key.key_id {
+            return Err(refuse(
+                Refusal::UnknownKey,
+                "CONNECT must be signed by the identity it presents",
+            ));
+        }
+        Ok(Some(self.0))
     }
-    Ok(())
+
+    fn key<'p>(doc: &'p Self::Peer, _key_id: &str, _now: i64) -> KeyLookup<'p> {
+        KeyLookup::Valid(&doc.current_key)
+    }
+}
+
+/// A request older than this process: its nonce may have been seen before
+/// the replay cache began.
+fn stale_for_replay_cache() -> Refused {
+    refuse(
+        Refusal::OutsideTimeWindow,
+        "created before this instance started, so its nonce cannot be checked; sign it again",
+    )
 }
 
 /// Records the nonce (with the same clock reading as the time window), so
@@ -242,27 +182,17 @@ pub async fn connect(
         .map_err(|e| refuse(Refusal::MalformedSignature, format!("malformed CONNECT: {e}")))?;
     let doc = &request.identity.document;
     document::verify_document(&request.identity).map_err(|e| refuse(Refusal::BadSignature, e))?;
-    let (params, sig) = signing::parse_header(signature_header(&headers)?, "POST", protocol::CONNECT_PATH)
-        .map_err(signature_refusal)?;
-    if params.destination != fed.instance_id.to_string() {
-        return Err(refuse(
-            Refusal::WrongDestination,
-            "request is addressed to another instance",
-        ));
+    let expect = verify::Expect {
+        destination: fed.instance_id,
+        path: protocol::CONNECT_PATH,
+        clock_skew_s: fed.settings.clock_skew_s,
+        request_lifetime_s: fed.settings.request_lifetime_s,
+    };
+    let header = headers.get(signing::HEADER).and_then(|v| v.to_str().ok());
+    let Verified { params, now, .. } = verify::verify(&Presented(doc), &expect, header, &body, now_unix).await?;
+    if !fed.replay.covers(params.created) {
+        return Err(stale_for_replay_cache());
     }
-    if params.origin != doc.instance_id || params.key_id != doc.current_key.key_id {
-        return Err(refuse(
-            Refusal::UnknownKey,
-            "CONNECT must be signed by the identity it presents",
-        ));
-    }
-    let key = doc
-        .current_key
-        .verifying_key()
-        .ok_or_else(|| refuse(Refusal::UnknownKey, "not an ed25519 key"))?;
-    signing::verify(&key, &params, &sig, &body).map_err(signature_refusal)?;
-    let now = now_unix();
-    check_time(fed, &params, now)?;
     record_nonce(fed, &params, now)?;
     document::check_bounds(doc).map_err(|e| refuse(Refusal::BadRequest, e))?;
     let origin: Uuid = doc
@@ -411,19 +341,20 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
             Vec::new()
         },
     };
-    let deadline = std::time::Duration::from_millis(request.envelope.deadline_ms).min(fed.settings.deadline);
     let actor = actor.map(|a| match a {
         protocol::ActorClaim::Vouched(a) | protocol::ActorClaim::Relayed(a) => a,
     });
-    let hop = Hop {
-        visited: request.envelope.visited.clone(),
-        exclude: request.envelope.exclude.clone(),
+    let envelope = Envelope {
         hop_limit: request.envelope.hop_limit.min(fed.settings.hop_limit),
-        deadline: std::time::Instant::now() + deadline,
+        deadline_ms: request
+            .envelope
+            .deadline_ms
+            .min(fed.settings.deadline.as_millis() as u64),
         actor: actor.clone(),
-        // Only reads, and only when the grant says so, go on to our peers.
-        may_forward: peer.grant_forward && !command,
+        ..request.envelope
     };
+    // Only reads, and only when the grant says so, go on to our peers.
+    let hop = Hop::arrived(envelope, peer.grant_forward && !command);
     let caller = Caller::Peer(PeerCaller {
         instance_id: peer.id,
         name: peer.name.clone(),
