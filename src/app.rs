@@ -16,6 +16,7 @@ use crate::graphql::{self, InstanceInfo};
 use crate::http::AppState;
 use crate::instance::Instance;
 use crate::metrics::Metrics;
+use crate::schema::MosaicSchema;
 use crate::schema::execute::Executor;
 
 /// A built instance, bound to its address, not yet serving.
@@ -60,7 +61,8 @@ impl Application {
         listener: &tokio::net::TcpListener,
         db: &Database,
     ) -> Result<AppState> {
-        let me = load_instance(&config, db, config.base_url(listener.local_addr()?)).await?;
+        let schema = crate::schema::build_schema(&config.limits);
+        let me = load_instance(&config, db, config.base_url(listener.local_addr()?), &schema).await?;
         let (instance_id, name, base_url) = (me.id, me.name.clone(), me.base_url.clone());
         let federation = Federation::open(&config, db, secret, &me).await?;
         let sso = match &config.oidc {
@@ -82,7 +84,7 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let federation = Arc::new(federation);
         let executor = Arc::new(Executor {
-            schema: crate::schema::build_schema(&config.limits),
+            schema,
             pool: db.app.clone(),
             statement_timeout: config.statement_timeout,
             instance_id,
@@ -155,12 +157,17 @@ impl Application {
 }
 
 /// Reads (on first start, creates) this instance's identity.
-pub async fn load_instance(config: &Config, db: &Database, base_url: String) -> Result<Instance> {
+pub async fn load_instance(
+    config: &Config,
+    db: &Database,
+    base_url: String,
+    schema: &MosaicSchema,
+) -> Result<Instance> {
     let (id, name) = db::instance_identity(db, &config.instance_name).await?;
     Ok(Instance {
         id,
         name,
         base_url,
-        schema_hash: crate::schema::schema_hash(),
+        schema_hash: crate::schema::schema_hash(schema),
     })
 }

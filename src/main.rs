@@ -399,7 +399,13 @@ async fn run(command: Command, config: Config) -> Result<()> {
                 let mut conn = db.admin().await?;
                 mosaic::federation::keys::ensure(&mut conn, &sealer).await?;
                 let key_id = mosaic::federation::keys::rotate(&mut conn, &sealer, grace).await?;
-                let me = mosaic::app::load_instance(&config, &db, config.base_url(config.listen)).await?;
+                let me = mosaic::app::load_instance(
+                    &config,
+                    &db,
+                    config.base_url(config.listen),
+                    &mosaic::schema::build_schema(&config.limits),
+                )
+                .await?;
                 let fed = Federation::open(&config, &db, &secret, &me).await?;
                 let told = fed.announce_rotation().await?;
                 anyhow::Ok((key_id, told))
@@ -419,7 +425,13 @@ async fn peer_command(command: PeerCommand, config: Config) -> Result<()> {
     mosaic::federation::tls::install_crypto_provider();
     let secret = config.require_secret()?;
     let db = open_existing(&config).await?;
-    let me = mosaic::app::load_instance(&config, &db, config.base_url(config.listen)).await?;
+    let me = mosaic::app::load_instance(
+        &config,
+        &db,
+        config.base_url(config.listen),
+        &mosaic::schema::build_schema(&config.limits),
+    )
+    .await?;
     let fed = Federation::open(&config, &db, &secret, &me).await?;
     let result = peer_action(&fed, &db, command).await;
     db.shutdown().await?;

@@ -109,9 +109,9 @@ pub fn sdl() -> String {
 }
 
 /// The schema's fingerprint peers compare: 16 bytes of its SDL's SHA-256, in hex.
-pub fn schema_hash() -> String {
+pub fn schema_hash(schema: &MosaicSchema) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(sdl().as_bytes());
+    let digest = sha2::Sha256::digest(schema.sdl().as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
