@@ -1,6 +1,6 @@
 //! What every resolver shares: the request context, global IDs, cursors,
 //! query limits, the peer-answer wire helpers, and the federated fan-out
-//! and forwarding. The schema's root is in `crate::schema`.
+//! and forwarding. The schema's root is in `schema/`.
 
 pub mod federated;
 pub mod ids;
