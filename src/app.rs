@@ -94,6 +94,8 @@ impl Application {
             cursor_key: Arc::new(graphql::pagination::CursorKey::new(secret)),
             metrics: metrics.clone(),
             agents: agents.clone(),
+            // No embedder yet: semantic search answers SEMANTIC_SEARCH_UNAVAILABLE.
+            knowledge: Arc::new(crate::knowledge::KnowledgeService::new(config.knowledge.clone(), None)),
         });
         Ok(AppState {
             live,

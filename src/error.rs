@@ -29,6 +29,11 @@ pub enum AppError {
         code: &'static str,
         message: String,
     },
+    /// Bad input that has its own code (TITLE_TOO_LONG, INVALID_SLUG, ...).
+    Invalid {
+        code: &'static str,
+        message: String,
+    },
     Internal(Arc<anyhow::Error>),
 }
 
@@ -57,7 +62,7 @@ impl AppError {
             Self::BadInput(_) => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
             Self::Timeout => "TIMEOUT",
-            Self::Peer { code, .. } | Self::Limit { code, .. } => code,
+            Self::Peer { code, .. } | Self::Limit { code, .. } | Self::Invalid { code, .. } => code,
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -67,8 +72,15 @@ impl AppError {
             Self::Unauthenticated(m) | Self::Forbidden(m) | Self::BadInput(m) | Self::Conflict(m) => m.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::Timeout => "the database did not answer in time".into(),
-            Self::Peer { message, .. } | Self::Limit { message, .. } => message.clone(),
+            Self::Peer { message, .. } | Self::Limit { message, .. } | Self::Invalid { message, .. } => message.clone(),
             Self::Internal(_) => "internal error".into(),
+        }
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod http;
 pub mod ide;
 pub mod instance;
+pub mod knowledge;
 pub mod live;
 pub mod metrics;
 pub mod peers;

@@ -2,13 +2,14 @@
 //!
 //! Every setting has one dotted key (used in the TOML file) and one environment
 //! variable, declared once beside the settings of its area (`limits.rs`,
-//! `federation.rs`, `oidc.rs`, `agents.rs`, and the general ones below) with
+//! `federation.rs`, `oidc.rs`, `agents.rs`, `knowledge.rs`, and the general ones below) with
 //! its default and its parser. Environment variables override the file. An
 //! invalid value stops startup with an error that names the field, where it
 //! came from, and why.
 
 mod agents;
 mod federation;
+mod knowledge;
 mod limits;
 mod networks;
 mod oidc;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub use crate::secrets::Secret;
 pub use agents::AgentSettings;
 pub use federation::FederationSettings;
+pub use knowledge::KnowledgeSettings;
 pub use limits::Limits;
 pub use networks::{IpNet, parse_networks};
 pub use oidc::{GroupRole, OidcSettings};
@@ -89,6 +91,8 @@ settings! {
         oidc: Option<OidcSettings>,
         /// Per-user agent containers.
         agents: AgentSettings,
+        /// The knowledge base's bounds.
+        knowledge: KnowledgeSettings,
     }
 }
 

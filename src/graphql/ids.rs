@@ -14,6 +14,7 @@ pub enum Kind {
     Task,
     Event,
     Team,
+    KnowledgeEntry,
 }
 
 impl Kind {
@@ -25,6 +26,7 @@ impl Kind {
             Self::Task => "Task",
             Self::Event => "Event",
             Self::Team => "Team",
+            Self::KnowledgeEntry => "KnowledgeEntry",
         }
     }
 
@@ -46,6 +48,7 @@ impl Kind {
             Self::Task,
             Self::Event,
             Self::Team,
+            Self::KnowledgeEntry,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -59,6 +59,10 @@ pub struct RequestContext {
     pub cursor_key: Arc<pagination::CursorKey>,
     /// This instance's per-user agent containers.
     pub agents: Arc<crate::containers::AgentService>,
+    /// The knowledge base's settings and embedder.
+    pub knowledge: Arc<crate::knowledge::KnowledgeService>,
+    /// Entries a resolver adds to the response's `extensions` (beside `federation`).
+    pub extensions: Arc<std::sync::Mutex<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl RequestContext {
@@ -119,6 +123,14 @@ impl RequestContext {
         } else {
             Owner::Instance(g.instance)
         })
+    }
+
+    /// Adds `key` to the response's `extensions`.
+    pub fn note_extension(&self, key: &str, value: serde_json::Value) {
+        self.extensions
+            .lock()
+            .expect("extensions lock")
+            .insert(key.to_string(), value);
     }
 
     pub fn global_id(&self, kind: Kind, local: Uuid) -> ID {

@@ -34,6 +34,7 @@ pub struct Executor {
     pub cursor_key: Arc<CursorKey>,
     pub metrics: Arc<Metrics>,
     pub agents: Arc<AgentService>,
+    pub knowledge: Arc<crate::knowledge::KnowledgeService>,
 }
 
 /// The operation a request runs (GraphQL's GetOperation), or why none can be chosen.
@@ -93,6 +94,8 @@ impl Executor {
             )),
             cursor_key: self.cursor_key.clone(),
             agents: self.agents.clone(),
+            knowledge: self.knowledge.clone(),
+            extensions: Arc::default(),
         }
     }
 
@@ -135,6 +138,7 @@ impl Executor {
         ));
         let context = self.context(db.clone(), caller, hop);
         let report = context.report.clone();
+        let extensions = context.extensions.clone();
         let mut response = self.schema.execute(request.data(context)).await;
         // All or nothing: any error rolls back every write of the request, and a
         // rolled-back mutation returns no data (it would name rows that do not exist).
@@ -171,6 +175,11 @@ impl Executor {
                 "federation".into(),
                 async_graphql::Value::from_json(federation).expect("JSON converts"),
             );
+        }
+        for (key, value) in std::mem::take(&mut *extensions.lock().expect("extensions lock")) {
+            response
+                .extensions
+                .insert(key, async_graphql::Value::from_json(value).expect("JSON converts"));
         }
         for error in &response.errors {
             let code = error

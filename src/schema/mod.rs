@@ -14,6 +14,7 @@ use crate::events;
 use crate::graphql::ids::{GlobalId, Kind};
 use crate::graphql::wire::owned;
 use crate::graphql::{QueryLimits, RequestContext, federated, limits};
+use crate::knowledge;
 use crate::peers;
 use crate::projects;
 use crate::tasks;
@@ -31,6 +32,7 @@ pub enum Node {
     Task(Box<tasks::Task>),
     Event(Box<events::Event>),
     Team(Box<teams::Team>),
+    KnowledgeEntry(Box<knowledge::KnowledgeEntry>),
 }
 
 #[derive(Default)]
@@ -54,6 +56,9 @@ impl NodeQuery {
             Kind::Task => tasks::load(rc, local).await?.map(|t| Node::Task(Box::new(t))),
             Kind::Event => events::load(rc, local).await?.map(|e| Node::Event(Box::new(e))),
             Kind::Team => teams::load(rc, local).await?.map(|t| Node::Team(Box::new(t))),
+            Kind::KnowledgeEntry => knowledge::load(rc, local)
+                .await?
+                .map(|e| Node::KnowledgeEntry(Box::new(e))),
         };
         Ok(node)
     }
@@ -73,6 +78,10 @@ pub struct QueryRoot(
     activity::ActivityQuery,
     peers::PeerQuery,
     agents::AgentQuery,
+    knowledge::KnowledgeQuery,
+    knowledge::tags::KnowledgeTagQuery,
+    knowledge::search::KnowledgeSearchQuery,
+    knowledge::graph::KnowledgeGraphQuery,
     NodeQuery,
 );
 
@@ -89,6 +98,8 @@ pub struct MutationRoot(
     my_sessions::MySessionsMutation,
     api_tokens::ApiTokenMutation,
     agents::AgentMutation,
+    knowledge::mutations::KnowledgeMutation,
+    knowledge::tags::KnowledgeTagMutation,
 );
 
 pub type MosaicSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
@@ -125,6 +136,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         Kind::Project => ("...ProjectFields", projects::wire::FRAGMENT),
         Kind::Event => ("...EventFields", events::wire::FRAGMENT),
         Kind::Team => ("...TeamFields", teams::wire::FRAGMENT),
+        Kind::KnowledgeEntry => ("...KnowledgeEntryFields", knowledge::wire::FRAGMENT),
         Kind::User => ("... on User { id email name isAdmin instance { id name } }", ""),
     };
     let query = format!("query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }} {fragment}");
@@ -147,6 +159,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         Kind::Project => Node::Project(owned::<projects::wire::ProjectWire>(node)?),
         Kind::Event => Node::Event(Box::new(owned::<events::wire::EventWire>(node)?)),
         Kind::Team => Node::Team(Box::new(owned::<teams::wire::TeamWire>(node)?)),
+        Kind::KnowledgeEntry => Node::KnowledgeEntry(Box::new(owned::<knowledge::wire::KnowledgeEntryWire>(node)?)),
         Kind::User => Node::User(owned::<users::wire::UserWire>(node)?),
     }))
 }

@@ -20,6 +20,7 @@ mod first_hour;
 mod graphql_over_http;
 mod http_surface;
 mod ide;
+mod knowledge;
 mod pagination;
 mod pool_hygiene;
 mod protocol_vectors;

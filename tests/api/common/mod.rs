@@ -66,7 +66,7 @@ pub fn test_config(database_url: String) -> Config {
 }
 
 /// Tables of tenant data (api_tokens aside: authenticating may touch it).
-pub const TENANT_TABLES: [&str; 10] = [
+pub const TENANT_TABLES: [&str; 16] = [
     "users",
     "workspaces",
     "workspace_members",
@@ -77,6 +77,12 @@ pub const TENANT_TABLES: [&str; 10] = [
     "events",
     "activity_log",
     "workspace_invitations",
+    "knowledge_entries",
+    "knowledge_versions",
+    "knowledge_tags",
+    "knowledge_entry_tags",
+    "knowledge_links",
+    "knowledge_embeddings",
 ];
 
 pub struct TestApp {

@@ -1,0 +1,25 @@
+//! The knowledge base: bounds on what one entry, search or graph may hold.
+//!
+//! An entry's content also travels in a request body, which
+//! `limits.max_body_bytes` (256 KiB by default) bounds first; raise both to
+//! store entries up to `max_content_bytes`.
+
+use super::setting::settings;
+
+settings! {
+    /// Sizes and counts an outsider controls in the knowledge base.
+    pub struct KnowledgeSettings {
+        /// The largest entry content, in bytes of UTF-8.
+        max_content_bytes: usize = 1024 * 1024;
+            "knowledge.max_content_bytes", "MOSAIC_KNOWLEDGE_MAX_CONTENT_BYTES", range(1024, 16 * 1024 * 1024);
+        /// Tags on one entry.
+        max_tags_per_entry: usize = 20;
+            "knowledge.max_tags_per_entry", "MOSAIC_KNOWLEDGE_MAX_TAGS_PER_ENTRY", range(1, 1000);
+        /// `[[links]]` in one entry.
+        max_links_per_entry: usize = 500;
+            "knowledge.max_links_per_entry", "MOSAIC_KNOWLEDGE_MAX_LINKS_PER_ENTRY", range(1, 100_000);
+        /// Nodes one graph answer may hold (`limit` is capped here).
+        max_graph_nodes: usize = 2000;
+            "knowledge.max_graph_nodes", "MOSAIC_KNOWLEDGE_MAX_GRAPH_NODES", range(1, 1_000_000);
+    }
+}

@@ -1,0 +1,667 @@
+//! The knowledge base: Markdown entries joined by `[[wiki links]]`, with
+//! versions, tags, full-text search and a graph. Who sees what is decided by
+//! the policies of migration 0060 (a draft is its author's alone); the
+//! resolvers here never filter by author.
+//!
+//! `mod.rs` holds the entry object and the lists; `mutations.rs` the writes,
+//! `tags.rs`, `search.rs` and `graph.rs` their parts, `store.rs` the SQL,
+//! `input.rs` the checks of what clients send, `links.rs` the link parser,
+//! `markdown.rs` the safe HTML and `versions.rs` the diffs.
+
+pub mod graph;
+pub mod input;
+pub mod links;
+pub mod markdown;
+pub mod mutations;
+pub mod search;
+pub mod store;
+pub mod tags;
+pub mod versions;
+pub mod wire;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use sqlx::{Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::config::KnowledgeSettings;
+use crate::embedding::Embedder;
+use crate::error::{AppError, AppResult};
+use crate::graphql::ids::{Kind, Owner};
+use crate::graphql::pagination::{Cursor, PageInfo, page_size};
+use crate::graphql::{InstanceInfo, RequestContext};
+use crate::users::{self, User};
+use crate::workspaces::{self, Workspace};
+use store::EntryRow;
+
+/// What the knowledge base needs beyond the request: its bounds, and the
+/// embedder for semantic search when a model is installed (None: semantic
+/// search answers SEMANTIC_SEARCH_UNAVAILABLE).
+pub struct KnowledgeService {
+    pub settings: KnowledgeSettings,
+    pub embedder: Option<Arc<dyn Embedder>>,
+}
+
+impl KnowledgeService {
+    pub fn new(settings: KnowledgeSettings, embedder: Option<Arc<dyn Embedder>>) -> Self {
+        Self { settings, embedder }
+    }
+}
+
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KnowledgeStatus {
+    /// Seen by its author only.
+    Draft,
+    /// Seen by the workspace.
+    Published,
+    /// Kept but hidden from lists, search and the graph (unless asked for).
+    Archived,
+}
+
+impl KnowledgeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "DRAFT",
+            Self::Published => "PUBLISHED",
+            Self::Archived => "ARCHIVED",
+        }
+    }
+
+    fn parse(s: &str) -> AppResult<Self> {
+        match s {
+            "DRAFT" => Ok(Self::Draft),
+            "PUBLISHED" => Ok(Self::Published),
+            "ARCHIVED" => Ok(Self::Archived),
+            other => Err(AppError::internal(anyhow::anyhow!("unknown entry status {other}"))),
+        }
+    }
+}
+
+/// An entry of the knowledge base.
+#[derive(Clone, Debug)]
+pub struct KnowledgeEntry {
+    pub row: Arc<EntryRow>,
+    pub status: KnowledgeStatus,
+    pub global_id: ID,
+    pub instance: Arc<InstanceInfo>,
+}
+
+impl KnowledgeEntry {
+    pub fn from_row(rc: &RequestContext, row: EntryRow) -> AppResult<Self> {
+        Ok(Self {
+            status: KnowledgeStatus::parse(&row.status)?,
+            global_id: rc.global_id(Kind::KnowledgeEntry, row.id),
+            instance: rc.instance.clone(),
+            row: Arc::new(row),
+        })
+    }
+
+    fn from_rows(rc: &RequestContext, rows: Vec<EntryRow>) -> AppResult<Vec<Self>> {
+        rows.into_iter().map(|r| Self::from_row(rc, r)).collect()
+    }
+
+    /// Fields that read this instance's database need the entry to be ours.
+    fn here(&self, rc: &RequestContext) -> AppResult<()> {
+        if rc.is_local(&self.instance) {
+            Ok(())
+        } else {
+            Err(remote_unsupported())
+        }
+    }
+}
+
+/// Knowledge across instances is the next step (issue 14, federated part).
+fn remote_unsupported() -> AppError {
+    AppError::invalid(
+        "REMOTE_KNOWLEDGE_UNSUPPORTED",
+        "the knowledge base of another instance cannot be reached from here yet",
+    )
+}
+
+/// An entry by id, for `node(id:)`.
+pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<KnowledgeEntry>> {
+    let row = store::load(&mut *rc.db.conn().await?, id).await?;
+    row.map(|r| KnowledgeEntry::from_row(rc, r)).transpose()
+}
+
+/// The local workspace `id` names, refused with UNKNOWN_WORKSPACE unless
+/// the caller can read it.
+pub async fn workspace_here(rc: &RequestContext, field: &str, id: &ID) -> AppResult<Uuid> {
+    let ws = match rc.owner_of(field, id, Kind::Workspace)? {
+        Owner::Here(ws) => ws,
+        Owner::Instance(_) => return Err(remote_unsupported()),
+    };
+    if workspaces::load(rc, ws).await?.is_none() {
+        return Err(AppError::invalid(
+            "UNKNOWN_WORKSPACE",
+            format!("{field}: no such workspace, or not one you can read"),
+        ));
+    }
+    Ok(ws)
+}
+
+async fn user_of(rc: &RequestContext, id: Option<Uuid>) -> AppResult<Option<User>> {
+    match id {
+        Some(id) => users::load(rc, id).await,
+        None => Ok(None),
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KnowledgeLink {
+    /// The target as written between the brackets.
+    pub target: String,
+    pub label: Option<String>,
+    /// The entry it resolves to for you; null when broken.
+    pub entry: Option<KnowledgeEntry>,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KnowledgeBrokenLink {
+    pub source: KnowledgeEntry,
+    pub target: String,
+    pub label: Option<String>,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct KnowledgeVersion {
+    pub number: i32,
+    pub title: String,
+    pub content: String,
+    pub message: Option<String>,
+    pub created_at: OffsetDateTime,
+    #[graphql(skip)]
+    pub author_id: Option<Uuid>,
+}
+
+#[async_graphql::ComplexObject]
+impl KnowledgeVersion {
+    async fn author(&self, ctx: &Context<'_>) -> AppResult<Option<User>> {
+        user_of(RequestContext::of(ctx), self.author_id).await
+    }
+}
+
+impl From<store::VersionRow> for KnowledgeVersion {
+    fn from(v: store::VersionRow) -> Self {
+        Self {
+            number: v.number,
+            title: v.title,
+            content: v.content,
+            message: v.message,
+            created_at: v.created_at,
+            author_id: v.author_id,
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KnowledgeVersionEdge {
+    pub cursor: String,
+    pub node: KnowledgeVersion,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KnowledgeVersionConnection {
+    pub total_count: i64,
+    pub edges: Vec<KnowledgeVersionEdge>,
+    pub page_info: PageInfo,
+}
+
+const VERSIONS_ORDER: &str = "NUMBER:DESC";
+
+#[Object]
+impl KnowledgeEntry {
+    pub async fn id(&self) -> ID {
+        self.global_id.clone()
+    }
+    async fn slug(&self) -> &str {
+        &self.row.slug
+    }
+    async fn title(&self) -> &str {
+        &self.row.title
+    }
+    /// Markdown, as written.
+    async fn content(&self) -> &str {
+        &self.row.content
+    }
+    /// The content as HTML safe to show: no raw HTML, no script URLs; wiki
+    /// links as anchors, broken ones with the class `broken`.
+    async fn content_html(&self, ctx: &Context<'_>) -> AppResult<String> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        let found = links::parse(&self.row.content);
+        let keys: Vec<String> = found.iter().map(links::WikiLink::key).collect();
+        let slugs = store::resolve_keys(&mut *rc.db.conn().await?, self.row.workspace_id, &keys).await?;
+        Ok(markdown::render(&self.row.content, &found, &slugs))
+    }
+    async fn summary(&self) -> Option<&str> {
+        self.row.summary.as_deref()
+    }
+    async fn status(&self) -> KnowledgeStatus {
+        self.status
+    }
+    /// Tag names, alphabetically.
+    async fn tags(&self, ctx: &Context<'_>) -> AppResult<Vec<String>> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        store::tags_of(&mut *rc.db.conn().await?, self.row.id).await
+    }
+    async fn workspace(&self, ctx: &Context<'_>) -> AppResult<Workspace> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        workspaces::require_visible(rc, self.row.workspace_id).await
+    }
+    async fn author(&self, ctx: &Context<'_>) -> AppResult<Option<User>> {
+        user_of(RequestContext::of(ctx), self.row.author_id).await
+    }
+    async fn updated_by(&self, ctx: &Context<'_>) -> AppResult<Option<User>> {
+        user_of(RequestContext::of(ctx), self.row.updated_by).await
+    }
+    async fn created_at(&self) -> OffsetDateTime {
+        self.row.created_at
+    }
+    async fn updated_at(&self) -> OffsetDateTime {
+        self.row.updated_at
+    }
+    async fn instance(&self) -> &InstanceInfo {
+        &self.instance
+    }
+    /// Every `[[link]]` in the content, in order, resolved for you.
+    async fn links(&self, ctx: &Context<'_>) -> AppResult<Vec<KnowledgeLink>> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        let mut conn = rc.db.conn().await?;
+        let rows = store::links_of(&mut conn, self.row.id).await?;
+        let ids: Vec<Uuid> = rows.iter().filter_map(|l| l.target_id).collect();
+        let targets = store::load_many(&mut conn, &ids).await?;
+        drop(conn);
+        let targets = KnowledgeEntry::from_rows(rc, targets)?;
+        Ok(rows
+            .into_iter()
+            .map(|l| KnowledgeLink {
+                entry: l
+                    .target_id
+                    .and_then(|id| targets.iter().find(|t| t.row.id == id).cloned()),
+                target: l.target,
+                label: l.label,
+            })
+            .collect())
+    }
+    /// The entries this one links to (each once, in order of first mention).
+    async fn outgoing_links(&self, ctx: &Context<'_>) -> AppResult<Vec<KnowledgeEntry>> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        let mut conn = rc.db.conn().await?;
+        let rows = store::links_of(&mut conn, self.row.id).await?;
+        let mut ids: Vec<Uuid> = Vec::new();
+        for id in rows.iter().filter_map(|l| l.target_id) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let targets = store::load_many(&mut conn, &ids).await?;
+        drop(conn);
+        KnowledgeEntry::from_rows(rc, targets)
+    }
+    /// Entries that link to this one, by title.
+    async fn backlinks(&self, ctx: &Context<'_>) -> AppResult<Vec<KnowledgeEntry>> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        let rows = store::backlinks(&mut *rc.db.conn().await?, &self.row).await?;
+        KnowledgeEntry::from_rows(rc, rows)
+    }
+    /// Saved versions, newest first.
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<KnowledgeVersionConnection> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        let first = page_size(first, rc.max_page_size)?;
+        let before = match &after {
+            Some(a) => {
+                let c = rc.open_cursor(a, VERSIONS_ORDER)?;
+                Some(
+                    c.k.as_deref()
+                        .and_then(|k| k.parse::<i32>().ok())
+                        .ok_or_else(|| AppError::BadInput("after: not a cursor issued by this field".into()))?,
+                )
+            }
+            None => None,
+        };
+        let mut conn = rc.db.conn().await?;
+        let rows = store::versions(&mut conn, self.row.id, before, first + 1).await?;
+        let total_count = store::version_count(&mut conn, self.row.id).await?;
+        drop(conn);
+        let has_next_page = rows.len() > first;
+        let edges: Vec<KnowledgeVersionEdge> = rows
+            .into_iter()
+            .take(first)
+            .map(|v| KnowledgeVersionEdge {
+                cursor: rc.seal_cursor(&Cursor {
+                    o: VERSIONS_ORDER.into(),
+                    k: Some(v.number.to_string()),
+                    n: None,
+                    i: v.id,
+                }),
+                node: v.into(),
+            })
+            .collect();
+        Ok(KnowledgeVersionConnection {
+            total_count,
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page: after.is_some(),
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        })
+    }
+    /// One version by number.
+    async fn version(&self, ctx: &Context<'_>, number: i32) -> AppResult<Option<KnowledgeVersion>> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        let v = store::version(&mut *rc.db.conn().await?, self.row.id, number).await?;
+        Ok(v.map(Into::into))
+    }
+    /// What changed from version `from` to version `to`.
+    async fn diff(&self, ctx: &Context<'_>, from: i32, to: i32) -> AppResult<versions::Diff> {
+        let rc = RequestContext::of(ctx);
+        self.here(rc)?;
+        let mut conn = rc.db.conn().await?;
+        let old = store::version(&mut conn, self.row.id, from).await?;
+        let new = store::version(&mut conn, self.row.id, to).await?;
+        drop(conn);
+        let missing = |n: i32| AppError::invalid("UNKNOWN_VERSION", format!("from/to: this entry has no version {n}"));
+        let old = old.ok_or_else(|| missing(from))?;
+        let new = new.ok_or_else(|| missing(to))?;
+        // Diffing is CPU work proportional to the content: off the runtime.
+        tokio::task::spawn_blocking(move || versions::diff(from, to, &old.content, &new.content))
+            .await
+            .map_err(AppError::internal)
+    }
+}
+
+/// Filters of lists and search.
+#[derive(InputObject, Default, Clone)]
+pub struct KnowledgeFilter {
+    /// Only entries of this status; without it, all but ARCHIVED.
+    pub status: Option<KnowledgeStatus>,
+    /// Only entries with this tag (by name).
+    pub tag: Option<String>,
+    /// Only entries matching these words (web search syntax).
+    pub search: Option<String>,
+}
+
+/// A filter checked and resolved to SQL values.
+pub struct Conditions {
+    pub workspaces: Option<Vec<Uuid>>,
+    pub status: Option<&'static str>,
+    pub tag: Option<Uuid>,
+    pub search: Option<String>,
+}
+
+impl Conditions {
+    /// `workspace`: one workspace, or (None) every one the caller reads.
+    pub async fn parse(rc: &RequestContext, workspace: Option<Uuid>, filter: &KnowledgeFilter) -> AppResult<Self> {
+        let tag =
+            match (&filter.tag, workspace) {
+                (Some(name), ws) => {
+                    let name = input::tag_name("filter.tag", name)?;
+                    let mut conn = rc.db.conn().await?;
+                    let found: Vec<Uuid> = match ws {
+                        Some(ws) => store::tag_id(&mut conn, ws, &name).await?.into_iter().collect(),
+                        None => {
+                            sqlx::query_scalar("SELECT id FROM knowledge_tags WHERE lower(name) = lower($1) LIMIT 1")
+                                .bind(&name)
+                                .fetch_all(&mut *conn)
+                                .await?
+                        }
+                    };
+                    Some(found.first().copied().ok_or_else(|| {
+                        AppError::invalid("UNKNOWN_TAG", format!("filter.tag: no tag named '{name}'"))
+                    })?)
+                }
+                (None, _) => None,
+            };
+        let search = match &filter.search {
+            Some(s) => Some(input::query(s).map_err(|e| match e {
+                AppError::Invalid { code, message } => AppError::Invalid {
+                    code,
+                    message: message.replacen("query", "filter.search", 1),
+                },
+                other => other,
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            workspaces: workspace.map(|w| vec![w]),
+            status: filter.status.map(KnowledgeStatus::as_str),
+            tag,
+            search: search.map(str::to_string),
+        })
+    }
+
+    /// ` AND …` conditions on `e`, knowledge_entries.
+    pub fn push(&self, q: &mut QueryBuilder<Postgres>) {
+        if let Some(ws) = &self.workspaces {
+            q.push(" AND e.workspace_id = ANY(").push_bind(ws.clone()).push(")");
+        }
+        match self.status {
+            Some(s) => {
+                q.push(" AND e.status = ").push_bind(s);
+            }
+            None => {
+                q.push(" AND e.status <> 'ARCHIVED'");
+            }
+        }
+        if let Some(tag) = self.tag {
+            q.push(" AND EXISTS (SELECT 1 FROM knowledge_entry_tags et WHERE et.entry_id = e.id AND et.tag_id = ")
+                .push_bind(tag)
+                .push(")");
+        }
+        if let Some(s) = &self.search {
+            q.push(" AND e.search @@ websearch_to_tsquery('english', ")
+                .push_bind(s.clone())
+                .push(")");
+        }
+    }
+}
+
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KnowledgeEntryOrder {
+    /// Most recently changed first.
+    #[default]
+    UpdatedAtDesc,
+    /// By title, A to Z.
+    TitleAsc,
+}
+
+impl KnowledgeEntryOrder {
+    fn name(self) -> &'static str {
+        match self {
+            Self::UpdatedAtDesc => "UPDATED_AT:DESC",
+            Self::TitleAsc => "TITLE:ASC",
+        }
+    }
+
+    /// (sort expression, its type, comparison after a cursor, direction)
+    fn sql(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Self::UpdatedAtDesc => ("e.updated_at", "timestamptz", "<", "DESC"),
+            Self::TitleAsc => ("e.title", "text", ">", "ASC"),
+        }
+    }
+
+    fn key(self, row: &EntryRow) -> AppResult<String> {
+        match self {
+            Self::UpdatedAtDesc => row.updated_at.format(&Rfc3339).map_err(AppError::internal),
+            Self::TitleAsc => Ok(row.title.clone()),
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KnowledgeEntryEdge {
+    pub cursor: String,
+    pub node: KnowledgeEntry,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KnowledgeEntryConnection {
+    pub edges: Vec<KnowledgeEntryEdge>,
+    pub page_info: PageInfo,
+    /// All entries matching the filter; computed only when asked for.
+    pub total_count: Option<i64>,
+}
+
+async fn page(
+    rc: &RequestContext,
+    conditions: &Conditions,
+    order: KnowledgeEntryOrder,
+    first: usize,
+    after: Option<&Cursor>,
+    with_total: bool,
+) -> AppResult<KnowledgeEntryConnection> {
+    let (expr, cast, cmp, dir) = order.sql();
+    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {} FROM knowledge_entries e WHERE true", store::COLUMNS));
+    conditions.push(&mut q);
+    if let Some(c) = after {
+        q.push(format!(" AND ({expr}, e.id) {cmp} ("))
+            .push_bind(c.k.clone().unwrap_or_default())
+            .push(format!("::{cast}, "))
+            .push_bind(c.i)
+            .push(")");
+    }
+    q.push(format!(" ORDER BY {expr} {dir}, e.id {dir} LIMIT "))
+        .push_bind(first as i64 + 1);
+    let mut conn = rc.db.conn().await?;
+    let rows: Vec<EntryRow> = q
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| match AppError::from(e) {
+            AppError::BadInput(_) => AppError::BadInput("after: cursor does not fit this ordering".into()),
+            other => other,
+        })?;
+    let total_count = if with_total {
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM knowledge_entries e WHERE true");
+        conditions.push(&mut count);
+        Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
+    } else {
+        None
+    };
+    drop(conn);
+    let has_next_page = rows.len() > first;
+    let edges = rows
+        .into_iter()
+        .take(first)
+        .map(|r| {
+            let cursor = rc.seal_cursor(&Cursor {
+                o: order.name().into(),
+                k: Some(order.key(&r)?),
+                n: None,
+                i: r.id,
+            });
+            Ok(KnowledgeEntryEdge {
+                cursor,
+                node: KnowledgeEntry::from_row(rc, r)?,
+            })
+        })
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok(KnowledgeEntryConnection {
+        page_info: PageInfo {
+            has_next_page,
+            has_previous_page: after.is_some(),
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: edges.last().map(|e| e.cursor.clone()),
+        },
+        edges,
+        total_count,
+    })
+}
+
+#[derive(Default)]
+pub struct KnowledgeQuery;
+
+#[Object]
+impl KnowledgeQuery {
+    /// Entries of a workspace (drafts only your own), filtered, ordered and paginated.
+    async fn knowledge_entries(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        filter: Option<KnowledgeFilter>,
+        order_by: Option<KnowledgeEntryOrder>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<KnowledgeEntryConnection> {
+        let rc = RequestContext::of(ctx);
+        let first = page_size(first, rc.max_page_size)?;
+        let order = order_by.unwrap_or_default();
+        let ws = workspace_here(rc, "workspaceId", &workspace_id).await?;
+        let conditions = Conditions::parse(rc, Some(ws), &filter.unwrap_or_default()).await?;
+        let after = after.map(|a| rc.open_cursor(&a, order.name())).transpose()?;
+        let with_total = ctx.look_ahead().field("totalCount").exists();
+        page(rc, &conditions, order, first, after.as_ref(), with_total).await
+    }
+
+    /// One entry by its slug in a workspace; null when there is none you can see.
+    async fn knowledge_entry(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        slug: String,
+    ) -> AppResult<Option<KnowledgeEntry>> {
+        let rc = RequestContext::of(ctx);
+        let ws = workspace_here(rc, "workspaceId", &workspace_id).await?;
+        let slug = input::slug(&slug)?;
+        let row = store::by_slug(&mut *rc.db.conn().await?, ws, slug).await?;
+        row.map(|r| KnowledgeEntry::from_row(rc, r)).transpose()
+    }
+
+    /// Links in a workspace's entries that lead nowhere you can see.
+    async fn knowledge_broken_links(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        first: Option<i32>,
+    ) -> AppResult<Vec<KnowledgeBrokenLink>> {
+        let rc = RequestContext::of(ctx);
+        let first = page_size(first, rc.max_page_size)?;
+        let ws = workspace_here(rc, "workspaceId", &workspace_id).await?;
+        let mut conn = rc.db.conn().await?;
+        let rows = store::broken_links(&mut conn, ws, first).await?;
+        let mut ids: Vec<Uuid> = rows.iter().map(|r| r.source_id).collect();
+        ids.dedup();
+        let sources = store::load_many(&mut conn, &ids).await?;
+        drop(conn);
+        let sources = KnowledgeEntry::from_rows(rc, sources)?;
+        rows.into_iter()
+            .map(|r| {
+                let source = sources
+                    .iter()
+                    .find(|s| s.row.id == r.source_id)
+                    .cloned()
+                    .ok_or_else(|| AppError::internal(anyhow::anyhow!("a broken link's source vanished")))?;
+                Ok(KnowledgeBrokenLink {
+                    source,
+                    target: r.target,
+                    label: r.label,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Used by `wire.rs` to build remote entries.
+pub(crate) fn status_from_wire(s: &str) -> AppResult<KnowledgeStatus> {
+    KnowledgeStatus::parse(s)
+}

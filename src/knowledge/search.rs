@@ -1,0 +1,200 @@
+//! `searchKnowledge`: full text in PostgreSQL (a weighted tsvector, title
+//! above content; `websearch_to_tsquery`, all words before some; `ts_rank`;
+//! `ts_headline` snippets), with typo-tolerant title matches (`pg_trgm`) after the word
+//! matches when those are fewer than asked for. Every query runs under the
+//! caller's scope, so ranking only ever sees entries the caller may read.
+//!
+//! Semantic and hybrid search need an embedder (`KnowledgeService`); without
+//! one, SEMANTIC is refused with SEMANTIC_SEARCH_UNAVAILABLE and HYBRID
+//! answers from full text alone, saying so in `extensions.searchKnowledge`.
+
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use serde_json::json;
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::markdown::{HIGHLIGHT, snippet_html};
+use super::{Conditions, KnowledgeEntry, KnowledgeFilter, input, store, workspace_here};
+use crate::error::{AppError, AppResult};
+use crate::graphql::RequestContext;
+use crate::graphql::pagination::page_size;
+
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KnowledgeSearchMode {
+    /// Words, ranked by PostgreSQL full-text search; typo-tolerant on titles.
+    #[default]
+    Text,
+    /// Meaning, by sentence embeddings.
+    Semantic,
+    /// Text and semantic ranks fused (reciprocal rank fusion).
+    Hybrid,
+}
+
+impl KnowledgeSearchMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "TEXT",
+            Self::Semantic => "SEMANTIC",
+            Self::Hybrid => "HYBRID",
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KnowledgeSearchHit {
+    pub entry: KnowledgeEntry,
+    /// The mode's own measure (for TEXT, `ts_rank`); higher is better.
+    pub score: f64,
+    /// 1 for the best hit.
+    pub rank: i32,
+    /// HTML: the content around the matched words, escaped, with the
+    /// matches in `<mark>`.
+    pub snippet: Option<String>,
+}
+
+/// A ranked hit before its entry is loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    pub id: Uuid,
+    pub score: f64,
+    pub snippet: Option<String>,
+}
+
+/// Title matches found by similarity rank below every word match.
+const TRIGRAM_SCALE: f64 = 0.01;
+/// How much of the content a snippet is looked for in.
+const HEADLINE_SOURCE_CHARS: i32 = 100_000;
+/// A snippet without a match: the content's start, this long.
+const PLAIN_SNIPPET_CHARS: usize = 200;
+
+/// Full-text hits, best first, at most `first`.
+pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, first: usize) -> AppResult<Vec<Ranked>> {
+    let options = format!(
+        "StartSel={}, StopSel={}, MaxWords=35, MinWords=12, MaxFragments=2, FragmentDelimiter=\" … \"",
+        HIGHLIGHT.0, HIGHLIGHT.1
+    );
+    // Entries with every word rank first (score 1 + rank), then those with
+    // some (score = rank): a question in plain words still finds the entries
+    // that share its key words. Negations and phrases keep their meaning.
+    let mut q = QueryBuilder::<Postgres>::new("WITH q AS (SELECT websearch_to_tsquery('english', ");
+    q.push_bind(query.to_string()).push(
+        ") AS q), o AS (SELECT q, CASE WHEN q::text ~ '[!<]' THEN q ELSE replace(q::text, ' & ', ' | ')::tsquery END AS o FROM q), \
+         hits AS (SELECT e.id, ts_rank(e.search, o.o) + CASE WHEN e.search @@ o.q THEN 1 ELSE 0 END AS score \
+         FROM knowledge_entries e, o WHERE e.search @@ o.o",
+    );
+    conditions.push(&mut q);
+    q.push(" ORDER BY score DESC, e.id LIMIT ")
+        .push_bind(first as i64)
+        .push(") SELECT h.id, h.score::float8, ts_headline('english', left(e.content, ")
+        .push_bind(HEADLINE_SOURCE_CHARS)
+        .push("), o.o, ")
+        .push_bind(options)
+        .push(") FROM hits h JOIN knowledge_entries e ON e.id = h.id, o ORDER BY h.score DESC, h.id");
+    let mut conn = rc.db.conn().await?;
+    let rows: Vec<(Uuid, f64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+    let mut hits: Vec<Ranked> = rows
+        .into_iter()
+        .map(|(id, score, headline)| Ranked {
+            id,
+            score,
+            snippet: Some(snippet_html(&headline)),
+        })
+        .collect();
+    if hits.len() < first {
+        let found: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+        let mut q = QueryBuilder::<Postgres>::new("SELECT e.id, (word_similarity(lower(");
+        q.push_bind(query.to_string())
+            .push("), lower(e.title)) * ")
+            .push_bind(TRIGRAM_SCALE)
+            .push(")::float8 AS score, left(e.content, ")
+            .push_bind(PLAIN_SNIPPET_CHARS as i32)
+            .push(") FROM knowledge_entries e WHERE lower(")
+            .push_bind(query.to_string())
+            .push(") <% lower(e.title) AND NOT (e.id = ANY(")
+            .push_bind(found)
+            .push("))");
+        conditions.push(&mut q);
+        q.push(" ORDER BY score DESC, e.id LIMIT ")
+            .push_bind((first - hits.len()) as i64);
+        let rows: Vec<(Uuid, f64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+        hits.extend(rows.into_iter().map(|(id, score, start)| Ranked {
+            id,
+            score,
+            snippet: Some(snippet_html(&start)),
+        }));
+    }
+    Ok(hits)
+}
+
+/// The hits with their entries, in rank order.
+async fn with_entries(rc: &RequestContext, ranked: Vec<Ranked>) -> AppResult<Vec<KnowledgeSearchHit>> {
+    let ids: Vec<Uuid> = ranked.iter().map(|r| r.id).collect();
+    let rows = store::load_many(&mut *rc.db.conn().await?, &ids).await?;
+    let mut rows: std::collections::HashMap<Uuid, store::EntryRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+    let mut out = Vec::with_capacity(ranked.len());
+    for r in ranked {
+        if let Some(row) = rows.remove(&r.id) {
+            out.push(KnowledgeSearchHit {
+                rank: out.len() as i32 + 1,
+                entry: KnowledgeEntry::from_row(rc, row)?,
+                score: r.score,
+                snippet: r.snippet,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn semantic_unavailable() -> AppError {
+    AppError::invalid(
+        "SEMANTIC_SEARCH_UNAVAILABLE",
+        "mode: semantic search needs an embedding model, and none is configured on this instance",
+    )
+}
+
+#[derive(Default)]
+pub struct KnowledgeSearchQuery;
+
+#[Object]
+impl KnowledgeSearchQuery {
+    /// Entries matching `query`, best first: in one workspace, or in every
+    /// workspace of this instance you can read.
+    async fn search_knowledge(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        mode: Option<KnowledgeSearchMode>,
+        workspace_id: Option<ID>,
+        filter: Option<KnowledgeFilter>,
+        first: Option<i32>,
+    ) -> AppResult<Vec<KnowledgeSearchHit>> {
+        let rc = RequestContext::of(ctx);
+        let mode = mode.unwrap_or_default();
+        let query = input::query(&query)?;
+        let first = page_size(first, rc.max_page_size)?;
+        let ws = match &workspace_id {
+            Some(id) => Some(workspace_here(rc, "workspaceId", id).await?),
+            None => None,
+        };
+        let conditions = Conditions::parse(rc, ws, &filter.unwrap_or_default()).await?;
+        if mode != KnowledgeSearchMode::Text && rc.knowledge.embedder.is_none() {
+            if mode == KnowledgeSearchMode::Semantic {
+                return Err(semantic_unavailable());
+            }
+            rc.note_extension(
+                "searchKnowledge",
+                json!({
+                    "requestedMode": mode.as_str(),
+                    "answeredMode": "TEXT",
+                    "code": "SEMANTIC_SEARCH_UNAVAILABLE",
+                    "message": "no embedding model is configured: these are full-text results only",
+                }),
+            );
+        } else if mode != KnowledgeSearchMode::Text {
+            // The embedder is wired in with semantic search (issue 14, next step).
+            return Err(semantic_unavailable());
+        }
+        let ranked = text(rc, query, &conditions, first).await?;
+        with_entries(rc, ranked).await
+    }
+}
