@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The knowledge base: Markdown files in and out.
+    Knowledge {
+        #[command(subcommand)]
+        command: KnowledgeCommand,
+    },
     /// A local federation of three instances (hq, work, home) with seeded data.
     Demo {
         /// First port; the instances listen on N, N+1, N+2.
@@ -193,6 +198,30 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum KnowledgeCommand {
+    /// Import DIR's `.md` files (front matter: title, tags, status) as
+    /// entries of a workspace, as a user; a file whose slug (its name)
+    /// exists updates that entry. All or nothing.
+    Import {
+        dir: std::path::PathBuf,
+        /// The workspace: its ID or UUID.
+        #[arg(long)]
+        workspace: String,
+        /// The user the entries are written as (their e-mail).
+        #[arg(long)]
+        user: String,
+    },
+    /// Export a workspace's entries that the user can see to DIR as `<slug>.md`.
+    Export {
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum SchemaCommand {
     /// Print the SDL (or write it to a file).
     Print {
@@ -266,6 +295,51 @@ async fn open_existing(config: &Config) -> Result<Database> {
         );
     }
     Database::open(config).await
+}
+
+/// The workspace UUID in `--workspace` (a global ID or the bare UUID).
+fn workspace_uuid(value: &str) -> Result<Uuid> {
+    value
+        .rsplit(':')
+        .next()
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("--workspace: '{value}' is not a workspace ID or UUID"))
+}
+
+async fn knowledge_command(command: KnowledgeCommand, config: Config) -> Result<()> {
+    use mosaic::knowledge::transfer;
+    let (dir, workspace, user, import) = match command {
+        KnowledgeCommand::Import { dir, workspace, user } => (dir, workspace, user, true),
+        KnowledgeCommand::Export { dir, workspace, user } => (dir, workspace, user, false),
+    };
+    let workspace = workspace_uuid(&workspace)?;
+    let db = open_existing(&config).await?;
+    let done = async {
+        let user_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = lower($1)")
+            .bind(&user)
+            .fetch_optional(&mut db.admin().await?)
+            .await?;
+        let user_id = user_id.ok_or_else(|| anyhow::anyhow!("--user: no user {user}"))?;
+        if import {
+            let (created, updated) = transfer::import(
+                &db.app,
+                &config.knowledge,
+                config.statement_timeout,
+                user_id,
+                workspace,
+                &dir,
+            )
+            .await?;
+            eprintln!("imported {}: {created} created, {updated} updated", dir.display());
+        } else {
+            let n = transfer::export(&db.app, config.statement_timeout, user_id, workspace, &dir).await?;
+            eprintln!("exported {n} entries to {}", dir.display());
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.shutdown().await?;
+    done
 }
 
 async fn run(command: Command, config: Config) -> Result<()> {
@@ -387,6 +461,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
         }
         Command::Schema { .. } => unreachable!("handled before the runtime starts"),
         Command::Peer { command } => peer_command(command, config).await,
+        Command::Knowledge { command } => knowledge_command(command, config).await,
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {

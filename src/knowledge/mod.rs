@@ -6,7 +6,8 @@
 //! `mod.rs` holds the entry object and the lists; `mutations.rs` the writes,
 //! `tags.rs`, `search.rs` and `graph.rs` their parts, `store.rs` the SQL,
 //! `input.rs` the checks of what clients send, `links.rs` the link parser,
-//! `markdown.rs` the safe HTML and `versions.rs` the diffs.
+//! `markdown.rs` the safe HTML, `versions.rs` the diffs and `transfer.rs`
+//! the import and export of Markdown files.
 
 pub mod graph;
 pub mod input;
@@ -16,6 +17,7 @@ pub mod mutations;
 pub mod search;
 pub mod store;
 pub mod tags;
+pub mod transfer;
 pub mod versions;
 pub mod wire;
 

@@ -53,7 +53,6 @@ pub struct RestoreKnowledgeVersionInput {
     pub message: Option<String>,
 }
 
-/// Stores what a save derives from the entry as it now is: links, tags, a version.
 async fn after_save(
     rc: &RequestContext,
     row: &EntryRow,
@@ -62,19 +61,7 @@ async fn after_save(
     message: Option<&str>,
 ) -> AppResult<()> {
     let user = rc.user()?.user_id;
-    let mut conn = rc.db.conn().await?;
-    if let Some(links) = links {
-        store::set_links(&mut conn, row, links).await?;
-    }
-    // Saved tags again too: a draft's new tag names stop being hidden once
-    // the entry is not a draft.
-    let tags = match tags {
-        Some(t) => t.to_vec(),
-        None => store::tags_of(&mut conn, row.id).await?,
-    };
-    store::set_tags(&mut conn, row, &tags).await?;
-    store::add_version(&mut conn, row, user, message).await?;
-    Ok(())
+    store::after_save(&mut *rc.db.conn().await?, row, links, tags, user, message).await
 }
 
 /// The entry `id` names, visible to the caller.

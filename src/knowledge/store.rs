@@ -153,6 +153,29 @@ pub async fn update(
         })
 }
 
+/// What a save stores besides the entry: its links (when the content was
+/// given), its tags (given, or its current ones again: a draft's new tag
+/// names stop being hidden once the entry is not a draft), and a version.
+pub async fn after_save(
+    conn: &mut PgConnection,
+    row: &EntryRow,
+    links: Option<&[WikiLink]>,
+    tags: Option<&[String]>,
+    author: Uuid,
+    message: Option<&str>,
+) -> AppResult<()> {
+    if let Some(links) = links {
+        set_links(conn, row, links).await?;
+    }
+    let tags = match tags {
+        Some(t) => t.to_vec(),
+        None => tags_of(conn, row.id).await?,
+    };
+    set_tags(conn, row, &tags).await?;
+    add_version(conn, row, author, message).await?;
+    Ok(())
+}
+
 /// Records the entry as it now is as its next version.
 pub async fn add_version(
     conn: &mut PgConnection,

@@ -936,3 +936,144 @@ async fn text_search_precision_at_5_on_a_labelled_corpus() {
         hit_slugs(&search(&app, &token, json!({ "q": "chargeback", "w": ws, "n": 50 })).await).len()
     );
 }
+
+/// `mosaic knowledge …` against the test instance's database.
+async fn mosaic_knowledge(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mosaic"))
+        .arg("knowledge")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.database_url)
+        .env("MOSAIC_SECRET_KEY", "cli-test-secret-key-0123456789abcdef")
+        .output()
+        .await
+        .expect("mosaic ran");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// (slug, title, content, tags) of every entry the token sees, by slug.
+async fn snapshot(app: &TestApp, token: &str, ws: &str) -> Vec<Value> {
+    let d = app
+        .gql_ok(
+            token,
+            "query($w: ID!) { knowledgeEntries(workspaceId: $w, orderBy: TITLE_ASC, first: 100) {
+                edges { node { slug title content tags status outgoingLinks { slug } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let mut out: Vec<Value> = d["knowledgeEntries"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .collect();
+    out.sort_by_key(|e| e["slug"].as_str().unwrap().to_string());
+    out
+}
+
+#[tokio::test]
+async fn import_and_export_round_trip_with_links_between_files() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("ivy@example.com").await;
+    let ws = app.create_workspace(&token, "Imported").await;
+    let ws2 = app.create_workspace(&token, "Copy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "design-notes.md",
+            "---\ntitle: \"Design: notes\"\ntags: [arch, ops]\n---\nSee [[Runbook]] and [[glossary|the terms]].\n",
+        ),
+        ("runbook.md", "# Runbook\n\nBack to [[Design: notes]].\n"),
+        ("Glossary.md", "---\ntitle: Glossary\nstatus: DRAFT\n---\nTerms.\n"),
+        ("ignored.txt", "not Markdown"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = dir.path().to_str().unwrap();
+    let (ok, err) = mosaic_knowledge(&app, &["import", path, "--workspace", &ws, "--user", "ivy@example.com"]).await;
+    assert!(ok, "{err}");
+    assert!(err.contains("3 created, 0 updated"), "{err}");
+    let imported = snapshot(&app, &token, &ws).await;
+    let summary: Vec<(String, Value, Value)> = imported
+        .iter()
+        .map(|e| {
+            (
+                e["slug"].as_str().unwrap().to_string(),
+                e["tags"].clone(),
+                e["outgoingLinks"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "design-notes".to_string(),
+                json!(["arch", "ops"]),
+                json!([{ "slug": "runbook" }, { "slug": "glossary" }])
+            ),
+            ("glossary".to_string(), json!([]), json!([])),
+            ("runbook".to_string(), json!([]), json!([{ "slug": "design-notes" }])),
+        ]
+    );
+    assert_eq!(imported[1]["status"], "DRAFT");
+
+    // Export, then import the export into another workspace: the same entries.
+    let out = tempfile::tempdir().unwrap();
+    let out_path = out.path().to_str().unwrap();
+    let (ok, err) = mosaic_knowledge(
+        &app,
+        &["export", out_path, "--workspace", &ws, "--user", "ivy@example.com"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["design-notes.md", "glossary.md", "runbook.md"]);
+    let (ok, err) = mosaic_knowledge(
+        &app,
+        &["import", out_path, "--workspace", &ws2, "--user", "ivy@example.com"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(snapshot(&app, &token, &ws2).await, imported);
+    // Importing again updates in place.
+    let (ok, err) = mosaic_knowledge(
+        &app,
+        &["import", out_path, "--workspace", &ws, "--user", "ivy@example.com"],
+    )
+    .await;
+    assert!(ok && err.contains("0 created, 3 updated"), "{err}");
+    assert_eq!(snapshot(&app, &token, &ws).await, imported);
+
+    // A bad file stops the import and nothing is written; so does a stranger.
+    app.user("stranger@example.com").await;
+    let before = common::fingerprint(&mut app.admin().await).await;
+    std::fs::write(
+        out.path().join("zz-bad.md"),
+        format!("---\ntitle: \"{}\"\n---\n", "x".repeat(501)),
+    )
+    .unwrap();
+    let (ok, err) = mosaic_knowledge(
+        &app,
+        &["import", out_path, "--workspace", &ws, "--user", "ivy@example.com"],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("TITLE_TOO_LONG") && err.contains("zz-bad.md"),
+        "{err}"
+    );
+    std::fs::remove_file(out.path().join("zz-bad.md")).unwrap();
+    let (ok, err) = mosaic_knowledge(
+        &app,
+        &["import", out_path, "--workspace", &ws, "--user", "stranger@example.com"],
+    )
+    .await;
+    assert!(!ok && err.contains("--workspace"), "{err}");
+    assert_eq!(common::fingerprint(&mut app.admin().await).await, before);
+}
