@@ -317,6 +317,7 @@ impl KnowledgeEntry {
         KnowledgeEntry::from_rows(rc, rows)
     }
     /// Saved versions, newest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn versions(
         &self,
         ctx: &Context<'_>,
@@ -596,6 +597,7 @@ pub struct KnowledgeQuery;
 #[Object]
 impl KnowledgeQuery {
     /// Entries of a workspace (drafts only your own), filtered, ordered and paginated.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn knowledge_entries(
         &self,
         ctx: &Context<'_>,
@@ -630,6 +632,7 @@ impl KnowledgeQuery {
     }
 
     /// Links in a workspace's entries that lead nowhere you can see.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn knowledge_broken_links(
         &self,
         ctx: &Context<'_>,

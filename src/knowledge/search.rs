@@ -159,6 +159,7 @@ pub struct KnowledgeSearchQuery;
 impl KnowledgeSearchQuery {
     /// Entries matching `query`, best first: in one workspace, or in every
     /// workspace of this instance you can read.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn search_knowledge(
         &self,
         ctx: &Context<'_>,

@@ -1077,3 +1077,113 @@ async fn import_and_export_round_trip_with_links_between_files() {
     assert!(!ok && err.contains("--workspace"), "{err}");
     assert_eq!(common::fingerprint(&mut app.admin().await).await, before);
 }
+
+/// The draft rule is the policies', not the resolvers': raw SQL as the
+/// application role, with a member's scope and with a peer grant's, sees
+/// nothing of another author's draft in any knowledge table.
+#[tokio::test]
+async fn raw_sql_under_the_policies_hides_drafts_in_every_knowledge_table() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let (alice_id, alice) = app.user("alice@example.com").await;
+    let (bob_id, _) = app.user("bob@example.com").await;
+    let ws = app.create_workspace(&alice, "Shared").await;
+    app.add_member(&alice, &ws, "bob@example.com", "MEMBER").await;
+    create(
+        &app,
+        &alice,
+        json!({ "workspaceId": ws, "title": "Open", "content": "[[Hidden]]", "tags": ["pub"] }),
+    )
+    .await;
+    let draft = create(
+        &app,
+        &alice,
+        json!({ "workspaceId": ws, "title": "Hidden", "content": "[[Open]] [[x]]", "tags": ["secret"], "status": "DRAFT" }),
+    )
+    .await;
+    let draft_id = common::local_id(draft["id"].as_str().unwrap());
+    let ws_id = common::local_id(&ws);
+    sqlx::query("INSERT INTO knowledge_embeddings (entry_id, workspace_id, model, vector, content_sha256) VALUES ($1, $2, 'm', '\\x00', decode(repeat('00', 32), 'hex'))")
+        .bind(draft_id)
+        .bind(ws_id)
+        .execute(&mut app.admin().await)
+        .await
+        .unwrap();
+
+    let mut conn = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    sqlx::raw_sql("SET ROLE mosaic_app").execute(&mut conn).await.unwrap();
+    // (setting, value): Bob, a member; a peer granted the workspace; Alice.
+    let scopes = [
+        ("mosaic.user_id", bob_id.to_string(), 0),
+        ("mosaic.workspace_ids", format!("{{{ws_id}}}"), 0),
+        ("mosaic.user_id", alice_id.to_string(), 1),
+    ];
+    for (setting, value, expected) in scopes {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(setting)
+            .bind(&value)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for (table, column) in [
+            ("knowledge_entries", "id"),
+            ("knowledge_versions", "entry_id"),
+            ("knowledge_entry_tags", "entry_id"),
+            ("knowledge_links", "source_id"),
+            ("knowledge_embeddings", "entry_id"),
+        ] {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(DISTINCT {column}) FROM {table} WHERE {column} = $1"
+            )))
+            .bind(draft_id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            assert_eq!(n, expected, "{table} as {setting}={value}");
+        }
+        let secret: i64 = sqlx::query_scalar("SELECT count(*) FROM knowledge_tags WHERE name = 'secret'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(secret, expected, "the draft's new tag as {setting}={value}");
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM knowledge_entries WHERE title = 'Open'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(open, 1, "the published entry as {setting}={value}");
+        // The link to the draft resolves only for its author.
+        let resolved: Option<uuid::Uuid> = sqlx::query_scalar("SELECT knowledge_resolve($1, 'hidden')")
+            .bind(ws_id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(resolved.is_some(), expected == 1, "{setting}={value}");
+        tx.rollback().await.unwrap();
+    }
+
+    // Bob can neither change the draft nor write a draft in Alice's name.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('mosaic.user_id', $1, true)")
+        .bind(bob_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let changed = sqlx::query("UPDATE knowledge_entries SET title = 'mine' WHERE id = $1")
+        .bind(draft_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 0);
+    let forged = sqlx::query(
+        "INSERT INTO knowledge_entries (id, workspace_id, slug, title, content, status, author_id)
+         VALUES (gen_random_uuid(), $1, 'forged', 'Forged', '', 'DRAFT', $2)",
+    )
+    .bind(ws_id)
+    .bind(alice_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert!(forged.to_string().contains("row-level security"), "{forged}");
+    tx.rollback().await.unwrap();
+}
