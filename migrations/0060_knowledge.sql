@@ -36,12 +36,15 @@ CREATE TABLE knowledge_entries (
                      setweight(to_tsvector('english'::regconfig, title), 'A')
                      || setweight(to_tsvector('english'::regconfig, left(content, 262144)), 'B')
                  ) STORED,
+    -- lower(title), stored: links resolve by it with plain equality, which
+    -- (unlike a call of lower()) may use an index under the row policies.
+    title_key    text GENERATED ALWAYS AS (lower(title)) STORED,
     UNIQUE (workspace_id, slug),
     UNIQUE (workspace_id, id)
 );
 CREATE INDEX knowledge_entries_search ON knowledge_entries USING gin (search);
 CREATE INDEX knowledge_entries_title_trgm ON knowledge_entries USING gin (lower(title) gin_trgm_ops);
-CREATE INDEX knowledge_entries_title ON knowledge_entries (workspace_id, lower(title));
+CREATE INDEX knowledge_entries_title ON knowledge_entries (workspace_id, title_key);
 CREATE INDEX knowledge_entries_ws_updated ON knowledge_entries (workspace_id, updated_at, id);
 CREATE TRIGGER knowledge_entries_touch BEFORE UPDATE ON knowledge_entries
     FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
@@ -126,20 +129,23 @@ ALTER TABLE knowledge_links FORCE ROW LEVEL SECURITY;
 ALTER TABLE knowledge_embeddings ENABLE ROW LEVEL SECURITY;
 ALTER TABLE knowledge_embeddings FORCE ROW LEVEL SECURITY;
 
+-- The scope's functions are called in scalar subqueries, so each is
+-- evaluated once per statement rather than once per row.
+--
 -- The draft rule: a draft is its author's alone.
 CREATE POLICY knowledge_entries_read ON knowledge_entries FOR SELECT USING (
-    workspace_id = ANY (readable_workspace_ids())
-    AND (status <> 'DRAFT' OR author_id = current_user_id())
+    workspace_id = ANY ((SELECT readable_workspace_ids())::uuid[])
+    AND (status <> 'DRAFT' OR author_id = (SELECT current_user_id()))
 );
 CREATE POLICY knowledge_entries_insert ON knowledge_entries FOR INSERT WITH CHECK (
-    workspace_id = ANY (writable_workspace_ids())
-    AND (status <> 'DRAFT' OR author_id = current_user_id())
+    workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
+    AND (status <> 'DRAFT' OR author_id = (SELECT current_user_id()))
 );
 CREATE POLICY knowledge_entries_update ON knowledge_entries FOR UPDATE
-    USING (workspace_id = ANY (writable_workspace_ids())
-           AND (status <> 'DRAFT' OR author_id = current_user_id()))
-    WITH CHECK (workspace_id = ANY (writable_workspace_ids())
-           AND (status <> 'DRAFT' OR author_id = current_user_id()));
+    USING (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
+           AND (status <> 'DRAFT' OR author_id = (SELECT current_user_id())))
+    WITH CHECK (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
+           AND (status <> 'DRAFT' OR author_id = (SELECT current_user_id())));
 -- No DELETE policy: deleting an entry archives it.
 
 -- What hangs off an entry is visible, and writable, with its entry.
@@ -147,50 +153,50 @@ CREATE POLICY knowledge_versions_read ON knowledge_versions FOR SELECT USING (
     EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id)
 );
 CREATE POLICY knowledge_versions_insert ON knowledge_versions FOR INSERT WITH CHECK (
-    workspace_id = ANY (writable_workspace_ids())
+    workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
     AND EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id)
 );
 
 -- A tag's visibility; its writes are separate policies, as a FOR ALL policy
 -- would also let every writer read every tag.
 CREATE POLICY knowledge_tags_read ON knowledge_tags FOR SELECT USING (
-    workspace_id = ANY (readable_workspace_ids())
-    AND (NOT draft_only OR created_by = current_user_id()
+    workspace_id = ANY ((SELECT readable_workspace_ids())::uuid[])
+    AND (NOT draft_only OR created_by = (SELECT current_user_id())
          OR EXISTS (SELECT 1 FROM knowledge_entry_tags et WHERE et.tag_id = knowledge_tags.id))
 );
 CREATE POLICY knowledge_tags_insert ON knowledge_tags FOR INSERT
-    WITH CHECK (workspace_id = ANY (writable_workspace_ids()));
+    WITH CHECK (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[]));
 CREATE POLICY knowledge_tags_update ON knowledge_tags FOR UPDATE
-    USING (workspace_id = ANY (writable_workspace_ids()))
-    WITH CHECK (workspace_id = ANY (writable_workspace_ids()));
+    USING (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[]))
+    WITH CHECK (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[]));
 CREATE POLICY knowledge_tags_delete ON knowledge_tags FOR DELETE
-    USING (workspace_id = ANY (writable_workspace_ids()));
+    USING (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[]));
 
 CREATE POLICY knowledge_entry_tags_read ON knowledge_entry_tags FOR SELECT USING (
     EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id)
 );
 CREATE POLICY knowledge_entry_tags_write ON knowledge_entry_tags FOR ALL
-    USING (workspace_id = ANY (writable_workspace_ids())
+    USING (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
            AND EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id))
-    WITH CHECK (workspace_id = ANY (writable_workspace_ids())
+    WITH CHECK (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
            AND EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id));
 
 CREATE POLICY knowledge_links_read ON knowledge_links FOR SELECT USING (
     EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = source_id)
 );
 CREATE POLICY knowledge_links_write ON knowledge_links FOR ALL
-    USING (workspace_id = ANY (writable_workspace_ids())
+    USING (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
            AND EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = source_id))
-    WITH CHECK (workspace_id = ANY (writable_workspace_ids())
+    WITH CHECK (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
            AND EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = source_id));
 
 CREATE POLICY knowledge_embeddings_read ON knowledge_embeddings FOR SELECT USING (
     EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id)
 );
 CREATE POLICY knowledge_embeddings_write ON knowledge_embeddings FOR ALL
-    USING (workspace_id = ANY (writable_workspace_ids())
+    USING (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
            AND EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id))
-    WITH CHECK (workspace_id = ANY (writable_workspace_ids())
+    WITH CHECK (workspace_id = ANY ((SELECT writable_workspace_ids())::uuid[])
            AND EXISTS (SELECT 1 FROM knowledge_entries e WHERE e.id = entry_id));
 
 GRANT SELECT, INSERT, UPDATE ON knowledge_entries TO mosaic_app;
@@ -200,11 +206,13 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON knowledge_tags, knowledge_entry_tags, kn
 
 -- The entry a link's key names, as the caller sees it: by slug first, then
 -- by title (the oldest such entry); archived entries are not link targets.
--- SECURITY INVOKER, so the policies above decide what it may find.
-CREATE FUNCTION knowledge_resolve(ws uuid, key text) RETURNS uuid
-LANGUAGE sql STABLE AS $$
+-- SECURITY INVOKER, so the policies above decide what it may find; a set
+-- (of at most one), so PostgreSQL inlines it into the query that uses it
+-- (`FROM knowledge_resolve(…)`) and plans it once, with the indexes.
+CREATE FUNCTION knowledge_resolve(ws uuid, key text) RETURNS SETOF uuid
+LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT e.id FROM knowledge_entries e
-    WHERE e.workspace_id = ws AND e.status <> 'ARCHIVED' AND (e.slug = key OR lower(e.title) = key)
+    WHERE e.workspace_id = ws AND e.status <> 'ARCHIVED' AND (e.slug = key OR e.title_key = key)
     ORDER BY e.slug = key DESC, e.created_at, e.id
     LIMIT 1
 $$;
@@ -231,3 +239,27 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION knowledge_tag_ids(uuid, text[], boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION knowledge_tag_ids(uuid, text[], boolean) TO mosaic_app;
+
+-- Full-text and title-similarity candidates for search. Under row policies
+-- PostgreSQL may not use an index for an operator that is not leakproof (as
+-- @@ and <% are not), so each search would read the whole table. These
+-- definers find candidates by the indexes, and only ever among what the
+-- policies would show the caller (readable workspaces; drafts only the
+-- caller's): the search query then reads the candidates under the policies
+-- themselves, which stay what decides, and ranks only those.
+CREATE FUNCTION knowledge_text_candidates(ws uuid[], q tsquery) RETURNS SETOF uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT e.id FROM knowledge_entries e
+    WHERE e.search @@ q
+      AND e.workspace_id = ANY (readable_workspace_ids()) AND (ws IS NULL OR e.workspace_id = ANY (ws))
+      AND (e.status <> 'DRAFT' OR e.author_id = current_user_id())
+$$;
+CREATE FUNCTION knowledge_title_candidates(ws uuid[], words text) RETURNS SETOF uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT e.id FROM knowledge_entries e
+    WHERE words <% lower(e.title)
+      AND e.workspace_id = ANY (readable_workspace_ids()) AND (ws IS NULL OR e.workspace_id = ANY (ws))
+      AND (e.status <> 'DRAFT' OR e.author_id = current_user_id())
+$$;
+REVOKE ALL ON FUNCTION knowledge_text_candidates(uuid[], tsquery), knowledge_title_candidates(uuid[], text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION knowledge_text_candidates(uuid[], tsquery), knowledge_title_candidates(uuid[], text) TO mosaic_app;

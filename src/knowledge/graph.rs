@@ -79,7 +79,7 @@ async fn nodes_among(conn: &mut PgConnection, ids: &[Uuid], conditions: &Conditi
 async fn out_edges(conn: &mut PgConnection, ids: &[Uuid]) -> AppResult<Vec<(Uuid, Uuid)>> {
     Ok(sqlx::query_as(
         "SELECT DISTINCT source_id, target_id FROM (
-             SELECT l.source_id, knowledge_resolve(l.workspace_id, l.target_key) AS target_id
+             SELECT l.source_id, (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) AS target_id
              FROM knowledge_links l WHERE l.source_id = ANY($1)) r
          WHERE target_id IS NOT NULL AND target_id <> source_id",
     )
@@ -92,8 +92,8 @@ async fn out_edges(conn: &mut PgConnection, ids: &[Uuid]) -> AppResult<Vec<(Uuid
 async fn in_edges(conn: &mut PgConnection, ids: &[Uuid]) -> AppResult<Vec<(Uuid, Uuid)>> {
     Ok(sqlx::query_as(
         "SELECT DISTINCT l.source_id, t.id FROM knowledge_entries t
-         JOIN knowledge_links l ON l.workspace_id = t.workspace_id AND l.target_key IN (t.slug, lower(t.title))
-         WHERE t.id = ANY($1) AND l.source_id <> t.id AND knowledge_resolve(l.workspace_id, l.target_key) = t.id",
+         JOIN knowledge_links l ON l.workspace_id = t.workspace_id AND l.target_key IN (t.slug, t.title_key)
+         WHERE t.id = ANY($1) AND l.source_id <> t.id AND (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) = t.id",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
@@ -279,7 +279,7 @@ impl KnowledgeGraphQuery {
         let (entries, links, broken_links, orphans, top, top_degree): (i64, i64, i64, i64, Vec<Uuid>, Vec<i64>) =
             sqlx::query_as(
                 "WITH n AS (SELECT id FROM knowledge_entries WHERE workspace_id = $1 AND status <> 'ARCHIVED'),
-                 r AS (SELECT l.source_id, knowledge_resolve(l.workspace_id, l.target_key) AS target_id
+                 r AS (SELECT l.source_id, (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) AS target_id
                        FROM knowledge_links l JOIN n ON n.id = l.source_id),
                  ed AS (SELECT DISTINCT source_id, target_id FROM r
                         WHERE target_id IS NOT NULL AND target_id <> source_id),

@@ -76,12 +76,16 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
     // Entries with every word rank first (score 1 + rank), then those with
     // some (score = rank): a question in plain words still finds the entries
     // that share its key words. Negations and phrases keep their meaning.
+    // Candidates come from the index (migration 0060 says why), read here
+    // under the policies.
     let mut q = QueryBuilder::<Postgres>::new("WITH q AS (SELECT websearch_to_tsquery('english', ");
     q.push_bind(query.to_string()).push(
         ") AS q), o AS (SELECT q, CASE WHEN q::text ~ '[!<]' THEN q ELSE replace(q::text, ' & ', ' | ')::tsquery END AS o FROM q), \
          hits AS (SELECT e.id, ts_rank(e.search, o.o) + CASE WHEN e.search @@ o.q THEN 1 ELSE 0 END AS score \
-         FROM knowledge_entries e, o WHERE e.search @@ o.o",
+         FROM o, knowledge_text_candidates(",
     );
+    q.push_bind(conditions.workspaces.clone())
+        .push(", o.o) AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE true");
     conditions.push(&mut q);
     q.push(" ORDER BY score DESC, e.id LIMIT ")
         .push_bind(first as i64)
@@ -104,13 +108,15 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
         let found: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
         let mut q = QueryBuilder::<Postgres>::new("SELECT e.id, (word_similarity(lower(");
         q.push_bind(query.to_string())
-            .push("), lower(e.title)) * ")
+            .push("), e.title_key) * ")
             .push_bind(TRIGRAM_SCALE)
             .push(")::float8 AS score, left(e.content, ")
             .push_bind(PLAIN_SNIPPET_CHARS as i32)
-            .push(") FROM knowledge_entries e WHERE lower(")
+            .push(") FROM knowledge_title_candidates(")
+            .push_bind(conditions.workspaces.clone())
+            .push(", lower(")
             .push_bind(query.to_string())
-            .push(") <% lower(e.title) AND NOT (e.id = ANY(")
+            .push(")) AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE NOT (e.id = ANY(")
             .push_bind(found)
             .push("))");
         conditions.push(&mut q);
