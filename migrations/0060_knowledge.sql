@@ -246,20 +246,24 @@ GRANT EXECUTE ON FUNCTION knowledge_tag_ids(uuid, text[], boolean) TO mosaic_app
 -- definers find candidates by the indexes, and only ever among what the
 -- policies would show the caller (readable workspaces; drafts only the
 -- caller's): the search query then reads the candidates under the policies
--- themselves, which stay what decides, and ranks only those.
-CREATE FUNCTION knowledge_text_candidates(ws uuid[], q tsquery) RETURNS SETOF uuid
+-- themselves, which stay what decides, and ranks only those. At most `lim`
+-- candidates (in index order): ranking reads every candidate's tsvector,
+-- so a word in most entries would otherwise cost a read of them all.
+CREATE FUNCTION knowledge_text_candidates(ws uuid[], q tsquery, lim integer) RETURNS SETOF uuid
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     SELECT e.id FROM knowledge_entries e
     WHERE e.search @@ q
       AND e.workspace_id = ANY (readable_workspace_ids()) AND (ws IS NULL OR e.workspace_id = ANY (ws))
       AND (e.status <> 'DRAFT' OR e.author_id = current_user_id())
+    LIMIT lim
 $$;
-CREATE FUNCTION knowledge_title_candidates(ws uuid[], words text) RETURNS SETOF uuid
+CREATE FUNCTION knowledge_title_candidates(ws uuid[], words text, lim integer) RETURNS SETOF uuid
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     SELECT e.id FROM knowledge_entries e
     WHERE words <% lower(e.title)
       AND e.workspace_id = ANY (readable_workspace_ids()) AND (ws IS NULL OR e.workspace_id = ANY (ws))
       AND (e.status <> 'DRAFT' OR e.author_id = current_user_id())
+    LIMIT lim
 $$;
-REVOKE ALL ON FUNCTION knowledge_text_candidates(uuid[], tsquery), knowledge_title_candidates(uuid[], text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION knowledge_text_candidates(uuid[], tsquery), knowledge_title_candidates(uuid[], text) TO mosaic_app;
+REVOKE ALL ON FUNCTION knowledge_text_candidates(uuid[], tsquery, integer), knowledge_title_candidates(uuid[], text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION knowledge_text_candidates(uuid[], tsquery, integer), knowledge_title_candidates(uuid[], text, integer) TO mosaic_app;

@@ -18,6 +18,10 @@ settings! {
         /// `[[links]]` in one entry.
         max_links_per_entry: usize = 500;
             "knowledge.max_links_per_entry", "MOSAIC_KNOWLEDGE_MAX_LINKS_PER_ENTRY", range(1, 100_000);
+        /// Entries one search ranks at most (taken from the index in its
+        /// order): bounds the cost of a word that most entries contain.
+        max_search_candidates: usize = 1000;
+            "knowledge.max_search_candidates", "MOSAIC_KNOWLEDGE_MAX_SEARCH_CANDIDATES", range(10, 1_000_000);
         /// Nodes one graph answer may hold (`limit` is capped here).
         max_graph_nodes: usize = 2000;
             "knowledge.max_graph_nodes", "MOSAIC_KNOWLEDGE_MAX_GRAPH_NODES", range(1, 1_000_000);

@@ -78,10 +78,9 @@ async fn nodes_among(conn: &mut PgConnection, ids: &[Uuid], conditions: &Conditi
 /// Resolved links out of `ids`: (source, target), self-links left out.
 async fn out_edges(conn: &mut PgConnection, ids: &[Uuid]) -> AppResult<Vec<(Uuid, Uuid)>> {
     Ok(sqlx::query_as(
-        "SELECT DISTINCT source_id, target_id FROM (
-             SELECT l.source_id, (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) AS target_id
-             FROM knowledge_links l WHERE l.source_id = ANY($1)) r
-         WHERE target_id IS NOT NULL AND target_id <> source_id",
+        "SELECT DISTINCT l.source_id, r.id FROM knowledge_links l
+         JOIN LATERAL knowledge_resolve(l.workspace_id, l.target_key) AS r(id) ON r.id <> l.source_id
+         WHERE l.source_id = ANY($1)",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
@@ -93,7 +92,8 @@ async fn in_edges(conn: &mut PgConnection, ids: &[Uuid]) -> AppResult<Vec<(Uuid,
     Ok(sqlx::query_as(
         "SELECT DISTINCT l.source_id, t.id FROM knowledge_entries t
          JOIN knowledge_links l ON l.workspace_id = t.workspace_id AND l.target_key IN (t.slug, t.title_key)
-         WHERE t.id = ANY($1) AND l.source_id <> t.id AND (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) = t.id",
+         JOIN LATERAL knowledge_resolve(l.workspace_id, l.target_key) AS r(id) ON r.id = t.id
+         WHERE t.id = ANY($1) AND l.source_id <> t.id",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
@@ -154,7 +154,7 @@ async fn whole(rc: &RequestContext, conditions: &Conditions, limit: usize) -> Ap
     let mut q =
         QueryBuilder::<Postgres>::new("SELECT e.id, e.slug, e.title, e.status FROM knowledge_entries e WHERE true");
     conditions.push(&mut q);
-    q.push(" ORDER BY e.updated_at DESC, e.id LIMIT ")
+    q.push(" ORDER BY e.updated_at DESC, e.id DESC LIMIT ")
         .push_bind(limit as i64 + 1);
     let mut rows: Vec<NodeRow> = q.build_query_as().fetch_all(&mut *conn).await?;
     let truncated = rows.len() > limit;
@@ -279,8 +279,8 @@ impl KnowledgeGraphQuery {
         let (entries, links, broken_links, orphans, top, top_degree): (i64, i64, i64, i64, Vec<Uuid>, Vec<i64>) =
             sqlx::query_as(
                 "WITH n AS (SELECT id FROM knowledge_entries WHERE workspace_id = $1 AND status <> 'ARCHIVED'),
-                 r AS (SELECT l.source_id, (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) AS target_id
-                       FROM knowledge_links l JOIN n ON n.id = l.source_id),
+                 r AS (SELECT l.source_id, t.id AS target_id FROM knowledge_links l JOIN n ON n.id = l.source_id
+                       LEFT JOIN LATERAL knowledge_resolve(l.workspace_id, l.target_key) AS t(id) ON true),
                  ed AS (SELECT DISTINCT source_id, target_id FROM r
                         WHERE target_id IS NOT NULL AND target_id <> source_id),
                  deg AS (SELECT id, count(*) AS d FROM (SELECT source_id AS id FROM ed UNION ALL

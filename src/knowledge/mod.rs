@@ -454,8 +454,15 @@ impl Conditions {
 
     /// ` AND …` conditions on `e`, knowledge_entries.
     pub fn push(&self, q: &mut QueryBuilder<Postgres>) {
-        if let Some(ws) = &self.workspaces {
-            q.push(" AND e.workspace_id = ANY(").push_bind(ws.clone()).push(")");
+        // One workspace as `=`, so an index on (workspace_id, …) can also give the order.
+        match self.workspaces.as_deref() {
+            Some([ws]) => {
+                q.push(" AND e.workspace_id = ").push_bind(*ws);
+            }
+            Some(many) => {
+                q.push(" AND e.workspace_id = ANY(").push_bind(many.to_vec()).push(")");
+            }
+            None => {}
         }
         match self.status {
             Some(s) => {

@@ -78,6 +78,7 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
     // that share its key words. Negations and phrases keep their meaning.
     // Candidates come from the index (migration 0060 says why), read here
     // under the policies.
+    let candidates = rc.knowledge.settings.max_search_candidates as i32;
     let mut q = QueryBuilder::<Postgres>::new("WITH q AS (SELECT websearch_to_tsquery('english', ");
     q.push_bind(query.to_string()).push(
         ") AS q), o AS (SELECT q, CASE WHEN q::text ~ '[!<]' THEN q ELSE replace(q::text, ' & ', ' | ')::tsquery END AS o FROM q), \
@@ -85,7 +86,9 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
          FROM o, knowledge_text_candidates(",
     );
     q.push_bind(conditions.workspaces.clone())
-        .push(", o.o) AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE true");
+        .push(", o.o, ")
+        .push_bind(candidates)
+        .push(") AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE true");
     conditions.push(&mut q);
     q.push(" ORDER BY score DESC, e.id LIMIT ")
         .push_bind(first as i64)
@@ -116,7 +119,9 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
             .push_bind(conditions.workspaces.clone())
             .push(", lower(")
             .push_bind(query.to_string())
-            .push(")) AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE NOT (e.id = ANY(")
+            .push("), ")
+            .push_bind(candidates)
+            .push(") AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE NOT (e.id = ANY(")
             .push_bind(found)
             .push("))");
         conditions.push(&mut q);

@@ -284,7 +284,8 @@ pub async fn resolve_keys(conn: &mut PgConnection, workspace: Uuid, keys: &[Stri
     }
     let rows: Vec<(Option<String>,)> = sqlx::query_as(
         "SELECT e.slug FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)
-         LEFT JOIN knowledge_entries e ON e.id = (SELECT r.id FROM knowledge_resolve($1, u.k) AS r(id))
+         LEFT JOIN LATERAL knowledge_resolve($1, u.k) AS r(id) ON true
+         LEFT JOIN knowledge_entries e ON e.id = r.id
          ORDER BY u.n",
     )
     .bind(workspace)
@@ -305,8 +306,9 @@ pub struct LinkRow {
 /// The entry's links as written, each with the entry it resolves to for this caller.
 pub async fn links_of(conn: &mut PgConnection, entry: Uuid) -> AppResult<Vec<LinkRow>> {
     Ok(sqlx::query_as(
-        "SELECT l.position, l.target, l.label, (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) AS target_id
-         FROM knowledge_links l WHERE l.source_id = $1 ORDER BY l.position",
+        "SELECT l.position, l.target, l.label, r.id AS target_id FROM knowledge_links l
+         LEFT JOIN LATERAL knowledge_resolve(l.workspace_id, l.target_key) AS r(id) ON true
+         WHERE l.source_id = $1 ORDER BY l.position",
     )
     .bind(entry)
     .fetch_all(&mut *conn)
@@ -330,8 +332,8 @@ pub async fn backlinks(conn: &mut PgConnection, entry: &EntryRow) -> AppResult<V
     Ok(sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM knowledge_entries e WHERE e.status <> 'ARCHIVED' AND e.id IN (
              SELECT l.source_id FROM knowledge_links l
-             WHERE l.workspace_id = $1 AND l.target_key IN ($2, lower($3))
-               AND (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) = $4)
+             JOIN LATERAL knowledge_resolve(l.workspace_id, l.target_key) AS r(id) ON r.id = $4
+             WHERE l.workspace_id = $1 AND l.target_key IN ($2, lower($3)))
          ORDER BY e.title, e.id"
     )))
     .bind(entry.workspace_id)
@@ -354,7 +356,8 @@ pub async fn broken_links(conn: &mut PgConnection, workspace: Uuid, limit: usize
     Ok(sqlx::query_as(
         "SELECT l.source_id, l.target, l.label FROM knowledge_links l
          JOIN knowledge_entries e ON e.id = l.source_id AND e.status <> 'ARCHIVED'
-         WHERE l.workspace_id = $1 AND (SELECT r.id FROM knowledge_resolve(l.workspace_id, l.target_key) AS r(id)) IS NULL
+         LEFT JOIN LATERAL knowledge_resolve(l.workspace_id, l.target_key) AS r(id) ON true
+         WHERE l.workspace_id = $1 AND r.id IS NULL
          ORDER BY e.title, l.source_id, l.position LIMIT $2",
     )
     .bind(workspace)
