@@ -164,12 +164,7 @@ pub struct EventConnection {
 impl EventConnection {
     fn new(edges: Vec<EventEdge>, has_next_page: bool, has_previous_page: bool, total_count: Option<i64>) -> Self {
         Self {
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, has_previous_page),
             edges,
             total_count,
         }

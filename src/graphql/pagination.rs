@@ -117,6 +117,24 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
+impl PageInfo {
+    /// A page's info from its edges' cursors, in order.
+    pub fn of<'a>(
+        mut cursors: impl DoubleEndedIterator<Item = &'a String>,
+        has_next_page: bool,
+        has_previous_page: bool,
+    ) -> Self {
+        let start_cursor = cursors.next().cloned();
+        let end_cursor = cursors.next_back().cloned().or_else(|| start_cursor.clone());
+        Self {
+            has_next_page,
+            has_previous_page,
+            start_cursor,
+            end_cursor,
+        }
+    }
+}
+
 /// Checks `first` against the configured page size; default 20.
 pub fn page_size(first: Option<i32>, max: usize) -> AppResult<usize> {
     match first {

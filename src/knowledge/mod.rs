@@ -358,12 +358,7 @@ impl KnowledgeEntry {
             .collect();
         Ok(KnowledgeVersionConnection {
             total_count,
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page: after.is_some(),
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, after.is_some()),
             edges,
         })
     }
@@ -587,12 +582,7 @@ async fn page(
         })
         .collect::<AppResult<Vec<_>>>()?;
     Ok(KnowledgeEntryConnection {
-        page_info: PageInfo {
-            has_next_page,
-            has_previous_page: after.is_some(),
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
-        },
+        page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, after.is_some()),
         edges,
         total_count,
     })
