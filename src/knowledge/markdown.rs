@@ -107,6 +107,22 @@ pub fn snippet_html(headline: &str) -> String {
     escape(headline).replace(OPEN, "<mark>").replace(CLOSE, "</mark>")
 }
 
+/// HTML another instance rendered (an entry's `contentHtml`), held to the
+/// same rules as ours.
+pub fn sanitize(html: &str) -> String {
+    SANITIZER.clean(html).to_string()
+}
+
+/// A snippet another instance made: text with `<mark>` and nothing else.
+pub fn sanitize_snippet(html: &str) -> String {
+    static MARKS: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
+        let mut b = ammonia::Builder::empty();
+        b.add_tags(["mark"]);
+        b
+    });
+    MARKS.clean(html).to_string()
+}
+
 /// The highlight marks to give `ts_headline` (StartSel, StopSel).
 pub const HIGHLIGHT: (char, char) = (OPEN, CLOSE);
 
@@ -120,6 +136,17 @@ mod tests {
         let found = links::parse(&content);
         let slugs: Vec<_> = found.iter().map(|l| resolve(&l.key())).collect();
         render(&content, &found, &slugs)
+    }
+
+    #[test]
+    fn a_peers_html_keeps_only_what_ours_may_hold() {
+        let html = sanitize(r#"<p onclick="x()">hi <a href="javascript:alert(1)">a</a><script>bad()</script></p>"#);
+        assert!(
+            !html.contains("onclick") && !html.contains("javascript") && !html.contains("<script"),
+            "{html}"
+        );
+        let snippet = sanitize_snippet(r#"a <mark>b</mark> <img src=x onerror=y()> <b>c</b>"#);
+        assert_eq!(snippet, "a <mark>b</mark>  c");
     }
 
     #[test]

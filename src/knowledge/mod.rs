@@ -9,6 +9,7 @@
 //! `markdown.rs` the safe HTML, `versions.rs` the diffs and `transfer.rs`
 //! the import and export of Markdown files.
 
+pub mod federated;
 pub mod graph;
 pub mod input;
 pub mod links;
@@ -24,6 +25,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use serde_json::json;
 use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -32,9 +34,11 @@ use uuid::Uuid;
 use crate::config::KnowledgeSettings;
 use crate::embedding::Embedder;
 use crate::error::{AppError, AppResult};
+use crate::graphql::federated::InstanceScope;
 use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::pagination::{Cursor, PageInfo, page_size};
-use crate::graphql::{InstanceInfo, RequestContext};
+use crate::graphql::wire::owned_list;
+use crate::graphql::{InstanceInfo, RequestContext, limits};
 use crate::users::{self, User};
 use crate::workspaces::{self, Workspace};
 use store::EntryRow;
@@ -89,6 +93,15 @@ pub struct KnowledgeEntry {
     pub status: KnowledgeStatus,
     pub global_id: ID,
     pub instance: Arc<InstanceInfo>,
+    /// What the owner's answer carried of an entry of another instance.
+    pub remote: Option<Arc<RemoteParts>>,
+}
+
+/// The parts of another instance's entry read with it (`wire::FRAGMENT`).
+#[derive(Debug)]
+pub struct RemoteParts {
+    pub workspace: Workspace,
+    pub tags: Vec<String>,
 }
 
 impl KnowledgeEntry {
@@ -98,6 +111,7 @@ impl KnowledgeEntry {
             global_id: rc.global_id(Kind::KnowledgeEntry, row.id),
             instance: rc.instance.clone(),
             row: Arc::new(row),
+            remote: None,
         })
     }
 
@@ -105,21 +119,19 @@ impl KnowledgeEntry {
         rows.into_iter().map(|r| Self::from_row(rc, r)).collect()
     }
 
-    /// Fields that read this instance's database need the entry to be ours.
-    fn here(&self, rc: &RequestContext) -> AppResult<()> {
-        if rc.is_local(&self.instance) {
-            Ok(())
-        } else {
-            Err(remote_unsupported())
-        }
+    /// Whether the entry lives on another instance (its fields then come
+    /// from its owner).
+    fn is_remote(&self, rc: &RequestContext) -> bool {
+        !rc.is_local(&self.instance)
     }
 }
 
-/// Knowledge across instances is the next step (issue 14, federated part).
-fn remote_unsupported() -> AppError {
+/// Fields that only the workspace's own instance answers (tags, broken
+/// links, the graph of a workspace of another instance).
+fn remote_unsupported(field: &str) -> AppError {
     AppError::invalid(
         "REMOTE_KNOWLEDGE_UNSUPPORTED",
-        "the knowledge base of another instance cannot be reached from here yet",
+        format!("{field}: names a workspace of another instance; ask that instance"),
     )
 }
 
@@ -134,7 +146,7 @@ pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<KnowledgeEn
 pub async fn workspace_here(rc: &RequestContext, field: &str, id: &ID) -> AppResult<Uuid> {
     let ws = match rc.owner_of(field, id, Kind::Workspace)? {
         Owner::Here(ws) => ws,
-        Owner::Instance(_) => return Err(remote_unsupported()),
+        Owner::Instance(_) => return Err(remote_unsupported(field)),
     };
     if workspaces::load(rc, ws).await?.is_none() {
         return Err(AppError::invalid(
@@ -215,6 +227,15 @@ pub struct KnowledgeVersionConnection {
 
 const VERSIONS_ORDER: &str = "NUMBER:DESC";
 
+impl KnowledgeEntry {
+    /// Version `number` of an entry of another instance, from its owner.
+    async fn remote_version(&self, rc: &RequestContext, number: i32) -> AppResult<Option<KnowledgeVersion>> {
+        let selection = "version(number: $number) { ...KnowledgeVersionFields }";
+        let data = federated::remote_field(rc, self, selection, ", $number: Int!", json!({ "number": number })).await?;
+        wire::version(&data["version"])
+    }
+}
+
 #[Object]
 impl KnowledgeEntry {
     pub async fn id(&self) -> ID {
@@ -234,7 +255,13 @@ impl KnowledgeEntry {
     /// links as anchors, broken ones with the class `broken`.
     async fn content_html(&self, ctx: &Context<'_>) -> AppResult<String> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
+        if self.is_remote(rc) {
+            let html: String = wire::decode_field(
+                &federated::remote_field(rc, self, "contentHtml", "", json!({})).await?,
+                "contentHtml",
+            )?;
+            return Ok(markdown::sanitize(&html));
+        }
         let found = links::parse(&self.row.content);
         let keys: Vec<String> = found.iter().map(links::WikiLink::key).collect();
         let slugs = store::resolve_keys(&mut *rc.db.conn().await?, self.row.workspace_id, &keys).await?;
@@ -249,12 +276,16 @@ impl KnowledgeEntry {
     /// Tag names, alphabetically.
     async fn tags(&self, ctx: &Context<'_>) -> AppResult<Vec<String>> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
+        if let Some(remote) = &self.remote {
+            return Ok(remote.tags.clone());
+        }
         store::tags_of(&mut *rc.db.conn().await?, self.row.id).await
     }
     async fn workspace(&self, ctx: &Context<'_>) -> AppResult<Workspace> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
+        if let Some(remote) = &self.remote {
+            return Ok(remote.workspace.clone());
+        }
         workspaces::require_visible(rc, self.row.workspace_id).await
     }
     async fn author(&self, ctx: &Context<'_>) -> AppResult<Option<User>> {
@@ -275,7 +306,11 @@ impl KnowledgeEntry {
     /// Every `[[link]]` in the content, in order, resolved for you.
     async fn links(&self, ctx: &Context<'_>) -> AppResult<Vec<KnowledgeLink>> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
+        if self.is_remote(rc) {
+            let selection = "links { target label entry { ...KnowledgeEntryFields } }";
+            let data = federated::remote_field(rc, self, selection, "", json!({})).await?;
+            return wire::links(&data["links"], &self.instance);
+        }
         let mut conn = rc.db.conn().await?;
         let rows = store::links_of(&mut conn, self.row.id).await?;
         let ids: Vec<Uuid> = rows.iter().filter_map(|l| l.target_id).collect();
@@ -296,7 +331,11 @@ impl KnowledgeEntry {
     /// The entries this one links to (each once, in order of first mention).
     async fn outgoing_links(&self, ctx: &Context<'_>) -> AppResult<Vec<KnowledgeEntry>> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
+        if self.is_remote(rc) {
+            let selection = "outgoingLinks { ...KnowledgeEntryFields }";
+            let data = federated::remote_field(rc, self, selection, "", json!({})).await?;
+            return owned_list::<wire::KnowledgeEntryWire>(&data["outgoingLinks"]);
+        }
         let mut conn = rc.db.conn().await?;
         let rows = store::links_of(&mut conn, self.row.id).await?;
         let mut ids: Vec<Uuid> = Vec::new();
@@ -312,7 +351,11 @@ impl KnowledgeEntry {
     /// Entries that link to this one, by title.
     async fn backlinks(&self, ctx: &Context<'_>) -> AppResult<Vec<KnowledgeEntry>> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
+        if self.is_remote(rc) {
+            let data =
+                federated::remote_field(rc, self, "backlinks { ...KnowledgeEntryFields }", "", json!({})).await?;
+            return owned_list::<wire::KnowledgeEntryWire>(&data["backlinks"]);
+        }
         let rows = store::backlinks(&mut *rc.db.conn().await?, &self.row).await?;
         KnowledgeEntry::from_rows(rc, rows)
     }
@@ -325,8 +368,15 @@ impl KnowledgeEntry {
         after: Option<String>,
     ) -> AppResult<KnowledgeVersionConnection> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
         let first = page_size(first, rc.max_page_size)?;
+        if self.is_remote(rc) {
+            // The owner's cursors go back to it as they are.
+            let selection = "versions(first: $first, after: $after) { totalCount edges { cursor node { ...KnowledgeVersionFields } }
+                pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }";
+            let vars = json!({ "first": first, "after": after });
+            let data = federated::remote_field(rc, self, selection, ", $first: Int, $after: String", vars).await?;
+            return wire::versions(&data["versions"]);
+        }
         let before = match &after {
             Some(a) => {
                 let c = rc.open_cursor(a, VERSIONS_ORDER)?;
@@ -365,23 +415,30 @@ impl KnowledgeEntry {
     /// One version by number.
     async fn version(&self, ctx: &Context<'_>, number: i32) -> AppResult<Option<KnowledgeVersion>> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
+        if self.is_remote(rc) {
+            return self.remote_version(rc, number).await;
+        }
         let v = store::version(&mut *rc.db.conn().await?, self.row.id, number).await?;
         Ok(v.map(Into::into))
     }
     /// What changed from version `from` to version `to`.
     async fn diff(&self, ctx: &Context<'_>, from: i32, to: i32) -> AppResult<versions::Diff> {
         let rc = RequestContext::of(ctx);
-        self.here(rc)?;
-        let mut conn = rc.db.conn().await?;
-        let old = store::version(&mut conn, self.row.id, from).await?;
-        let new = store::version(&mut conn, self.row.id, to).await?;
-        drop(conn);
+        let (old, new) = if self.is_remote(rc) {
+            // The owner's two versions, diffed here (the diff is pure).
+            let (old, new) = futures::join!(self.remote_version(rc, from), self.remote_version(rc, to));
+            (old?.map(|v| v.content), new?.map(|v| v.content))
+        } else {
+            let mut conn = rc.db.conn().await?;
+            let old = store::version(&mut conn, self.row.id, from).await?;
+            let new = store::version(&mut conn, self.row.id, to).await?;
+            (old.map(|v| v.content), new.map(|v| v.content))
+        };
         let missing = |n: i32| AppError::invalid("UNKNOWN_VERSION", format!("from/to: this entry has no version {n}"));
         let old = old.ok_or_else(|| missing(from))?;
         let new = new.ok_or_else(|| missing(to))?;
         // Diffing is CPU work proportional to the content: off the runtime.
-        tokio::task::spawn_blocking(move || versions::diff(from, to, &old.content, &new.content))
+        tokio::task::spawn_blocking(move || versions::diff(from, to, &old, &new))
             .await
             .map_err(AppError::internal)
     }
@@ -497,20 +554,86 @@ impl KnowledgeEntryOrder {
         }
     }
 
-    /// (sort expression, its type, comparison after a cursor, direction)
+    /// (sort expression, its type, comparison after a cursor, direction).
+    /// Titles sort bytewise, as instances agree on bytes, not on collations.
     fn sql(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
             Self::UpdatedAtDesc => ("e.updated_at", "timestamptz", "<", "DESC"),
-            Self::TitleAsc => ("e.title", "text", ">", "ASC"),
+            Self::TitleAsc => ("(e.title COLLATE \"C\")", "text", ">", "ASC"),
         }
     }
 
-    fn key(self, row: &EntryRow) -> AppResult<String> {
+    fn ascending(self) -> bool {
+        self == Self::TitleAsc
+    }
+
+    /// The value an entry sorts by, compared as SQL compares it.
+    fn sort_key(self, row: &EntryRow) -> EntryKey {
         match self {
-            Self::UpdatedAtDesc => row.updated_at.format(&Rfc3339).map_err(AppError::internal),
-            Self::TitleAsc => Ok(row.title.clone()),
+            Self::UpdatedAtDesc => EntryKey::Time(row.updated_at),
+            Self::TitleAsc => EntryKey::Text(row.title.clone()),
         }
     }
+
+    /// A cursor's key read back; a key this ordering never issues is refused.
+    fn parse_key(self, text: &str) -> AppResult<EntryKey> {
+        match self {
+            Self::UpdatedAtDesc => OffsetDateTime::parse(text, &Rfc3339)
+                .map(EntryKey::Time)
+                .map_err(|_| AppError::BadInput("after: cursor does not fit this ordering".into())),
+            Self::TitleAsc => Ok(EntryKey::Text(text.to_string())),
+        }
+    }
+
+    /// The global order across instances: the field, then instance id,
+    /// then id; all reversed for a descending field.
+    pub fn compare(self, a: &KnowledgeEntry, b: &KnowledgeEntry) -> std::cmp::Ordering {
+        let total = self
+            .sort_key(&a.row)
+            .cmp(&self.sort_key(&b.row))
+            .then_with(|| a.instance.id.cmp(&b.instance.id))
+            .then_with(|| a.row.id.cmp(&b.row.id));
+        if self.ascending() { total } else { total.reverse() }
+    }
+
+    /// The cursor after `e`: its place in the global order.
+    fn cursor_of(self, e: &KnowledgeEntry) -> AppResult<Cursor> {
+        let key = match self.sort_key(&e.row) {
+            EntryKey::Time(t) => t.format(&Rfc3339).map_err(AppError::internal)?,
+            EntryKey::Text(t) => t,
+        };
+        Ok(Cursor {
+            o: self.name().into(),
+            k: Some(key),
+            n: Some(Uuid::parse_str(&e.instance.id).map_err(AppError::internal)?),
+            i: e.row.id,
+        })
+    }
+
+    /// Whether `e` comes after the position `c` names, in the global order.
+    fn follows(self, e: &KnowledgeEntry, c: &Cursor) -> AppResult<bool> {
+        let key = self.parse_key(c.k.as_deref().unwrap_or_default())?;
+        let at = c.n.map(|n| n.to_string()).unwrap_or_default();
+        let total = self
+            .sort_key(&e.row)
+            .cmp(&key)
+            .then_with(|| e.instance.id.cmp(&at))
+            .then_with(|| e.row.id.cmp(&c.i));
+        let forward = if self.ascending() {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Less
+        };
+        Ok(total == forward)
+    }
+}
+
+/// What an entry sorts by (`KnowledgeEntryOrder::sql`).
+#[derive(PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum EntryKey {
+    Time(OffsetDateTime),
+    /// Compared bytewise, as `COLLATE "C"` does.
+    Text(String),
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -539,11 +662,29 @@ async fn page(
     let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {} FROM knowledge_entries e WHERE true", store::COLUMNS));
     conditions.push(&mut q);
     if let Some(c) = after {
-        q.push(format!(" AND ({expr}, e.id) {cmp} ("))
-            .push_bind(c.k.clone().unwrap_or_default())
-            .push(format!("::{cast}, "))
-            .push_bind(c.i)
-            .push(")");
+        let key = c.k.clone().unwrap_or_default();
+        // After (key, instance, id) in the global order: on this instance's
+        // own row, by (key, id); on another's, rows with an equal key come
+        // after it exactly when this instance sorts after that one.
+        let me = rc.instance_id;
+        let at = c.n.unwrap_or(me);
+        if at == me {
+            q.push(format!(" AND ({expr}, e.id) {cmp} ("))
+                .push_bind(key)
+                .push(format!("::{cast}, "))
+                .push_bind(c.i)
+                .push(")");
+        } else {
+            let equal_follows = (me.to_string() > at.to_string()) == order.ascending();
+            let op = if equal_follows {
+                format!("{cmp}=")
+            } else {
+                cmp.to_string()
+            };
+            q.push(format!(" AND {expr} {op} "))
+                .push_bind(key)
+                .push(format!("::{cast}"));
+        }
     }
     q.push(format!(" ORDER BY {expr} {dir}, e.id {dir} LIMIT "))
         .push_bind(first as i64 + 1);
@@ -569,15 +710,10 @@ async fn page(
         .into_iter()
         .take(first)
         .map(|r| {
-            let cursor = rc.seal_cursor(&Cursor {
-                o: order.name().into(),
-                k: Some(order.key(&r)?),
-                n: None,
-                i: r.id,
-            });
+            let node = KnowledgeEntry::from_row(rc, r)?;
             Ok(KnowledgeEntryEdge {
-                cursor,
-                node: KnowledgeEntry::from_row(rc, r)?,
+                cursor: rc.seal_cursor(&order.cursor_of(&node)?),
+                node,
             })
         })
         .collect::<AppResult<Vec<_>>>()?;
@@ -593,25 +729,47 @@ pub struct KnowledgeQuery;
 
 #[Object]
 impl KnowledgeQuery {
-    /// Entries of a workspace (drafts only your own), filtered, ordered and paginated.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    /// Entries (drafts only your own) of a workspace, or of every workspace
+    /// you read; filtered, ordered (ties broken by instance, then id) and
+    /// paginated. A workspace of another instance is listed by its owner;
+    /// `scope` adds other instances.
+    #[graphql(
+        complexity = "scope.as_ref().map_or(0, |_| limits::FORWARD_COST) + first.unwrap_or(20).max(1) as usize * child_complexity"
+    )]
+    #[allow(clippy::too_many_arguments)]
     async fn knowledge_entries(
         &self,
         ctx: &Context<'_>,
-        workspace_id: ID,
+        workspace_id: Option<ID>,
         filter: Option<KnowledgeFilter>,
         order_by: Option<KnowledgeEntryOrder>,
         first: Option<i32>,
         after: Option<String>,
+        scope: Option<InstanceScope>,
     ) -> AppResult<KnowledgeEntryConnection> {
         let rc = RequestContext::of(ctx);
         let first = page_size(first, rc.max_page_size)?;
         let order = order_by.unwrap_or_default();
-        let ws = workspace_here(rc, "workspaceId", &workspace_id).await?;
-        let conditions = Conditions::parse(rc, Some(ws), &filter.unwrap_or_default()).await?;
-        let after = after.map(|a| rc.open_cursor(&a, order.name())).transpose()?;
+        let filter = filter.unwrap_or_default();
         let with_total = ctx.look_ahead().field("totalCount").exists();
-        page(rc, &conditions, order, first, after.as_ref(), with_total).await
+        let (plan, ws) = federated::route(rc, workspace_id.as_ref(), scope.as_ref()).await?;
+        if !plan.fans_out() && scope.is_none() {
+            let conditions = Conditions::parse(rc, ws, &filter).await?;
+            let after = after.map(|a| rc.open_cursor(&a, order.name())).transpose()?;
+            return page(rc, &conditions, order, first, after.as_ref(), with_total).await;
+        }
+        let conditions = match plan.include_self {
+            true => federated::unless_unknown_tag(Conditions::parse(rc, ws, &filter).await)?,
+            false => None,
+        };
+        let request = federated::FederatedEntries {
+            workspace_id: workspace_id.map(|w| w.0),
+            filter,
+            order,
+            first,
+            with_total,
+        };
+        federated::entries_page(rc, &plan, &request, conditions.as_ref(), after.as_deref()).await
     }
 
     /// One entry by its slug in a workspace; null when there is none you can see.

@@ -1,15 +1,18 @@
 //! Writing entries: every save is checked first (nothing is written for bad
-//! input), stored with its links and tags, and recorded as a version.
+//! input), stored with its links and tags, and recorded as a version. An
+//! entry of another instance is written by its owner (COMMAND), where the
+//! grant allows writes.
 
-use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
+use async_graphql::{Context, ID, InputObject, InputType, MaybeUndefined, Object};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::links::WikiLink;
 use super::store::{self, Changes, EntryRow, NewEntry};
-use super::{KnowledgeEntry, KnowledgeStatus, input, workspace_here};
+use super::{KnowledgeEntry, KnowledgeStatus, federated, input, workspace_here};
 use crate::error::{AppError, AppResult};
 use crate::graphql::RequestContext;
-use crate::graphql::ids::Kind;
+use crate::graphql::ids::{Kind, Owner};
 
 #[derive(InputObject)]
 pub struct CreateKnowledgeEntryInput {
@@ -44,6 +47,44 @@ pub struct UpdateKnowledgeEntryInput {
     pub message: Option<String>,
 }
 
+impl UpdateKnowledgeEntryInput {
+    /// The input as GraphQL variables for the owner, leaving out the fields
+    /// that were not given (so the owner does not clear them).
+    fn to_json(&self) -> AppResult<Value> {
+        fn enc<T: InputType>(v: &T) -> AppResult<Value> {
+            v.to_value().into_json().map_err(AppError::internal)
+        }
+        let mut out = serde_json::Map::new();
+        out.insert("id".into(), json!(self.id.as_str()));
+        for (key, value) in [
+            ("title", &self.title),
+            ("content", &self.content),
+            ("slug", &self.slug),
+            ("message", &self.message),
+        ] {
+            if let Some(v) = value {
+                out.insert(key.into(), json!(v));
+            }
+        }
+        match &self.summary {
+            MaybeUndefined::Undefined => {}
+            MaybeUndefined::Null => {
+                out.insert("summary".into(), Value::Null);
+            }
+            MaybeUndefined::Value(v) => {
+                out.insert("summary".into(), json!(v));
+            }
+        }
+        if let Some(tags) = &self.tags {
+            out.insert("tags".into(), json!(tags));
+        }
+        if let Some(status) = &self.status {
+            out.insert("status".into(), enc(status)?);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 #[derive(InputObject)]
 pub struct RestoreKnowledgeVersionInput {
     /// The entry.
@@ -60,8 +101,13 @@ async fn after_save(
     tags: Option<&[String]>,
     message: Option<&str>,
 ) -> AppResult<()> {
-    let user = rc.user()?.user_id;
-    store::after_save(&mut *rc.db.conn().await?, row, links, tags, user, message).await
+    store::after_save(&mut *rc.db.conn().await?, row, links, tags, writer(rc), message).await
+}
+
+/// Who a write is recorded as: the local user, or nobody for a peer's
+/// COMMAND (users of another instance are not users here).
+fn writer(rc: &RequestContext) -> Option<Uuid> {
+    rc.user().ok().map(|u| u.user_id)
 }
 
 /// The entry `id` names, visible to the caller.
@@ -84,7 +130,18 @@ impl KnowledgeMutation {
         input: CreateKnowledgeEntryInput,
     ) -> AppResult<KnowledgeEntry> {
         let rc = RequestContext::of(ctx);
-        let user = rc.user()?.user_id;
+        if let Owner::Instance(owner) = rc.owner_of("workspaceId", &input.workspace_id, Kind::Workspace)? {
+            let vars = json!({ "input": input.to_value().into_json().map_err(AppError::internal)? });
+            return federated::command(
+                rc,
+                owner,
+                "createKnowledgeEntry(input: $input)",
+                "CreateKnowledgeEntryInput!",
+                vars,
+            )
+            .await;
+        }
+        let user = writer(rc);
         let settings = &rc.knowledge.settings;
         // Every check before the first write.
         let title = input::title(&input.title)?;
@@ -118,7 +175,18 @@ impl KnowledgeMutation {
         input: UpdateKnowledgeEntryInput,
     ) -> AppResult<KnowledgeEntry> {
         let rc = RequestContext::of(ctx);
-        let user = rc.user()?.user_id;
+        if let Owner::Instance(owner) = rc.owner_of("id", &input.id, Kind::KnowledgeEntry)? {
+            let vars = json!({ "input": input.to_json()? });
+            return federated::command(
+                rc,
+                owner,
+                "updateKnowledgeEntry(input: $input)",
+                "UpdateKnowledgeEntryInput!",
+                vars,
+            )
+            .await;
+        }
+        let user = writer(rc);
         let settings = &rc.knowledge.settings;
         let title = input.title.as_deref().map(input::title).transpose()?;
         let content = input
@@ -161,7 +229,11 @@ impl KnowledgeMutation {
     /// `updateKnowledgeEntry(status: PUBLISHED)`.
     async fn archive_knowledge_entry(&self, ctx: &Context<'_>, id: ID) -> AppResult<KnowledgeEntry> {
         let rc = RequestContext::of(ctx);
-        let user = rc.user()?.user_id;
+        if let Owner::Instance(owner) = rc.owner_of("id", &id, Kind::KnowledgeEntry)? {
+            let vars = json!({ "input": id.as_str() });
+            return federated::command(rc, owner, "archiveKnowledgeEntry(id: $input)", "ID!", vars).await;
+        }
+        let user = writer(rc);
         let local = visible(rc, &id).await?;
         let changes = Changes {
             status: Some(KnowledgeStatus::Archived.as_str()),
@@ -180,7 +252,18 @@ impl KnowledgeMutation {
         input: RestoreKnowledgeVersionInput,
     ) -> AppResult<KnowledgeEntry> {
         let rc = RequestContext::of(ctx);
-        let user = rc.user()?.user_id;
+        if let Owner::Instance(owner) = rc.owner_of("id", &input.id, Kind::KnowledgeEntry)? {
+            let vars = json!({ "input": input.to_value().into_json().map_err(AppError::internal)? });
+            return federated::command(
+                rc,
+                owner,
+                "restoreKnowledgeVersion(input: $input)",
+                "RestoreKnowledgeVersionInput!",
+                vars,
+            )
+            .await;
+        }
+        let user = writer(rc);
         let message = input::message(input.message.as_deref())?;
         let id = visible(rc, &input.id).await?;
         let old = store::version(&mut *rc.db.conn().await?, id, input.number)

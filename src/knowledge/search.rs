@@ -14,10 +14,11 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::markdown::{HIGHLIGHT, snippet_html};
-use super::{Conditions, KnowledgeEntry, KnowledgeFilter, input, store, workspace_here};
+use super::{Conditions, KnowledgeEntry, KnowledgeFilter, federated, input, store};
 use crate::error::{AppError, AppResult};
-use crate::graphql::RequestContext;
+use crate::graphql::federated::InstanceScope;
 use crate::graphql::pagination::page_size;
+use crate::graphql::{RequestContext, limits};
 
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum KnowledgeSearchMode {
@@ -163,14 +164,52 @@ fn semantic_unavailable() -> AppError {
     )
 }
 
+/// This instance's hits for `query`, best first: in `workspace`, or in every
+/// workspace of this instance the caller reads.
+pub async fn local(
+    rc: &RequestContext,
+    query: &str,
+    mode: KnowledgeSearchMode,
+    workspace: Option<Uuid>,
+    filter: &KnowledgeFilter,
+    first: usize,
+) -> AppResult<Vec<KnowledgeSearchHit>> {
+    let conditions = Conditions::parse(rc, workspace, filter).await?;
+    if mode != KnowledgeSearchMode::Text && rc.knowledge.embedder.is_none() {
+        if mode == KnowledgeSearchMode::Semantic {
+            return Err(semantic_unavailable());
+        }
+        rc.note_extension(
+            "searchKnowledge",
+            json!({
+                "requestedMode": mode.as_str(),
+                "answeredMode": "TEXT",
+                "code": "SEMANTIC_SEARCH_UNAVAILABLE",
+                "message": "no embedding model is configured: these are full-text results only",
+            }),
+        );
+    } else if mode != KnowledgeSearchMode::Text {
+        // The embedder is wired in with semantic search (issue 14, next step).
+        return Err(semantic_unavailable());
+    }
+    let ranked = text(rc, query, &conditions, first).await?;
+    with_entries(rc, ranked).await
+}
+
 #[derive(Default)]
 pub struct KnowledgeSearchQuery;
 
 #[Object]
 impl KnowledgeSearchQuery {
-    /// Entries matching `query`, best first: in one workspace, or in every
-    /// workspace of this instance you can read.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    /// Entries matching `query`, best first: in one workspace (of another
+    /// instance: answered by its owner), or in every workspace you can read
+    /// here and, with `scope`, on other instances, whose rankings are fused
+    /// by rank (reciprocal rank fusion; each hit's score is then its fused
+    /// score).
+    #[graphql(
+        complexity = "scope.as_ref().map_or(0, |_| limits::FORWARD_COST) + first.unwrap_or(20).max(1) as usize * child_complexity"
+    )]
+    #[allow(clippy::too_many_arguments)]
     async fn search_knowledge(
         &self,
         ctx: &Context<'_>,
@@ -179,34 +218,24 @@ impl KnowledgeSearchQuery {
         workspace_id: Option<ID>,
         filter: Option<KnowledgeFilter>,
         first: Option<i32>,
+        scope: Option<InstanceScope>,
     ) -> AppResult<Vec<KnowledgeSearchHit>> {
         let rc = RequestContext::of(ctx);
         let mode = mode.unwrap_or_default();
         let query = input::query(&query)?;
         let first = page_size(first, rc.max_page_size)?;
-        let ws = match &workspace_id {
-            Some(id) => Some(workspace_here(rc, "workspaceId", id).await?),
-            None => None,
-        };
-        let conditions = Conditions::parse(rc, ws, &filter.unwrap_or_default()).await?;
-        if mode != KnowledgeSearchMode::Text && rc.knowledge.embedder.is_none() {
-            if mode == KnowledgeSearchMode::Semantic {
-                return Err(semantic_unavailable());
-            }
-            rc.note_extension(
-                "searchKnowledge",
-                json!({
-                    "requestedMode": mode.as_str(),
-                    "answeredMode": "TEXT",
-                    "code": "SEMANTIC_SEARCH_UNAVAILABLE",
-                    "message": "no embedding model is configured: these are full-text results only",
-                }),
-            );
-        } else if mode != KnowledgeSearchMode::Text {
-            // The embedder is wired in with semantic search (issue 14, next step).
-            return Err(semantic_unavailable());
+        let filter = filter.unwrap_or_default();
+        let (plan, ws) = federated::route(rc, workspace_id.as_ref(), scope.as_ref()).await?;
+        if !plan.fans_out() {
+            return local(rc, query, mode, ws, &filter, first).await;
         }
-        let ranked = text(rc, query, &conditions, first).await?;
-        with_entries(rc, ranked).await
+        let request = federated::FederatedSearch {
+            query,
+            mode,
+            workspace_id: workspace_id.map(|w| w.0),
+            filter,
+            first,
+        };
+        federated::search(rc, &plan, &request, Some(ws)).await
     }
 }

@@ -41,7 +41,8 @@ pub struct NewEntry<'a> {
     pub content: &'a str,
     pub summary: Option<&'a str>,
     pub status: &'a str,
-    pub author: Uuid,
+    /// None when a peer writes (its users are not users here).
+    pub author: Option<Uuid>,
 }
 
 /// Inserts an entry. The slug is unique per workspace over every entry,
@@ -121,7 +122,7 @@ pub struct Changes<'a> {
 pub async fn update(
     conn: &mut PgConnection,
     id: Uuid,
-    user: Uuid,
+    user: Option<Uuid>,
     changes: &Changes<'_>,
 ) -> AppResult<Option<EntryRow>> {
     let mut q = QueryBuilder::<Postgres>::new("UPDATE knowledge_entries e SET updated_by = ");
@@ -161,7 +162,7 @@ pub async fn after_save(
     row: &EntryRow,
     links: Option<&[WikiLink]>,
     tags: Option<&[String]>,
-    author: Uuid,
+    author: Option<Uuid>,
     message: Option<&str>,
 ) -> AppResult<()> {
     if let Some(links) = links {
@@ -180,7 +181,7 @@ pub async fn after_save(
 pub async fn add_version(
     conn: &mut PgConnection,
     entry: &EntryRow,
-    author: Uuid,
+    author: Option<Uuid>,
     message: Option<&str>,
 ) -> AppResult<i32> {
     // The entry's row is locked by the write before this, so numbers do not race.

@@ -185,7 +185,7 @@ async fn save(
                 status: Some(doc.status.as_str()),
                 ..Changes::default()
             };
-            let row = store::update(conn, e.id, user, &changes)
+            let row = store::update(conn, e.id, Some(user), &changes)
                 .await
                 .map_err(app_error)?
                 .ok_or_else(|| anyhow::anyhow!("{slug}: not allowed to change this entry"))?;
@@ -199,12 +199,12 @@ async fn save(
                 content: &content,
                 summary: None,
                 status: doc.status.as_str(),
-                author: user,
+                author: Some(user),
             };
             (store::insert(conn, &new).await.map_err(app_error)?, true)
         }
     };
-    store::after_save(conn, &row, Some(&links), Some(&tags), user, Some("imported"))
+    store::after_save(conn, &row, Some(&links), Some(&tags), Some(user), Some("imported"))
         .await
         .map_err(app_error)?;
     Ok(created)
