@@ -21,6 +21,7 @@ mod graphql_over_http;
 mod http_surface;
 mod ide;
 mod knowledge;
+mod knowledge_federation;
 mod pagination;
 mod pool_hygiene;
 mod protocol_vectors;
