@@ -1,5 +1,6 @@
-//! Embeds the GraphQL IDE's assets (GraphiQL and React, installed from the
-//! npm registry by `npm ci --prefix ide`, never committed) into the binary.
+//! Embeds the GraphQL IDE's assets (GraphiQL and React) and the knowledge
+//! graph page's (force-graph), installed from the npm registry by
+//! `npm ci --prefix ide` and never committed, into the binary.
 //!
 //! Each is also gzipped here (best compression), so clients that accept gzip
 //! get a quarter of the bytes without compressing on every request.
@@ -37,6 +38,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "graphiql.min.css",
         "graphiql/graphiql.min.css",
         "text/css; charset=utf-8",
+    ),
+    // The knowledge graph page (`/knowledge/graph`); bundles its d3 parts.
+    (
+        "force-graph.min.js",
+        "force-graph/dist/force-graph.min.js",
+        "text/javascript; charset=utf-8",
     ),
 ];
 

@@ -8,6 +8,7 @@ pub mod auth;
 mod caller;
 mod error;
 pub mod graphql;
+mod knowledge_graph;
 mod ops;
 pub mod peers;
 mod state;
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
             get(graphql::get).post(graphql::post).fallback(graphql::other_method),
         )
         .route("/graphql/ide/{file}", get(crate::ide::asset))
+        .route("/knowledge/graph", get(knowledge_graph::page))
+        .route("/knowledge/graph/graph.js", get(knowledge_graph::script))
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))

@@ -271,3 +271,98 @@ async fn the_docs_pane_loads_the_schema_under_the_default_limits_in_chromium() {
     assert_eq!(seen["cspViolations"], json!([]), "{seen}");
     app.stop().await;
 }
+
+/// The knowledge graph page (issue 14): signed out it is refused (401, no
+/// single sign-on here); with a session it draws every entry the user may
+/// see of the workspace (not archived ones, not another author's draft),
+/// one painted node each, and clicking a node shows its entry.
+#[tokio::test]
+async fn the_knowledge_graph_page_draws_the_workspace_in_chromium() {
+    let (dir, chromium) = prerequisites();
+    let app = common::spawn_app().await;
+    let session = app
+        .break_glass_session("graph@example.com", "a long break-glass password")
+        .await;
+    let token = mosaic::auth::tokens::create(&mut app.admin().await, "graph@example.com", None)
+        .await
+        .unwrap();
+    let ws = app.create_workspace(&token, "graph").await;
+    let (_, other) = app.user("other@example.com").await;
+    app.add_member(&token, &ws, "other@example.com", "MEMBER").await;
+    let create = "mutation($i: CreateKnowledgeEntryInput!) { createKnowledgeEntry(input: $i) { id } }";
+    for (title, content, status, author) in [
+        ("Alpha", "see [[Beta]] and [[Gamma]]", "PUBLISHED", &token),
+        ("Beta", "back to [[Alpha]]", "PUBLISHED", &token),
+        ("Gamma", "**bold** gamma", "PUBLISHED", &token),
+        ("Delta", "links [[Alpha]] and [[nowhere]]", "PUBLISHED", &token),
+        ("Epsilon", "an orphan", "PUBLISHED", &token),
+        ("Retired", "[[Alpha]]", "ARCHIVED", &token),
+        ("Someone's draft", "[[Alpha]]", "DRAFT", &other),
+    ] {
+        let input = json!({ "workspaceId": ws, "title": title, "content": content, "status": status });
+        app.gql_ok(author, create, json!({ "i": input })).await;
+    }
+    let cookie = |name: &str| {
+        session
+            .set_cookies
+            .iter()
+            .find_map(|c| c.strip_prefix(&format!("{name}=")))
+            .and_then(|c| c.split(';').next())
+            .unwrap_or_else(|| panic!("no {name} cookie: {:?}", session.set_cookies))
+            .to_string()
+    };
+    let run = tokio::process::Command::new("node")
+        .arg("graph.js")
+        .arg(&app.base)
+        .arg(cookie("mosaic_session"))
+        .arg(cookie("mosaic_csrf"))
+        .arg(&ws)
+        .current_dir(&dir)
+        .env("PUPPETEER_EXECUTABLE_PATH", &chromium)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(DRIVER_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser run did not finish within {DRIVER_TIMEOUT:?}"))
+        .expect("node runs tests/browser/graph.js");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser run failed ({}):\n{stderr}\n{stdout}",
+        output.status
+    );
+    let seen: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the driver printed no JSON line:\n{stdout}\n{stderr}"));
+    eprintln!("observed: {seen:#}");
+
+    assert_eq!(seen["signedOut"]["status"], 401, "{seen}");
+    assert!(
+        seen["signedOut"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("signed-in")),
+        "{seen}"
+    );
+    assert_eq!(seen["status"], 200, "{seen}");
+    let graph = &seen["graph"];
+    assert_eq!(graph["picked"], ws, "{seen}");
+    // Alpha, Beta, Gamma, Delta, Epsilon; edges Alpha→Beta, Alpha→Gamma, Beta→Alpha, Delta→Alpha.
+    assert_eq!(graph["nodes"], 5, "{seen}");
+    assert_eq!(graph["drawnNodes"], 5, "every node painted: {seen}");
+    assert_eq!(graph["edges"], 4, "{seen}");
+    assert_eq!(graph["canvases"].as_u64().map(|n| n >= 1), Some(true), "{seen}");
+    let clicked = seen["clickedNode"].as_str().unwrap();
+    assert_eq!(seen["clicked"]["title"], clicked, "{seen}");
+    assert!(
+        seen["clicked"]["contentHtml"].as_str().unwrap().contains("<p>"),
+        "{seen}"
+    );
+    assert_eq!(seen["pageErrors"], json!([]), "{seen}");
+    assert_eq!(seen["cspViolations"], json!([]), "{seen}");
+    assert_eq!(seen["externalRequests"], json!([]), "{seen}");
+    app.stop().await;
+}

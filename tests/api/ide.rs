@@ -116,3 +116,82 @@ async fn assets_are_gzipped_for_clients_that_accept_it() {
     assert!(refused.headers().get("content-encoding").is_none());
     app.stop().await;
 }
+
+/// The knowledge graph page is served like the IDE, but only to a signed-in
+/// session: signed out it is 401 here (no single sign-on) and a redirect to
+/// sign in where single sign-on is configured. Its script and drawing
+/// library come from this instance; it allows no inline script.
+#[tokio::test]
+async fn the_knowledge_graph_page_needs_a_session_and_loads_nothing_from_elsewhere() {
+    let app = spawn_app().await;
+    let url = format!("{}/knowledge/graph", app.base);
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()[reqwest::header::CACHE_CONTROL], "no-store");
+    let session = app
+        .break_glass_session("kg@example.com", "a long break-glass password")
+        .await;
+    // Another instance's or a made-up session is no session.
+    let r = app
+        .client
+        .get(&url)
+        .header("cookie", "mosaic_session=made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .get(&url)
+        .header("cookie", &session.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let policy = r.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    assert!(!html.contains("ASSETS_VERSION"), "asset URLs carry the version: {html}");
+    assert_eq!(asset_paths(&html), ["/graphql/ide/force-graph.min.js"]);
+    for path in ["/graphql/ide/force-graph.min.js", "/knowledge/graph/graph.js"] {
+        let r = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let content_type = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+        assert!(content_type.starts_with("text/javascript"), "{path}: {content_type}");
+        assert!(r.text().await.unwrap().len() > 1000, "{path}");
+    }
+    app.stop().await;
+
+    let port = common::oidc::free_port();
+    let provider = common::oidc::Provider::start(&format!("http://127.0.0.1:{port}/auth/callback")).await;
+    let issuer = provider.issuer.clone();
+    let app = common::spawn_app_with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.oidc = Some(common::oidc::settings(
+            issuer,
+            vec![],
+            mosaic::config::OidcSettings::DEFAULT_DISCOVERY_REFRESH,
+        ));
+    })
+    .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(format!("{}/knowledge/graph", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()[reqwest::header::LOCATION],
+        "/auth/login?return_to=%2Fknowledge%2Fgraph"
+    );
+    app.stop().await;
+    provider.stop().await;
+}
