@@ -40,6 +40,23 @@ pub async fn command(
     owned::<KnowledgeEntryWire>(&data[field])
 }
 
+/// `knowledgeEntry(workspaceId, slug)` in a workspace that `owner` holds.
+pub async fn remote_entry(
+    rc: &RequestContext,
+    owner: Uuid,
+    workspace: &ID,
+    slug: &str,
+) -> AppResult<Option<KnowledgeEntry>> {
+    let query = format!(
+        "query($w: ID!, $s: String!) {{ knowledgeEntry(workspaceId: $w, slug: $s) {{ ...KnowledgeEntryFields }} }} {FRAGMENT}"
+    );
+    let data = across::forward(rc, owner, false, &query, json!({ "w": workspace.as_str(), "s": slug })).await?;
+    match &data["knowledgeEntry"] {
+        Value::Null => Ok(None),
+        entry => owned::<KnowledgeEntryWire>(entry).map(Some),
+    }
+}
+
 /// `selection` of an entry of another instance, asked of its owner; the
 /// entry as the owner answered (its fields, as selected). `declarations`
 /// declares the variables besides `$id` that `variables` holds.

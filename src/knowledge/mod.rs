@@ -772,7 +772,8 @@ impl KnowledgeQuery {
         federated::entries_page(rc, &plan, &request, conditions.as_ref(), after.as_deref()).await
     }
 
-    /// One entry by its slug in a workspace; null when there is none you can see.
+    /// One entry by its slug in a workspace (of another instance: asked of
+    /// its owner); null when there is none you can see.
     async fn knowledge_entry(
         &self,
         ctx: &Context<'_>,
@@ -780,8 +781,11 @@ impl KnowledgeQuery {
         slug: String,
     ) -> AppResult<Option<KnowledgeEntry>> {
         let rc = RequestContext::of(ctx);
-        let ws = workspace_here(rc, "workspaceId", &workspace_id).await?;
         let slug = input::slug(&slug)?;
+        if let Owner::Instance(owner) = rc.owner_of("workspaceId", &workspace_id, Kind::Workspace)? {
+            return federated::remote_entry(rc, owner, &workspace_id, slug).await;
+        }
+        let ws = workspace_here(rc, "workspaceId", &workspace_id).await?;
         let row = store::by_slug(&mut *rc.db.conn().await?, ws, slug).await?;
         row.map(|r| KnowledgeEntry::from_row(rc, r)).transpose()
     }

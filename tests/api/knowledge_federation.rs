@@ -477,6 +477,27 @@ async fn remote_entries_are_read_and_written_at_their_owner() {
         n["diff"]["unified"].as_str().unwrap().contains("+[[Orbit mechanics]]"),
         "{n}"
     );
+    let draft_slug: String = sqlx::query_scalar("SELECT slug FROM knowledge_entries WHERE id = $1")
+        .bind(local_id(&w.draft))
+        .fetch_one(&mut w.bravo.admin().await)
+        .await
+        .unwrap();
+    // By slug in the peer's workspace: asked of the owner too.
+    let by_slug =
+        "query($w: ID!, $s: String!) { knowledgeEntry(workspaceId: $w, slug: $s) { id tags instance { id } } }";
+    let d = w
+        .home
+        .gql_ok(&w.token, by_slug, json!({ "w": w.bravo_ws, "s": "apogee" }))
+        .await;
+    assert_eq!(
+        d["knowledgeEntry"],
+        json!({ "id": apogee, "tags": ["shared"], "instance": { "id": bravo_id } })
+    );
+    let d = w
+        .home
+        .gql_ok(&w.token, by_slug, json!({ "w": w.bravo_ws, "s": draft_slug }))
+        .await;
+    assert!(d["knowledgeEntry"].is_null(), "bob's draft: {d}");
     for hidden in [&w.draft, &w.ungranted] {
         let d = w.home.gql_ok(&w.token, NODE, json!({ "id": hidden })).await;
         assert!(d["node"].is_null(), "{hidden}: {d}");
