@@ -7,6 +7,10 @@
 //!    10 spokes over HTTPS, beside the same query sent directly to the
 //!    slowest spoke, all in one run so the master's overhead is a difference.
 //!
+//! 3. (`knowledge-federated`) `searchKnowledge(mode: TEXT, scope: {all: true})`
+//!    over three instances of 10,000 entries each, beside the same search
+//!    sent directly to the slowest of them, at 1 and 8 connections.
+//!
 //! Each instance is a `mosaic serve` child process with its own database on
 //! one private PostgreSQL cluster. Set BENCH_SECONDS to change the run length.
 
@@ -169,6 +173,11 @@ impl Bench {
 
     /// Runs wrk; returns (requests/s, p50 ms, p99 ms).
     fn wrk(&self, i: &Instance, query: &str, connections: u32) -> (f64, f64, f64) {
+        self.wrk_for(i, query, connections, self.seconds)
+    }
+
+    /// `wrk` for `seconds`.
+    fn wrk_for(&self, i: &Instance, query: &str, connections: u32, seconds: u64) -> (f64, f64, f64) {
         let script = std::env::temp_dir().join(format!("mosaic-wrk-{}.lua", std::process::id()));
         let body = serde_json::to_string(&json!({ "query": query })).unwrap();
         std::fs::write(
@@ -188,7 +197,7 @@ impl Bench {
                 "-c",
                 &connections.to_string(),
                 "-d",
-                &format!("{}s", self.seconds),
+                &format!("{seconds}s"),
                 "--latency",
                 "-s",
             ])
@@ -264,6 +273,46 @@ async fn seed(database_url: &str, email: &str, workspace: &str, tasks: usize) {
     tx.commit().await.unwrap();
 }
 
+/// `entries` published knowledge entries in the user's workspace, their
+/// words drawn from a small vocabulary so a two-word search matches a few
+/// hundred of them (and ranks them by how often the words occur).
+async fn seed_knowledge(database_url: &str, email: &str, entries: usize) {
+    let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('mosaic.user_id', $1, true)")
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO knowledge_entries (id, workspace_id, slug, title, content, status, author_id, created_by, updated_by)
+         SELECT gen_random_uuid(), w.id, 'entry-' || g, 'Entry ' || g || ' on ' || v[1 + g % 7],
+                'Notes on ' || v[1 + g % 7] || ' and ' || v[1 + (g / 7) % 11] || ', ' || v[1 + (g / 77) % 13]
+                || '. ' || repeat('Further words about the ' || v[1 + g % 5] || ' design. ', 1 + g % 9),
+                'PUBLISHED', $1, $1, $1
+         FROM workspaces w, generate_series(1, $2) g,
+              (SELECT ARRAY['orbit', 'launch', 'antenna', 'budget', 'hiring', 'roadmap', 'telemetry',
+                            'payload', 'ground', 'review', 'incident', 'security', 'release'] AS v) words",
+    )
+    .bind(user)
+    .bind(entries as i32)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A search that answers 20 hits (the probe measures real work).
+fn assert_twenty_hits(body: &Value) {
+    let hits = body["data"]["searchKnowledge"].as_array().map_or(0, Vec::len);
+    assert_eq!(hits, 20, "{body}");
+}
+
 fn row(label: &str, (rps, p50, p99): (f64, f64, f64)) {
     println!("{label:<44} {rps:>10.1} req/s   p50 {p50:>8.2} ms   p99 {p99:>8.2} ms");
 }
@@ -316,6 +365,64 @@ async fn run() {
         bench.check(&one, q).await;
         for c in [1, 8, 64] {
             row(&format!("{c} connection(s)"), bench.wrk(&one, q, c));
+        }
+    }
+
+    if which.is_empty() || which == "knowledge-federated" {
+        let entries = 10_000;
+        println!(
+            "\n== knowledge search: TEXT over 3 instances of {entries} entries, fused, beside the slowest alone, {seconds} s per run =="
+        );
+        let mut instances = Vec::new();
+        for name in ["khome", "kpeer1", "kpeer2"] {
+            let i = bench.start(name, 0).await;
+            seed_knowledge(&i.database_url, &format!("user@{name}.example"), entries).await;
+            instances.push(i);
+        }
+        bench.peer(&instances[0], &instances[1]);
+        bench.peer(&instances[0], &instances[2]);
+        let search = |scope: &str| {
+            format!(
+                "{{ searchKnowledge(query: \"orbit launch\", mode: TEXT, first: 20{scope}) {{ rank score snippet entry {{ id title instance {{ name }} }} }} }}"
+            )
+        };
+        let fed = search(", scope: {all: true}");
+        let local = search("");
+        let body = bench.check(&instances[0], &fed).await;
+        assert_eq!(
+            body["extensions"]["federation"]["succeeded"], 3,
+            "every instance answered: {body}"
+        );
+        let names: std::collections::BTreeSet<&str> = body["data"]["searchKnowledge"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["entry"]["instance"]["name"].as_str())
+            .collect();
+        assert_eq!(names.len(), 3, "hits from every instance: {body}");
+        // The slowest instance alone, by a short probe of each.
+        let mut slowest = (0usize, 0.0f64);
+        for (n, i) in instances.iter().enumerate() {
+            assert_twenty_hits(&bench.check(i, &local).await);
+            let (_, p50, _) = bench.wrk_for(i, &local, 1, 2);
+            if p50 > slowest.1 {
+                slowest = (n, p50);
+            }
+        }
+        for c in [1, 8] {
+            let f = bench.wrk(&instances[0], &fed, c);
+            row(&format!("federated, 3 instances, {c} connection(s)"), f);
+            let d = bench.wrk(&instances[slowest.0], &local, c);
+            row(
+                &format!("{} alone (slowest), {c} connection(s)", instances[slowest.0].name),
+                d,
+            );
+            println!(
+                "federation overhead, {c} connection(s): p50 +{:.2} ms ({:.2}x), p99 +{:.2} ms",
+                f.1 - d.1,
+                f.1 / d.1,
+                f.2 - d.2
+            );
         }
     }
 
