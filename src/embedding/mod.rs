@@ -5,6 +5,7 @@
 //! simply has no `Embedder`, and semantic search says so.
 
 mod model;
+pub mod vectors;
 
 pub use model::{BATCH, MAX_TOKENS, MiniLm};
 
