@@ -13,6 +13,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod demo;
+mod embedding;
 mod events;
 mod federation_merge;
 mod federation_protocol;
