@@ -163,6 +163,38 @@ fn semantic_unavailable() -> AppError {
     )
 }
 
+/// This instance's hits for a checked query, best first, at most `first`:
+/// in `workspace`, or in every local workspace the caller reads.
+pub async fn local(
+    rc: &RequestContext,
+    query: &str,
+    mode: KnowledgeSearchMode,
+    workspace: Option<Uuid>,
+    filter: &KnowledgeFilter,
+    first: usize,
+) -> AppResult<Vec<KnowledgeSearchHit>> {
+    let conditions = Conditions::parse(rc, workspace, filter).await?;
+    if mode != KnowledgeSearchMode::Text && rc.knowledge.embedder.is_none() {
+        if mode == KnowledgeSearchMode::Semantic {
+            return Err(semantic_unavailable());
+        }
+        rc.note_extension(
+            "searchKnowledge",
+            json!({
+                "requestedMode": mode.as_str(),
+                "answeredMode": "TEXT",
+                "code": "SEMANTIC_SEARCH_UNAVAILABLE",
+                "message": "no embedding model is configured: these are full-text results only",
+            }),
+        );
+    } else if mode != KnowledgeSearchMode::Text {
+        // The embedder is wired in with semantic search (issue 14, next step).
+        return Err(semantic_unavailable());
+    }
+    let ranked = text(rc, query, &conditions, first).await?;
+    with_entries(rc, ranked).await
+}
+
 #[derive(Default)]
 pub struct KnowledgeSearchQuery;
 
@@ -181,32 +213,20 @@ impl KnowledgeSearchQuery {
         first: Option<i32>,
     ) -> AppResult<Vec<KnowledgeSearchHit>> {
         let rc = RequestContext::of(ctx);
-        let mode = mode.unwrap_or_default();
         let query = input::query(&query)?;
         let first = page_size(first, rc.max_page_size)?;
         let ws = match &workspace_id {
             Some(id) => Some(workspace_here(rc, "workspaceId", id).await?),
             None => None,
         };
-        let conditions = Conditions::parse(rc, ws, &filter.unwrap_or_default()).await?;
-        if mode != KnowledgeSearchMode::Text && rc.knowledge.embedder.is_none() {
-            if mode == KnowledgeSearchMode::Semantic {
-                return Err(semantic_unavailable());
-            }
-            rc.note_extension(
-                "searchKnowledge",
-                json!({
-                    "requestedMode": mode.as_str(),
-                    "answeredMode": "TEXT",
-                    "code": "SEMANTIC_SEARCH_UNAVAILABLE",
-                    "message": "no embedding model is configured: these are full-text results only",
-                }),
-            );
-        } else if mode != KnowledgeSearchMode::Text {
-            // The embedder is wired in with semantic search (issue 14, next step).
-            return Err(semantic_unavailable());
-        }
-        let ranked = text(rc, query, &conditions, first).await?;
-        with_entries(rc, ranked).await
+        local(
+            rc,
+            query,
+            mode.unwrap_or_default(),
+            ws,
+            &filter.unwrap_or_default(),
+            first,
+        )
+        .await
     }
 }
