@@ -38,6 +38,12 @@ pub struct MiniLm {
 }
 
 impl MiniLm {
+    /// Whether `dir` holds any of the model's files: an empty or missing
+    /// directory means no model; a partial or broken one is an error to load.
+    pub fn present(dir: &Path) -> bool {
+        [CONFIG, TOKENIZER, WEIGHTS].iter().any(|f| dir.join(f).exists())
+    }
+
     /// Loads the model from `dir` (see `default_model_dir`). A missing or
     /// unreadable directory or file is `EmbedError::Model` naming it.
     pub fn load(dir: &Path) -> Result<MiniLm, EmbedError> {

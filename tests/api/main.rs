@@ -22,6 +22,7 @@ mod graphql_over_http;
 mod http_surface;
 mod ide;
 mod knowledge;
+mod knowledge_search;
 mod pagination;
 mod pool_hygiene;
 mod protocol_vectors;
