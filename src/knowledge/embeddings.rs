@@ -156,7 +156,9 @@ impl Embeddings {
         Ok(vectors)
     }
 
-    async fn load_index(&self, pool: &PgPool) -> Result<()> {
+    /// Reads every stored vector into the index: at start, and after vectors
+    /// were written by other means than the worker (a bulk load).
+    pub async fn load_index(&self, pool: &PgPool) -> Result<()> {
         let mut after: Option<Uuid> = None;
         loop {
             let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as("SELECT * FROM knowledge_embedding_vectors($1, $2, $3)")

@@ -6,8 +6,9 @@
 //! `mod.rs` holds the entry object and the lists; `mutations.rs` the writes,
 //! `tags.rs`, `search.rs` and `graph.rs` their parts, `store.rs` the SQL,
 //! `input.rs` the checks of what clients send, `links.rs` the link parser,
-//! `markdown.rs` the safe HTML, `versions.rs` the diffs and `transfer.rs`
-//! the import and export of Markdown files.
+//! `markdown.rs` the safe HTML, `versions.rs` the diffs, `transfer.rs`
+//! the import and export of Markdown files, and `embeddings.rs` the
+//! vectors semantic search compares (computed off the request path).
 
 pub mod embeddings;
 pub mod graph;

@@ -228,17 +228,38 @@ pub async fn semantic(
     conditions: &Conditions,
     first: usize,
 ) -> AppResult<Vec<Ranked>> {
-    let vector = emb
-        .embed(vec![query.to_string()])
+    let vector = embed_query(emb, query).await?;
+    nearest(rc, emb, vector, conditions, first).await
+}
+
+/// The query's vector (the model runs on a blocking thread).
+async fn embed_query(emb: &Embeddings, query: &str) -> AppResult<Vec<f32>> {
+    emb.embed(vec![query.to_string()])
         .await
         .map_err(AppError::internal)?
         .pop()
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("the embedder returned no vector")))?;
-    let mut q = QueryBuilder::<Postgres>::new("SELECT e.id FROM knowledge_entries e WHERE true");
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("the embedder returned no vector")))
+}
+
+/// The visible entries nearest to `vector`, best first.
+async fn nearest(
+    rc: &RequestContext,
+    emb: &Arc<Embeddings>,
+    vector: Vec<f32>,
+    conditions: &Conditions,
+    first: usize,
+) -> AppResult<Vec<Ranked>> {
+    // One array rather than a row per id: at 100,000 candidates the rows'
+    // own overhead would cost more than the scan (migration 0061's index
+    // answers it without reading the entries).
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT coalesce(array_agg(c.id), '{}') FROM (SELECT e.id FROM knowledge_entries e WHERE true",
+    );
     conditions.push(&mut q);
     q.push(" ORDER BY e.updated_at DESC, e.id DESC LIMIT ")
-        .push_bind(rc.knowledge.settings.max_semantic_candidates as i64);
-    let visible: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *rc.db.conn().await?).await?;
+        .push_bind(rc.knowledge.settings.max_semantic_candidates as i64)
+        .push(") c");
+    let visible: Vec<Uuid> = q.build_query_scalar().fetch_one(&mut *rc.db.conn().await?).await?;
     let emb = emb.clone();
     let best = tokio::task::spawn_blocking(move || emb.index.top_k(&vector, &visible, first))
         .await
@@ -265,8 +286,10 @@ async fn hybrid(
     first: usize,
 ) -> AppResult<Vec<Ranked>> {
     let depth = first.max(FUSION_DEPTH);
-    let by_text = text(rc, query, conditions, depth).await?;
-    let by_meaning = semantic(rc, emb, query, conditions, depth).await?;
+    // The model embeds the query while PostgreSQL answers the text search.
+    let (by_text, vector) = tokio::join!(text(rc, query, conditions, depth), embed_query(emb, query));
+    let by_meaning = nearest(rc, emb, vector?, conditions, depth).await?;
+    let by_text = by_text?;
     let lists = [
         by_text.iter().map(|r| r.id).collect::<Vec<_>>(),
         by_meaning.iter().map(|r| r.id).collect::<Vec<_>>(),

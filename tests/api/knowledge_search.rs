@@ -502,3 +502,72 @@ async fn knowledge_search_without_a_model_semantic_is_refused_and_hybrid_says_te
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn knowledge_search_entries_saved_without_the_worker_are_embedded_by_the_sweeps() {
+    // Entries saved while the instance had no model...
+    let plain = common::spawn_app().await;
+    let database_url = plain.database_url.clone();
+    let (user, token) = plain.user("ida@example.com").await;
+    let ws = plain.create_workspace(&token, "Backfill").await;
+    create(
+        &plain,
+        &token,
+        json!({ "workspaceId": ws, "title": "Zebra facts", "slug": "zebra",
+                "content": "Zebras are striped horses of the African plains." }),
+    )
+    .await;
+    plain.stop().await;
+
+    // ...are embedded by the sweep at start, with a queue of one.
+    let mut config = common::test_config(database_url);
+    config.knowledge.model_dir = mosaic::embedding::default_model_dir();
+    config.knowledge.embedding_queue = 1;
+    let app = common::spawn_config(config).await;
+    settled(&app).await;
+    let hits = search(
+        &app,
+        &token,
+        json!({ "q": "striped animals", "m": "SEMANTIC", "w": ws, "n": 1 }),
+    )
+    .await;
+    assert_eq!(hit_slugs(&hits), ["zebra"]);
+
+    // Forty saves committed at once overflow that queue: the dropped ones
+    // are left to a sweep, and the saves themselves are not held up.
+    let mut admin = app.admin().await;
+    let ws_id = common::local_id(&ws);
+    sqlx::query(
+        "INSERT INTO knowledge_entries (id, workspace_id, slug, title, content, status, author_id, created_by, updated_by)
+         SELECT gen_random_uuid(), $1, 'bulk-' || i, 'Bulk ' || i, 'Entry number ' || i || ' about lighthouses.',
+                'PUBLISHED', $2, $2, $2
+         FROM generate_series(1, 40) i",
+    )
+    .bind(ws_id)
+    .bind(user)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    settled(&app).await;
+    let embedded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM knowledge_embeddings k JOIN knowledge_entries e ON e.id = k.entry_id
+         WHERE e.workspace_id = $1",
+    )
+    .bind(ws_id)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(embedded, 41);
+    let hits = search(
+        &app,
+        &token,
+        json!({ "q": "coastal beacon towers", "m": "SEMANTIC", "w": ws, "n": 50 }),
+    )
+    .await;
+    assert_eq!(hits.len(), 41, "every entry has a vector in the index");
+    assert!(
+        hit_slugs(&hits[..40]).iter().all(|s| s.starts_with("bulk-")),
+        "{hits:?}"
+    );
+    app.stop().await;
+}
