@@ -77,6 +77,10 @@ impl Application {
         let agents =
             crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
         let live = crate::live::Live::start(db.listener_pool(), &config.limits).await?;
+        let knowledge = Arc::new(
+            crate::knowledge::KnowledgeService::start(config.knowledge.clone(), db.app.clone(), db.listener_pool())
+                .await?,
+        );
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),
             name,
@@ -94,8 +98,7 @@ impl Application {
             cursor_key: Arc::new(graphql::pagination::CursorKey::new(secret)),
             metrics: metrics.clone(),
             agents: agents.clone(),
-            // No embedder yet: semantic search answers SEMANTIC_SEARCH_UNAVAILABLE.
-            knowledge: Arc::new(crate::knowledge::KnowledgeService::new(config.knowledge.clone(), None)),
+            knowledge,
         });
         Ok(AppState {
             live,

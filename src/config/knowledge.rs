@@ -4,6 +4,8 @@
 //! `limits.max_body_bytes` (256 KiB by default) bounds first; raise both to
 //! store entries up to `max_content_bytes`.
 
+use std::path::PathBuf;
+
 use super::setting::settings;
 
 settings! {
@@ -22,6 +24,20 @@ settings! {
         /// order): bounds the cost of a word that most entries contain.
         max_search_candidates: usize = 1000;
             "knowledge.max_search_candidates", "MOSAIC_KNOWLEDGE_MAX_SEARCH_CANDIDATES", range(10, 1_000_000);
+        /// Where the sentence-embedding model is (`scripts/install-model`
+        /// puts it at the default). None of its files there: semantic
+        /// search is off; a file that does not load: the instance refuses
+        /// to start, naming the file.
+        model_dir: PathBuf = crate::embedding::default_model_dir();
+            "knowledge.model_dir", "MOSAIC_KNOWLEDGE_MODEL_DIR", parsed();
+        /// Saves waiting to be embedded; when full, a save is not queued and
+        /// a sweep of stale embeddings picks it up instead.
+        embedding_queue: usize = 1024;
+            "knowledge.embedding_queue", "MOSAIC_KNOWLEDGE_EMBEDDING_QUEUE", range(1, 1_000_000);
+        /// Entries one semantic search ranks at most: the most recently
+        /// changed of those the caller may see (every vector is compared).
+        max_semantic_candidates: usize = 200_000;
+            "knowledge.max_semantic_candidates", "MOSAIC_KNOWLEDGE_MAX_SEMANTIC_CANDIDATES", range(10, 10_000_000);
         /// Nodes one graph answer may hold (`limit` is capped here).
         max_graph_nodes: usize = 2000;
             "knowledge.max_graph_nodes", "MOSAIC_KNOWLEDGE_MAX_GRAPH_NODES", range(1, 1_000_000);

@@ -6,9 +6,11 @@
 //! `mod.rs` holds the entry object and the lists; `mutations.rs` the writes,
 //! `tags.rs`, `search.rs` and `graph.rs` their parts, `store.rs` the SQL,
 //! `input.rs` the checks of what clients send, `links.rs` the link parser,
-//! `markdown.rs` the safe HTML, `versions.rs` the diffs and `transfer.rs`
-//! the import and export of Markdown files.
+//! `markdown.rs` the safe HTML, `versions.rs` the diffs, `transfer.rs`
+//! the import and export of Markdown files, and `embeddings.rs` the
+//! vectors semantic search compares (computed off the request path).
 
+pub mod embeddings;
 pub mod federated;
 pub mod graph;
 pub mod input;
@@ -32,7 +34,6 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::config::KnowledgeSettings;
-use crate::embedding::Embedder;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated::InstanceScope;
 use crate::graphql::ids::{Kind, Owner};
@@ -44,16 +45,40 @@ use crate::workspaces::{self, Workspace};
 use store::EntryRow;
 
 /// What the knowledge base needs beyond the request: its bounds, and the
-/// embedder for semantic search when a model is installed (None: semantic
+/// embeddings for semantic search when a model is installed (None: semantic
 /// search answers SEMANTIC_SEARCH_UNAVAILABLE).
 pub struct KnowledgeService {
     pub settings: KnowledgeSettings,
-    pub embedder: Option<Arc<dyn Embedder>>,
+    pub embeddings: Option<Arc<embeddings::Embeddings>>,
 }
 
 impl KnowledgeService {
-    pub fn new(settings: KnowledgeSettings, embedder: Option<Arc<dyn Embedder>>) -> Self {
-        Self { settings, embedder }
+    pub fn new(settings: KnowledgeSettings, embeddings: Option<Arc<embeddings::Embeddings>>) -> Self {
+        Self { settings, embeddings }
+    }
+
+    /// Loads the model from `settings.model_dir` when that directory holds
+    /// it (off the async runtime: it reads ~90 MB) and starts the embedding
+    /// worker; with none of the model's files there, semantic search is
+    /// off, said once. Files that do not load are an error naming the file:
+    /// a broken install is not silently a smaller feature.
+    pub async fn start(
+        settings: KnowledgeSettings,
+        pool: sqlx::PgPool,
+        listen_pool: sqlx::PgPool,
+    ) -> anyhow::Result<Self> {
+        let dir = settings.model_dir.clone();
+        if !crate::embedding::MiniLm::present(&dir) {
+            tracing::info!(
+                model_dir = %dir.display(),
+                "no embedding model there: semantic search is off (scripts/install-model installs it; knowledge.model_dir says where)"
+            );
+            return Ok(Self::new(settings, None));
+        }
+        let model = tokio::task::spawn_blocking(move || crate::embedding::MiniLm::load(&dir)).await??;
+        let embeddings =
+            embeddings::Embeddings::start(Arc::new(model), pool, listen_pool, settings.embedding_queue).await?;
+        Ok(Self::new(settings, Some(embeddings)))
     }
 }
 

@@ -4,17 +4,25 @@
 //! matches when those are fewer than asked for. Every query runs under the
 //! caller's scope, so ranking only ever sees entries the caller may read.
 //!
-//! Semantic and hybrid search need an embedder (`KnowledgeService`); without
-//! one, SEMANTIC is refused with SEMANTIC_SEARCH_UNAVAILABLE and HYBRID
-//! answers from full text alone, saying so in `extensions.searchKnowledge`.
+//! SEMANTIC compares the query's embedding with those of the entries the
+//! caller may see (PostgreSQL decides which, before any ranking); HYBRID
+//! fuses the TEXT and SEMANTIC rankings (reciprocal rank fusion). Both need
+//! an embedding model (`KnowledgeService`); without one, SEMANTIC is refused
+//! with SEMANTIC_SEARCH_UNAVAILABLE and HYBRID answers from full text
+//! alone, saying so in `extensions.searchKnowledge`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use serde_json::json;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::embeddings::Embeddings;
 use super::markdown::{HIGHLIGHT, snippet_html};
 use super::{Conditions, KnowledgeEntry, KnowledgeFilter, federated, input, store};
+use crate::embedding::vectors;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated::InstanceScope;
 use crate::graphql::pagination::page_size;
@@ -44,7 +52,9 @@ impl KnowledgeSearchMode {
 #[derive(SimpleObject, Clone, Debug)]
 pub struct KnowledgeSearchHit {
     pub entry: KnowledgeEntry,
-    /// The mode's own measure (for TEXT, `ts_rank`); higher is better.
+    /// The mode's own measure, higher is better: for TEXT `ts_rank` (plus 1
+    /// when every word matched), for SEMANTIC the cosine similarity, for
+    /// HYBRID the fused reciprocal-rank score.
     pub score: f64,
     /// 1 for the best hit.
     pub rank: i32,
@@ -67,6 +77,8 @@ const TRIGRAM_SCALE: f64 = 0.01;
 const HEADLINE_SOURCE_CHARS: i32 = 100_000;
 /// A snippet without a match: the content's start, this long.
 const PLAIN_SNIPPET_CHARS: usize = 200;
+/// How deep each list of a hybrid search is ranked before fusion.
+const FUSION_DEPTH: usize = 50;
 
 /// Full-text hits, best first, at most `first`.
 pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, first: usize) -> AppResult<Vec<Ranked>> {
@@ -148,13 +160,22 @@ async fn with_entries(rc: &RequestContext, ranked: Vec<Ranked>) -> AppResult<Vec
         if let Some(row) = rows.remove(&r.id) {
             out.push(KnowledgeSearchHit {
                 rank: out.len() as i32 + 1,
+                snippet: r.snippet.or_else(|| Some(plain_snippet(&row.content))),
                 entry: KnowledgeEntry::from_row(rc, row)?,
                 score: r.score,
-                snippet: r.snippet,
             });
         }
     }
     Ok(out)
+}
+
+/// The content's first PLAIN_SNIPPET_CHARS characters, escaped.
+fn plain_snippet(content: &str) -> String {
+    let end = content
+        .char_indices()
+        .nth(PLAIN_SNIPPET_CHARS)
+        .map_or(content.len(), |(i, _)| i);
+    snippet_html(&content[..end])
 }
 
 fn semantic_unavailable() -> AppError {
@@ -164,8 +185,8 @@ fn semantic_unavailable() -> AppError {
     )
 }
 
-/// This instance's hits for `query`, best first: in `workspace`, or in every
-/// workspace of this instance the caller reads.
+/// This instance's hits for a checked query, best first, at most `first`:
+/// in `workspace`, or in every local workspace the caller reads.
 pub async fn local(
     rc: &RequestContext,
     query: &str,
@@ -175,25 +196,114 @@ pub async fn local(
     first: usize,
 ) -> AppResult<Vec<KnowledgeSearchHit>> {
     let conditions = Conditions::parse(rc, workspace, filter).await?;
-    if mode != KnowledgeSearchMode::Text && rc.knowledge.embedder.is_none() {
-        if mode == KnowledgeSearchMode::Semantic {
-            return Err(semantic_unavailable());
+    let ranked = match (mode, &rc.knowledge.embeddings) {
+        (KnowledgeSearchMode::Text, _) => text(rc, query, &conditions, first).await?,
+        (KnowledgeSearchMode::Semantic, Some(emb)) => semantic(rc, emb, query, &conditions, first).await?,
+        (KnowledgeSearchMode::Hybrid, Some(emb)) => hybrid(rc, emb, query, &conditions, first).await?,
+        (KnowledgeSearchMode::Semantic, None) => return Err(semantic_unavailable()),
+        (KnowledgeSearchMode::Hybrid, None) => {
+            rc.note_extension(
+                "searchKnowledge",
+                json!({
+                    "requestedMode": mode.as_str(),
+                    "answeredMode": "TEXT",
+                    "code": "SEMANTIC_SEARCH_UNAVAILABLE",
+                    "message": "no embedding model is configured: these are full-text results only",
+                }),
+            );
+            text(rc, query, &conditions, first).await?
         }
-        rc.note_extension(
-            "searchKnowledge",
-            json!({
-                "requestedMode": mode.as_str(),
-                "answeredMode": "TEXT",
-                "code": "SEMANTIC_SEARCH_UNAVAILABLE",
-                "message": "no embedding model is configured: these are full-text results only",
-            }),
-        );
-    } else if mode != KnowledgeSearchMode::Text {
-        // The embedder is wired in with semantic search (issue 14, next step).
-        return Err(semantic_unavailable());
-    }
-    let ranked = text(rc, query, &conditions, first).await?;
+    };
     with_entries(rc, ranked).await
+}
+
+/// Semantic hits, best first, at most `first`. PostgreSQL first says which
+/// entries the caller may see and the filter keeps (under the policies, the
+/// most recently changed `max_semantic_candidates` of them); only those are
+/// then compared with the query, by their vectors in memory. Hits carry no
+/// snippet here: `with_entries` gives them the content's start.
+pub async fn semantic(
+    rc: &RequestContext,
+    emb: &Arc<Embeddings>,
+    query: &str,
+    conditions: &Conditions,
+    first: usize,
+) -> AppResult<Vec<Ranked>> {
+    let vector = embed_query(emb, query).await?;
+    nearest(rc, emb, vector, conditions, first).await
+}
+
+/// The query's vector (the model runs on a blocking thread).
+async fn embed_query(emb: &Embeddings, query: &str) -> AppResult<Vec<f32>> {
+    emb.embed(vec![query.to_string()])
+        .await
+        .map_err(AppError::internal)?
+        .pop()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("the embedder returned no vector")))
+}
+
+/// The visible entries nearest to `vector`, best first.
+async fn nearest(
+    rc: &RequestContext,
+    emb: &Arc<Embeddings>,
+    vector: Vec<f32>,
+    conditions: &Conditions,
+    first: usize,
+) -> AppResult<Vec<Ranked>> {
+    // One array rather than a row per id: at 100,000 candidates the rows'
+    // own overhead would cost more than the scan (migration 0061's index
+    // answers it without reading the entries).
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT coalesce(array_agg(c.id), '{}') FROM (SELECT e.id FROM knowledge_entries e WHERE true",
+    );
+    conditions.push(&mut q);
+    q.push(" ORDER BY e.updated_at DESC, e.id DESC LIMIT ")
+        .push_bind(rc.knowledge.settings.max_semantic_candidates as i64)
+        .push(") c");
+    let visible: Vec<Uuid> = q.build_query_scalar().fetch_one(&mut *rc.db.conn().await?).await?;
+    let emb = emb.clone();
+    let best = tokio::task::spawn_blocking(move || emb.index.top_k(&vector, &visible, first))
+        .await
+        .map_err(AppError::internal)?;
+    Ok(best
+        .into_iter()
+        .map(|(id, score)| Ranked {
+            id,
+            score: score as f64,
+            snippet: None,
+        })
+        .collect())
+}
+
+/// Text and semantic lists fused by reciprocal rank (k = 60); a hit keeps
+/// its text snippet when it has one. Each list is ranked `FUSION_DEPTH`
+/// deep at least, so an entry second in both still rises above one first
+/// in only one.
+async fn hybrid(
+    rc: &RequestContext,
+    emb: &Arc<Embeddings>,
+    query: &str,
+    conditions: &Conditions,
+    first: usize,
+) -> AppResult<Vec<Ranked>> {
+    let depth = first.max(FUSION_DEPTH);
+    // The model embeds the query while PostgreSQL answers the text search.
+    let (by_text, vector) = tokio::join!(text(rc, query, conditions, depth), embed_query(emb, query));
+    let by_meaning = nearest(rc, emb, vector?, conditions, depth).await?;
+    let by_text = by_text?;
+    let lists = [
+        by_text.iter().map(|r| r.id).collect::<Vec<_>>(),
+        by_meaning.iter().map(|r| r.id).collect::<Vec<_>>(),
+    ];
+    let mut snippets: HashMap<Uuid, Option<String>> = by_text.into_iter().map(|r| (r.id, r.snippet)).collect();
+    Ok(vectors::rrf(&lists, first)
+        .into_iter()
+        .map(|(id, score)| Ranked {
+            id,
+            score,
+            snippet: snippets.remove(&id).flatten(),
+        })
+        .collect())
 }
 
 #[derive(Default)]
@@ -221,9 +331,9 @@ impl KnowledgeSearchQuery {
         scope: Option<InstanceScope>,
     ) -> AppResult<Vec<KnowledgeSearchHit>> {
         let rc = RequestContext::of(ctx);
-        let mode = mode.unwrap_or_default();
         let query = input::query(&query)?;
         let first = page_size(first, rc.max_page_size)?;
+        let mode = mode.unwrap_or_default();
         let filter = filter.unwrap_or_default();
         let (plan, ws) = federated::route(rc, workspace_id.as_ref(), scope.as_ref()).await?;
         if !plan.fans_out() {

@@ -54,7 +54,7 @@ pub async fn fresh_database() -> String {
 }
 
 pub fn test_config(database_url: String) -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: Some(database_url),
         instance_name: "test".into(),
@@ -62,7 +62,11 @@ pub fn test_config(database_url: String) -> Config {
             "test-secret-key-that-is-long-enough-0123456789".into(),
         )),
         ..Config::default()
-    }
+    };
+    // No model unless a test asks for one (knowledge_search.rs): loading it
+    // costs an instance ~90 MB and a second, and starts the embedding worker.
+    config.knowledge.model_dir = "/nonexistent/mosaic-test-no-model".into();
+    config
 }
 
 /// Tables of tenant data (api_tokens aside: authenticating may touch it).

@@ -1,0 +1,326 @@
+//! Entry embeddings, computed off the request path.
+//!
+//! A trigger (migration 0061) notifies `mosaic_knowledge_saves` with an
+//! entry's id whenever its title, content or status is saved; PostgreSQL
+//! delivers it only once the save has committed, whatever wrote it (a
+//! mutation, an import, a peer's command). A listener puts the id on a
+//! bounded queue; when the queue is full the id is dropped and a sweep is
+//! owed instead, so a burst of saves never blocks or fails one of them. The
+//! worker embeds what the queue names, and sweeps (every entry whose stored
+//! embedding is missing or was made from other text, in batches) at start,
+//! when a sweep is owed and after the listener reconnects.
+//!
+//! The worker acts for no user: it reads and writes through the narrow
+//! definer functions of migration 0061 on unscoped connections. Requests
+//! read the vectors from the in-memory [`VectorIndex`] the worker keeps,
+//! only for entries PostgreSQL has already shown them (see `search.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, mpsc, watch};
+use uuid::Uuid;
+
+use crate::embedding::{Embedder, vectors};
+
+/// The channel the trigger of migration 0061 notifies.
+const CHANNEL: &str = "mosaic_knowledge_saves";
+/// Entries embedded per round trip (a few forward passes of the model).
+const WORK_BATCH: i32 = 32;
+/// How long the listener waits before trying a failed connection again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Vectors read per round trip when loading the index.
+const LOAD_BATCH: i32 = 2000;
+
+/// The name embeddings are stored under: the model and its package version.
+pub fn model_name() -> String {
+    format!("all-minilm-l6-v2-{}", crate::embedding::MODEL_PACKAGE_VERSION)
+}
+
+/// Every stored vector of the model, by entry, in one block of memory.
+/// Which entries a caller may see is not its business: callers pass the
+/// ids PostgreSQL returned for them.
+#[derive(Default)]
+pub struct VectorIndex {
+    inner: RwLock<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    dims: usize,
+    slot: HashMap<Uuid, usize>,
+    data: Vec<f32>,
+}
+
+impl VectorIndex {
+    /// Sets (or replaces) an entry's vector. A vector of another length
+    /// than the first one stored is ignored (it cannot be compared).
+    pub fn put(&self, id: Uuid, vector: &[f32]) {
+        let mut s = self.inner.write().expect("index lock");
+        if s.dims == 0 {
+            s.dims = vector.len();
+        }
+        if vector.len() != s.dims {
+            return;
+        }
+        match s.slot.get(&id).copied() {
+            Some(i) => {
+                let d = s.dims;
+                s.data[i * d..(i + 1) * d].copy_from_slice(vector);
+            }
+            None => {
+                let i = s.slot.len();
+                s.slot.insert(id, i);
+                s.data.extend_from_slice(vector);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("index lock").slot.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k` of `ids` most similar to `query`, best first; ids without a
+    /// vector are left out. CPU work: call it off the async runtime.
+    pub fn top_k(&self, query: &[f32], ids: &[Uuid], k: usize) -> Vec<(Uuid, f32)> {
+        let s = self.inner.read().expect("index lock");
+        let d = s.dims;
+        let candidates = ids
+            .iter()
+            .filter_map(|id| s.slot.get(id).map(|&i| (*id, &s.data[i * d..(i + 1) * d])));
+        vectors::top_k(query, candidates, k)
+    }
+}
+
+/// The embedder, the index and the worker's inputs.
+pub struct Embeddings {
+    embedder: Arc<dyn Embedder>,
+    model: String,
+    pub index: VectorIndex,
+    queue: mpsc::Sender<Uuid>,
+    /// Set when saves were missed (a full queue, a lost listener connection).
+    sweep_owed: std::sync::atomic::AtomicBool,
+    wake: Arc<Notify>,
+    /// Bumped after each round of work, for [`Embeddings::settled`].
+    progress: watch::Sender<u64>,
+}
+
+impl Embeddings {
+    /// Loads the stored vectors, starts listening for saves (before the
+    /// first sweep, so no save is missed), and starts the worker, which
+    /// sweeps first. `listen_pool` holds the listener's connection for good.
+    pub async fn start(
+        embedder: Arc<dyn Embedder>,
+        pool: PgPool,
+        listen_pool: PgPool,
+        queue_capacity: usize,
+    ) -> Result<Arc<Self>> {
+        let (queue, rx) = mpsc::channel(queue_capacity);
+        let this = Arc::new(Self {
+            embedder,
+            model: model_name(),
+            index: VectorIndex::default(),
+            queue,
+            sweep_owed: true.into(),
+            wake: Arc::new(Notify::new()),
+            progress: watch::channel(0).0,
+        });
+        this.load_index(&pool).await?;
+        let mut listener = PgListener::connect_with(&listen_pool)
+            .await
+            .context("connecting the knowledge save listener")?;
+        listener
+            .listen(CHANNEL)
+            .await
+            .context("listening for knowledge saves")?;
+        tokio::spawn(listen(Arc::downgrade(&this), listener));
+        tokio::spawn(work(Arc::downgrade(&this), this.wake.clone(), pool, rx));
+        Ok(this)
+    }
+
+    /// Embeds texts on a blocking thread (it is CPU work).
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        let embedder = self.embedder.clone();
+        let vectors = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&refs)
+        })
+        .await??;
+        Ok(vectors)
+    }
+
+    /// Reads every stored vector into the index: at start, and after vectors
+    /// were written by other means than the worker (a bulk load).
+    pub async fn load_index(&self, pool: &PgPool) -> Result<()> {
+        let mut after: Option<Uuid> = None;
+        loop {
+            let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as("SELECT * FROM knowledge_embedding_vectors($1, $2, $3)")
+                .bind(&self.model)
+                .bind(after)
+                .bind(LOAD_BATCH)
+                .fetch_all(pool)
+                .await
+                .context("loading the stored embeddings")?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = Some(last.0);
+            for (id, bytes) in &rows {
+                if let Some(v) = vectors::decode(bytes) {
+                    self.index.put(*id, &v);
+                }
+            }
+        }
+    }
+
+    /// A save to embed; never waits. A full queue drops it and owes a sweep.
+    fn saved(&self, id: Uuid) {
+        if self.queue.try_send(id).is_err() {
+            self.owe_sweep();
+        }
+    }
+
+    fn owe_sweep(&self) {
+        self.sweep_owed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Embeds the entries among `ids` (all of them when None, after `after`
+    /// in id order) whose embedding is missing or stale, at most WORK_BATCH;
+    /// returns the last id looked at, None when there was nothing to do.
+    async fn round(&self, pool: &PgPool, ids: Option<&[Uuid]>, after: Option<Uuid>) -> Result<Option<Uuid>> {
+        let rows: Vec<(Uuid, String, Vec<u8>)> =
+            sqlx::query_as("SELECT * FROM knowledge_embedding_work($1, $2, $3, $4)")
+                .bind(&self.model)
+                .bind(ids)
+                .bind(after)
+                .bind(WORK_BATCH)
+                .fetch_all(pool)
+                .await?;
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok(None);
+        };
+        let texts = rows.iter().map(|r| r.1.clone()).collect();
+        let vectors = self.embed(texts).await?;
+        for ((id, _, digest), vector) in rows.iter().zip(&vectors) {
+            sqlx::query("SELECT knowledge_embedding_put($1, $2, $3, $4)")
+                .bind(id)
+                .bind(&self.model)
+                .bind(vectors::encode(vector))
+                .bind(digest)
+                .execute(pool)
+                .await?;
+            self.index.put(*id, vector);
+        }
+        Ok(Some(last))
+    }
+
+    /// Every stale embedding brought up to date, batch by batch.
+    async fn sweep(&self, pool: &PgPool) -> Result<()> {
+        let mut after = None;
+        while let Some(last) = self.round(pool, None, after).await? {
+            after = Some(last);
+            self.progress.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    /// Whether some entry (not archived) has no embedding from its current text.
+    pub async fn stale(&self, pool: &PgPool) -> Result<bool> {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT entry_id FROM knowledge_embedding_work($1, NULL, NULL, 1)")
+                .bind(&self.model)
+                .fetch_optional(pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Resolves once every committed save has its embedding: the barrier
+    /// tests and benches wait on. `pool` must be unscoped (the app pool).
+    pub async fn settled(&self, pool: &PgPool) -> Result<()> {
+        let mut progress = self.progress.subscribe();
+        loop {
+            progress.borrow_and_update();
+            if !self.stale(pool).await? {
+                return Ok(());
+            }
+            progress.changed().await.context("the embedding worker stopped")?;
+        }
+    }
+}
+
+/// Feeds the queue from the notifications until the service is dropped or
+/// the pool closes; a lost connection owes a sweep (saves may have passed).
+async fn listen(svc: std::sync::Weak<Embeddings>, mut listener: PgListener) {
+    loop {
+        let received = listener.try_recv().await;
+        let Some(svc) = svc.upgrade() else { return };
+        match received {
+            Ok(Some(note)) => match note.payload().parse() {
+                Ok(id) => svc.saved(id),
+                Err(_) => tracing::warn!(payload = note.payload(), "a knowledge save note without an entry id"),
+            },
+            // try_recv reconnects and listens again on its next call.
+            Ok(None) => {
+                tracing::warn!("knowledge save listener lost its connection; reconnecting");
+                svc.owe_sweep();
+            }
+            Err(e) => {
+                if matches!(e, sqlx::Error::PoolClosed) {
+                    return;
+                }
+                tracing::warn!(error = %e, "knowledge save listener failed; retrying");
+                svc.owe_sweep();
+                drop(svc);
+                // A back-off between attempts to reach the database again.
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// The worker: queued saves in batches, sweeps when owed. Ends when the
+/// service is dropped (the queue closes) or its pool closes; it holds the
+/// service only while working.
+async fn work(svc: std::sync::Weak<Embeddings>, wake: Arc<Notify>, pool: PgPool, mut rx: mpsc::Receiver<Uuid>) {
+    let mut batch: Vec<Uuid> = Vec::with_capacity(WORK_BATCH as usize);
+    loop {
+        if pool.is_closed() {
+            return;
+        }
+        let Some(this) = svc.upgrade() else { return };
+        let result = if this.sweep_owed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            this.sweep(&pool).await
+        } else if !batch.is_empty() {
+            let ids = std::mem::take(&mut batch);
+            this.round(&pool, Some(&ids), None).await.map(|_| ())
+        } else {
+            drop(this);
+            tokio::select! {
+                id = rx.recv() => match id {
+                    Some(id) => batch.push(id),
+                    None => return,
+                },
+                _ = wake.notified() => {}
+            }
+            while batch.len() < WORK_BATCH as usize
+                && let Ok(id) = rx.try_recv()
+            {
+                batch.push(id);
+            }
+            continue;
+        };
+        if let Err(e) = result {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "embedding knowledge entries failed; the next sweep retries");
+        }
+        this.progress.send_modify(|n| *n += 1);
+    }
+}
