@@ -28,6 +28,8 @@ pub struct Audience {
     pub caches: Vec<(&'static str, Arc<dyn Forget>)>,
     /// Who waits for which mark.
     pub marks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    /// Whether changes are being heard (`Live::listening`).
+    pub listening: watch::Sender<bool>,
 }
 
 impl Audience {
@@ -41,6 +43,7 @@ impl Audience {
         for (_, cache) in &self.caches {
             cache.set_listening(listening);
         }
+        self.listening.send_replace(listening);
     }
 
     fn hear(&self, note: &PgNotification) {

@@ -48,6 +48,7 @@ pub struct Live {
     listener: Mutex<Option<JoinHandle<()>>>,
     /// Marks `caught_up` waits for, by payload.
     marks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    listening: watch::Receiver<bool>,
 }
 
 impl Live {
@@ -64,10 +65,12 @@ impl Live {
         let (task_changes, _) = broadcast::channel(limits.subscription_buffer);
         let (closing, _) = watch::channel(false);
         let marks = Arc::new(Mutex::new(HashMap::new()));
+        let (listening_tx, listening) = watch::channel(false);
         let audience = listener::Audience {
             task_changes: task_changes.clone(),
             caches,
             marks: marks.clone(),
+            listening: listening_tx,
         };
         let listener = listener::Listener::connect(&pool, &audience).await?;
         let live = Arc::new(Self {
@@ -78,6 +81,7 @@ impl Live {
             closing: closing.clone(),
             listener: Mutex::new(None),
             marks,
+            listening,
         });
         let task = tokio::spawn(listener.run(pool, audience, closing.subscribe()));
         *live.listener.lock().expect("listener lock") = Some(task);
@@ -104,6 +108,12 @@ impl Live {
             Ok(Ok(())) => Ok(()),
             _ => anyhow::bail!("the change listener did not hear its mark within {CATCH_UP_TIMEOUT:?}"),
         }
+    }
+
+    /// Whether the listener hears changes now (false while it reconnects,
+    /// when the caches hold nothing).
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.listening.clone()
     }
 
     /// Task changes from now on; a receiver more than `subscription_buffer`
