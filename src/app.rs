@@ -103,6 +103,7 @@ impl Application {
             // No embedder yet: semantic search answers SEMANTIC_SEARCH_UNAVAILABLE.
             knowledge: Arc::new(crate::knowledge::KnowledgeService::new(config.knowledge.clone(), None)),
             tokens: tokens.clone(),
+            documents: Default::default(),
         });
         Ok(AppState {
             live,

@@ -1,5 +1,7 @@
-//! The peer registry in PostgreSQL, and its audit trail. State is read from
-//! the database on every request, so a revocation takes effect at once.
+//! The peer registry in PostgreSQL, and its audit trail. Requests read it
+//! from `Federation::all_peers`, a cache that every change forgets: at commit
+//! here (`Change`), and on every replica by notification (migration 0051), so
+//! a revocation takes effect on the next request.
 
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};

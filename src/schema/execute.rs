@@ -41,6 +41,7 @@ pub struct Executor {
     /// changed a user: the notification would say so a moment later, this
     /// says so before the answer leaves.
     pub tokens: Arc<TokenCache>,
+    pub documents: super::documents::Documents,
 }
 
 /// The operation a request runs (GraphQL's GetOperation), or why none can be chosen.
@@ -135,6 +136,7 @@ impl Executor {
         hop: Hop,
         mut request: async_graphql::Request,
     ) -> AppResult<async_graphql::Response> {
+        self.documents.prepare(&mut request);
         let mutation = is_mutation(&mut request);
         let db = Arc::new(RequestDb::new(
             self.pool.clone(),

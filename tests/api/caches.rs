@@ -31,10 +31,7 @@ async fn a_token_revoked_while_the_listener_is_away_is_refused() {
     listening.wait_for(|l| !*l).await.unwrap();
 
     // Revoked behind the instance's back while nobody hears it.
-    sqlx::query("DELETE FROM api_tokens")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query("DELETE FROM api_tokens").execute(&mut admin).await.unwrap();
     let (status, body) = app.gql_status(&token, ME, json!({})).await;
     assert_eq!(status, 401, "a revoked token is refused at once: {body}");
 
@@ -43,10 +40,7 @@ async fn a_token_revoked_while_the_listener_is_away_is_refused() {
     let (_, fresh) = app.user("fresh@example.com").await;
     app.gql_ok(&fresh, ME, json!({})).await;
     app.gql_ok(&fresh, ME, json!({})).await;
-    sqlx::query("DELETE FROM api_tokens")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query("DELETE FROM api_tokens").execute(&mut admin).await.unwrap();
     app.caught_up().await;
     let (status, body) = app.gql_status(&fresh, ME, json!({})).await;
     assert_eq!(status, 401, "heard after the reconnect: {body}");
