@@ -5,14 +5,24 @@
 //!    at 1, 8 and 64 connections;
 //! 2. a master fanning out `tasks(scope: {all: true}, first: 50)` to 1, 3 and
 //!    10 spokes over HTTPS, beside the same query sent directly to the
-//!    slowest spoke, all in one run so the master's overhead is a difference.
+//!    slowest spoke, all in one run so the master's overhead is a difference;
+//!    with the master's CPU time per request;
+//! 3. `demo`: the demo's chain home → work → hq, each instance directly and
+//!    the federated query through home, at 1 and 8 connections; round trips
+//!    to PostgreSQL per local request (counted by a relay on its socket) and
+//!    PostgreSQL's own time for the same statements (pgbench). With
+//!    BENCH_BASELINE=<another mosaic binary>, the chain runs with that binary
+//!    too, in the same run, for a before/after.
 //!
-//! 3. (`knowledge-federated`) `searchKnowledge(mode: TEXT, scope: {all: true})`
+//! 4. (`knowledge-federated`) `searchKnowledge(mode: TEXT, scope: {all: true})`
 //!    over three instances of 10,000 entries each, beside the same search
 //!    sent directly to the slowest of them, at 1 and 8 connections.
 //!
 //! Each instance is a `mosaic serve` child process with its own database on
 //! one private PostgreSQL cluster. Set BENCH_SECONDS to change the run length.
+
+#[path = "support/relay.rs"]
+mod relay;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -26,6 +36,9 @@ const SECRET: &str = "benchmark-secret-key-0123456789abcdef";
 
 struct Instance {
     name: String,
+    /// The binary it runs (this build's, or BENCH_BASELINE).
+    bin: PathBuf,
+    port: u16,
     url: String,
     database_url: String,
     token: String,
@@ -46,11 +59,11 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn mosaic(env: &[(&str, String)], args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mosaic"))
+fn mosaic(bin: &Path, env: &[(&str, String)], args: &[&str]) -> String {
+    let out = Command::new(bin)
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,rustls=error")
         .output()
         .expect("run mosaic");
     assert!(
@@ -85,9 +98,24 @@ impl Bench {
         ]
     }
 
-    /// Starts an instance on a fresh database with `tasks` seeded tasks for its user.
+    /// Starts an instance of this build on a fresh database with `tasks`
+    /// seeded tasks for its user.
     async fn start(&self, name: &str, tasks: usize) -> Instance {
-        let db = format!("bench_{}_{}", name, std::process::id());
+        self.start_with(Path::new(env!("CARGO_BIN_EXE_mosaic")), "", name, tasks, None)
+            .await
+    }
+
+    /// Starts `bin` as instance `name` (its database tagged `set`), reaching
+    /// PostgreSQL through `relay` if given.
+    async fn start_with(
+        &self,
+        bin: &Path,
+        set: &str,
+        name: &str,
+        tasks: usize,
+        relay: Option<&relay::Relay>,
+    ) -> Instance {
+        let db = format!("bench_{}{}_{}", name, set, std::process::id());
         let mut admin = sqlx::PgConnection::connect(&self.pg_template.replace("DBNAME", "postgres"))
             .await
             .unwrap();
@@ -103,13 +131,18 @@ impl Bench {
         let port = free_port();
         let env = self.env(name, port, &database_url);
         let email = format!("user@{name}.example");
-        mosaic(&env, &["user", "create", "--email", &email, "--admin"]);
-        let token = mosaic(&env, &["token", "create", "--user", &email]);
+        mosaic(bin, &env, &["user", "create", "--email", &email, "--admin"]);
+        let token = mosaic(bin, &env, &["token", "create", "--user", &email]);
         seed(&database_url, &email, name, tasks).await;
-        let child = Command::new(env!("CARGO_BIN_EXE_mosaic"))
+        let served_url = match relay {
+            Some(r) => with_socket_dir(&database_url, &r.dir),
+            None => database_url.clone(),
+        };
+        let child = Command::new(bin)
             .arg("serve")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", &served_url)
+            .env("RUST_LOG", "warn,rustls=error")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -132,6 +165,8 @@ impl Bench {
         }
         Instance {
             name: name.to_string(),
+            bin: bin.to_path_buf(),
+            port,
             url,
             database_url,
             token,
@@ -139,20 +174,24 @@ impl Bench {
         }
     }
 
-    /// `asking` connects to `asked` (CLI, signed CONNECT), `asked` grants its workspace.
-    fn peer(&self, asking: &Instance, asked: &Instance) {
-        let port = |i: &Instance| i.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        let asking_env = self.env(&asking.name, port(asking), &asking.database_url);
-        let asked_env = self.env(&asked.name, port(asked), &asked.database_url);
-        mosaic(&asking_env, &["peer", "connect", &asked.url]);
-        let listing = mosaic(&asked_env, &["peer", "list"]);
+    /// `asking` connects to `asked` (CLI, signed CONNECT), `asked` grants its
+    /// workspace, and lets reads go on to its own peers if `forward`.
+    fn peer(&self, asking: &Instance, asked: &Instance, forward: bool) {
+        let asking_env = self.env(&asking.name, asking.port, &asking.database_url);
+        let asked_env = self.env(&asked.name, asked.port, &asked.database_url);
+        mosaic(&asking.bin, &asking_env, &["peer", "connect", &asked.url]);
+        let listing = mosaic(&asked.bin, &asked_env, &["peer", "list"]);
         let id = listing
             .lines()
             .find(|l| l.contains(&format!(" {} ", asking.name)))
             .and_then(|l| l.split_whitespace().next())
             .expect("the asking instance is listed")
             .to_string();
-        mosaic(&asked_env, &["peer", "approve", &id, "--workspace", &asked.name]);
+        let mut approve = vec!["peer", "approve", &id, "--workspace", &asked.name];
+        if forward {
+            approve.push("--forward");
+        }
+        mosaic(&asked.bin, &asked_env, &approve);
     }
 
     async fn check(&self, i: &Instance, query: &str) -> Value {
@@ -171,13 +210,13 @@ impl Bench {
         body
     }
 
-    /// Runs wrk; returns (requests/s, p50 ms, p99 ms).
-    fn wrk(&self, i: &Instance, query: &str, connections: u32) -> (f64, f64, f64) {
+    /// Runs wrk.
+    fn wrk(&self, i: &Instance, query: &str, connections: u32) -> Run {
         self.wrk_for(i, query, connections, self.seconds)
     }
 
     /// `wrk` for `seconds`.
-    fn wrk_for(&self, i: &Instance, query: &str, connections: u32, seconds: u64) -> (f64, f64, f64) {
+    fn wrk_for(&self, i: &Instance, query: &str, connections: u32, seconds: u64) -> Run {
         let script = std::env::temp_dir().join(format!("mosaic-wrk-{}.lua", std::process::id()));
         let body = serde_json::to_string(&json!({ "query": query })).unwrap();
         std::fs::write(
@@ -215,7 +254,16 @@ fn lua_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn parse_wrk(text: &str) -> (f64, f64, f64) {
+/// One wrk run: requests/s, p50 and p99 in ms, requests completed.
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    requests: u64,
+}
+
+fn parse_wrk(text: &str) -> Run {
     let ms = |v: &str| -> f64 {
         let (n, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
         let n: f64 = n.parse().unwrap_or(f64::NAN);
@@ -227,18 +275,23 @@ fn parse_wrk(text: &str) -> (f64, f64, f64) {
             _ => f64::NAN,
         }
     };
-    let mut rps = f64::NAN;
-    let (mut p50, mut p99) = (f64::NAN, f64::NAN);
+    let mut run = Run {
+        rps: f64::NAN,
+        p50: f64::NAN,
+        p99: f64::NAN,
+        requests: 0,
+    };
     for line in text.lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
         match parts.as_slice() {
-            ["Requests/sec:", v] => rps = v.parse().unwrap_or(f64::NAN),
-            ["50%", v] => p50 = ms(v),
-            ["99%", v] => p99 = ms(v),
+            ["Requests/sec:", v] => run.rps = v.parse().unwrap_or(f64::NAN),
+            ["50%", v] => run.p50 = ms(v),
+            ["99%", v] => run.p99 = ms(v),
+            [n, "requests", "in", ..] => run.requests = n.parse().unwrap_or(0),
             _ => {}
         }
     }
-    (rps, p50, p99)
+    run
 }
 
 async fn seed(database_url: &str, email: &str, workspace: &str, tasks: usize) {
@@ -313,8 +366,48 @@ fn assert_twenty_hits(body: &Value) {
     assert_eq!(hits, 20, "{body}");
 }
 
-fn row(label: &str, (rps, p50, p99): (f64, f64, f64)) {
-    println!("{label:<44} {rps:>10.1} req/s   p50 {p50:>8.2} ms   p99 {p99:>8.2} ms");
+fn row(label: &str, r: Run) {
+    println!(
+        "{label:<44} {:>10.1} req/s   p50 {:>8.2} ms   p99 {:>8.2} ms",
+        r.rps, r.p50, r.p99
+    );
+}
+
+/// A process's CPU time (user + system) so far, in seconds.
+fn cpu_seconds(child: &Child) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as f64;
+    ticks as f64 / per_second
+}
+
+/// `url` with its Unix socket directory (`host=`) replaced.
+fn with_socket_dir(url: &str, dir: &Path) -> String {
+    let mut parsed = reqwest::Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "host" {
+                dir.display().to_string()
+            } else {
+                v.to_string()
+            };
+            (k.to_string(), v)
+        })
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    parsed.to_string()
+}
+
+/// The socket file of a URL's server (`host=` directory and port), if it names one.
+fn socket_file(url: &str) -> Option<PathBuf> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let dir = parsed.query_pairs().find(|(k, _)| k == "host")?.1.to_string();
+    Some(Path::new(&dir).join(format!(".s.PGSQL.{}", parsed.port().unwrap_or(5432))))
 }
 
 fn main() {
@@ -379,8 +472,8 @@ async fn run() {
             seed_knowledge(&i.database_url, &format!("user@{name}.example"), entries).await;
             instances.push(i);
         }
-        bench.peer(&instances[0], &instances[1]);
-        bench.peer(&instances[0], &instances[2]);
+        bench.peer(&instances[0], &instances[1], false);
+        bench.peer(&instances[0], &instances[2], false);
         let search = |scope: &str| {
             format!(
                 "{{ searchKnowledge(query: \"orbit launch\", mode: TEXT, first: 20{scope}) {{ rank score snippet entry {{ id title instance {{ name }} }} }} }}"
@@ -404,7 +497,7 @@ async fn run() {
         let mut slowest = (0usize, 0.0f64);
         for (n, i) in instances.iter().enumerate() {
             assert_twenty_hits(&bench.check(i, &local).await);
-            let (_, p50, _) = bench.wrk_for(i, &local, 1, 2);
+            let p50 = bench.wrk_for(i, &local, 1, 2).p50;
             if p50 > slowest.1 {
                 slowest = (n, p50);
             }
@@ -419,9 +512,9 @@ async fn run() {
             );
             println!(
                 "federation overhead, {c} connection(s): p50 +{:.2} ms ({:.2}x), p99 +{:.2} ms",
-                f.1 - d.1,
-                f.1 / d.1,
-                f.2 - d.2
+                f.p50 - d.p50,
+                f.p50 / d.p50,
+                f.p99 - d.p99
             );
         }
     }
@@ -433,46 +526,209 @@ async fn run() {
         for i in 0..10 {
             spokes.push(bench.start(&format!("spoke{i}"), 1_000).await);
         }
-        let fed = "{ tasks(scope: {all: true}, first: 50) { edges { cursor node { id title instance { name } } } pageInfo { hasNextPage endCursor } } }";
-        let local = "{ tasks(first: 50) { edges { cursor node { id title instance { name } } } pageInfo { hasNextPage endCursor } } }";
         let mut peered = 0;
         let mut results = Vec::new();
         for n in [1usize, 3, 10] {
             while peered < n {
-                bench.peer(&master, &spokes[peered]);
+                bench.peer(&master, &spokes[peered], false);
                 peered += 1;
             }
-            let body = bench.check(&master, fed).await;
+            let body = bench.check(&master, FEDERATED).await;
             let total = body["extensions"]["federation"]["succeeded"].as_u64().unwrap_or(0);
             assert_eq!(total as usize, n + 1, "every spoke answered: {body}");
-            let r = bench.wrk(&master, fed, 8);
+            let cpu = cpu_seconds(&master.child);
+            let r = bench.wrk(&master, FEDERATED, 8);
+            let cpu_ms = (cpu_seconds(&master.child) - cpu) * 1000.0 / r.requests.max(1) as f64;
             row(&format!("master, {n} spoke(s)"), r);
-            results.push((n, r));
+            println!("{:<44} {cpu_ms:>10.3} ms of master CPU per request", "");
+            results.push((n, r, cpu_ms));
         }
         // The slowest spoke, by a short probe of each, then the full run.
-        let saved = bench.seconds;
         let probe = Bench { seconds: 2, ..bench };
         let mut slowest = (0usize, 0.0f64);
         for (i, s) in spokes.iter().enumerate() {
-            let (_, p50, _) = probe.wrk(s, local, 8);
+            let p50 = probe.wrk(s, LOCAL, 8).p50;
             if p50 > slowest.1 {
                 slowest = (i, p50);
             }
         }
-        let bench = Bench {
-            seconds: saved,
-            ..probe
-        };
-        let direct = bench.wrk(&spokes[slowest.0], local, 8);
+        let bench = Bench { seconds, ..probe };
+        let direct = bench.wrk(&spokes[slowest.0], LOCAL, 8);
         row(&format!("direct to slowest spoke ({})", spokes[slowest.0].name), direct);
-        for (n, (rps, p50, p99)) in results {
+        let one_spoke_cpu = results[0].2;
+        for (n, r, cpu_ms) in results {
             println!(
-                "master overhead, {n:>2} spoke(s): p50 +{:.2} ms ({:.2}x), p99 +{:.2} ms, throughput {:.2}x of direct",
-                p50 - direct.1,
-                p50 / direct.1,
-                p99 - direct.2,
-                rps / direct.0
+                "master overhead, {n:>2} spoke(s): p50 +{:.2} ms ({:.2}x), p99 +{:.2} ms, throughput {:.2}x of direct, CPU per request {:.2}x of 1 spoke",
+                r.p50 - direct.p50,
+                r.p50 / direct.p50,
+                r.p99 - direct.p99,
+                r.rps / direct.rps,
+                cpu_ms / one_spoke_cpu
             );
         }
+        drop((master, spokes));
+        return demo_or_not(&bench, &which).await;
     }
+    demo_or_not(&bench, &which).await;
+}
+
+/// The same selection for the local and the federated query.
+const LOCAL: &str = "{ tasks(first: 50) { edges { cursor node { id title priority createdAt instance { name } } } pageInfo { hasNextPage endCursor } } }";
+const FEDERATED: &str = "{ tasks(scope: {all: true}, first: 50) { edges { cursor node { id title priority createdAt instance { name } } } pageInfo { hasNextPage endCursor } } }";
+
+async fn demo_or_not(bench: &Bench, which: &str) {
+    if !(which.is_empty() || which == "demo") {
+        return;
+    }
+    let this = PathBuf::from(env!("CARGO_BIN_EXE_mosaic"));
+    if let Ok(baseline) = std::env::var("BENCH_BASELINE") {
+        demo_chain(bench, Path::new(&baseline), "_base", "baseline (BENCH_BASELINE)").await;
+    }
+    demo_chain(bench, &this, "", "this build").await;
+}
+
+/// The demo's chain home → work → hq, 1,000 tasks each, run by `bin`.
+async fn demo_chain(bench: &Bench, bin: &Path, set: &str, label: &str) {
+    let seconds = bench.seconds;
+    println!(
+        "\n== demo chain home -> work -> hq, {label}: tasks(first: 50) directly and through home (scope all), {seconds} s per run =="
+    );
+    let hq = bench.start_with(bin, set, "hq", 1_000, None).await;
+    let work = bench.start_with(bin, set, "work", 1_000, None).await;
+    let home = bench.start_with(bin, set, "home", 1_000, None).await;
+    bench.peer(&work, &hq, true);
+    bench.peer(&home, &work, true);
+    let body = bench.check(&home, FEDERATED).await;
+    let answered = body["extensions"]["federation"]["succeeded"].as_u64().unwrap_or(0);
+    assert_eq!(answered, 3, "home, work and hq answered: {body}");
+    let mut slowest = [None::<Run>; 2];
+    let mut federated = [None::<Run>; 2];
+    for (k, c) in [1u32, 8].into_iter().enumerate() {
+        for i in [&hq, &work, &home] {
+            let r = bench.wrk(i, LOCAL, c);
+            row(&format!("{} directly, {c} connection(s)", i.name), r);
+            let worse = match slowest[k] {
+                None => true,
+                // At one connection the slowest is the highest p50; at eight, the lowest throughput.
+                Some(s) => (c == 1 && r.p50 > s.p50) || (c > 1 && r.rps < s.rps),
+            };
+            if worse {
+                slowest[k] = Some(r);
+            }
+        }
+        let r = bench.wrk(&home, FEDERATED, c);
+        row(&format!("federated through home, {c} connection(s)"), r);
+        federated[k] = Some(r);
+    }
+    let (s1, f1, s8, f8) = (
+        slowest[0].unwrap(),
+        federated[0].unwrap(),
+        slowest[1].unwrap(),
+        federated[1].unwrap(),
+    );
+    println!(
+        "federated, 1 connection: p50 +{:.2} ms over the slowest direct p50 (goal: at most +1 ms)",
+        f1.p50 - s1.p50
+    );
+    println!(
+        "federated, 8 connections: {:.2}x the slowest direct throughput (goal: at least 0.25x)",
+        f8.rps / s8.rps
+    );
+    drop((hq, work, home));
+    local_costs(bench, bin, set).await;
+}
+
+/// Round trips to PostgreSQL per local request, and PostgreSQL's own time
+/// for the statements of that request sent by pgbench.
+async fn local_costs(bench: &Bench, bin: &Path, set: &str) {
+    let Some(socket) = socket_file(&bench.pg_template) else {
+        println!("(round trips and pgbench need the benches' own cluster: unset DATABASE_URL)");
+        return;
+    };
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench/relay{set}"));
+    let relay = relay::Relay::start(&socket, &tmp);
+    let counted = bench.start_with(bin, set, "counted", 1_000, Some(&relay)).await;
+    for _ in 0..50 {
+        bench.check(&counted, LOCAL).await;
+    }
+    let requests = 500u64;
+    let before = relay.round_trips();
+    for _ in 0..requests {
+        bench.check(&counted, LOCAL).await;
+    }
+    let per_request = (relay.round_trips() - before) as f64 / requests as f64;
+    println!(
+        "local tasks(first: 50), one client: {per_request:.2} round trips to PostgreSQL per request (goal: at most 2 on the request path)"
+    );
+    let one = bench.wrk(&counted, LOCAL, 1);
+    drop(counted);
+    let (tps, latency) = pgbench_page(bench, &socket, set).await;
+    row("the same instance, directly, 1 connection (relay)", one);
+    println!(
+        "pgbench, the same statements, 1 client: {tps:.0} transactions/s, {latency:.3} ms average; the instance's p50 is {:.1}x (goal: at most 3x)",
+        one.p50 / latency
+    );
+}
+
+/// pgbench running what `tasks(first: 50)` sends (tasks::page without a
+/// cursor, in the request's read-only transaction with its scope) on the
+/// database of the instance `counted` of `set`; returns (tps, ms average).
+async fn pgbench_page(bench: &Bench, socket: &Path, set: &str) -> (f64, f64) {
+    let db = format!("bench_counted{}_{}", set, std::process::id());
+    let url = bench.pg_template.replace("DBNAME", &db);
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (user, workspace): (uuid::Uuid, uuid::Uuid) = sqlx::query_as("SELECT created_by, id FROM workspaces LIMIT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let script = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+SELECT set_config('mosaic.user_id', '{user}', true), set_config('mosaic.workspace_ids', '{{{workspace}}}', true), set_config('mosaic.write_workspace_ids', '{{{workspace}}}', true), set_config('statement_timeout', '30000', true);
+SELECT t.id, t.title, t.description, t.status, t.priority, t.due_date, t.created_at, t.updated_at, t.workspace_id, t.project_id, w.name AS w_name, w.created_at AS w_created_at, w.updated_at AS w_updated_at, p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at, u.id AS u_id, u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin FROM (SELECT * FROM tasks t WHERE true ORDER BY t.created_at ASC, t.id ASC LIMIT 51) t JOIN workspaces w ON w.id = t.workspace_id LEFT JOIN projects p ON p.id = t.project_id LEFT JOIN users u ON u.id = t.assignee_id ORDER BY t.created_at ASC, t.id ASC;
+ROLLBACK;
+"
+    );
+    let file = std::env::temp_dir().join(format!("mosaic-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&file, &script).unwrap();
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let bin = mosaic::db::embedded::locate_binaries().unwrap().join("pgbench");
+    let out = Command::new(bin)
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            "1",
+            "-T",
+            &bench.seconds.to_string(),
+            "-f",
+        ])
+        .arg(&file)
+        .arg("-h")
+        .arg(socket.parent().unwrap())
+        .args([
+            "-p",
+            &parsed.port().unwrap_or(5432).to_string(),
+            "-U",
+            parsed.username(),
+            &db,
+        ])
+        // As the application's role, so the policies apply as they do to a request.
+        .env("PGOPTIONS", "-c role=mosaic_app")
+        .output()
+        .expect("pgbench runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "pgbench: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let number = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (number("tps = "), number("latency average = "))
 }

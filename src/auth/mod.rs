@@ -6,6 +6,7 @@ pub mod logout_token;
 pub mod oidc;
 pub mod sessions;
 pub mod throttle;
+pub mod token_cache;
 pub mod tokens;
 pub mod users;
 

@@ -3,6 +3,8 @@
 //! Lookup is by hash, so the secret itself is never compared and a timing
 //! difference reveals nothing about it.
 
+use std::time::Instant;
+
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,6 +15,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::Principal;
+use super::token_cache::{CachedToken, TOUCH_EVERY, TokenCache};
 
 const PREFIX: &str = "mosaic_";
 
@@ -163,42 +166,84 @@ pub enum TokenRejection {
     Deactivated,
 }
 
-/// Maps a bearer token to its user, through the narrow definer function (the
-/// application role cannot read the token table).
-pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Result<Principal, TokenRejection>, sqlx::Error> {
+/// Maps a bearer token to its user: from the cache when it holds the token,
+/// else through the narrow definer function (the application role cannot
+/// read the token table).
+pub async fn authenticate(
+    pool: &PgPool,
+    cache: &TokenCache,
+    token: &str,
+) -> Result<Result<Principal, TokenRejection>, sqlx::Error> {
     if !token.starts_with(PREFIX) {
         return Ok(Err(TokenRejection::Unknown));
     }
-    type Row = (Uuid, String, Option<String>, bool, bool, bool, bool, Uuid, bool);
+    let hash = hash(token);
+    if let Some(cached) = cache.get(&hash) {
+        if cached.expires_at.is_some_and(|at| at <= OffsetDateTime::now_utc()) {
+            return Ok(Err(TokenRejection::Expired));
+        }
+        if cached.touched.elapsed() >= TOUCH_EVERY {
+            touch(pool, cached.token_id).await?;
+            cache.update(&hash, |t| t.touched = Instant::now());
+        }
+        return Ok(Ok(cached.principal));
+    }
+    let generation = cache.generation();
+    type Row = (
+        Uuid,
+        String,
+        Option<String>,
+        bool,
+        bool,
+        Option<OffsetDateTime>,
+        bool,
+        bool,
+        Uuid,
+        bool,
+    );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT user_id, email, name, is_admin, email_verified, expired, deactivated, token_id, stale_use
+        "SELECT user_id, email, name, is_admin, email_verified, expires_at, expired, deactivated,
+                token_id, stale_use
          FROM authenticate_token($1)",
     )
-    .bind(hash(token))
+    .bind(&hash)
     .fetch_optional(pool)
     .await?;
     Ok(match row {
         None => Err(TokenRejection::Unknown),
         Some((.., true, _, _)) => Err(TokenRejection::Deactivated),
         Some((.., true, false, _, _)) => Err(TokenRejection::Expired),
-        Some((user_id, email, name, is_admin, email_verified, false, false, token_id, stale_use)) => {
+        Some((user_id, email, name, is_admin, email_verified, expires_at, false, false, token_id, stale_use)) => {
             if stale_use {
                 // Last use is kept to the minute, so most requests write nothing.
-                sqlx::query("SELECT token_touch($1)")
-                    .bind(token_id)
-                    .execute(pool)
-                    .await?;
+                touch(pool, token_id).await?;
             }
-            Ok(Principal {
+            let principal = Principal {
                 user_id,
                 email,
                 name,
                 is_admin,
                 email_verified,
                 session: None,
-            })
+            };
+            let cached = CachedToken {
+                principal: principal.clone(),
+                token_id,
+                expires_at,
+                touched: Instant::now(),
+            };
+            cache.keep(generation, hash, cached);
+            Ok(principal)
         }
     })
+}
+
+async fn touch(pool: &PgPool, token_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT token_touch($1)")
+        .bind(token_id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

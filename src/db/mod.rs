@@ -6,6 +6,7 @@
 //!   `mosaic_app`, a role that owns nothing and cannot bypass RLS, so every
 //!   query a request makes is filtered by the policies in `migrations/`.
 
+pub mod cache;
 pub mod embedded;
 pub mod scope;
 
@@ -124,11 +125,27 @@ impl Database {
     }
 }
 
+/// How long a pooled connection may sit idle before it is pinged when taken.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
+
 /// Pool settings of the application role.
 fn app_pool(size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))
+        // A connection is pinged when it returns to the pool (which also
+        // flushes a dropped transaction's ROLLBACK); pinging it again when it
+        // is taken costs every request a round trip. Only one idle for a
+        // while, which the server may have dropped, is checked.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(|conn, _| {
             Box::pin(async move {
                 // Owned by nobody, filtered by RLS; UTC so cursors render alike everywhere.

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -67,33 +67,39 @@ impl RequestDb {
     pub async fn conn(&self) -> Result<MappedMutexGuard<'_, PgConnection>, sqlx::Error> {
         let mut guard = self.tx.lock().await;
         if guard.is_none() {
-            let mut tx = if self.read_only {
-                self.pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await?
-            } else {
-                self.pool.begin().await?
-            };
-            sqlx::query(
-                "SELECT set_config('mosaic.user_id', $1, true),
-                        set_config('mosaic.workspace_ids', $2, true),
-                        set_config('mosaic.write_workspace_ids', $3, true),
-                        set_config('statement_timeout', $4, true)",
-            )
-            .bind(self.scope.user_id.map(|u| u.to_string()).unwrap_or_default())
-            .bind(pg_array(&self.scope.read_workspaces))
-            .bind(pg_array(&self.scope.write_workspaces))
-            .bind(self.statement_timeout.as_millis().to_string())
-            .execute(&mut *tx)
-            .await?;
-            *guard = Some(tx);
+            *guard = Some(self.pool.begin_with(self.begin_statement()).await?);
         }
         Ok(MutexGuard::map(guard, |tx| &mut **tx.as_mut().expect("begun above")))
     }
 
-    /// Commits if a transaction was begun.
+    /// BEGIN and the scope in one round trip (one simple query). The values
+    /// are written into the text, which is safe only because every one is
+    /// made here from UUIDs and a number, never from a caller's text.
+    fn begin_statement(&self) -> AssertSqlSafe<String> {
+        let begin = if self.read_only {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        } else {
+            "BEGIN"
+        };
+        let user = self.scope.user_id.map(|u| u.to_string()).unwrap_or_default();
+        AssertSqlSafe(format!(
+            "{begin}; SELECT set_config('mosaic.user_id', '{user}', true), \
+             set_config('mosaic.workspace_ids', '{}', true), \
+             set_config('mosaic.write_workspace_ids', '{}', true), \
+             set_config('statement_timeout', '{}', true)",
+            pg_array(&self.scope.read_workspaces),
+            pg_array(&self.scope.write_workspaces),
+            self.statement_timeout.as_millis()
+        ))
+    }
+
+    /// Ends the transaction keeping its writes. A read-only one is simply
+    /// dropped: its ROLLBACK is sent when the connection returns to the pool,
+    /// off the request's path, and means the same as a COMMIT would.
     pub async fn commit(&self) -> Result<(), sqlx::Error> {
-        if let Some(tx) = self.tx.lock().await.take() {
+        if let Some(tx) = self.tx.lock().await.take()
+            && !self.read_only
+        {
             tx.commit().await?;
         }
         Ok(())

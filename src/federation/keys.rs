@@ -3,7 +3,7 @@
 //! key keeps verifying until its `valid_until`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
 use base64::Engine;
@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use super::document::PublicKey;
 use super::signing;
 use crate::db::Database;
+use crate::db::cache::Cache;
 use crate::secrets::Sealer;
 
 fn generate() -> SigningKey {
@@ -81,6 +82,9 @@ pub struct KeyRing {
     admin: PgConnectOptions,
     sealer: Sealer,
     cache: Mutex<HashMap<String, SigningKey>>,
+    /// The current key's id, cleared when the keys change (a rotation by the
+    /// CLI takes effect at once, through `db::cache`).
+    pub current_id: Arc<Cache<(), String>>,
 }
 
 impl KeyRing {
@@ -90,15 +94,24 @@ impl KeyRing {
             admin: db.admin_options(),
             sealer,
             cache: Mutex::new(HashMap::new()),
+            current_id: Arc::new(Cache::new(1)),
         }
     }
 
-    /// The current signing key (its id is read each time, so a rotation by the CLI takes effect at once).
+    /// The current signing key.
     pub async fn current(&self) -> Result<(String, SigningKey)> {
-        let key_id: String = sqlx::query_scalar("SELECT key_id FROM instance_keys WHERE retired_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
-            .context("reading the current signing key's id")?;
+        let key_id = match self.current_id.get(&()) {
+            Some(id) => id,
+            None => {
+                let generation = self.current_id.generation();
+                let id: String = sqlx::query_scalar("SELECT key_id FROM instance_keys WHERE retired_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("reading the current signing key's id")?;
+                self.current_id.keep(generation, (), id.clone());
+                id
+            }
+        };
         if let Some(k) = self.cache.lock().expect("key cache").get(&key_id) {
             return Ok((key_id, k.clone()));
         }

@@ -20,6 +20,7 @@ pub mod stats;
 pub mod tls;
 pub mod verify;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::FederationSettings;
+use crate::db::cache::Cache;
 use document::{IdentityDocument, PROTOCOL, SignedDocument};
 use replay::ReplayCache;
 use stats::PeerStats;
@@ -62,6 +64,9 @@ pub struct Federation {
     pub replay: ReplayCache,
     pub stats: PeerStats,
     pub settings: FederationSettings,
+    /// Every peer as the registry holds it, so that a request does not read
+    /// the registry (cleared on every change to it: `db::cache`).
+    pub peers: Arc<Cache<(), Arc<Vec<registry::PeerRecord>>>>,
     /// When each peer's identity document was last re-read (in memory).
     key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, Instant>>,
     /// Re-reads caused by unknown key ids in the last minute, per peer.
@@ -69,6 +74,11 @@ pub struct Federation {
     /// CONNECTs received in the last minute, per source address.
     connects: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<Instant>>>,
 }
+
+/// Where changes to the registry and to this instance's keys are announced
+/// (migration 0051).
+pub const PEERS_CHANNEL: &str = "mosaic_peer_changes";
+pub const KEYS_CHANNEL: &str = "mosaic_key_changes";
 
 /// Source addresses whose CONNECTs are counted at most; when more sent one
 /// within the minute, new addresses are refused until some are forgotten.
@@ -107,6 +117,7 @@ impl Federation {
             replay: ReplayCache::starting_at(now_unix(), config.federation.nonces_per_peer),
             stats: PeerStats::default(),
             settings: config.federation.clone(),
+            peers: Arc::new(Cache::new(1)),
             key_refreshes: Default::default(),
             unknown_key_refreshes: Default::default(),
             connects: Default::default(),
@@ -170,6 +181,43 @@ impl Federation {
             .insert(peer, Instant::now());
     }
 
+    /// Every peer, ordered by name: from the cache, or read once.
+    pub async fn all_peers(&self) -> sqlx::Result<Arc<Vec<registry::PeerRecord>>> {
+        if let Some(all) = self.peers.get(&()) {
+            return Ok(all);
+        }
+        let generation = self.peers.generation();
+        let all = Arc::new(registry::list(&self.pool).await?);
+        self.peers.keep(generation, (), all.clone());
+        Ok(all)
+    }
+
+    /// A transaction that changes the registry and, committed, forgets the cache.
+    pub async fn change_registry(&self) -> sqlx::Result<registry::Change<'_>> {
+        registry::Change::begin(&self.pool, &*self.peers).await
+    }
+
+    pub async fn peer(&self, id: Uuid) -> sqlx::Result<Option<registry::PeerRecord>> {
+        Ok(self.all_peers().await?.iter().find(|p| p.id == id).cloned())
+    }
+
+    /// The peers we may query now, ordered by name.
+    pub async fn queryable_peers(&self) -> sqlx::Result<Vec<registry::PeerRecord>> {
+        let all = self.all_peers().await?;
+        Ok(all
+            .iter()
+            .filter(|p| p.outbound_state == registry::PeerState::Active)
+            .cloned()
+            .collect())
+    }
+
+    /// Refreshes a peer's keys from its document.
+    pub async fn update_keys(&self, doc: &IdentityDocument) -> sqlx::Result<()> {
+        let mut change = self.change_registry().await?;
+        registry::update_keys(&mut change, doc).await?;
+        change.commit().await
+    }
+
     /// This instance's signed identity document.
     pub async fn identity(&self) -> Result<SignedDocument> {
         let (current_key, old_keys) = self.keys.public_keys().await?;
@@ -204,7 +252,7 @@ impl verify::PeerKeys for Federation {
             tracing::error!(error = %e, "peer lookup failed");
             verify::refuse(protocol::Refusal::Unavailable, "cannot check the peer right now")
         };
-        let Some(peer) = registry::get(&self.pool, origin).await.map_err(internal)? else {
+        let Some(peer) = self.peer(origin).await.map_err(internal)? else {
             return Ok(None);
         };
         let unknown = matches!(peer.key(key_id, now_unix()), registry::KeyLookup::Unknown);
@@ -214,7 +262,7 @@ impl verify::PeerKeys for Federation {
             let fetched = tokio::time::timeout(KEY_REFRESH_TIMEOUT, self.fetch_identity(&peer.base_url)).await;
             if let Ok(Ok(doc)) = fetched
                 && doc.instance_id == peer.id.to_string()
-                && registry::update_keys(&self.pool, &doc).await.is_ok()
+                && self.update_keys(&doc).await.is_ok()
             {
                 return Ok(Some(
                     registry::get(&self.pool, origin)

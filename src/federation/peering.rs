@@ -78,7 +78,8 @@ impl Federation {
             return Err(invalid("url: that is this instance"));
         }
         // Names select peers in scopes, so they are unique among the peers we query.
-        if registry::queryable(&self.pool)
+        if self
+            .queryable_peers()
             .await?
             .iter()
             .any(|p| p.id != peer_id && p.name == doc.name)
@@ -88,7 +89,7 @@ impl Federation {
                 doc.name
             )));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.change_registry().await?;
         registry::record_identity(&mut tx, &doc, registry::Vouched::ByAdmin).await?;
         registry::set_outbound(&mut tx, peer_id, PeerState::Requested).await?;
         registry::audit(&mut tx, peer_id, actor, "connect_requested", json!({ "url": url })).await?;
@@ -104,8 +105,9 @@ impl Federation {
                 error,
             })?;
         if answer["state"] == "active" {
-            let mut conn = self.pool.acquire().await?;
-            registry::set_outbound(&mut conn, peer_id, PeerState::Active).await?;
+            let mut change = self.change_registry().await?;
+            registry::set_outbound(&mut change, peer_id, PeerState::Active).await?;
+            change.commit().await?;
         }
         Ok(registry::get(&self.pool, peer_id).await?.expect("just written"))
     }
@@ -135,7 +137,7 @@ impl Federation {
                 .map_err(invalid)?,
             ..terms.clone()
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.change_registry().await?;
         let missing: Vec<Uuid> = sqlx::query_scalar("SELECT missing_workspaces($1)")
             .bind(&terms.workspaces)
             .fetch_one(&mut *tx)
@@ -177,7 +179,7 @@ impl Federation {
     /// live grant either way); the audit trail keeps its history.
     pub async fn delete(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.change_registry().await?;
         if !registry::delete_unapproved(&mut tx, id).await? {
             return Err(invalid(format!(
                 "peer: {} is inbound {} and outbound {}; revoke it before deleting",
@@ -214,7 +216,7 @@ impl Federation {
         event: Option<Event>,
     ) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.change_registry().await?;
         registry::set_inbound(&mut tx, id, state).await?;
         registry::audit(
             &mut tx,
@@ -234,7 +236,7 @@ impl Federation {
     /// DISCONNECT: revokes both directions at once, then tells the peer.
     pub async fn revoke(&self, id: Uuid, actor: &str) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.change_registry().await?;
         registry::revoke_both(&mut tx, id).await?;
         registry::audit(&mut tx, id, actor, "revoked", json!({})).await?;
         tx.commit().await?;

@@ -1,13 +1,16 @@
-//! The peer registry in PostgreSQL, and its audit trail. State is read from
-//! the database on every request, so a revocation takes effect at once.
+//! The peer registry in PostgreSQL, and its audit trail. Requests read it
+//! from `Federation::all_peers`, a cache that every change forgets: at commit
+//! here (`Change`), and on every replica by notification (migration 0051), so
+//! a revocation takes effect on the next request.
 
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::document::{IdentityDocument, PublicKey};
 use super::grant::Terms;
+use crate::db::cache::Forget;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PeerRecord {
@@ -134,6 +137,42 @@ pub enum KeyLookup<'a> {
 const COLUMNS: &str = "id, name, base_url, keys, schema_hash, inbound_state, outbound_state, grant_workspaces,
     grant_read_write, grant_users, grant_forward, pending_name, pending_base_url, created_at, updated_at";
 
+/// A transaction that changes the registry. Committing it forgets the
+/// cached registry at once, so that this instance's next request sees the
+/// change; other replicas hear of it by notification (migration 0051).
+pub struct Change<'c> {
+    tx: Transaction<'static, Postgres>,
+    cached: &'c dyn Forget,
+}
+
+impl<'c> Change<'c> {
+    pub async fn begin(pool: &PgPool, cached: &'c dyn Forget) -> sqlx::Result<Self> {
+        Ok(Self {
+            tx: pool.begin().await?,
+            cached,
+        })
+    }
+
+    pub async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await?;
+        self.cached.forget("");
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Change<'_> {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Change<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PeerRecord>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM peers WHERE id = $1"
@@ -146,15 +185,6 @@ pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PeerRecord>> {
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<PeerRecord>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM peers ORDER BY name, id"
-    )))
-    .fetch_all(pool)
-    .await
-}
-
-/// Peers we may query now.
-pub async fn queryable(pool: &PgPool) -> sqlx::Result<Vec<PeerRecord>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM peers WHERE outbound_state = 'active' ORDER BY name, id"
     )))
     .fetch_all(pool)
     .await
@@ -264,9 +294,8 @@ pub async fn record_identity(conn: &mut PgConnection, doc: &IdentityDocument, vo
 }
 
 /// Refreshes only the keys (after fetching a rotated peer's document).
-pub async fn update_keys(pool: &PgPool, doc: &IdentityDocument) -> sqlx::Result<()> {
+pub async fn update_keys(tx: &mut PgConnection, doc: &IdentityDocument) -> sqlx::Result<()> {
     let id: Uuid = doc.instance_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    let mut tx = pool.begin().await?;
     let stored: Option<sqlx::types::Json<Vec<PublicKey>>> =
         sqlx::query_scalar("SELECT keys FROM peers WHERE id = $1 FOR UPDATE")
             .bind(id)
@@ -279,7 +308,7 @@ pub async fn update_keys(pool: &PgPool, doc: &IdentityDocument) -> sqlx::Result<
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 /// Deletes a peer nobody approved or that was ended (inbound none, pending,

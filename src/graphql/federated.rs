@@ -16,7 +16,7 @@ use super::RequestContext;
 use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
 use crate::federation::protocol::{self, SubRequest};
-use crate::federation::registry::{self, PeerRecord, PeerState};
+use crate::federation::registry::{PeerRecord, PeerState};
 
 /// Which instances a list field covers. No scope: this instance only.
 #[derive(InputObject, Clone, Debug, Default)]
@@ -338,7 +338,7 @@ pub async fn plan(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResu
         (Some(names), false) => {
             // A peer whose grant keeps it here may name only this instance.
             let known = if rc.hop.may_forward {
-                registry::list(&rc.federation.pool).await?
+                rc.federation.all_peers().await?.to_vec()
             } else {
                 Vec::new()
             };
@@ -414,7 +414,7 @@ fn asked_elsewhere(rc: &RequestContext, peer: &PeerRecord) -> bool {
 
 /// The peers we may query now that this request may ask.
 async fn askable_peers(rc: &RequestContext) -> AppResult<Vec<PeerRecord>> {
-    let peers = registry::queryable(&rc.federation.pool).await?;
+    let peers = rc.federation.queryable_peers().await?;
     Ok(peers.into_iter().filter(|p| !asked_elsewhere(rc, p)).collect())
 }
 
@@ -595,7 +595,7 @@ async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<Option<PeerReco
             "this request came from a peer whose grant does not reach further instances".into(),
         ));
     }
-    match registry::get(&rc.federation.pool, instance).await? {
+    match rc.federation.peer(instance).await? {
         Some(p) if p.outbound_state == PeerState::Active => Ok(Some(p)),
         Some(p) if p.outbound_state != PeerState::None => Err(AppError::Peer {
             code: "PEER_FORBIDDEN",

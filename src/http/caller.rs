@@ -24,7 +24,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthenticated("Authorization header must be 'Bearer <token>'"))?;
-    match tokens::authenticate(&state.pool, token.trim()).await {
+    match tokens::authenticate(&state.pool, &state.tokens, token.trim()).await {
         Ok(Ok(p)) => Ok(p),
         Ok(Err(TokenRejection::Expired)) => Err(unauthenticated("token expired")),
         Ok(Err(TokenRejection::Unknown)) => Err(unauthenticated("unknown token")),

@@ -253,7 +253,7 @@ pub async fn connect(
         ));
     }
     let db_error = recording_failed("CONNECT");
-    let mut tx = fed.pool.begin().await.map_err(db_error)?;
+    let mut tx = fed.change_registry().await.map_err(db_error)?;
     registry::record_identity(&mut tx, doc, registry::Vouched::ByPeer)
         .await
         .map_err(db_error)?;
@@ -397,7 +397,7 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
         Event::KeysRotated => unreachable!("answered above"),
     };
     let db_error = recording_failed("EVENT");
-    let mut tx = fed.pool.begin().await.map_err(db_error)?;
+    let mut tx = fed.change_registry().await.map_err(db_error)?;
     registry::set_outbound(&mut tx, peer.id, outbound)
         .await
         .map_err(db_error)?;
@@ -431,7 +431,7 @@ pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body:
         ));
     }
     let db_error = recording_failed("DISCONNECT");
-    let mut tx = fed.pool.begin().await.map_err(db_error)?;
+    let mut tx = fed.change_registry().await.map_err(db_error)?;
     registry::revoke_both(&mut tx, peer.id).await.map_err(db_error)?;
     registry::audit(
         &mut tx,

@@ -26,6 +26,8 @@ pub struct AppState {
     pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
     /// Runs GraphQL requests (every transport goes through it).
     pub executor: Arc<crate::schema::execute::Executor>,
+    /// Bearer tokens already checked, cleared by the change listener.
+    pub tokens: Arc<crate::auth::token_cache::TokenCache>,
     /// Live subscriptions: the change listener, per-user limits, shutdown.
     pub live: Arc<crate::live::Live>,
 }

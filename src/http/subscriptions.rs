@@ -413,7 +413,7 @@ async fn init_credential(state: &AppState, token: Option<&str>) -> Result<(Princ
             "send {\"authorization\": \"Bearer <token>\"} in connection_init",
         ));
     };
-    let principal = match tokens::authenticate(&state.pool, token).await {
+    let principal = match tokens::authenticate(&state.pool, &state.tokens, token).await {
         Ok(Ok(principal)) => principal,
         Ok(Err(TokenRejection::Expired)) => return Err(forbidden("token expired")),
         Ok(Err(TokenRejection::Unknown)) => return Err(forbidden("unknown token")),

@@ -2,6 +2,7 @@
 //! per-user limits on subscriptions and WebSocket connections, and the
 //! signal that closes every subscription on shutdown.
 
+pub mod listener;
 pub mod task_changes;
 
 use std::collections::HashMap;
@@ -9,17 +10,21 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use sqlx::PgPool;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::Limits;
+use crate::db::cache::Forget;
 use crate::error::AppError;
 use task_changes::TaskNote;
 
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
 pub const TOO_MANY_CONNECTIONS: &str = "TOO_MANY_CONNECTIONS";
 pub const SUBSCRIBER_TOO_SLOW: &str = "SUBSCRIBER_TOO_SLOW";
+
+/// The longest `caught_up` waits.
+const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one user holds open.
 #[derive(Default)]
@@ -41,17 +46,33 @@ pub struct Live {
     usage: Mutex<HashMap<Uuid, Usage>>,
     closing: watch::Sender<bool>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// Marks `caught_up` waits for, by payload.
+    marks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    listening: watch::Receiver<bool>,
 }
 
 impl Live {
     /// Starts listening on a connection of `pool` (kept apart from the
     /// request pool: it is held for good) and fans changes out. The first
     /// LISTEN is in place when this returns, so no change committed
-    /// afterwards is missed.
-    pub async fn start(pool: PgPool, limits: &Limits) -> Result<Arc<Self>> {
+    /// afterwards is missed. `caches`: each with the channel its changes are
+    /// announced on.
+    pub async fn start(
+        pool: PgPool,
+        limits: &Limits,
+        caches: Vec<(&'static str, Arc<dyn Forget>)>,
+    ) -> Result<Arc<Self>> {
         let (task_changes, _) = broadcast::channel(limits.subscription_buffer);
         let (closing, _) = watch::channel(false);
-        let listener = task_changes::Listener::connect(&pool).await?;
+        let marks = Arc::new(Mutex::new(HashMap::new()));
+        let (listening_tx, listening) = watch::channel(false);
+        let audience = listener::Audience {
+            task_changes: task_changes.clone(),
+            caches,
+            marks: marks.clone(),
+            listening: listening_tx,
+        };
+        let listener = listener::Listener::connect(&pool, &audience).await?;
         let live = Arc::new(Self {
             task_changes: task_changes.clone(),
             max_subscriptions: limits.max_subscriptions_per_user,
@@ -59,10 +80,40 @@ impl Live {
             usage: Mutex::default(),
             closing: closing.clone(),
             listener: Mutex::new(None),
+            marks,
+            listening,
         });
-        let task = tokio::spawn(listener.run(pool, task_changes, closing.subscribe()));
+        let task = tokio::spawn(listener.run(pool, audience, closing.subscribe()));
         *live.listener.lock().expect("listener lock") = Some(task);
         Ok(live)
+    }
+
+    /// Returns once the listener has heard every change committed before the
+    /// call: it sends a mark and waits to hear it, and PostgreSQL delivers
+    /// notifications in commit order. For a change made by another process
+    /// (the CLI, another replica), which the caches otherwise learn of a
+    /// moment later. `pool`: any but the listener's.
+    pub async fn caught_up(&self, pool: &PgPool) -> Result<()> {
+        let mark = Uuid::new_v4().to_string();
+        let (heard, hearing) = oneshot::channel();
+        self.marks.lock().expect("marks lock").insert(mark.clone(), heard);
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(listener::MARK_CHANNEL)
+            .bind(&mark)
+            .execute(pool)
+            .await?;
+        let waited = tokio::time::timeout(CATCH_UP_TIMEOUT, hearing).await;
+        self.marks.lock().expect("marks lock").remove(&mark);
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            _ => anyhow::bail!("the change listener did not hear its mark within {CATCH_UP_TIMEOUT:?}"),
+        }
+    }
+
+    /// Whether the listener hears changes now (false while it reconnects,
+    /// when the caches hold nothing).
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.listening.clone()
     }
 
     /// Task changes from now on; a receiver more than `subscription_buffer`

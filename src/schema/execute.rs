@@ -11,7 +11,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::Principal;
+use crate::auth::token_cache::TokenCache;
 use crate::containers::AgentService;
+use crate::db::cache::Forget;
 use crate::db::{RequestDb, Scope};
 use crate::error::{AppError, AppResult};
 use crate::federation::protocol::Hop;
@@ -35,6 +37,11 @@ pub struct Executor {
     pub metrics: Arc<Metrics>,
     pub agents: Arc<AgentService>,
     pub knowledge: Arc<crate::knowledge::KnowledgeService>,
+    /// Forgotten after every mutation, which may have revoked a token or
+    /// changed a user: the notification would say so a moment later, this
+    /// says so before the answer leaves.
+    pub tokens: Arc<TokenCache>,
+    pub documents: super::documents::Documents,
 }
 
 /// The operation a request runs (GraphQL's GetOperation), or why none can be chosen.
@@ -129,6 +136,7 @@ impl Executor {
         hop: Hop,
         mut request: async_graphql::Request,
     ) -> AppResult<async_graphql::Response> {
+        self.documents.prepare(&mut request);
         let mutation = is_mutation(&mut request);
         let db = Arc::new(RequestDb::new(
             self.pool.clone(),
@@ -154,6 +162,9 @@ impl Executor {
             return Err(AppError::internal(
                 anyhow::Error::new(e).context("finishing the request transaction"),
             ));
+        }
+        if mutation {
+            self.tokens.forget("");
         }
         // Errors raised by async-graphql itself at run time carry no code: an
         // undefined variable is a validation failure, the rest are input coercion.

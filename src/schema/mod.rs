@@ -1,6 +1,7 @@
 //! The schema's root: the query, mutation and subscription roots merged from
 //! every area, the `Node` interface, and the executor that runs a request.
 
+pub mod documents;
 pub mod execute;
 pub mod subscriptions;
 

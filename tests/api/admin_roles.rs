@@ -623,6 +623,7 @@ impl World {
                 .execute(&mut self.hub.admin().await)
                 .await
                 .unwrap();
+                self.hub.caught_up().await;
             }
         }
     }

@@ -512,6 +512,7 @@ async fn invitations_reveal_nothing_about_accounts_and_add_no_one_without_consen
         .execute(&mut admin)
         .await
         .unwrap();
+    app.caught_up().await;
     assert_eq!(
         app.gql_ok(&ghost, MY_INVITATIONS, json!({})).await["myInvitations"],
         json!([]),
@@ -522,6 +523,7 @@ async fn invitations_reveal_nothing_about_accounts_and_add_no_one_without_consen
         .execute(&mut admin)
         .await
         .unwrap();
+    app.caught_up().await;
     app.gql_ok(
         &ghost,
         "mutation($i: ID!) { declineInvitation(id: $i) }",

@@ -335,6 +335,7 @@ async fn a_retired_key_cannot_take_the_peering_over() {
     keys::rotate(&mut a.admin().await, &sealer, time::Duration::days(7))
         .await
         .unwrap();
+    a.caught_up().await;
     a.state.federation.announce_rotation().await.unwrap();
     let registered = peer_row(&b, a_id).await.unwrap();
     let stored_old = registered.keys.iter().find(|k| k.key_id == old_key_id).unwrap().clone();

@@ -1272,6 +1272,7 @@ async fn revocation_takes_effect_on_the_next_query() {
         .execute(&mut a.admin().await)
         .await
         .unwrap();
+    a.caught_up().await;
     let body = a.gql(&world.token, TASKS, vars(None)).await;
     assert_eq!(
         errors(&body),

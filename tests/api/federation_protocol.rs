@@ -196,9 +196,13 @@ fn rotate_sealer(app: &TestApp) -> mosaic::secrets::Sealer {
     )
 }
 
+/// Rotates as `mosaic keys rotate` does, behind the instance's back, and
+/// waits until the instance heard of it.
 async fn rotate(app: &TestApp, grace: time::Duration) -> String {
     let mut conn = app.admin().await;
-    keys::rotate(&mut conn, &rotate_sealer(app), grace).await.unwrap()
+    let id = keys::rotate(&mut conn, &rotate_sealer(app), grace).await.unwrap();
+    app.caught_up().await;
+    id
 }
 
 async fn well_known(from: &TestApp, of: &TestApp) -> SignedDocument {

@@ -221,6 +221,7 @@ async fn tokens_are_listed_revoked_and_their_last_use_recorded_once_a_minute() {
         .execute(&mut conn)
         .await
         .unwrap();
+    app.caught_up().await;
     app.gql_ok(&bob, "{ me { id } }", json!({})).await;
     let later: Option<time::OffsetDateTime> = sqlx::query_scalar(
         "SELECT last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE u.email = 'bob@example.com'",

@@ -69,6 +69,7 @@ async fn missing_unknown_and_expired_tokens_get_unauthenticated_and_no_data() {
         .execute(&mut conn)
         .await
         .unwrap();
+    app.caught_up().await;
     let (status, body) = app.gql_status(&token, "{ me { id } }", json!({})).await;
     assert_eq!(status, 401);
     assert!(

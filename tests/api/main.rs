@@ -11,6 +11,7 @@ mod attacks_federation;
 mod attacks_peer_door;
 mod bad_input;
 mod browser;
+mod caches;
 mod cli;
 mod demo;
 mod embedding;

@@ -263,6 +263,7 @@ async fn only_a_verified_address_is_named_to_peers() {
 
     // The same address, unverified: home does not name it, work refuses.
     set_verified(false).await;
+    home.caught_up().await;
     let body = home.gql(&ada_token, query, json!({})).await;
     assert_eq!(titles(&body), Vec::<String>::new(), "{body}");
     assert_grant_denied(&body, &work);
@@ -277,6 +278,7 @@ async fn only_a_verified_address_is_named_to_peers() {
     let body = home.gql(&eve_token, query, json!({})).await;
     assert_grant_denied(&body, &work);
     set_verified(true).await;
+    home.caught_up().await;
 
     // A grant's user list is checked when it is given.
     let e = work

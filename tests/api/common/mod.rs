@@ -225,6 +225,7 @@ pub async fn register_active_peer(app: &TestApp, name: &str, url: &str) -> Uuid 
     .execute(&mut app.admin().await)
     .await
     .unwrap();
+    app.caught_up().await;
     id
 }
 
@@ -301,6 +302,17 @@ impl TestApp {
     }
 
     /// An administrative connection to this instance's database (bypasses RLS).
+    /// Waits until the instance has heard every change committed so far (a
+    /// change made behind its back, as the CLI or another replica would make
+    /// it, reaches its caches by notification a moment after the commit).
+    pub async fn caught_up(&self) {
+        self.state
+            .live
+            .caught_up(&self.state.pool)
+            .await
+            .expect("the listener catches up");
+    }
+
     pub async fn admin(&self) -> PgConnection {
         PgConnection::connect(&self.database_url)
             .await

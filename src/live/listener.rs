@@ -1,0 +1,133 @@
+//! The instance's one LISTEN connection: task changes for subscriptions, and
+//! the changes that clear the caches of rows (`db::cache`). It reconnects
+//! when it drops; while it is away the caches hold nothing, since a change
+//! made then is not heard.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgNotification};
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::task_changes::{self, TaskNote};
+use crate::db::cache::Forget;
+
+/// Longest wait between attempts to reconnect.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where `Live::caught_up` announces its marks.
+pub const MARK_CHANNEL: &str = "mosaic_listener_marks";
+
+/// Where what is heard goes.
+pub struct Audience {
+    pub task_changes: broadcast::Sender<TaskNote>,
+    /// Each cache with the channel its changes are announced on.
+    pub caches: Vec<(&'static str, Arc<dyn Forget>)>,
+    /// Who waits for which mark.
+    pub marks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    /// Whether changes are being heard (`Live::listening`).
+    pub listening: watch::Sender<bool>,
+}
+
+impl Audience {
+    fn channels(&self) -> Vec<&'static str> {
+        let mut channels = vec![task_changes::CHANNEL, MARK_CHANNEL];
+        channels.extend(self.caches.iter().map(|(c, _)| *c));
+        channels
+    }
+
+    fn set_listening(&self, listening: bool) {
+        for (_, cache) in &self.caches {
+            cache.set_listening(listening);
+        }
+        self.listening.send_replace(listening);
+    }
+
+    fn hear(&self, note: &PgNotification) {
+        if note.channel() == MARK_CHANNEL {
+            if let Some(waiting) = self.marks.lock().expect("marks lock").remove(note.payload()) {
+                let _ = waiting.send(());
+            }
+            return;
+        }
+        if note.channel() != task_changes::CHANNEL {
+            for (channel, cache) in &self.caches {
+                if *channel == note.channel() {
+                    cache.forget(note.payload());
+                }
+            }
+            return;
+        }
+        match TaskNote::parse(note.payload()) {
+            // No receiver is fine: nobody subscribes right now.
+            Some(change) => {
+                let _ = self.task_changes.send(change);
+            }
+            None => tracing::warn!(payload = note.payload(), "unreadable task change notification"),
+        }
+    }
+}
+
+pub struct Listener(PgListener);
+
+impl Listener {
+    pub async fn connect(pool: &PgPool, audience: &Audience) -> Result<Self> {
+        let mut listener = PgListener::connect_with(pool)
+            .await
+            .context("connecting the change listener")?;
+        listener
+            .listen_all(audience.channels())
+            .await
+            .context("listening for changes")?;
+        Ok(Self(listener))
+    }
+
+    /// Hands on what it hears until `closing` turns true. A lost connection
+    /// is opened again (with LISTEN); changes committed meanwhile are not
+    /// heard, so the caches are off until then.
+    pub async fn run(self, pool: PgPool, audience: Audience, mut closing: watch::Receiver<bool>) {
+        audience.set_listening(true);
+        let mut listener = Some(self);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(Listener(current)) = listener.as_mut() else {
+                tokio::select! {
+                    _ = closing.wait_for(|c| *c) => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                match Listener::connect(&pool, &audience).await {
+                    Ok(l) => {
+                        tracing::info!("change listener reconnected");
+                        listener = Some(l);
+                        audience.set_listening(true);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener cannot reconnect");
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+                continue;
+            };
+            tokio::select! {
+                _ = closing.wait_for(|c| *c) => return,
+                received = current.try_recv() => match received {
+                    Ok(Some(note)) => audience.hear(&note),
+                    Ok(None) => {
+                        tracing::warn!("change listener lost its connection; reconnecting");
+                        audience.set_listening(false);
+                        listener = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener failed; reconnecting");
+                        audience.set_listening(false);
+                        listener = None;
+                    }
+                },
+            }
+        }
+    }
+}
