@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::RequestContext;
 use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
+use crate::federation::fanout::{self, SourcePage};
 use crate::federation::protocol::{self, SubRequest};
 use crate::federation::registry::{PeerRecord, PeerState};
 
@@ -572,6 +573,58 @@ pub async fn ask_all(
             }
         })
         .collect()
+}
+
+/// A source's page of an ordered list and its total, when asked.
+pub type Sourced<R> = (SourcePage<R>, Option<i64>);
+
+/// This instance's page (if it takes part) and the peers' answers merged
+/// into the first `first` rows of the global order (`compare`), whether
+/// more follow, and the sum of the totals. A peer's page whose rows are out
+/// of order or not after the position asked (`after_start`) is not used,
+/// and the peer is reported.
+pub fn merge_pages<R>(
+    rc: &RequestContext,
+    local: Option<Sourced<R>>,
+    answers: Vec<(PeerRecord, Option<Value>)>,
+    parse: impl Fn(&Value) -> AppResult<Sourced<R>>,
+    compare: impl Fn(&R, &R) -> std::cmp::Ordering,
+    after_start: impl Fn(&R) -> AppResult<bool>,
+    first: usize,
+) -> (Vec<R>, bool, i64) {
+    let mut total = 0;
+    let mut pages = Vec::new();
+    if let Some((page, count)) = local {
+        total += count.unwrap_or(0);
+        pages.push(page);
+    }
+    let in_place = |rows: &[R]| -> AppResult<()> {
+        let sorted = rows
+            .windows(2)
+            .all(|w| compare(&w[0], &w[1]) == std::cmp::Ordering::Less);
+        let after = rows
+            .iter()
+            .try_fold(true, |ok, r| Ok::<_, AppError>(ok && after_start(r)?))?;
+        if sorted && after {
+            Ok(())
+        } else {
+            Err(AppError::BadInput(
+                "peer answer: rows out of order or before the position asked".into(),
+            ))
+        }
+    };
+    for (peer, data) in answers {
+        let Some(data) = data else { continue };
+        match parse(&data).and_then(|(page, count)| in_place(&page.rows).map(|()| (page, count))) {
+            Ok((page, count)) => {
+                total += count.unwrap_or(0);
+                pages.push(page);
+            }
+            Err(e) => bad_answer(rc, &peer, &e),
+        }
+    }
+    let (rows, has_next) = fanout::merge(pages, first, &compare);
+    (rows, has_next, total)
 }
 
 /// Records a peer answer that could not be used.

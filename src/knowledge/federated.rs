@@ -4,8 +4,6 @@
 //! deadlines, the report in `extensions.federation`); nothing a peer
 //! returns is stored.
 
-use std::cmp::Ordering;
-
 use async_graphql::{ID, InputType};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -16,8 +14,9 @@ use super::{
     Conditions, KnowledgeEntry, KnowledgeEntryConnection, KnowledgeEntryEdge, KnowledgeEntryOrder, KnowledgeFilter,
     page, workspace_here,
 };
+use crate::embedding::vectors;
 use crate::error::{AppError, AppResult};
-use crate::federation::fanout::{self, SourcePage};
+use crate::federation::fanout::SourcePage;
 use crate::federation::registry::PeerRecord;
 use crate::graphql::RequestContext;
 use crate::graphql::federated::{self as across, InstanceScope, Plan};
@@ -187,44 +186,22 @@ pub async fn entries_page(
         }
     };
     let (local, answers) = futures::join!(local, across::ask_all(rc, plan, &query, variables));
-    let mut total = 0;
-    let mut pages = Vec::new();
-    if let Some(local) = local? {
-        total += local.total_count.unwrap_or(0);
-        pages.push(SourcePage {
-            has_next: local.page_info.has_next_page,
-            rows: local.edges.into_iter().map(|e| e.node).collect(),
-        });
-    }
-    // A peer's rows must come in order and after the position; a page that
-    // breaks either is not used.
-    let in_place = |rows: &[KnowledgeEntry]| -> AppResult<()> {
-        let sorted = rows.windows(2).all(|w| order.compare(&w[0], &w[1]) == Ordering::Less);
-        let after_start = match &start {
-            Some(c) => rows
-                .iter()
-                .try_fold(true, |ok, e| Ok::<_, AppError>(ok && order.follows(e, c)?))?,
-            None => true,
+    let local = local?.map(|page| {
+        let source = SourcePage {
+            has_next: page.page_info.has_next_page,
+            rows: page.edges.into_iter().map(|e| e.node).collect(),
         };
-        if sorted && after_start {
-            Ok(())
-        } else {
-            Err(AppError::BadInput(
-                "peer answer: rows out of order or before the position asked".into(),
-            ))
-        }
-    };
-    for (peer, data) in answers {
-        let Some(data) = data else { continue };
-        match parse_connection(&data).and_then(|(page, count)| in_place(&page.rows).map(|()| (page, count))) {
-            Ok((page, count)) => {
-                total += count.unwrap_or(0);
-                pages.push(page);
-            }
-            Err(e) => across::bad_answer(rc, &peer, &e),
-        }
-    }
-    let (rows, has_next_page) = fanout::merge(pages, request.first, |a, b| order.compare(a, b));
+        (source, page.total_count)
+    });
+    let (rows, has_next_page, total) = across::merge_pages(
+        rc,
+        local,
+        answers,
+        parse_connection,
+        |a, b| order.compare(a, b),
+        |e| start.as_ref().map_or(Ok(true), |c| order.follows(e, c)),
+        request.first,
+    );
     let edges = rows
         .into_iter()
         .map(|node| {
@@ -355,39 +332,32 @@ pub async fn search(
     Ok(fuse(lists, request.first))
 }
 
-/// The constant of reciprocal rank fusion: how much the top ranks outweigh
-/// the rest (60, as in Cormack et al.).
-pub const RRF_K: f64 = 60.0;
-
-/// Instances' ranked lists fused into one ranking, the first `first` of it:
-/// a hit scores 1 / (RRF_K + its rank in its instance's list), so ranks are
-/// compared, never the instances' own scores (which are not comparable).
-/// Equal scores go by instance name, then rank, then instance id. Each hit
-/// gets its fused score and its rank in the fused list.
-pub fn fuse(lists: Vec<RankedList>, first: usize) -> Vec<KnowledgeSearchHit> {
-    let mut all: Vec<(f64, String, usize, String, KnowledgeSearchHit)> = lists
-        .into_iter()
-        .flat_map(|l| {
-            let (name, id) = (l.instance_name, l.instance_id);
-            l.hits.into_iter().enumerate().map(move |(i, hit)| {
-                let rank = i + 1;
-                (1.0 / (RRF_K + rank as f64), name.clone(), rank, id.clone(), hit)
-            })
-        })
-        .collect();
-    all.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then_with(|| a.1.cmp(&b.1))
-            .then_with(|| a.2.cmp(&b.2))
-            .then_with(|| a.3.cmp(&b.3))
-    });
-    all.into_iter()
-        .take(first)
+/// Instances' ranked lists fused into one ranking by reciprocal rank
+/// (`vectors::rrf`), the first `first` of it: ranks are compared, never the
+/// instances' own scores (which are not comparable). Equal scores go by
+/// instance name, then instance id. Each hit gets its fused score and its
+/// rank in the fused list.
+pub fn fuse(mut lists: Vec<RankedList>, first: usize) -> Vec<KnowledgeSearchHit> {
+    // rrf keeps the order in which lists come for equal scores.
+    lists.sort_by(|a, b| (&a.instance_name, &a.instance_id).cmp(&(&b.instance_name, &b.instance_id)));
+    let places: Vec<Vec<(usize, usize)>> = lists
+        .iter()
         .enumerate()
-        .map(|(i, (score, _, _, _, hit))| KnowledgeSearchHit {
-            score,
-            rank: i as i32 + 1,
-            ..hit
+        .map(|(l, list)| (0..list.hits.len()).map(|h| (l, h)).collect())
+        .collect();
+    let mut hits: Vec<Vec<Option<KnowledgeSearchHit>>> = lists
+        .into_iter()
+        .map(|l| l.hits.into_iter().map(Some).collect())
+        .collect();
+    vectors::rrf(&places, first)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, ((l, h), score))| {
+            Some(KnowledgeSearchHit {
+                score,
+                rank: i as i32 + 1,
+                ..hits[l][h].take()?
+            })
         })
         .collect()
 }

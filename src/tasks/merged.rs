@@ -70,44 +70,22 @@ pub(super) async fn federated_page(
             .map(Some)
     };
     let (local, answers) = futures::join!(local, federated::ask_all(rc, plan, &query, variables));
-    let mut total = 0;
-    let mut pages = Vec::new();
-    if let Some(local) = local? {
-        total += local.total_count.unwrap_or(0);
-        pages.push(SourcePage {
-            has_next: local.page_info.has_next_page,
-            rows: local.edges.into_iter().map(|e| e.node).collect(),
-        });
-    }
-    // A peer's rows must come in order and after the position; a page
-    // that breaks either is not used.
-    let in_place = |rows: &[Task]| -> AppResult<()> {
-        let sorted = rows.windows(2).all(|w| order.compare(&w[0], &w[1]) == Ordering::Less);
-        let after_start = match &start {
-            Some(c) => rows
-                .iter()
-                .try_fold(true, |ok, t| Ok::<_, AppError>(ok && order.follows(t, c)?))?,
-            None => true,
+    let local = local?.map(|page| {
+        let source = SourcePage {
+            has_next: page.page_info.has_next_page,
+            rows: page.edges.into_iter().map(|e| e.node).collect(),
         };
-        if sorted && after_start {
-            Ok(())
-        } else {
-            Err(AppError::BadInput(
-                "peer answer: rows out of order or before the position asked".into(),
-            ))
-        }
-    };
-    for (peer, data) in answers {
-        let Some(data) = data else { continue };
-        match parse_connection(&data).and_then(|(page, count)| in_place(&page.rows).map(|()| (page, count))) {
-            Ok((page, count)) => {
-                total += count.unwrap_or(0);
-                pages.push(page);
-            }
-            Err(e) => federated::bad_answer(rc, &peer, &e),
-        }
-    }
-    let (rows, has_next_page) = fanout::merge(pages, request.first, |a, b| order.compare(a, b));
+        (source, page.total_count)
+    });
+    let (rows, has_next_page, total) = federated::merge_pages(
+        rc,
+        local,
+        answers,
+        parse_connection,
+        |a, b| order.compare(a, b),
+        |t| start.as_ref().map_or(Ok(true), |c| order.follows(t, c)),
+        request.first,
+    );
     let edges = rows
         .into_iter()
         .map(|node| {
