@@ -76,16 +76,17 @@ impl Application {
         };
         let agents =
             crate::containers::AgentService::start(&config.agents, db.app.clone(), instance_id, secret).await?;
-        let knowledge = Arc::new(
-            crate::knowledge::KnowledgeService::start(config.knowledge.clone(), db.app.clone(), db.listener_pool())
-                .await?,
-        );
+        let knowledge =
+            Arc::new(crate::knowledge::KnowledgeService::start(config.knowledge.clone(), db.app.clone()).await?);
         let tokens = Arc::new(crate::auth::token_cache::new_cache());
-        let caches: Vec<(&'static str, Arc<dyn crate::db::cache::Forget>)> = vec![
+        let mut caches: Vec<(&'static str, Arc<dyn crate::db::cache::Forget>)> = vec![
             (crate::auth::token_cache::CHANNEL, tokens.clone()),
             (crate::federation::PEERS_CHANNEL, federation.peers.clone()),
             (crate::federation::KEYS_CHANNEL, federation.keys.current_id.clone()),
         ];
+        if let Some(embeddings) = &knowledge.embeddings {
+            caches.push((crate::knowledge::embeddings::CHANNEL, embeddings.clone()));
+        }
         let live = crate::live::Live::start(db.listener_pool(), &config.limits, caches).await?;
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),

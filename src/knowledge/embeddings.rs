@@ -3,12 +3,14 @@
 //! A trigger (migration 0061) notifies `mosaic_knowledge_saves` with an
 //! entry's id whenever its title, content or status is saved; PostgreSQL
 //! delivers it only once the save has committed, whatever wrote it (a
-//! mutation, an import, a peer's command). A listener puts the id on a
-//! bounded queue; when the queue is full the id is dropped and a sweep is
-//! owed instead, so a burst of saves never blocks or fails one of them. The
-//! worker embeds what the queue names, and sweeps (every entry whose stored
-//! embedding is missing or was made from other text, in batches) at start,
-//! when a sweep is owed and after the listener reconnects.
+//! mutation, an import, a peer's command). The instance's listener
+//! (`live/listener.rs`) hands the id to [`Embeddings`] (its `Forget`: the
+//! entry's embedding is stale), which puts it on a bounded queue; when the
+//! queue is full the id is dropped and a sweep is owed instead, so a burst
+//! of saves never blocks or fails one of them. The worker embeds what the
+//! queue names, and sweeps (every entry whose stored embedding is missing or
+//! was made from other text, in batches) when a sweep is owed: whenever the
+//! listener starts or stops hearing, so at start and after a reconnect.
 //!
 //! The worker acts for no user: it reads and writes through the narrow
 //! definer functions of migration 0061 on unscoped connections. Requests
@@ -20,18 +22,16 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
+use crate::db::cache::Forget;
 use crate::embedding::{Embedder, vectors};
 
 /// The channel the trigger of migration 0061 notifies.
-const CHANNEL: &str = "mosaic_knowledge_saves";
+pub const CHANNEL: &str = "mosaic_knowledge_saves";
 /// Entries embedded per round trip (a few forward passes of the model).
 const WORK_BATCH: i32 = 32;
-/// How long the listener waits before trying a failed connection again.
-const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Vectors read per round trip when loading the index.
 const LOAD_BATCH: i32 = 2000;
 
@@ -113,15 +113,11 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
-    /// Loads the stored vectors, starts listening for saves (before the
-    /// first sweep, so no save is missed), and starts the worker, which
-    /// sweeps first. `listen_pool` holds the listener's connection for good.
-    pub async fn start(
-        embedder: Arc<dyn Embedder>,
-        pool: PgPool,
-        listen_pool: PgPool,
-        queue_capacity: usize,
-    ) -> Result<Arc<Self>> {
+    /// Loads the stored vectors and starts the worker, which sweeps first.
+    /// Saves are heard once the instance's listener takes this as the
+    /// audience of [`CHANNEL`]; it owes a sweep when it starts hearing, so
+    /// no save made before is missed.
+    pub async fn start(embedder: Arc<dyn Embedder>, pool: PgPool, queue_capacity: usize) -> Result<Arc<Self>> {
         let (queue, rx) = mpsc::channel(queue_capacity);
         let this = Arc::new(Self {
             embedder,
@@ -133,14 +129,6 @@ impl Embeddings {
             progress: watch::channel(0).0,
         });
         this.load_index(&pool).await?;
-        let mut listener = PgListener::connect_with(&listen_pool)
-            .await
-            .context("connecting the knowledge save listener")?;
-        listener
-            .listen(CHANNEL)
-            .await
-            .context("listening for knowledge saves")?;
-        tokio::spawn(listen(Arc::downgrade(&this), listener));
         tokio::spawn(work(Arc::downgrade(&this), this.wake.clone(), pool, rx));
         Ok(this)
     }
@@ -254,33 +242,20 @@ impl Embeddings {
     }
 }
 
-/// Feeds the queue from the notifications until the service is dropped or
-/// the pool closes; a lost connection owes a sweep (saves may have passed).
-async fn listen(svc: std::sync::Weak<Embeddings>, mut listener: PgListener) {
-    loop {
-        let received = listener.try_recv().await;
-        let Some(svc) = svc.upgrade() else { return };
-        match received {
-            Ok(Some(note)) => match note.payload().parse() {
-                Ok(id) => svc.saved(id),
-                Err(_) => tracing::warn!(payload = note.payload(), "a knowledge save note without an entry id"),
-            },
-            // try_recv reconnects and listens again on its next call.
-            Ok(None) => {
-                tracing::warn!("knowledge save listener lost its connection; reconnecting");
-                svc.owe_sweep();
-            }
-            Err(e) => {
-                if matches!(e, sqlx::Error::PoolClosed) {
-                    return;
-                }
-                tracing::warn!(error = %e, "knowledge save listener failed; retrying");
-                svc.owe_sweep();
-                drop(svc);
-                // A back-off between attempts to reach the database again.
-                tokio::time::sleep(RETRY).await;
-            }
+/// What the instance's listener does with a save's notification.
+impl Forget for Embeddings {
+    /// The payload is the saved entry's id: its embedding is stale.
+    fn forget(&self, payload: &str) {
+        match payload.parse() {
+            Ok(id) => self.saved(id),
+            Err(_) => tracing::warn!(payload, "a knowledge save note without an entry id"),
         }
+    }
+
+    /// Saves may have passed unheard before the listener heard, or while it
+    /// reconnects: a sweep finds them.
+    fn set_listening(&self, _listening: bool) {
+        self.owe_sweep();
     }
 }
 

@@ -62,11 +62,7 @@ impl KnowledgeService {
     /// worker; with none of the model's files there, semantic search is
     /// off, said once. Files that do not load are an error naming the file:
     /// a broken install is not silently a smaller feature.
-    pub async fn start(
-        settings: KnowledgeSettings,
-        pool: sqlx::PgPool,
-        listen_pool: sqlx::PgPool,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(settings: KnowledgeSettings, pool: sqlx::PgPool) -> anyhow::Result<Self> {
         let dir = settings.model_dir.clone();
         if !crate::embedding::MiniLm::present(&dir) {
             tracing::info!(
@@ -76,8 +72,7 @@ impl KnowledgeService {
             return Ok(Self::new(settings, None));
         }
         let model = tokio::task::spawn_blocking(move || crate::embedding::MiniLm::load(&dir)).await??;
-        let embeddings =
-            embeddings::Embeddings::start(Arc::new(model), pool, listen_pool, settings.embedding_queue).await?;
+        let embeddings = embeddings::Embeddings::start(Arc::new(model), pool, settings.embedding_queue).await?;
         Ok(Self::new(settings, Some(embeddings)))
     }
 }

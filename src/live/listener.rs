@@ -24,7 +24,8 @@ pub const MARK_CHANNEL: &str = "mosaic_listener_marks";
 /// Where what is heard goes.
 pub struct Audience {
     pub task_changes: broadcast::Sender<TaskNote>,
-    /// Each cache with the channel its changes are announced on.
+    /// Each cache with the channel its changes are announced on, and what
+    /// else keeps state derived from rows (the knowledge embeddings).
     pub caches: Vec<(&'static str, Arc<dyn Forget>)>,
     /// Who waits for which mark.
     pub marks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
