@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 use mosaic::embedding::vectors::top_k;
 use mosaic::embedding::{Embedder, MiniLm, default_model_dir};
 
+#[path = "support/sample.rs"]
+mod sample;
 #[path = "support/stats.rs"]
 #[allow(dead_code)] // summary's median only
 mod stats;
+use sample::{XorShift, memory};
 use stats::env_usize;
 
 const CANDIDATES: usize = 100_000;
@@ -88,10 +91,10 @@ fn throughput(model: &MiniLm, label: &str, texts: &[String], batch: usize) {
 /// loaded index would be), for `queries` random queries.
 fn search(queries: usize) {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let stored: Vec<f32> = (0..CANDIDATES).flat_map(|_| rng.unit_vector()).collect();
+    let stored: Vec<f32> = (0..CANDIDATES).flat_map(|_| rng.unit_vector(DIMENSIONS)).collect();
     let mut samples: Vec<Duration> = Vec::with_capacity(queries);
     for _ in 0..queries {
-        let q = rng.unit_vector();
+        let q = rng.unit_vector(DIMENSIONS);
         let started = Instant::now();
         let best = top_k(&q, stored.chunks_exact(DIMENSIONS).enumerate(), K);
         samples.push(started.elapsed());
@@ -132,33 +135,4 @@ fn refs(texts: &[String]) -> Vec<&str> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// A line of /proc/self/status in MiB (its values are in kB).
-fn memory(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    kb / 1024.0
-}
-
-/// A small deterministic generator: the same vectors every run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
-
-    fn unit_vector(&mut self) -> Vec<f32> {
-        let v: Vec<f32> = (0..DIMENSIONS).map(|_| self.next()).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
-    }
 }

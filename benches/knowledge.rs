@@ -25,9 +25,12 @@ use uuid::Uuid;
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/sample.rs"]
+mod sample;
 #[path = "support/stats.rs"]
 #[allow(dead_code)]
 mod stats;
+use sample::{XorShift, memory};
 
 const DIMENSIONS: usize = 384;
 const VOCABULARY: &str = "kubernetes pod cluster helm kubelet ingress postgresql vacuum index replication wal \
@@ -245,7 +248,7 @@ impl Bench {
         for chunk in ids.chunks(5000) {
             let vectors: Vec<Vec<u8>> = chunk
                 .iter()
-                .map(|_| mosaic::embedding::vectors::encode(&rng.unit_vector()))
+                .map(|_| mosaic::embedding::vectors::encode(&rng.unit_vector(DIMENSIONS)))
                 .collect();
             sqlx::query(
                 "INSERT INTO knowledge_embeddings (entry_id, workspace_id, model, vector, content_sha256)
@@ -344,32 +347,4 @@ fn entry_text(i: usize) -> String {
         .map(|j| vocabulary[(i * 31 + j * 17 + j * j * 3) % vocabulary.len()])
         .collect();
     format!("Entry {i}\n\n{}", words.join(" "))
-}
-
-fn memory(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    kb / 1024.0
-}
-
-/// A small deterministic generator: the same vectors every run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
-
-    fn unit_vector(&mut self) -> Vec<f32> {
-        let v: Vec<f32> = (0..DIMENSIONS).map(|_| self.next()).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
-    }
 }

@@ -294,23 +294,30 @@ fn parse_wrk(text: &str) -> Run {
     run
 }
 
-async fn seed(database_url: &str, email: &str, workspace: &str, tasks: usize) {
+/// A transaction acting as the user with `email` (whose id comes with it),
+/// for seeding rows the policies let that user write.
+async fn as_user(database_url: &str, email: &str) -> (sqlx::PgConnection, uuid::Uuid) {
     let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
     let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
         .bind(email)
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    let mut tx = conn.begin().await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
     sqlx::query("SELECT set_config('mosaic.user_id', $1, true)")
         .bind(user.to_string())
-        .execute(&mut *tx)
+        .execute(&mut conn)
         .await
         .unwrap();
+    (conn, user)
+}
+
+async fn seed(database_url: &str, email: &str, workspace: &str, tasks: usize) {
+    let (mut tx, user) = as_user(database_url, email).await;
     sqlx::query("INSERT INTO workspaces (id, name, created_by) VALUES (gen_random_uuid(), $1, $2)")
         .bind(workspace)
         .bind(user)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .unwrap();
     sqlx::query(
@@ -320,28 +327,17 @@ async fn seed(database_url: &str, email: &str, workspace: &str, tasks: usize) {
     )
     .bind(user)
     .bind(tasks as i32)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await
     .unwrap();
-    tx.commit().await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut tx).await.unwrap();
 }
 
 /// `entries` published knowledge entries in the user's workspace, their
 /// words drawn from a small vocabulary so a two-word search matches a few
 /// hundred of them (and ranks them by how often the words occur).
 async fn seed_knowledge(database_url: &str, email: &str, entries: usize) {
-    let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
-    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-        .bind(email)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('mosaic.user_id', $1, true)")
-        .bind(user.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let (mut tx, user) = as_user(database_url, email).await;
     sqlx::query(
         "INSERT INTO knowledge_entries (id, workspace_id, slug, title, content, status, author_id, created_by, updated_by)
          SELECT gen_random_uuid(), w.id, 'entry-' || g, 'Entry ' || g || ' on ' || v[1 + g % 7],
@@ -354,10 +350,10 @@ async fn seed_knowledge(database_url: &str, email: &str, entries: usize) {
     )
     .bind(user)
     .bind(entries as i32)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await
     .unwrap();
-    tx.commit().await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut tx).await.unwrap();
 }
 
 /// A search that answers 20 hits (the probe measures real work).
