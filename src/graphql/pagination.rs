@@ -17,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
@@ -142,6 +143,44 @@ pub fn page_size(first: Option<i32>, max: usize) -> AppResult<usize> {
         Some(n) if n < 0 => Err(AppError::BadInput("first must not be negative".into())),
         Some(n) if n as usize > max => Err(AppError::BadInput(format!("first must be at most {max}"))),
         Some(n) => Ok(n as usize),
+    }
+}
+
+/// The keyset condition of a page after `cursor` in the global order
+/// (key, instance, id): `expr` is the sort key in SQL (cast to `cast`),
+/// `id` the row's id column, `cmp` `>` or `<` by direction, `key` the
+/// cursor's key as SQL text, `me` this instance. On this instance's own row
+/// it is (key, id) past the cursor's; on another's, rows with an equal key
+/// come after it exactly when this instance sorts after that one.
+#[allow(clippy::too_many_arguments)]
+pub fn push_after(
+    q: &mut QueryBuilder<Postgres>,
+    cursor: &Cursor,
+    me: Uuid,
+    expr: &str,
+    cast: &str,
+    id: &str,
+    cmp: &str,
+    ascending: bool,
+    key: String,
+) {
+    let at = cursor.n.unwrap_or(me);
+    if at == me {
+        q.push(format!(" AND ({expr}, {id}) {cmp} ("))
+            .push_bind(key)
+            .push(format!("::{cast}, "))
+            .push_bind(cursor.i)
+            .push(")");
+    } else {
+        let equal_follows = (me.to_string() > at.to_string()) == ascending;
+        let op = if equal_follows {
+            format!("{cmp}=")
+        } else {
+            cmp.to_string()
+        };
+        q.push(format!(" AND {expr} {op} "))
+            .push_bind(key)
+            .push(format!("::{cast}"));
     }
 }
 

@@ -37,7 +37,7 @@ use crate::config::KnowledgeSettings;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated::InstanceScope;
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::pagination::{Cursor, PageInfo, page_size};
+use crate::graphql::pagination::{Cursor, PageInfo, page_size, push_after};
 use crate::graphql::wire::owned_list;
 use crate::graphql::{InstanceInfo, RequestContext, limits};
 use crate::users::{self, User};
@@ -683,28 +683,17 @@ async fn page(
     conditions.push(&mut q);
     if let Some(c) = after {
         let key = c.k.clone().unwrap_or_default();
-        // After (key, instance, id) in the global order: on this instance's
-        // own row, by (key, id); on another's, rows with an equal key come
-        // after it exactly when this instance sorts after that one.
-        let me = rc.instance_id;
-        let at = c.n.unwrap_or(me);
-        if at == me {
-            q.push(format!(" AND ({expr}, e.id) {cmp} ("))
-                .push_bind(key)
-                .push(format!("::{cast}, "))
-                .push_bind(c.i)
-                .push(")");
-        } else {
-            let equal_follows = (me.to_string() > at.to_string()) == order.ascending();
-            let op = if equal_follows {
-                format!("{cmp}=")
-            } else {
-                cmp.to_string()
-            };
-            q.push(format!(" AND {expr} {op} "))
-                .push_bind(key)
-                .push(format!("::{cast}"));
-        }
+        push_after(
+            &mut q,
+            c,
+            rc.instance_id,
+            expr,
+            cast,
+            "e.id",
+            cmp,
+            order.ascending(),
+            key,
+        );
     }
     q.push(format!(" ORDER BY {expr} {dir}, e.id {dir} LIMIT "))
         .push_bind(first as i64 + 1);

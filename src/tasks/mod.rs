@@ -24,7 +24,7 @@ use crate::error::{AppError, AppResult};
 use crate::federation::fanout::SourcePage;
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::pagination::{Cursor, PageInfo, page_size};
+use crate::graphql::pagination::{Cursor, PageInfo, page_size, push_after};
 use crate::graphql::wire::{decode, owned};
 use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::projects::{Project, ProjectRow};
@@ -509,28 +509,7 @@ async fn page(
     conditions.push(&mut q);
     if let Some(c) = &after {
         let key = order.parse_key(c.k.as_deref().unwrap_or_default())?.as_sql_text()?;
-        // After (key, instance, id) in the global order: on this instance's
-        // own row, by (key, id); on another's, rows with an equal key come
-        // after it exactly when this instance sorts after that one.
-        let me = rc.instance_id;
-        let at = c.n.unwrap_or(me);
-        if at == me {
-            q.push(format!(" AND ({expr}, t.id) {cmp} ("))
-                .push_bind(key)
-                .push(format!("::{cast}, "))
-                .push_bind(c.i)
-                .push(")");
-        } else {
-            let equal_follows = (me.to_string() > at.to_string()) == asc;
-            let op = if equal_follows {
-                format!("{cmp}=")
-            } else {
-                cmp.to_string()
-            };
-            q.push(format!(" AND {expr} {op} "))
-                .push_bind(key)
-                .push(format!("::{cast}"));
-        }
+        push_after(&mut q, c, rc.instance_id, expr, cast, "t.id", cmp, asc, key);
     }
     q.push(format!(" ORDER BY {expr} {dir}, t.id {dir} LIMIT "))
         .push_bind(first as i64 + 1);
