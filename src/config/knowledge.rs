@@ -34,10 +34,6 @@ settings! {
         /// a sweep of stale embeddings picks it up instead.
         embedding_queue: usize = 1024;
             "knowledge.embedding_queue", "MOSAIC_KNOWLEDGE_EMBEDDING_QUEUE", range(1, 1_000_000);
-        /// Entries one semantic search ranks at most: the most recently
-        /// changed of those the caller may see (every vector is compared).
-        max_semantic_candidates: usize = 200_000;
-            "knowledge.max_semantic_candidates", "MOSAIC_KNOWLEDGE_MAX_SEMANTIC_CANDIDATES", range(10, 10_000_000);
         /// Nodes one graph answer may hold (`limit` is capped here).
         max_graph_nodes: usize = 2000;
             "knowledge.max_graph_nodes", "MOSAIC_KNOWLEDGE_MAX_GRAPH_NODES", range(1, 1_000_000);

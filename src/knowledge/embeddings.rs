@@ -40,9 +40,10 @@ pub fn model_name() -> String {
     format!("all-minilm-l6-v2-{}", crate::embedding::MODEL_PACKAGE_VERSION)
 }
 
-/// Every stored vector of the model, by entry, in one block of memory.
-/// Which entries a caller may see is not its business: callers pass the
-/// ids PostgreSQL returned for them.
+/// Every stored vector of the model, each workspace's in one block of
+/// memory, so that a search scans only the workspaces its caller reads.
+/// Which entries of those the caller may see is not its business: callers
+/// have PostgreSQL check the best it finds.
 #[derive(Default)]
 pub struct VectorIndex {
     inner: RwLock<Slots>,
@@ -51,50 +52,91 @@ pub struct VectorIndex {
 #[derive(Default)]
 struct Slots {
     dims: usize,
-    slot: HashMap<Uuid, usize>,
+    /// entry -> (its workspace, its place in that workspace's block)
+    place: HashMap<Uuid, (Uuid, usize)>,
+    blocks: HashMap<Uuid, Block>,
+}
+
+#[derive(Default)]
+struct Block {
+    ids: Vec<Uuid>,
     data: Vec<f32>,
+}
+
+impl Slots {
+    /// Removes place `i` of workspace `ws`'s block; its last vector takes
+    /// the freed place.
+    fn take_out(&mut self, ws: Uuid, i: usize) {
+        let d = self.dims;
+        let block = self.blocks.get_mut(&ws).expect("a placed entry's block");
+        let gone = block.ids.swap_remove(i);
+        let last = block.ids.len();
+        if i != last {
+            block.data.copy_within(last * d..(last + 1) * d, i * d);
+            self.place.insert(block.ids[i], (ws, i));
+        }
+        block.data.truncate(last * d);
+        self.place.remove(&gone);
+    }
 }
 
 impl VectorIndex {
     /// Sets (or replaces) an entry's vector. A vector of another length
     /// than the first one stored is ignored (it cannot be compared).
-    pub fn put(&self, id: Uuid, vector: &[f32]) {
+    pub fn put(&self, id: Uuid, workspace: Uuid, vector: &[f32]) {
         let mut s = self.inner.write().expect("index lock");
         if s.dims == 0 {
             s.dims = vector.len();
         }
-        if vector.len() != s.dims {
+        let d = s.dims;
+        if vector.len() != d {
             return;
         }
-        match s.slot.get(&id).copied() {
-            Some(i) => {
-                let d = s.dims;
-                s.data[i * d..(i + 1) * d].copy_from_slice(vector);
+        match s.place.get(&id).copied() {
+            Some((ws, i)) if ws == workspace => {
+                let block = s.blocks.get_mut(&ws).expect("a placed entry's block");
+                block.data[i * d..(i + 1) * d].copy_from_slice(vector);
+                return;
             }
-            None => {
-                let i = s.slot.len();
-                s.slot.insert(id, i);
-                s.data.extend_from_slice(vector);
-            }
+            // Entries do not move between workspaces; were one to, it
+            // leaves its old block.
+            Some((ws, i)) => s.take_out(ws, i),
+            None => {}
         }
+        let block = s.blocks.entry(workspace).or_default();
+        let i = block.ids.len();
+        block.ids.push(id);
+        block.data.extend_from_slice(vector);
+        s.place.insert(id, (workspace, i));
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().expect("index lock").slot.len()
+        self.inner.read().expect("index lock").place.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The `k` of `ids` most similar to `query`, best first; ids without a
-    /// vector are left out. CPU work: call it off the async runtime.
-    pub fn top_k(&self, query: &[f32], ids: &[Uuid], k: usize) -> Vec<(Uuid, f32)> {
+    /// How many vectors the index holds in `workspaces`.
+    pub fn count_in(&self, workspaces: &[Uuid]) -> usize {
         let s = self.inner.read().expect("index lock");
-        let d = s.dims;
-        let candidates = ids
+        workspaces
             .iter()
-            .filter_map(|id| s.slot.get(id).map(|&i| (*id, &s.data[i * d..(i + 1) * d])));
+            .filter_map(|ws| s.blocks.get(ws))
+            .map(|b| b.ids.len())
+            .sum()
+    }
+
+    /// The `k` entries of `workspaces` most similar to `query`, best first.
+    /// CPU work: call it off the async runtime.
+    pub fn top_k(&self, query: &[f32], workspaces: &[Uuid], k: usize) -> Vec<(Uuid, f32)> {
+        let s = self.inner.read().expect("index lock");
+        let d = s.dims.max(1);
+        let candidates = workspaces
+            .iter()
+            .filter_map(|ws| s.blocks.get(ws))
+            .flat_map(|b| b.ids.iter().copied().zip(b.data.chunks_exact(d)));
         vectors::top_k(query, candidates, k)
     }
 }
@@ -149,18 +191,19 @@ impl Embeddings {
     pub async fn load_index(&self, pool: &PgPool) -> Result<()> {
         let mut after: Option<Uuid> = None;
         loop {
-            let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as("SELECT * FROM knowledge_embedding_vectors($1, $2, $3)")
-                .bind(&self.model)
-                .bind(after)
-                .bind(LOAD_BATCH)
-                .fetch_all(pool)
-                .await
-                .context("loading the stored embeddings")?;
+            let rows: Vec<(Uuid, Uuid, Vec<u8>)> =
+                sqlx::query_as("SELECT * FROM knowledge_embedding_vectors($1, $2, $3)")
+                    .bind(&self.model)
+                    .bind(after)
+                    .bind(LOAD_BATCH)
+                    .fetch_all(pool)
+                    .await
+                    .context("loading the stored embeddings")?;
             let Some(last) = rows.last() else { return Ok(()) };
             after = Some(last.0);
-            for (id, bytes) in &rows {
+            for (id, workspace, bytes) in &rows {
                 if let Some(v) = vectors::decode(bytes) {
-                    self.index.put(*id, &v);
+                    self.index.put(*id, *workspace, &v);
                 }
             }
         }
@@ -182,7 +225,7 @@ impl Embeddings {
     /// in id order) whose embedding is missing or stale, at most WORK_BATCH;
     /// returns the last id looked at, None when there was nothing to do.
     async fn round(&self, pool: &PgPool, ids: Option<&[Uuid]>, after: Option<Uuid>) -> Result<Option<Uuid>> {
-        let rows: Vec<(Uuid, String, Vec<u8>)> =
+        let rows: Vec<(Uuid, Uuid, String, Vec<u8>)> =
             sqlx::query_as("SELECT * FROM knowledge_embedding_work($1, $2, $3, $4)")
                 .bind(&self.model)
                 .bind(ids)
@@ -193,9 +236,9 @@ impl Embeddings {
         let Some(last) = rows.last().map(|r| r.0) else {
             return Ok(None);
         };
-        let texts = rows.iter().map(|r| r.1.clone()).collect();
+        let texts = rows.iter().map(|r| r.2.clone()).collect();
         let vectors = self.embed(texts).await?;
-        for ((id, _, digest), vector) in rows.iter().zip(&vectors) {
+        for ((id, workspace, _, digest), vector) in rows.iter().zip(&vectors) {
             sqlx::query("SELECT knowledge_embedding_put($1, $2, $3, $4)")
                 .bind(id)
                 .bind(&self.model)
@@ -203,7 +246,7 @@ impl Embeddings {
                 .bind(digest)
                 .execute(pool)
                 .await?;
-            self.index.put(*id, vector);
+            self.index.put(*id, *workspace, vector);
         }
         Ok(Some(last))
     }
@@ -297,5 +340,47 @@ async fn work(svc: std::sync::Weak<Embeddings>, wake: Arc<Notify>, pool: PgPool,
             tracing::warn!(error = %e, "embedding knowledge entries failed; the next sweep retries");
         }
         this.progress.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn a_search_ranks_only_the_workspaces_it_names() {
+        let index = VectorIndex::default();
+        let (a, b) = (id(100), id(200));
+        index.put(id(1), a, &[1.0, 0.0]);
+        index.put(id(2), b, &[0.9, 0.1]);
+        index.put(id(3), a, &[0.5, 0.5]);
+        assert_eq!(index.top_k(&[1.0, 0.0], &[a], 5), vec![(id(1), 1.0), (id(3), 0.5)]);
+        assert_eq!(index.top_k(&[1.0, 0.0], &[b], 5), vec![(id(2), 0.9)]);
+        assert_eq!(index.top_k(&[1.0, 0.0], &[a, b], 2).len(), 2);
+        assert!(index.top_k(&[1.0, 0.0], &[id(300)], 5).is_empty());
+        assert_eq!((index.count_in(&[a]), index.count_in(&[a, b]), index.len()), (2, 3, 3));
+    }
+
+    #[test]
+    fn a_vector_is_replaced_in_place_and_follows_its_entry_to_another_workspace() {
+        let index = VectorIndex::default();
+        let (a, b) = (id(100), id(200));
+        for n in 1..=3 {
+            index.put(id(n), a, &[n as f32, 0.0]);
+        }
+        index.put(id(2), a, &[0.0, 7.0]);
+        assert_eq!(index.top_k(&[0.0, 1.0], &[a], 1), vec![(id(2), 7.0)]);
+        // The first leaves a: the last of a's block takes its place.
+        index.put(id(1), b, &[0.0, 9.0]);
+        assert_eq!(index.top_k(&[1.0, 0.0], &[a], 5), vec![(id(3), 3.0), (id(2), 0.0)]);
+        assert_eq!(index.top_k(&[0.0, 1.0], &[b], 5), vec![(id(1), 9.0)]);
+        assert_eq!(index.len(), 3);
+        // A vector of another length is ignored.
+        index.put(id(4), a, &[1.0]);
+        assert_eq!(index.len(), 3);
     }
 }

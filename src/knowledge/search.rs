@@ -11,7 +11,7 @@
 //! with SEMANTIC_SEARCH_UNAVAILABLE and HYBRID answers from full text
 //! alone, saying so in `extensions.searchKnowledge`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
@@ -79,6 +79,12 @@ const HEADLINE_SOURCE_CHARS: i32 = 100_000;
 const PLAIN_SNIPPET_CHARS: usize = 200;
 /// How deep each list of a hybrid search is ranked before fusion.
 const FUSION_DEPTH: usize = 50;
+/// Semantic search ranks this many times `first` in memory before
+/// PostgreSQL checks them (some may be drafts, archived or filtered out)…
+const SEMANTIC_OVERFETCH: usize = 4;
+const MIN_SEMANTIC_DEPTH: usize = 40;
+/// …and, when too few of those are kept, this many times deeper.
+const SEMANTIC_DEEPER: usize = 8;
 
 /// Full-text hits, best first, at most `first`.
 pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, first: usize) -> AppResult<Vec<Ranked>> {
@@ -217,11 +223,8 @@ pub async fn local(
     with_entries(rc, ranked).await
 }
 
-/// Semantic hits, best first, at most `first`. PostgreSQL first says which
-/// entries the caller may see and the filter keeps (under the policies, the
-/// most recently changed `max_semantic_candidates` of them); only those are
-/// then compared with the query, by their vectors in memory. Hits carry no
-/// snippet here: `with_entries` gives them the content's start.
+/// Semantic hits, best first, at most `first`. Hits carry no snippet here:
+/// `with_entries` gives them the content's start.
 pub async fn semantic(
     rc: &RequestContext,
     emb: &Arc<Embeddings>,
@@ -242,7 +245,12 @@ async fn embed_query(emb: &Embeddings, query: &str) -> AppResult<Vec<f32>> {
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("the embedder returned no vector")))
 }
 
-/// The visible entries nearest to `vector`, best first.
+/// The visible entries nearest to `vector`, best first. PostgreSQL says
+/// which workspaces the caller reads; the index ranks their vectors in
+/// memory; PostgreSQL then keeps, of the best, those the caller may see and
+/// the filter keeps (drafts, archived entries and the filter are its
+/// business, under the policies). When it keeps fewer than `first`, a
+/// deeper ranking is checked, until the workspaces hold no more.
 async fn nearest(
     rc: &RequestContext,
     emb: &Arc<Embeddings>,
@@ -250,29 +258,47 @@ async fn nearest(
     conditions: &Conditions,
     first: usize,
 ) -> AppResult<Vec<Ranked>> {
-    // One array rather than a row per id: at 100,000 candidates the rows'
-    // own overhead would cost more than the scan (migration 0061's index
-    // answers it without reading the entries).
-    let mut q = QueryBuilder::<Postgres>::new(
-        "SELECT coalesce(array_agg(c.id), '{}') FROM (SELECT e.id FROM knowledge_entries e WHERE true",
-    );
-    conditions.push(&mut q);
-    q.push(" ORDER BY e.updated_at DESC, e.id DESC LIMIT ")
-        .push_bind(rc.knowledge.settings.max_semantic_candidates as i64)
-        .push(") c");
-    let visible: Vec<Uuid> = q.build_query_scalar().fetch_one(&mut *rc.db.conn().await?).await?;
-    let emb = emb.clone();
-    let best = tokio::task::spawn_blocking(move || emb.index.top_k(&vector, &visible, first))
-        .await
-        .map_err(AppError::internal)?;
-    Ok(best
-        .into_iter()
-        .map(|(id, score)| Ranked {
-            id,
-            score: score as f64,
-            snippet: None,
-        })
-        .collect())
+    let mut conn = rc.db.conn().await?;
+    let workspaces: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT coalesce(array_agg(DISTINCT w), '{}') FROM unnest(readable_workspace_ids()) w \
+         WHERE $1::uuid[] IS NULL OR w = ANY($1)",
+    )
+    .bind(conditions.workspaces.clone())
+    .fetch_one(&mut *conn)
+    .await?;
+    let vector = Arc::new(vector);
+    let workspaces = Arc::new(workspaces);
+    let mut depth = (first * SEMANTIC_OVERFETCH).max(MIN_SEMANTIC_DEPTH);
+    loop {
+        let (index_of, v, ws) = (emb.clone(), vector.clone(), workspaces.clone());
+        let best = tokio::task::spawn_blocking(move || index_of.index.top_k(&v, &ws, depth))
+            .await
+            .map_err(AppError::internal)?;
+        let exhausted = best.len() < depth;
+        let mut q = QueryBuilder::<Postgres>::new("SELECT e.id FROM knowledge_entries e WHERE e.id = ANY(");
+        q.push_bind(best.iter().map(|b| b.0).collect::<Vec<_>>()).push(")");
+        conditions.push(&mut q);
+        let kept: HashSet<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        let hits: Vec<Ranked> = best
+            .into_iter()
+            .filter(|(id, _)| kept.contains(id))
+            .take(first)
+            .map(|(id, score)| Ranked {
+                id,
+                score: score as f64,
+                snippet: None,
+            })
+            .collect();
+        if hits.len() == first || exhausted {
+            return Ok(hits);
+        }
+        depth = depth.saturating_mul(SEMANTIC_DEEPER);
+    }
 }
 
 /// Text and semantic lists fused by reciprocal rank (k = 60); a hit keeps

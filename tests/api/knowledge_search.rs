@@ -349,6 +349,66 @@ async fn knowledge_search_semantic_and_hybrid_never_show_other_workspaces_drafts
     app.stop().await;
 }
 
+/// The index ranks vectors in memory and PostgreSQL keeps the visible ones:
+/// when the nearest are all hidden from the caller (more of them than the
+/// first ranking is deep), a deeper ranking finds what the caller may see.
+#[tokio::test]
+async fn knowledge_search_semantic_looks_deeper_when_the_nearest_are_hidden() {
+    let app = spawn_with_model().await;
+    let (_, alice) = app.user("alice@example.com").await;
+    let (_, bob) = app.user("bob@example.com").await;
+    let ws = app.create_workspace(&alice, "Shared").await;
+    app.add_member(&alice, &ws, "bob@example.com", "MEMBER").await;
+    for i in 0..45 {
+        create(
+            &app,
+            &alice,
+            json!({ "workspaceId": ws, "title": format!("Zebra migration {i}"), "status": "DRAFT",
+                    "content": "Herds of zebras migrate across the savanna in search of fresh grass." }),
+        )
+        .await;
+    }
+    create(
+        &app,
+        &bob,
+        json!({ "workspaceId": ws, "title": "Cattle", "slug": "cattle",
+                "content": "Cows graze in a field on a farm.", "tags": ["farm"] }),
+    )
+    .await;
+    create(
+        &app,
+        &bob,
+        json!({ "workspaceId": ws, "title": "Compilers", "slug": "compilers",
+                "content": "A compiler turns source code into machine code." }),
+    )
+    .await;
+    settled(&app).await;
+    let query = "zebras wandering over grasslands";
+    for mode in ["SEMANTIC", "HYBRID"] {
+        // Alice's drafts are nearest, but Bob sees only his two entries, the
+        // animal first.
+        let hits = search(&app, &bob, json!({ "q": query, "m": mode, "w": ws, "n": 1 })).await;
+        assert_eq!(hit_slugs(&hits), ["cattle"], "{mode}");
+        let hits = search(&app, &bob, json!({ "q": query, "m": mode, "n": 5 })).await;
+        assert_eq!(hit_slugs(&hits), ["cattle", "compilers"], "{mode}");
+        // A filter is PostgreSQL's to apply too.
+        let hits = search(
+            &app,
+            &bob,
+            json!({ "q": query, "m": mode, "w": ws, "f": { "tag": "farm" }, "n": 5 }),
+        )
+        .await;
+        assert_eq!(hit_slugs(&hits), ["cattle"], "{mode}");
+        // Alice sees her drafts first.
+        let hits = search(&app, &alice, json!({ "q": query, "m": mode, "w": ws, "n": 3 })).await;
+        assert!(
+            hit_slugs(&hits).iter().all(|s| s.starts_with("zebra-migration")),
+            "{mode}: {hits:?}"
+        );
+    }
+    app.stop().await;
+}
+
 /// An entry's stored embeddings: (vector, digest of its text, when written).
 async fn stored(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> Vec<(Vec<u8>, Vec<u8>, time::OffsetDateTime)> {
     sqlx::query_as("SELECT vector, content_sha256, updated_at FROM knowledge_embeddings WHERE entry_id = $1")

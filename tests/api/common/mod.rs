@@ -40,17 +40,43 @@ fn server_url(database: &str) -> String {
     template.replace("DBNAME", database)
 }
 
-/// A fresh, empty database; returns its URL.
+/// A fresh, empty database; returns its URL. Its name carries this test
+/// process's id, so that the databases of test processes that have ended can
+/// be dropped: the shared cluster would otherwise grow by every test's
+/// database for the whole run (a full run filled the disk once).
 pub async fn fresh_database() -> String {
-    let name = format!("t_{}", Uuid::new_v4().simple());
+    let name = format!("t_{}_{}", std::process::id(), Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&server_url("postgres"))
         .await
         .expect("connect to test server");
+    if std::env::var_os("DATABASE_URL").is_none() {
+        // Only in the private cluster: a given server may be shared with
+        // other machines, whose process ids mean nothing here.
+        drop_databases_of_ended_processes(&mut conn).await;
+    }
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
         .expect("create test database");
     server_url(&name)
+}
+
+/// Drops the test databases whose process is gone (another process may be
+/// dropping the same one: failures are ignored, the next test retries).
+async fn drop_databases_of_ended_processes(conn: &mut PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar(r"SELECT datname::text FROM pg_database WHERE datname LIKE 't\_%\_%'")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("list test databases");
+    for name in names {
+        let Some(pid) = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut *conn).await;
+        }
+    }
 }
 
 pub fn test_config(database_url: String) -> Config {
