@@ -95,8 +95,8 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
     // Entries with every word rank first (score 1 + rank), then those with
     // some (score = rank): a question in plain words still finds the entries
     // that share its key words. Negations and phrases keep their meaning.
-    // Candidates come from the index (migration 0060 says why), read here
-    // under the policies.
+    // Candidates come from the index, those with every word first
+    // (migrations 0060 and 0062 say why), read here under the policies.
     let candidates = rc.knowledge.settings.max_search_candidates as i32;
     let mut q = QueryBuilder::<Postgres>::new("WITH q AS (SELECT websearch_to_tsquery('english', ");
     q.push_bind(query.to_string()).push(
@@ -105,7 +105,7 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
          FROM o, knowledge_text_candidates(",
     );
     q.push_bind(conditions.workspaces.clone())
-        .push(", o.o, ")
+        .push(", o.q, o.o, ")
         .push_bind(candidates)
         .push(") AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE true");
     conditions.push(&mut q);

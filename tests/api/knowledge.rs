@@ -815,6 +815,27 @@ const FILLER: [&str; 12] = [
     "team", "weekly", "notes", "process", "update", "plan", "review", "meeting", "document", "status", "owner", "draft",
 ];
 
+/// Full text ranks a bounded number of candidates; those with every word
+/// are taken first, so a word common to many entries cannot fill the bound
+/// and leave out the entry that would rank first.
+#[tokio::test]
+async fn text_search_never_loses_the_entries_with_every_word_to_the_candidate_bound() {
+    let app = spawn_app_with(|c| c.knowledge.max_search_candidates = 10).await;
+    let (_, token) = app.user("pia@example.com").await;
+    let ws = app.create_workspace(&token, "Corpus").await;
+    for i in 0..30 {
+        entry(&app, &token, &ws, &format!("Kettle {i}"), "The kettle boils water.").await;
+    }
+    let both = entry(&app, &token, &ws, "Descaling", "Descale the kettle with vinegar.").await;
+    for i in 30..60 {
+        entry(&app, &token, &ws, &format!("Kettle {i}"), "The kettle boils water.").await;
+    }
+    let hits = search(&app, &token, json!({ "q": "kettle vinegar", "w": ws, "n": 3 })).await;
+    assert_eq!(hit_slugs(&hits)[0], both, "{hits:?}");
+    assert_eq!(hits.len(), 3, "entries with some of the words follow");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn text_search_precision_at_5_on_a_labelled_corpus() {
     let app = spawn_app().await;
