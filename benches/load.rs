@@ -14,15 +14,19 @@
 //!    BENCH_BASELINE=<another mosaic binary>, the chain runs with that binary
 //!    too, in the same run, for a before/after.
 //!
-//! 4. (`knowledge-federated`) `searchKnowledge(mode: TEXT, scope: {all: true})`
-//!    over three instances of 10,000 entries each, beside the same search
-//!    sent directly to the slowest of them, at 1 and 8 connections.
+//! 4. (`knowledge-federated`) `searchKnowledge(mode: HYBRID, scope: {all: true})`
+//!    over three instances of 10,000 entries each (the installed model
+//!    embeds the query; the entries' vectors are generated), beside the same
+//!    search sent directly to the slowest of them, at 1 and 8 connections.
 //!
 //! Each instance is a `mosaic serve` child process with its own database on
 //! one private PostgreSQL cluster. Set BENCH_SECONDS to change the run length.
 
 #[path = "support/relay.rs"]
 mod relay;
+#[path = "support/sample.rs"]
+#[allow(dead_code)]
+mod sample;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -101,18 +105,20 @@ impl Bench {
     /// Starts an instance of this build on a fresh database with `tasks`
     /// seeded tasks for its user.
     async fn start(&self, name: &str, tasks: usize) -> Instance {
-        self.start_with(Path::new(env!("CARGO_BIN_EXE_mosaic")), "", name, tasks, None)
+        self.start_with(Path::new(env!("CARGO_BIN_EXE_mosaic")), "", name, tasks, 0, None)
             .await
     }
 
-    /// Starts `bin` as instance `name` (its database tagged `set`), reaching
-    /// PostgreSQL through `relay` if given.
+    /// Starts `bin` as instance `name` (its database tagged `set`, with
+    /// `tasks` tasks and `entries` knowledge entries), reaching PostgreSQL
+    /// through `relay` if given.
     async fn start_with(
         &self,
         bin: &Path,
         set: &str,
         name: &str,
         tasks: usize,
+        entries: usize,
         relay: Option<&relay::Relay>,
     ) -> Instance {
         let db = format!("bench_{}{}_{}", name, set, std::process::id());
@@ -134,6 +140,9 @@ impl Bench {
         mosaic(bin, &env, &["user", "create", "--email", &email, "--admin"]);
         let token = mosaic(bin, &env, &["token", "create", "--user", &email]);
         seed(&database_url, &email, name, tasks).await;
+        if entries > 0 {
+            seed_knowledge(&database_url, &email, entries).await;
+        }
         let served_url = match relay {
             Some(r) => with_socket_dir(&database_url, &r.dir),
             None => database_url.clone(),
@@ -335,7 +344,9 @@ async fn seed(database_url: &str, email: &str, workspace: &str, tasks: usize) {
 
 /// `entries` published knowledge entries in the user's workspace, their
 /// words drawn from a small vocabulary so a two-word search matches a few
-/// hundred of them (and ranks them by how often the words occur).
+/// hundred of them (and ranks them by how often the words occur), each with
+/// a stored vector (generated: semantic search costs the same whatever the
+/// vectors say), which the instance loads when it starts.
 async fn seed_knowledge(database_url: &str, email: &str, entries: usize) {
     let (mut tx, user) = as_user(database_url, email).await;
     sqlx::query(
@@ -350,6 +361,26 @@ async fn seed_knowledge(database_url: &str, email: &str, entries: usize) {
     )
     .bind(user)
     .bind(entries as i32)
+    .execute(&mut tx)
+    .await
+    .unwrap();
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM knowledge_entries")
+        .fetch_all(&mut tx)
+        .await
+        .unwrap();
+    let mut rng = sample::XorShift(0x9E37_79B9_7F4A_7C15 ^ entries as u64);
+    let vectors: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|_| mosaic::embedding::vectors::encode(&rng.unit_vector(384)))
+        .collect();
+    sqlx::query(
+        "INSERT INTO knowledge_embeddings (entry_id, workspace_id, model, vector, content_sha256)
+         SELECT e.id, e.workspace_id, $3, v.vector, sha256(convert_to(knowledge_embedding_text(e.title, e.content), 'UTF8'))
+         FROM unnest($1::uuid[], $2::bytea[]) AS v(id, vector) JOIN knowledge_entries e ON e.id = v.id",
+    )
+    .bind(&ids)
+    .bind(&vectors)
+    .bind(mosaic::knowledge::embeddings::model_name())
     .execute(&mut tx)
     .await
     .unwrap();
@@ -460,19 +491,18 @@ async fn run() {
     if which.is_empty() || which == "knowledge-federated" {
         let entries = 10_000;
         println!(
-            "\n== knowledge search: TEXT over 3 instances of {entries} entries, fused, beside the slowest alone, {seconds} s per run =="
+            "\n== knowledge search: HYBRID over 3 instances of {entries} entries, fused, beside the slowest alone, {seconds} s per run =="
         );
         let mut instances = Vec::new();
+        let bin = Path::new(env!("CARGO_BIN_EXE_mosaic"));
         for name in ["khome", "kpeer1", "kpeer2"] {
-            let i = bench.start(name, 0).await;
-            seed_knowledge(&i.database_url, &format!("user@{name}.example"), entries).await;
-            instances.push(i);
+            instances.push(bench.start_with(bin, "", name, 0, entries, None).await);
         }
         bench.peer(&instances[0], &instances[1], false);
         bench.peer(&instances[0], &instances[2], false);
         let search = |scope: &str| {
             format!(
-                "{{ searchKnowledge(query: \"orbit launch\", mode: TEXT, first: 20{scope}) {{ rank score snippet entry {{ id title instance {{ name }} }} }} }}"
+                "{{ searchKnowledge(query: \"orbit launch\", mode: HYBRID, first: 20{scope}) {{ rank score snippet entry {{ id title instance {{ name }} }} }} }}"
             )
         };
         let fed = search(", scope: {all: true}");
@@ -489,6 +519,10 @@ async fn run() {
             .filter_map(|h| h["entry"]["instance"]["name"].as_str())
             .collect();
         assert_eq!(names.len(), 3, "hits from every instance: {body}");
+        assert!(
+            body["extensions"].get("searchKnowledge").is_none(),
+            "answered in HYBRID, with the model (scripts/install-model): {body}"
+        );
         // The slowest instance alone, by a short probe of each.
         let mut slowest = (0usize, 0.0f64);
         for (n, i) in instances.iter().enumerate() {
@@ -589,9 +623,9 @@ async fn demo_chain(bench: &Bench, bin: &Path, set: &str, label: &str) {
     println!(
         "\n== demo chain home -> work -> hq, {label}: tasks(first: 50) directly and through home (scope all), {seconds} s per run =="
     );
-    let hq = bench.start_with(bin, set, "hq", 1_000, None).await;
-    let work = bench.start_with(bin, set, "work", 1_000, None).await;
-    let home = bench.start_with(bin, set, "home", 1_000, None).await;
+    let hq = bench.start_with(bin, set, "hq", 1_000, 0, None).await;
+    let work = bench.start_with(bin, set, "work", 1_000, 0, None).await;
+    let home = bench.start_with(bin, set, "home", 1_000, 0, None).await;
     bench.peer(&work, &hq, true);
     bench.peer(&home, &work, true);
     let body = bench.check(&home, FEDERATED).await;
@@ -643,7 +677,7 @@ async fn local_costs(bench: &Bench, bin: &Path, set: &str) {
     };
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench/relay{set}"));
     let relay = relay::Relay::start(&socket, &tmp);
-    let counted = bench.start_with(bin, set, "counted", 1_000, Some(&relay)).await;
+    let counted = bench.start_with(bin, set, "counted", 1_000, 0, Some(&relay)).await;
     for _ in 0..50 {
         bench.check(&counted, LOCAL).await;
     }

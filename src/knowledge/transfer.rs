@@ -219,21 +219,19 @@ pub async fn import(
     workspace: Uuid,
     dir: &Path,
 ) -> Result<(usize, usize)> {
-    let mut docs = Vec::new();
-    for path in markdown_files(dir)? {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: not UTF-8 text", path.display()))?;
-        docs.push(parse(&stem, &text).with_context(|| path.display().to_string())?);
-    }
+    // One file in memory at a time, each read only up to what an entry may
+    // hold; all saved in one transaction, so a bad file writes nothing.
+    let files = markdown_files(dir)?;
     let db = scoped(pool, user, workspace, timeout).await?;
     let (mut created, mut updated) = (0, 0);
-    for doc in &docs {
-        let outcome = save(&mut *db.conn().await?, settings, user, workspace, doc).await;
-        match outcome.with_context(|| format!("{}.md", doc.slug)) {
+    for path in &files {
+        let outcome = match read_document(settings, path) {
+            Ok(doc) => save(&mut *db.conn().await?, settings, user, workspace, &doc)
+                .await
+                .with_context(|| path.display().to_string()),
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(true) => created += 1,
             Ok(false) => updated += 1,
             Err(e) => {
@@ -244,6 +242,31 @@ pub async fn import(
     }
     db.commit().await?;
     Ok((created, updated))
+}
+
+/// Front matter a file may carry beside an entry's largest content.
+const FRONT_MATTER_BYTES: u64 = 64 * 1024;
+
+/// A file's document, refused without reading it whole when it is larger
+/// than an entry could be.
+fn read_document(settings: &KnowledgeSettings, path: &Path) -> Result<Document> {
+    use std::io::Read;
+    let most = settings.max_content_bytes as u64 + FRONT_MATTER_BYTES;
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(most + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.len() as u64 > most {
+        bail!(
+            "{}: larger than an entry may be (knowledge.max_content_bytes is {} bytes)",
+            path.display(),
+            settings.max_content_bytes
+        );
+    }
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    parse(stem, &text).with_context(|| path.display().to_string())
 }
 
 /// Writes every entry the user can see in the workspace (archived ones

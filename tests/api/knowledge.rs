@@ -1090,6 +1090,18 @@ async fn import_and_export_round_trip_with_links_between_files() {
         "{err}"
     );
     std::fs::remove_file(out.path().join("zz-bad.md")).unwrap();
+    // A file larger than an entry may be is refused unread, by name.
+    std::fs::write(out.path().join("zz-huge.md"), "a".repeat(3 << 20)).unwrap();
+    let (ok, err) = mosaic_knowledge(
+        &app,
+        &["import", out_path, "--workspace", &ws, "--user", "ivy@example.com"],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("zz-huge.md") && err.contains("knowledge.max_content_bytes"),
+        "{err}"
+    );
+    std::fs::remove_file(out.path().join("zz-huge.md")).unwrap();
     let (ok, err) = mosaic_knowledge(
         &app,
         &["import", out_path, "--workspace", &ws, "--user", "stranger@example.com"],
