@@ -1,3 +1,5 @@
+-- Knowledge search and links at 100,000 entries (benches/knowledge.rs).
+--
 -- The in-memory vector index keeps each workspace's vectors together, so a
 -- semantic search scans only the workspaces its caller reads (PostgreSQL
 -- then checks the few best under the policies): the worker's functions now
@@ -86,3 +88,21 @@ $$;
 
 REVOKE ALL ON FUNCTION knowledge_text_candidates(uuid[], tsquery, tsquery, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION knowledge_text_candidates(uuid[], tsquery, tsquery, integer) TO mosaic_app;
+
+-- A link's entry as in 0060 (by slug first, then by the oldest title
+-- match; archived entries are not targets), as two lookups: the unique
+-- (workspace, slug) index answers most links alone, and the title is looked
+-- up only when no slug matched (an Append stops at its LIMIT), instead of
+-- a bitmap of both and a sort for every link (a graph of 1,000 entries
+-- resolves 2,000 links).
+CREATE OR REPLACE FUNCTION knowledge_resolve(ws uuid, key text) RETURNS SETOF uuid
+LANGUAGE sql STABLE ROWS 1 AS $$
+    (SELECT e.id FROM knowledge_entries e
+     WHERE e.workspace_id = ws AND e.slug = key AND e.status <> 'ARCHIVED')
+    UNION ALL
+    (SELECT e.id FROM knowledge_entries e
+     WHERE e.workspace_id = ws AND e.title_key = key AND e.status <> 'ARCHIVED'
+     ORDER BY e.created_at, e.id
+     LIMIT 1)
+    LIMIT 1
+$$;
