@@ -30,4 +30,6 @@ pub struct AppState {
     pub tokens: Arc<crate::auth::token_cache::TokenCache>,
     /// Live subscriptions: the change listener, per-user limits, shutdown.
     pub live: Arc<crate::live::Live>,
+    /// Whether shutdown has begun (`/readyz`), and the executions it awaits.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }

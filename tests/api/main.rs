@@ -32,6 +32,7 @@ mod rls;
 mod roles;
 mod schema_drift;
 mod sessions;
+mod shutdown;
 mod sso;
 mod subscriptions;
 mod teams;
