@@ -14,6 +14,7 @@ mod browser;
 mod caches;
 mod cli;
 mod demo;
+mod deploy;
 mod embedding;
 mod events;
 mod federation_merge;
