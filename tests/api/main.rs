@@ -29,6 +29,7 @@ mod knowledge_search;
 mod pagination;
 mod pool_hygiene;
 mod protocol_vectors;
+mod replicas;
 mod rls;
 mod roles;
 mod schema_drift;
