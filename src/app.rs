@@ -121,7 +121,6 @@ impl Application {
             metrics,
             federation,
             sso,
-            breakglass_throttle: Arc::default(),
             executor,
             lifecycle,
             config: Arc::new(config),

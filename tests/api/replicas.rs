@@ -246,3 +246,39 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         &failures[..failures.len().min(5)]
     );
 }
+
+/// POST /auth/breakglass at one replica; (status, Retry-After).
+async fn break_glass(app: &TestApp, email: &str, password: &str) -> (u16, Option<String>) {
+    let r = app
+        .client
+        .post(format!("{}/auth/breakglass", app.base))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (r.status().as_u16(), retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_break_glass_throttle_holds_across_replicas() {
+    use mosaic::auth::throttle::FREE_ATTEMPTS;
+    let (_, apps, _lb) = replicas(2).await;
+    let (one, other) = (&apps[0], &apps[1]);
+    let password = "the right break-glass password";
+    mosaic::auth::breakglass::create_admin(&mut one.admin().await, "root@example.com", password)
+        .await
+        .unwrap();
+    // The free attempts, spread over both replicas.
+    for i in 0..FREE_ATTEMPTS {
+        let app = if i % 2 == 0 { one } else { other };
+        assert_eq!(break_glass(app, "root@example.com", "a wrong password!").await.0, 401);
+    }
+    // Then even the right password waits, at either replica.
+    for app in [one, other] {
+        assert_eq!(
+            break_glass(app, "ROOT@example.com", password).await,
+            (429, Some("1".into()))
+        );
+    }
+}
