@@ -267,6 +267,25 @@ async fn a_request_received_by_one_replica_is_refused_by_another() {
     assert_ok(&send_signed(&a, &replica, QUERY, tasks_body(&a)).await);
 }
 
+/// A DISCONNECT one replica received is honoured by the other on the
+/// next request it gets (the registry is shared; the change is announced).
+#[tokio::test]
+async fn a_disconnect_received_by_one_replica_is_honoured_by_another() {
+    let Pair { a, b, .. } = pair(false).await;
+    let replica = common::spawn_config((*b.state.config).clone()).await;
+    assert_ok(&send_signed(&a, &replica, QUERY, tasks_body(&a)).await);
+    // A's DISCONNECT goes to the URL it knows B by: the first replica's.
+    a.state.federation.revoke(id(&b), "test").await.unwrap();
+    b.caught_up().await;
+    replica.caught_up().await;
+    assert_refused(
+        &send_signed(&a, &replica, QUERY, tasks_body(&a)).await,
+        403,
+        "PEER_NOT_ACTIVE",
+    );
+    assert_refused(&send_signed(&a, &b, QUERY, tasks_body(&a)).await, 403, "PEER_NOT_ACTIVE");
+}
+
 #[tokio::test]
 async fn signed_query_from_an_active_peer_runs_and_every_tampering_is_refused() {
     let Pair { a, b, .. } = pair(false).await;
