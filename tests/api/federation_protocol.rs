@@ -283,7 +283,61 @@ async fn a_disconnect_received_by_one_replica_is_honoured_by_another() {
         403,
         "PEER_NOT_ACTIVE",
     );
-    assert_refused(&send_signed(&a, &b, QUERY, tasks_body(&a)).await, 403, "PEER_NOT_ACTIVE");
+    assert_refused(
+        &send_signed(&a, &b, QUERY, tasks_body(&a)).await,
+        403,
+        "PEER_NOT_ACTIVE",
+    );
+}
+
+/// How many times `app` served its identity document (its own metrics).
+async fn documents_served(app: &TestApp) -> u64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let route = format!("route=\"{}\"", protocol::WELL_KNOWN_PATH);
+    text.lines()
+        .filter(|l| l.starts_with("mosaic_http_requests") && l.contains(&route) && l.contains("status=\"200\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Re-reads of a peer's document are shared by the replicas: one replica's
+/// refresh of a stale copy serves the other, and requests naming unknown
+/// key ids cause at most ten re-reads a minute whichever replica they reach.
+#[tokio::test]
+async fn key_refreshes_are_shared_by_replicas() {
+    let Pair { a, b, .. } = pair(false).await;
+    let replica = common::spawn_config((*b.state.config).clone()).await;
+    let start = documents_served(&a).await;
+    assert_ok(&send_signed(&a, &b, QUERY, tasks_body(&a)).await);
+    assert_eq!(
+        documents_served(&a).await,
+        start + 1,
+        "the first replica re-read A's keys"
+    );
+    assert_ok(&send_signed(&a, &replica, QUERY, tasks_body(&a)).await);
+    assert_ok(&send_signed(&a, &b, QUERY, tasks_body(&a)).await);
+    assert_eq!(documents_served(&a).await, start + 1, "and that served both");
+
+    let (_, key) = a.state.federation.keys.current().await.unwrap();
+    for i in 0..16 {
+        let to = if i % 2 == 0 { &b } else { &replica };
+        let body = tasks_body(&a);
+        let p = params(&a, id(&b), QUERY, &body, "ed25519:AAAAAAAAAAAAAAAA");
+        assert_unauthenticated(&post(&a, to, QUERY, Some(&header(&p, &key)), body).await, "UNKNOWN_KEY");
+    }
+    assert_eq!(
+        documents_served(&a).await,
+        start + 1 + 10,
+        "ten re-reads for unknown keys in the minute, across both replicas"
+    );
 }
 
 #[tokio::test]
