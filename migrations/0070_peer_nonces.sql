@@ -49,3 +49,10 @@ $$;
 
 REVOKE ALL ON FUNCTION record_peer_nonce(text, text, bigint), prune_peer_nonces() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION record_peer_nonce(text, text, bigint), prune_peer_nonces() TO mosaic_app;
+
+-- RLS forced like every table's: the request role has no grant and no
+-- policy admits it; the definer functions above run as the table's owner.
+ALTER TABLE peer_nonces ENABLE ROW LEVEL SECURITY;
+ALTER TABLE peer_nonces FORCE ROW LEVEL SECURITY;
+CREATE POLICY peer_nonces_definer_only ON peer_nonces
+    USING (current_user <> 'mosaic_app') WITH CHECK (current_user <> 'mosaic_app');

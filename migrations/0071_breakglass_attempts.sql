@@ -46,3 +46,10 @@ REVOKE ALL ON FUNCTION breakglass_attempts_take(text), breakglass_attempts_count
     breakglass_attempts_end(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION breakglass_attempts_take(text), breakglass_attempts_count(text, integer, integer),
     breakglass_attempts_end(text, boolean) TO mosaic_app;
+
+-- RLS forced like every table's: the request role has no grant and no
+-- policy admits it; the definer functions above run as the table's owner.
+ALTER TABLE breakglass_attempts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE breakglass_attempts FORCE ROW LEVEL SECURITY;
+CREATE POLICY breakglass_attempts_definer_only ON breakglass_attempts
+    USING (current_user <> 'mosaic_app') WITH CHECK (current_user <> 'mosaic_app');

@@ -43,3 +43,10 @@ $$;
 
 REVOKE ALL ON FUNCTION claim_peer_key_refresh(uuid, boolean, integer, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION claim_peer_key_refresh(uuid, boolean, integer, integer) TO mosaic_app;
+
+-- RLS forced like every table's: the request role has no grant and no
+-- policy admits it; the definer functions above run as the table's owner.
+ALTER TABLE peer_key_refreshes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE peer_key_refreshes FORCE ROW LEVEL SECURITY;
+CREATE POLICY peer_key_refreshes_definer_only ON peer_key_refreshes
+    USING (current_user <> 'mosaic_app') WITH CHECK (current_user <> 'mosaic_app');
