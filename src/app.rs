@@ -93,6 +93,7 @@ impl Application {
             name,
         });
         let metrics = Arc::new(Metrics::default());
+        let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
         let federation = Arc::new(federation);
         let executor = Arc::new(Executor {
             schema,
@@ -108,6 +109,7 @@ impl Application {
             knowledge,
             tokens: tokens.clone(),
             documents: Default::default(),
+            lifecycle: lifecycle.clone(),
         });
         Ok(AppState {
             live,
@@ -119,8 +121,8 @@ impl Application {
             metrics,
             federation,
             sso,
-            breakglass_throttle: Arc::default(),
             executor,
+            lifecycle,
             config: Arc::new(config),
         })
     }
@@ -140,8 +142,11 @@ impl Application {
     }
 
     /// Serves (HTTPS when TLS is configured) until `shutdown` completes, then
-    /// drains, closes the pool and stops the embedded cluster if this process
-    /// started it.
+    /// stops in order (`lifecycle.rs`): `/readyz` answers 503 for
+    /// `shutdown.unready_ms` while requests are still served; subscriptions
+    /// end and the port closes; requests in flight and executions whose
+    /// client left finish within `shutdown.drain_s`; only then the pool
+    /// closes and the embedded cluster, if this process started it, stops.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         tracing::info!(url = %self.base_url(), instance = %self.state.instance.name, "serving");
         let tls = match &self.state.config.tls {
@@ -151,19 +156,33 @@ impl Application {
             )?),
             None => None,
         };
-        let limits = self.state.config.limits.clone();
+        let config = self.state.config.clone();
         let live = self.state.live.clone();
-        // Subscriptions end as shutdown begins, so their connections can drain.
+        let lifecycle = self.state.lifecycle.clone();
         let shutdown = {
-            let live = live.clone();
+            let (live, lifecycle, unready) = (live.clone(), lifecycle.clone(), config.shutdown_unready);
             async move {
                 shutdown.await;
+                lifecycle.stop();
+                if !unready.is_zero() {
+                    tracing::info!(?unready, "stopping: not ready, still serving");
+                    // The load balancer's health checks need this time to see the 503.
+                    tokio::time::sleep(unready).await;
+                }
+                // Subscriptions end as the port closes, so their connections can drain.
                 live.close();
             }
         };
-        let served = crate::server::serve(self.listener, self.router, tls, limits, shutdown)
+        let drain = config.shutdown_drain;
+        let served = crate::server::serve(self.listener, self.router, tls, config.limits.clone(), drain, shutdown)
             .await
             .context("serving HTTP");
+        if !lifecycle.executions_done(drain).await {
+            tracing::warn!(
+                running = lifecycle.executions(),
+                "GraphQL executions still running after {drain:?}; closing the pool under them"
+            );
+        }
         live.close();
         live.stopped().await;
         let stopped = self.db.shutdown().await;

@@ -30,6 +30,15 @@ enum Command {
     Serve,
     /// Bring the database schema up to date and exit.
     Migrate,
+    /// Exit 0 if this instance's /readyz answers 200 (the container health check).
+    Healthcheck {
+        /// Ask this URL instead of the local listener's /readyz.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Manage local users.
     User {
         #[command(subcommand)]
@@ -255,6 +264,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Healthcheck { url, timeout } = &cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let checked = mosaic::healthcheck::check(&config, url.as_deref(), std::time::Duration::from_secs(*timeout));
+        return match runtime.block_on(checked) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
     mosaic::telemetry::init(config.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli.command, config)) {
@@ -459,7 +479,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
             eprintln!("revoked token {id}");
             Ok(())
         }
-        Command::Schema { .. } => unreachable!("handled before the runtime starts"),
+        Command::Schema { .. } | Command::Healthcheck { .. } => unreachable!("handled before the runtime starts"),
         Command::Peer { command } => peer_command(command, config).await,
         Command::Knowledge { command } => knowledge_command(command, config).await,
         Command::Keys {

@@ -26,8 +26,6 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 
-/// How long requests in flight may take to finish once shutdown starts.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long a connection closed for idleness may take to say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -102,12 +100,14 @@ impl ConnectionHandle {
 }
 
 /// Serves `router` on `listener` (HTTPS when `tls` is given) until `shutdown`
-/// completes, then lets requests in flight finish for up to ten seconds.
+/// completes, then closes the port and lets requests in flight finish for up
+/// to `drain`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
+    drain: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let limits = Arc::new(limits);
@@ -138,6 +138,7 @@ pub async fn serve(
             peer,
             limits: limits.clone(),
             phase: phase.subscribe(),
+            drain,
             handle: ConnectionHandle(Arc::new(Held {
                 _slot: slot,
                 abort: Notify::new(),
@@ -164,11 +165,11 @@ pub async fn serve(
     }
     drop(listener);
     let _ = phase.send(Phase::Draining);
-    if tokio::time::timeout(DRAIN_LIMIT, open.wait_for(|c| c.total == 0))
+    if tokio::time::timeout(drain, open.wait_for(|c| c.total == 0))
         .await
         .is_err()
     {
-        tracing::warn!("requests still in flight after {DRAIN_LIMIT:?}; closing their connections");
+        tracing::warn!("requests still in flight after {drain:?}; closing their connections");
     }
     let _ = phase.send(Phase::Stopped);
     Ok(())
@@ -209,6 +210,7 @@ struct Connection {
     peer: SocketAddr,
     limits: Arc<Limits>,
     phase: watch::Receiver<Phase>,
+    drain: Duration,
     handle: ConnectionHandle,
 }
 
@@ -295,7 +297,7 @@ impl Connection {
                     }
                     if closing.is_none() {
                         connection.as_mut().graceful_shutdown();
-                        closing = Some(Instant::now() + DRAIN_LIMIT);
+                        closing = Some(Instant::now() + self.drain);
                     }
                 }
                 () = tokio::time::sleep_until(idle_at), if closing.is_none() => {

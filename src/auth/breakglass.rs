@@ -7,14 +7,14 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::Principal;
-use super::throttle::LoginThrottle;
+use super::throttle;
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
@@ -142,14 +142,9 @@ async fn verify_off_thread(password: &str, phc: String) -> bool {
 
 /// Checks a break-glass login (throttled per address, see `throttle`) and
 /// audits every attempt that is checked, whatever the outcome.
-pub async fn login(
-    pool: &PgPool,
-    throttle: &LoginThrottle,
-    email: &str,
-    password: &str,
-) -> Result<LoginOutcome, sqlx::Error> {
+pub async fn login(pool: &PgPool, email: &str, password: &str) -> Result<LoginOutcome, sqlx::Error> {
     let account = email.trim().to_lowercase();
-    if let Err(wait) = throttle.begin(&account, Instant::now()) {
+    if let Err(wait) = throttle::begin(pool, &account).await? {
         tracing::warn!(email = %account, wait_s = wait.as_secs_f64(), "break-glass login throttled");
         return Ok(LoginOutcome::Throttled(wait));
     }
@@ -182,11 +177,10 @@ pub async fn login(
             (false, None)
         }
     };
+    throttle::end(pool, &account, ok).await?;
     let action = if ok {
-        throttle.succeeded(&account);
         "breakglass_login"
     } else {
-        throttle.failed(&account, Instant::now());
         "breakglass_login_failed"
     };
     tracing::warn!(email = %account, action, "break-glass login attempt");

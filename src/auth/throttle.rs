@@ -8,29 +8,18 @@
 //! while guessing is held to about one try a minute (a 12+ character password
 //! stays out of reach). An attempt counts when it starts, so parallel guesses
 //! cannot slip in before the first failures are recorded; the wait runs from
-//! when the last one failed, and success clears the account. The clock is passed in, so the policy is tested without sleeping.
+//! when the last one failed, and success clears the account. The policy is a
+//! pure function (tested without sleeping); the attempts are kept in the
+//! database, so the throttle holds across replicas.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use sqlx::PgPool;
 
 pub const FREE_ATTEMPTS: u32 = 5;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const FIRST_WAIT: Duration = Duration::from_secs(1);
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Accounts tracked at most; beyond it the least recently tried is forgotten.
-const MAX_TRACKED: usize = 100_000;
-
-#[derive(Clone, Copy)]
-struct Attempts {
-    count: u32,
-    last: Instant,
-}
-
-#[derive(Default)]
-pub struct LoginThrottle {
-    accounts: Mutex<HashMap<String, Attempts>>,
-}
 
 /// How long an account must wait after `count` attempts in the window.
 fn wait_after(count: u32) -> Duration {
@@ -41,54 +30,53 @@ fn wait_after(count: u32) -> Duration {
     FIRST_WAIT.saturating_mul(1 << doublings).min(MAX_WAIT)
 }
 
-impl LoginThrottle {
-    /// Starts an attempt for `account`: counted now, or refused with the time
-    /// left to wait (the refused attempt is not counted).
-    pub fn begin(&self, account: &str, now: Instant) -> Result<(), Duration> {
-        let mut accounts = self.accounts.lock().expect("throttle lock");
-        let entry = accounts
-            .get(account)
-            .copied()
-            .filter(|a| now.duration_since(a.last) < WINDOW);
-        let count = match entry {
-            Some(a) => {
-                let ready = a.last + wait_after(a.count);
-                if now < ready {
-                    return Err(ready - now);
-                }
-                a.count + 1
-            }
-            None => 1,
-        };
-        if accounts.len() >= MAX_TRACKED && !accounts.contains_key(account) {
-            forget_oldest(&mut accounts, now);
-        }
-        accounts.insert(account.to_string(), Attempts { count, last: now });
-        Ok(())
-    }
-
-    /// The attempt failed: the wait runs from now, when the check ended
-    /// (password hashing may take a while).
-    pub fn failed(&self, account: &str, now: Instant) {
-        if let Some(a) = self.accounts.lock().expect("throttle lock").get_mut(account) {
-            a.last = a.last.max(now);
-        }
-    }
-
-    /// The attempt succeeded: the account starts afresh.
-    pub fn succeeded(&self, account: &str) {
-        self.accounts.lock().expect("throttle lock").remove(account);
+/// The policy: given an account's attempts so far and the time since the
+/// last, the count with this attempt, or how long it must still wait (a
+/// refused attempt is not counted).
+fn admit(previous: Option<(u32, Duration)>) -> Result<u32, Duration> {
+    match previous.filter(|(_, since)| *since < WINDOW) {
+        None => Ok(1),
+        Some((count, since)) => match wait_after(count).checked_sub(since) {
+            Some(left) if !left.is_zero() => Err(left),
+            _ => Ok(count + 1),
+        },
     }
 }
 
-/// Drops expired entries, or else the least recently tried one.
-fn forget_oldest(accounts: &mut HashMap<String, Attempts>, now: Instant) {
-    accounts.retain(|_, a| now.duration_since(a.last) < WINDOW);
-    if accounts.len() >= MAX_TRACKED
-        && let Some(oldest) = accounts.iter().min_by_key(|(_, a)| a.last).map(|(k, _)| k.clone())
-    {
-        accounts.remove(&oldest);
-    }
+/// Starts an attempt for `account`: counted now, or refused with the time
+/// left to wait. The state is in the database (migration 0071), so every
+/// replica of the instance throttles the same account alike.
+pub async fn begin(pool: &PgPool, account: &str) -> Result<Result<(), Duration>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let previous: Option<(i32, i64)> =
+        sqlx::query_as("SELECT attempts, since_last_ms FROM breakglass_attempts_take($1)")
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let previous = previous.map(|(n, ms)| (n.max(0) as u32, Duration::from_millis(ms.max(0) as u64)));
+    let count = match admit(previous) {
+        Ok(count) => count,
+        Err(wait) => return Ok(Err(wait)),
+    };
+    sqlx::query("SELECT breakglass_attempts_count($1, $2, $3)")
+        .bind(account)
+        .bind(count.min(i32::MAX as u32) as i32)
+        .bind(WINDOW.as_secs() as i32)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// The attempt ended: a failure makes the wait run from now (password
+/// hashing may take a while), a success starts the account afresh.
+pub async fn end(pool: &PgPool, account: &str, succeeded: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT breakglass_attempts_end($1, $2)")
+        .bind(account)
+        .bind(succeeded)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -97,79 +85,30 @@ mod tests {
 
     #[test]
     fn free_attempts_then_doubling_waits_up_to_the_cap() {
-        let t = LoginThrottle::default();
-        let start = Instant::now();
+        let mut count = 0;
         for _ in 0..FREE_ATTEMPTS {
-            assert_eq!(t.begin("a@x", start), Ok(()));
+            count = admit((count > 0).then_some((count, Duration::ZERO))).unwrap();
         }
+        assert_eq!(count, FREE_ATTEMPTS);
         // Five used: the sixth waits one second, and being refused does not extend it.
-        assert_eq!(t.begin("a@x", start), Err(FIRST_WAIT));
-        let half = start + Duration::from_millis(500);
-        assert_eq!(t.begin("a@x", half), Err(Duration::from_millis(500)));
-        let mut now = start;
+        assert_eq!(admit(Some((count, Duration::ZERO))), Err(FIRST_WAIT));
+        assert_eq!(
+            admit(Some((count, Duration::from_millis(500)))),
+            Err(Duration::from_millis(500))
+        );
         let mut waits = Vec::new();
         for _ in 0..9 {
-            let wait = t.begin("a@x", now).unwrap_err();
+            let wait = admit(Some((count, Duration::ZERO))).unwrap_err();
             waits.push(wait.as_secs());
-            now += wait;
-            assert_eq!(t.begin("a@x", now), Ok(()));
+            count = admit(Some((count, wait))).unwrap();
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        // Other accounts are not affected.
-        assert_eq!(t.begin("b@x", now), Ok(()));
     }
 
     #[test]
-    fn the_wait_runs_from_when_the_check_failed() {
-        let t = LoginThrottle::default();
-        let start = Instant::now();
-        for _ in 0..FREE_ATTEMPTS {
-            t.begin("a@x", start).unwrap();
-        }
-        let failed_at = start + Duration::from_secs(3);
-        t.failed("a@x", failed_at);
-        assert_eq!(
-            t.begin("a@x", start + Duration::from_secs(2)),
-            Err(Duration::from_secs(2))
-        );
-        assert_eq!(t.begin("a@x", failed_at), Err(FIRST_WAIT));
-        // A late report of an earlier failure does not move the clock back.
-        t.failed("a@x", start);
-        assert_eq!(t.begin("a@x", failed_at + FIRST_WAIT), Ok(()));
-    }
-
-    #[test]
-    fn success_and_a_quiet_window_start_afresh() {
-        let t = LoginThrottle::default();
-        let now = Instant::now();
-        for _ in 0..FREE_ATTEMPTS {
-            t.begin("a@x", now).unwrap();
-        }
-        assert!(t.begin("a@x", now).is_err());
-        t.succeeded("a@x");
-        assert_eq!(t.begin("a@x", now), Ok(()));
-
-        for _ in 0..FREE_ATTEMPTS {
-            t.begin("b@x", now).unwrap();
-        }
-        assert!(t.begin("b@x", now).is_err());
-        let later = now + WINDOW;
-        for _ in 0..FREE_ATTEMPTS {
-            assert_eq!(t.begin("b@x", later), Ok(()));
-        }
-    }
-
-    #[test]
-    fn memory_is_bounded() {
-        let t = LoginThrottle::default();
-        let now = Instant::now();
-        for i in 0..MAX_TRACKED + 10 {
-            t.begin(&format!("{i}@x"), now + Duration::from_nanos(i as u64))
-                .unwrap();
-        }
-        let accounts = t.accounts.lock().unwrap();
-        assert_eq!(accounts.len(), MAX_TRACKED);
-        assert!(!accounts.contains_key("0@x"), "the least recently tried is forgotten");
-        assert!(accounts.contains_key(&format!("{}@x", MAX_TRACKED + 9)));
+    fn a_quiet_window_starts_afresh() {
+        assert_eq!(admit(Some((40, WINDOW - Duration::from_secs(1)))), Ok(41));
+        assert_eq!(admit(Some((40, WINDOW))), Ok(1));
+        assert_eq!(admit(None), Ok(1));
     }
 }

@@ -81,6 +81,13 @@ settings! {
         /// A browser session unused this long ends; zero: never for lack of use.
         session_idle_timeout: Duration = Duration::from_secs(2 * 3600);
             "session.idle_timeout_s", "MOSAIC_SESSION_IDLE_TIMEOUT_S", session_idle_timeout;
+        /// After SIGTERM, how long `/readyz` answers 503 while requests are
+        /// still served, so a load balancer stops sending any before the port closes.
+        shutdown_unready: Duration = Duration::ZERO;
+            "shutdown.unready_ms", "MOSAIC_SHUTDOWN_UNREADY_MS", unready_delay;
+        /// Once the port is closed, how long requests in flight may take to finish.
+        shutdown_drain: Duration = Duration::from_secs(10);
+            "shutdown.drain_s", "MOSAIC_SHUTDOWN_DRAIN_S", seconds(1, 600);
     }
     areas {
         limits: Limits,
@@ -163,6 +170,11 @@ fn session_idle_timeout(value: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     setting::seconds(120, 90 * 24 * 3600)(value)
+}
+
+/// Zero (the default: no load balancer to tell) up to two minutes.
+fn unready_delay(value: &str) -> Result<Duration, String> {
+    setting::range(0u64, 120_000)(value).map(Duration::from_millis)
 }
 
 /// `listen`: an address (`127.0.0.1:8080`, `[::1]:8080`) or a host name and

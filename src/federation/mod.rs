@@ -67,9 +67,12 @@ pub struct Federation {
     /// Every peer as the registry holds it, so that a request does not read
     /// the registry (cleared on every change to it: `db::cache`).
     pub peers: Arc<Cache<(), Arc<Vec<registry::PeerRecord>>>>,
-    /// When each peer's identity document was last re-read (in memory).
+    /// When this replica last re-read each peer's identity document, or
+    /// learned that another replica had (the shared record is migration 0072's).
     key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, Instant>>,
-    /// Re-reads caused by unknown key ids in the last minute, per peer.
+    /// Re-reads this replica asked for because of unknown key ids in the last
+    /// minute, per peer: the bound here keeps unverified requests from
+    /// costing a database round trip each.
     unknown_key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::VecDeque<Instant>>>,
     /// CONNECTs received in the last minute, per source address.
     connects: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<Instant>>>,
@@ -85,8 +88,9 @@ pub const KEYS_CHANNEL: &str = "mosaic_key_changes";
 const CONNECT_SOURCES_TRACKED: usize = 10_000;
 
 /// Unverified requests naming an unknown key may make us re-read a peer's
-/// document at most this many times a minute (a rotation needs one).
-const UNKNOWN_KEY_REFRESHES_PER_MINUTE: usize = 10;
+/// document at most this many times a minute, across replicas (a rotation
+/// needs one).
+const UNKNOWN_KEY_REFRESHES_PER_MINUTE: i32 = 10;
 
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -146,39 +150,49 @@ impl Federation {
         true
     }
 
-    fn since_refresh(&self, peer: Uuid) -> Option<Duration> {
+    /// Whether our copy of the peer's keys may be due for a re-read: not if
+    /// this replica re-read it, or learned that another did, within
+    /// `federation.key_refresh_s` (no database round trip on the hot path).
+    fn keys_stale(&self, peer: Uuid) -> bool {
         self.key_refreshes
             .lock()
             .expect("refresh lock")
             .get(&peer)
-            .map(Instant::elapsed)
+            .is_none_or(|at| at.elapsed() >= self.settings.key_refresh)
     }
 
-    /// Whether an unknown key id may trigger a re-read of the peer's document
-    /// now; counts the re-read when it may.
-    pub fn refresh_allowed(&self, peer: Uuid) -> bool {
+    /// Whether this replica may ask to re-read for an unknown key id now
+    /// (at most the shared limit a minute by itself); counts it when it may.
+    fn unknown_refresh_allowed_here(&self, peer: Uuid) -> bool {
         let mut all = self.unknown_key_refreshes.lock().expect("refresh lock");
         let recent = all.entry(peer).or_default();
         while recent.front().is_some_and(|t| t.elapsed() >= Duration::from_secs(60)) {
             recent.pop_front();
         }
-        if recent.len() >= UNKNOWN_KEY_REFRESHES_PER_MINUTE {
+        if recent.len() >= UNKNOWN_KEY_REFRESHES_PER_MINUTE as usize {
             return false;
         }
         recent.push_back(Instant::now());
         true
     }
 
-    /// Whether our copy of the peer's keys is due for a re-read.
-    pub fn keys_stale(&self, peer: Uuid) -> bool {
-        self.since_refresh(peer).is_none_or(|d| d >= self.settings.key_refresh)
-    }
-
-    pub fn note_refresh(&self, peer: Uuid) {
+    fn note_refresh(&self, peer: Uuid) {
         self.key_refreshes
             .lock()
             .expect("refresh lock")
             .insert(peer, Instant::now());
+    }
+
+    /// Whether this replica may re-read the peer's document now (migration
+    /// 0072: shared by the replicas); records the re-read when it may.
+    async fn claim_refresh(&self, peer: Uuid, unknown_key: bool) -> sqlx::Result<bool> {
+        sqlx::query_scalar("SELECT claim_peer_key_refresh($1, $2, $3, $4)")
+            .bind(peer)
+            .bind(unknown_key)
+            .bind(self.settings.key_refresh.as_secs().min(i32::MAX as u64) as i32)
+            .bind(UNKNOWN_KEY_REFRESHES_PER_MINUTE)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Every peer, ordered by name: from the cache, or read once.
@@ -256,8 +270,20 @@ impl verify::PeerKeys for Federation {
             return Ok(None);
         };
         let unknown = matches!(peer.key(key_id, now_unix()), registry::KeyLookup::Unknown);
-        if (unknown && self.refresh_allowed(origin)) || (!unknown && self.keys_stale(origin)) {
+        let due = if unknown {
+            self.unknown_refresh_allowed_here(origin)
+        } else {
+            self.keys_stale(origin)
+        };
+        if !due {
+            return Ok(Some(peer));
+        }
+        let claimed = self.claim_refresh(origin, unknown).await.map_err(internal)?;
+        if claimed || !unknown {
+            // Re-read by us now, or (stale keys) by another replica within the period.
             self.note_refresh(origin);
+        }
+        if claimed {
             // Capped: a slow peer document must not eat the request's own deadline.
             let fetched = tokio::time::timeout(KEY_REFRESH_TIMEOUT, self.fetch_identity(&peer.base_url)).await;
             if let Ok(Ok(doc)) = fetched

@@ -1,30 +1,37 @@
 //! Nonces seen recently, per origin instance, kept until their request
-//! expires. In memory: a restart forgets them, so the cache only vouches for
-//! requests created since it started (`covers`); older ones are refused as
-//! expired, and a request captured before a restart cannot be replayed after
-//! it. Replicas sharing one identity would each need to see every nonce;
-//! that is not handled here.
+//! expires, in two places. PostgreSQL (`peer_nonces`, migration 0070) holds
+//! every nonce any replica of this instance received, so a request taken to
+//! another replica, or to this one after a restart, is refused as a replay;
+//! the database's clock decides expiry there, the same clock that prunes.
+//! In memory, each replica holds the nonces it recorded: it answers its own
+//! replays without a round trip and bounds what one peer can make it store.
 //!
 //! Bounded: each origin may hold `per_origin` nonces and all together
-//! `total`; when full, new requests are refused (never is a live entry
-//! evicted, since that would let its request be replayed). An entry is
-//! forgotten only once its time has passed, and from then on every request
-//! whose time has passed as well is refused, whatever clock reading the
-//! caller brings: a late caller cannot slip a replay past an eviction.
+//! `total` in each replica; when full, new requests are refused (never is a
+//! live entry evicted, since that would let its request be replayed). An
+//! entry is forgotten only once its time has passed, and from then on every
+//! request whose time has passed as well is refused, whatever clock reading
+//! the caller brings: a late caller cannot slip a replay past an eviction.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sqlx::PgPool;
 
 /// All origins together hold at most this many nonces (or `per_origin`, if larger).
 pub const TOTAL_NONCES: usize = 200_000;
 
+/// How often (seconds) a replica offers to prune the shared nonces.
+const PRUNE_EVERY_S: i64 = 60;
+
 pub struct ReplayCache {
     inner: Mutex<Inner>,
-    /// Unix time from which every nonce received is in the cache.
-    since: i64,
     per_origin: usize,
     total: usize,
+    /// When this replica last offered to prune the shared nonces.
+    pruned_at: AtomicI64,
 }
 
 #[derive(Default)]
@@ -50,20 +57,52 @@ pub enum Recorded {
 }
 
 impl ReplayCache {
-    /// An empty cache that has seen every nonce received from `now` on.
+    /// An empty cache (the shared nonces are pruned first at `now`).
     pub fn starting_at(now: i64, per_origin: usize) -> Self {
         Self {
             inner: Mutex::default(),
-            since: now,
             per_origin,
             total: TOTAL_NONCES.max(per_origin),
+            pruned_at: AtomicI64::new(now - PRUNE_EVERY_S),
         }
     }
 
-    /// Whether a request created at `created` can be checked here: one
-    /// created before the cache started may have been received by then.
-    pub fn covers(&self, created: i64) -> bool {
-        created >= self.since
+    /// Records `(origin, nonce)` here, then where every replica sees it.
+    /// Pruning of the shared nonces rides on a request about once a minute
+    /// per replica, skipped while another replica prunes.
+    pub async fn record(
+        &self,
+        pool: &PgPool,
+        origin: &str,
+        nonce: &str,
+        keep_until: i64,
+        now: i64,
+    ) -> Result<Recorded, sqlx::Error> {
+        let here = self.check_and_record(origin, nonce, keep_until, now);
+        if here != Recorded::New {
+            return Ok(here);
+        }
+        let shared: String = sqlx::query_scalar("SELECT record_peer_nonce($1, $2, $3)")
+            .bind(origin)
+            .bind(nonce)
+            .bind(keep_until)
+            .fetch_one(pool)
+            .await?;
+        let last = self.pruned_at.load(Ordering::Relaxed);
+        if now - last >= PRUNE_EVERY_S
+            && self
+                .pruned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let pruned: Option<i64> = sqlx::query_scalar("SELECT prune_peer_nonces()").fetch_one(pool).await?;
+            tracing::debug!(?pruned, "pruned the shared nonces");
+        }
+        Ok(match shared.as_str() {
+            "new" => Recorded::New,
+            "replayed" => Recorded::Replayed,
+            _ => Recorded::Expired,
+        })
     }
 
     /// Records `(origin, nonce)`, to be remembered until `keep_until`.
@@ -113,14 +152,6 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cache_vouches_only_for_requests_created_since_it_started() {
-        let cache = ReplayCache::starting_at(1_000, 10);
-        assert!(!cache.covers(999));
-        assert!(cache.covers(1_000));
-        assert!(cache.covers(1_001));
-    }
 
     #[test]
     fn refuses_a_repeat_until_it_expires() {

@@ -38,13 +38,13 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig> {
 /// The HTTP client for peers: our trust store, no redirects (a peer cannot
 /// send us elsewhere), no proxies.
 pub fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client> {
-    builder(extra_ca)?.build().context("building the HTTP client")
+    client_builder(extra_ca)?.build().context("building the HTTP client")
 }
 
 /// The client for peers: as [`http_client`], and names resolve only to
 /// addresses peers may be reached at (`federation.allowed_peer_networks`).
 pub fn peer_client(extra_ca: Option<&Path>, allowed: &[crate::config::IpNet]) -> Result<reqwest::Client> {
-    builder(extra_ca)?
+    client_builder(extra_ca)?
         .dns_resolver(Arc::new(super::netguard::GuardedResolver {
             allowed: Arc::new(allowed.to_vec()),
         }))
@@ -52,7 +52,8 @@ pub fn peer_client(extra_ca: Option<&Path>, allowed: &[crate::config::IpNet]) ->
         .context("building the peer HTTP client")
 }
 
-fn builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder> {
+/// A client trusting the web's roots and `extra_ca`, following no redirects.
+pub fn client_builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder> {
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(client_config(extra_ca)?)
         .redirect(reqwest::redirect::Policy::none())

@@ -34,7 +34,12 @@ pub async fn track_metrics(State(state): State<AppState>, req: Request, next: Ne
     response
 }
 
+/// 503 once shutdown has begun (a load balancer stops sending requests
+/// here), and while the database does not answer.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.lifecycle.stopping() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
     match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
         Ok(_) => "ready".into_response(),
         Err(e) => {

@@ -67,9 +67,6 @@ pub async fn verify(
     };
     let header = headers.get(signing::HEADER).and_then(|v| v.to_str().ok());
     let Verified { peer, params, now } = verify::verify(fed, &expect, header, body, now_unix).await?;
-    if !fed.replay.covers(params.created) {
-        return Err(stale_for_replay_cache());
-    }
     // Only a verified sender learns the state of its peering; a message its
     // state does not allow never reaches the replay cache.
     let allowed = match need {
@@ -85,7 +82,7 @@ pub async fn verify(
             ),
         ));
     }
-    record_nonce(fed, &params, now)?;
+    record_nonce(fed, &params, now).await?;
     Ok(peer)
 }
 
@@ -111,23 +108,16 @@ impl<'a> verify::PeerKeys for Presented<'a> {
     }
 }
 
-/// A request older than this process: its nonce may have been seen before
-/// the replay cache began.
-fn stale_for_replay_cache() -> Refused {
-    refuse(
-        Refusal::OutsideTimeWindow,
-        "created before this instance started, so its nonce cannot be checked; sign it again",
-    )
-}
-
 /// Records the nonce (with the same clock reading as the time window), so
 /// only verified requests of allowed peers fill the bounded replay cache.
-fn record_nonce(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
+async fn record_nonce(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
     let keep_until = params.expires + fed.settings.clock_skew_s;
-    match fed
+    let recorded = fed
         .replay
-        .check_and_record(&params.origin, &params.nonce, keep_until, now)
-    {
+        .record(&fed.pool, &params.origin, &params.nonce, keep_until, now)
+        .await
+        .map_err(recording_failed("nonce"))?;
+    match recorded {
         Recorded::New => Ok(()),
         Recorded::Replayed => Err(refuse(Refusal::ReplayedNonce, "this request was already received")),
         Recorded::Expired => Err(refuse(Refusal::OutsideTimeWindow, "expired")),
@@ -190,10 +180,7 @@ pub async fn connect(
     };
     let header = headers.get(signing::HEADER).and_then(|v| v.to_str().ok());
     let Verified { params, now, .. } = verify::verify(&Presented(doc), &expect, header, &body, now_unix).await?;
-    if !fed.replay.covers(params.created) {
-        return Err(stale_for_replay_cache());
-    }
-    record_nonce(fed, &params, now)?;
+    record_nonce(fed, &params, now).await?;
     document::check_bounds(doc).map_err(|e| refuse(Refusal::BadRequest, e))?;
     let origin: Uuid = doc
         .instance_id

@@ -22,12 +22,12 @@ pub struct AppState {
     pub sso: Option<Arc<crate::auth::oidc::Sso>>,
     /// Per-user agent containers; a Docker engine that is down fails only their operations.
     pub agents: Arc<crate::containers::AgentService>,
-    /// Password guesses at `/auth/breakglass`, per address.
-    pub breakglass_throttle: Arc<crate::auth::throttle::LoginThrottle>,
     /// Runs GraphQL requests (every transport goes through it).
     pub executor: Arc<crate::schema::execute::Executor>,
     /// Bearer tokens already checked, cleared by the change listener.
     pub tokens: Arc<crate::auth::token_cache::TokenCache>,
     /// Live subscriptions: the change listener, per-user limits, shutdown.
     pub live: Arc<crate::live::Live>,
+    /// Whether shutdown has begun (`/readyz`), and the executions it awaits.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }

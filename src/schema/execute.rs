@@ -42,6 +42,8 @@ pub struct Executor {
     /// says so before the answer leaves.
     pub tokens: Arc<TokenCache>,
     pub documents: super::documents::Documents,
+    /// Counts executions, so shutdown closes the pool only after the last.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// The operation a request runs (GraphQL's GetOperation), or why none can be chosen.
@@ -121,7 +123,12 @@ impl Executor {
         request: async_graphql::Request,
     ) -> AppResult<async_graphql::Response> {
         let this = self.clone();
-        match tokio::spawn(async move { this.execute_to_the_end(caller, scope, hop, request).await }).await {
+        let running = self.lifecycle.execution();
+        let execution = async move {
+            let _running = running;
+            this.execute_to_the_end(caller, scope, hop, request).await
+        };
+        match tokio::spawn(execution).await {
             Ok(result) => result,
             Err(e) => Err(AppError::internal(anyhow::anyhow!(
                 "a request's execution panicked: {e}"

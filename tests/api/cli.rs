@@ -894,3 +894,53 @@ async fn no_docker_engine_is_said_once_plainly() {
     let path = server.log.clone();
     assert_eq!(server.terminate().await, Some(0), "{}", read(&path));
 }
+
+/// `mosaic healthcheck` with the settings a container passes `serve`: the
+/// listen address (an unspecified one means loopback), TLS under the public
+/// URL's host name, the CA to trust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_zero_only_while_ready() {
+    let pki = common::pki();
+    let mut app = common::spawn_instance_with("healthy", |c| {
+        c.shutdown_unready = Duration::from_secs(2);
+    })
+    .await;
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+    let listen = format!("0.0.0.0:{port}");
+    let (cert, key, ca) = (
+        pki.cert.display().to_string(),
+        pki.key.display().to_string(),
+        pki.ca_cert.display().to_string(),
+    );
+    let tls = [
+        ("MOSAIC_LISTEN", listen.as_str()),
+        ("MOSAIC_TLS_CERT", cert.as_str()),
+        ("MOSAIC_TLS_KEY", key.as_str()),
+        ("MOSAIC_PEER_CA", ca.as_str()),
+        ("MOSAIC_PUBLIC_URL", "https://localhost:443"),
+    ];
+    let ok = run(&["healthcheck"], &tls).await;
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    assert_eq!((ok.stdout.as_str(), ok.stderr.as_str()), ("", ""));
+
+    let plain = run(&["healthcheck"], &[("MOSAIC_LISTEN", listen.as_str())]).await;
+    assert_eq!(plain.code, Some(1), "plain HTTP to a TLS port is not healthy");
+    let by_address = run(&["healthcheck"], &tls[..4]).await;
+    assert_eq!(
+        by_address.code,
+        Some(0),
+        "127.0.0.1 is in the test certificate: {}",
+        by_address.stderr
+    );
+    let untrusted = run(&["healthcheck"], &tls[..3]).await;
+    assert_eq!(untrusted.code, Some(1), "the certificate's CA is not trusted");
+
+    app.signal_stop();
+    let stopping = run(&["healthcheck"], &tls).await;
+    assert_eq!(stopping.code, Some(1));
+    assert!(stopping.stderr.contains("503"), "{}", stopping.stderr);
+    app.stop().await;
+    let gone = run(&["healthcheck", "--timeout", "2"], &tls).await;
+    assert_eq!(gone.code, Some(1));
+    assert!(gone.stderr.contains("/readyz"), "{}", gone.stderr);
+}

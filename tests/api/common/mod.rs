@@ -439,10 +439,15 @@ impl TestApp {
         out
     }
 
-    pub async fn stop(mut self) {
+    /// Sends the instance its shutdown signal (as SIGTERM would); `stop` awaits the end.
+    pub fn signal_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.signal_stop();
         if let Some(served) = self.served.take() {
             served.await.unwrap().unwrap();
         }
