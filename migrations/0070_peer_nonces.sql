@@ -15,9 +15,17 @@ CREATE INDEX peer_nonces_keep_until ON peer_nonces (keep_until);
 -- 'new' (recorded), 'replayed' (already there) or 'expired' (its time has
 -- passed by the database's clock, the one pruning uses: what was pruned can
 -- never be recorded again).
+--
+-- Its commit does not wait for the disk (synchronous_commit off, for this
+-- transaction only): every peer request records a nonce, and the flush
+-- cost 1.3-3.3 ms of each (0.25-0.41 ms without). The record is visible to
+-- every replica at commit all the same; only a crash of PostgreSQL itself
+-- could lose the last few hundred milliseconds of nonces, and the replicas
+-- that received those requests still refuse them from memory.
 CREATE FUNCTION record_peer_nonce(p_origin text, p_nonce text, p_keep_until bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
     IF p_keep_until < extract(epoch FROM clock_timestamp()) THEN
         RETURN 'expired';
     END IF;
