@@ -20,8 +20,8 @@ settings! {
         /// `[[links]]` in one entry.
         max_links_per_entry: usize = 500;
             "knowledge.max_links_per_entry", "MOSAIC_KNOWLEDGE_MAX_LINKS_PER_ENTRY", range(1, 100_000);
-        /// Entries one search ranks at most (taken from the index in its
-        /// order): bounds the cost of a word that most entries contain.
+        /// Entries one full-text search ranks at most, those with every word
+        /// first: bounds the cost of a word that most entries contain.
         max_search_candidates: usize = 1000;
             "knowledge.max_search_candidates", "MOSAIC_KNOWLEDGE_MAX_SEARCH_CANDIDATES", range(10, 1_000_000);
         /// Where the sentence-embedding model is (`scripts/install-model`
