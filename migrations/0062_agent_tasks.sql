@@ -61,11 +61,12 @@ CREATE TABLE agent_tasks (
            OR status IN ('COMPLETED', 'FAILED', 'KILLED', 'CANCELLED', 'DEAD'))
 );
 CREATE INDEX agent_tasks_ws ON agent_tasks (workspace_id, id);
--- The claim's candidates, in its order.
+-- A workspace's next task for a claim, in the claim's order.
 CREATE INDEX agent_tasks_queued ON agent_tasks (workspace_id, priority DESC, created_at, id)
     WHERE status = 'QUEUED';
--- What holds a slot under the instance's cap, and what the reaper checks.
-CREATE INDEX agent_tasks_held ON agent_tasks (heartbeat_at) WHERE status IN ('ASSIGNED', 'RUNNING');
+-- What holds a slot under the instance's cap (per workspace, for the
+-- claim's fairness), and what the reaper checks.
+CREATE INDEX agent_tasks_held ON agent_tasks (workspace_id, heartbeat_at) WHERE status IN ('ASSIGNED', 'RUNNING');
 
 -- The audit trail: one row per status change, written only by the trigger
 -- below; the request role may read it, never change it.

@@ -98,6 +98,34 @@ async fn writable_task(rc: &RequestContext, id: &ID) -> AppResult<Result<AgentTa
     Ok(Ok(task))
 }
 
+/// Kill authority: owners and admins of the workspace.
+async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
+    let admin: bool = sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids())")
+        .bind(ws)
+        .fetch_one(&mut *rc.db.conn().await?)
+        .await?;
+    if admin {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "only owners and admins of the workspace may kill its agents".into(),
+        ))
+    }
+}
+
+/// Marks the held tasks of `ws` (or only `task`) KILLED; returns their ids.
+async fn kill_held(rc: &RequestContext, ws: Uuid, task: Option<Uuid>) -> AppResult<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE agent_tasks SET status = 'KILLED', status_reason = 'agent killed', finished_at = clock_timestamp()
+         WHERE workspace_id = $1 AND ($2::uuid IS NULL OR id = $2) AND status IN ('ASSIGNED', 'RUNNING')
+         RETURNING id",
+    )
+    .bind(ws)
+    .bind(task)
+    .fetch_all(&mut *rc.db.conn().await?)
+    .await?)
+}
+
 /// Asks the owner of a remote task to run `field` on it.
 async fn at_owner(rc: &RequestContext, owner: Uuid, field: &str, id: &ID) -> AppResult<AgentTask> {
     let query = format!(
@@ -232,6 +260,49 @@ impl AgentTaskMutation {
             ));
         }
         require(rc, task.id).await
+    }
+
+    /// Kills the agent working on task `taskId`: the task is KILLED (not
+    /// retried), and the agent is refused (TASK_NOT_HELD, status KILLED) at
+    /// its next call, so it stops. Owners and admins of the task's
+    /// workspace; TASK_NOT_RUNNING when no agent holds it.
+    async fn kill_agent(&self, ctx: &Context<'_>, task_id: ID) -> AppResult<AgentTask> {
+        let rc = RequestContext::of(ctx);
+        let task = match rc.owner_of("taskId", &task_id, Kind::AgentTask)? {
+            Owner::Here(local) => require(rc, local).await?,
+            Owner::Instance(owner) => {
+                let query = format!(
+                    "mutation($id: ID!) {{ killAgent(taskId: $id) {{ ...AgentTaskFields }} }} {}",
+                    wire::FRAGMENT
+                );
+                let data = federated::forward(rc, owner, true, &query, json!({ "id": task_id.as_str() })).await?;
+                return owned::<wire::AgentTaskWire>(&data["killAgent"]);
+            }
+        };
+        let ws = crate::graphql::ids::GlobalId::parse(&task.workspace_id)?.local;
+        require_admin(rc, ws).await?;
+        let killed = kill_held(rc, ws, Some(task.id)).await?;
+        if killed.is_empty() {
+            return Err(AppError::invalid(
+                "TASK_NOT_RUNNING",
+                format!("taskId: no agent holds this task ({})", task.status.as_db()),
+            ));
+        }
+        require(rc, task.id).await
+    }
+
+    /// Kills every agent working in the workspace: each held task is
+    /// KILLED. Returns the tasks killed. Owners and admins of the workspace.
+    async fn kill_all_agents(&self, ctx: &Context<'_>, workspace_id: ID) -> AppResult<Vec<AgentTask>> {
+        let rc = RequestContext::of(ctx);
+        let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;
+        workspaces::require_visible(rc, ws).await?;
+        require_admin(rc, ws).await?;
+        let mut tasks = Vec::new();
+        for id in kill_held(rc, ws, None).await? {
+            tasks.push(require(rc, id).await?);
+        }
+        Ok(tasks)
     }
 
     /// Queues an ended task again (FAILED, DEAD, CANCELLED or KILLED) with

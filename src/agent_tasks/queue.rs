@@ -203,6 +203,9 @@ impl Queue {
         }
     }
 
+    /// One look: each of the agent's workspaces offers its best ready task
+    /// (from the `agent_tasks_queued` index), and the workspace with the
+    /// fewest tasks held now wins, then priority, then age.
     async fn try_claim(&self, agent: Uuid) -> Result<Attempt, Refusal> {
         let mut tx = self.begin(agent, true).await?;
         let row = sqlx::query(
@@ -212,12 +215,17 @@ impl Queue {
                          WHERE h.workspace_id = w AND h.status IN ('ASSIGNED', 'RUNNING')) AS busy
                  FROM unnest(agent_workspace_ids()) AS w
              ), pick AS (
-                 SELECT t.id FROM agent_tasks t JOIN ws ON ws.workspace_id = t.workspace_id
-                 WHERE t.status = 'QUEUED' AND t.run_after <= clock_timestamp()
-                   AND (SELECT agent_tasks_held()) < $1
-                 ORDER BY ws.busy, t.priority DESC, t.created_at, t.id
+                 SELECT c.id FROM ws CROSS JOIN LATERAL (
+                     SELECT t.id, t.priority, t.created_at FROM agent_tasks t
+                     WHERE t.workspace_id = ws.workspace_id AND t.status = 'QUEUED'
+                       AND t.run_after <= clock_timestamp()
+                     ORDER BY t.priority DESC, t.created_at, t.id
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED
+                 ) c
+                 WHERE (SELECT agent_tasks_held()) < $1
+                 ORDER BY ws.busy, c.priority DESC, c.created_at, c.id
                  LIMIT 1
-                 FOR UPDATE OF t SKIP LOCKED
              )
              UPDATE agent_tasks t
              SET status = 'ASSIGNED', agent_id = current_agent_id(), attempts = t.attempts + 1,

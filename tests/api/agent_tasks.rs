@@ -720,3 +720,113 @@ async fn restarting_mosaic_mid_run_loses_nothing_and_does_nothing_twice() {
     assert_eq!(ended, ["COMPLETED"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn kill_and_kill_all_stop_the_agents_and_leave_their_tasks_killed() {
+    let (app, token) = instance(|c| {
+        c.agent_tasks.heartbeat_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let ws = app.create_workspace(&token, "Crew").await;
+    let (_, member) = app.user("member@example.com").await;
+    app.add_member(&token, &ws, "member@example.com", "MEMBER").await;
+    let kill = "mutation($id: ID!) { killAgent(taskId: $id) { status statusReason events { toStatus actor } } }";
+    let kill_all = "mutation($w: ID!) { killAllAgents(workspaceId: $w) { id status } }";
+
+    // A real worker on an endless task is killed; it stops and takes the next task.
+    let endless = json!({ "steps": [{ "checkpoint": { "at": 0 } }, { "sleep_ms": 600000 }, { "complete": {} }] });
+    let t = create(
+        &app,
+        &token,
+        json!({ "workspaceId": ws, "title": "endless", "kind": "SCRIPT", "instructions": endless }),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap();
+    let body = app.gql(&token, kill, json!({ "id": id })).await;
+    assert_eq!(
+        codes(&body),
+        ["TASK_NOT_RUNNING"],
+        "nothing holds a queued task: {body}"
+    );
+    let agent = agent_token(&app, &token, &ws, &[]).await;
+    let mut w = worker(&app, &agent);
+    until("the worker runs the task", Duration::from_secs(30), async || {
+        !task(&app, &token, id).await["checkpoint"].is_null()
+    })
+    .await;
+    let body = app.gql(&member, kill, json!({ "id": id })).await;
+    assert_eq!(codes(&body), ["FORBIDDEN"], "members may not kill: {body}");
+    let killed = app.gql_ok(&token, kill, json!({ "id": id })).await["killAgent"].clone();
+    assert_eq!(killed["status"], "KILLED");
+    assert_eq!(killed["events"].as_array().unwrap().last().unwrap()["actor"], "USER");
+    let quick = json!({ "steps": [{ "complete": { "next": true } }] });
+    let next = create(
+        &app,
+        &token,
+        json!({ "workspaceId": ws, "title": "next", "kind": "SCRIPT", "instructions": quick }),
+    )
+    .await;
+    until(
+        "the killed worker moves on to the next task",
+        Duration::from_secs(30),
+        async || task(&app, &token, next["id"].as_str().unwrap()).await["status"] == "COMPLETED",
+    )
+    .await;
+    w.kill().await.unwrap();
+    assert_eq!(
+        task(&app, &token, id).await["status"],
+        "KILLED",
+        "a killed task is not retried"
+    );
+
+    // Kill-all: every held task of the workspace, and nothing else.
+    let (a, b) = (
+        agent_token(&app, &token, &ws, &[]).await,
+        agent_token(&app, &token, &ws, &[]).await,
+    );
+    for _ in 0..3 {
+        create(
+            &app,
+            &token,
+            json!({ "workspaceId": ws, "title": "w", "kind": "WORKER" }),
+        )
+        .await;
+    }
+    let mut held = Vec::new();
+    for agent in [&a, &b] {
+        let (status, claim) = call(&app, agent, "/claim", json!({})).await;
+        assert_eq!(status, 200, "{claim}");
+        held.push(claim["task"]["id"].as_str().unwrap().to_string());
+    }
+    let body = app.gql(&member, kill_all, json!({ "w": ws })).await;
+    assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
+    let all = app.gql_ok(&token, kill_all, json!({ "w": ws })).await["killAllAgents"].clone();
+    let mut ids: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    held.sort();
+    assert_eq!(ids, held);
+    assert_eq!(count(&app, &token, "QUEUED").await, 1, "the queued task stays queued");
+    let (status, body) = call(
+        &app,
+        &a,
+        &format!("/tasks/{}/heartbeat", held[0]),
+        json!({ "attempt": 1 }),
+    )
+    .await;
+    let refused = (
+        status,
+        error_code(&body).to_string(),
+        body["errors"][0]["extensions"]["status"].clone(),
+    );
+    assert!(
+        refused == (409, "TASK_NOT_HELD".into(), json!("KILLED"))
+            || refused == (403, "AGENT_TASK_NOT_YOURS".into(), json!("KILLED")),
+        "{body}"
+    );
+    app.stop().await;
+}
