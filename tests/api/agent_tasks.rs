@@ -830,3 +830,75 @@ async fn kill_and_kill_all_stop_the_agents_and_leave_their_tasks_killed() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_attempt_waits_out_its_backoff_and_a_waiting_claim_gets_it_when_due() {
+    let (app, token) = instance(|c| {
+        c.agent_tasks.retry_base = Duration::from_millis(600);
+        c.agent_tasks.retry_max = Duration::from_secs(60);
+    })
+    .await;
+    let ws = app.create_workspace(&token, "Crew").await;
+    let agent = agent_token(&app, &token, &ws, &[]).await;
+    let t = create(
+        &app,
+        &token,
+        json!({ "workspaceId": ws, "title": "flaky", "kind": "WORKER", "maxAttempts": 3 }),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap();
+    call(&app, &agent, "/claim", json!({})).await;
+    let failed_at = Instant::now();
+    let (_, body) = call(
+        &app,
+        &agent,
+        &format!("/tasks/{id}/fail"),
+        json!({ "attempt": 1, "error": "e" }),
+    )
+    .await;
+    assert_eq!(body["status"], "QUEUED");
+    let reason = task(&app, &token, id).await["statusReason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let delay: u64 = reason
+        .strip_prefix("retry 2 of 3 in ")
+        .and_then(|r| r.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(
+        (300..=600).contains(&delay),
+        "half to all of the base delay: {delay} ms"
+    );
+    let (status, _) = call(&app, &agent, "/claim", json!({ "waitMs": 0 })).await;
+    assert_eq!(status, 204, "not claimable before its delay");
+    let (status, claim) = call(&app, &agent, "/claim", json!({ "waitMs": 10_000 })).await;
+    let waited = failed_at.elapsed();
+    assert_eq!(status, 200, "{claim}");
+    assert_eq!(claim["task"]["attempt"], 2);
+    assert!(
+        waited >= Duration::from_millis(delay),
+        "claimed after its delay: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "claimed when due, not at the wait's end: {waited:?}"
+    );
+    // The second failure doubles the base delay.
+    let (_, body) = call(
+        &app,
+        &agent,
+        &format!("/tasks/{id}/fail"),
+        json!({ "attempt": 2, "error": "e" }),
+    )
+    .await;
+    assert_eq!(body["status"], "QUEUED");
+    let reason = task(&app, &token, id).await["statusReason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.starts_with("retry 3 of 3 in "), "{reason}");
+    let delay: u64 = reason[16..reason.len() - 3].parse().unwrap();
+    assert!((600..=1200).contains(&delay), "{delay}");
+    app.stop().await;
+}
