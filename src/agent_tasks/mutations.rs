@@ -98,12 +98,14 @@ async fn writable_task(rc: &RequestContext, id: &ID) -> AppResult<Result<AgentTa
     Ok(Ok(task))
 }
 
-/// Kill authority: owners and admins of the workspace.
+/// Kill authority: owners and admins of the workspace, or a peer whose
+/// grant lets it change the workspace (a master, through COMMAND).
 async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
-    let admin: bool = sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids())")
-        .bind(ws)
-        .fetch_one(&mut *rc.db.conn().await?)
-        .await?;
+    let admin: bool =
+        sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids()) OR $1 = ANY (granted_write_workspace_ids())")
+            .bind(ws)
+            .fetch_one(&mut *rc.db.conn().await?)
+            .await?;
     if admin {
         Ok(())
     } else {
@@ -292,7 +294,8 @@ impl AgentTaskMutation {
     }
 
     /// Kills every agent working in the workspace: each held task is
-    /// KILLED. Returns the tasks killed. Owners and admins of the workspace.
+    /// KILLED. Returns the tasks killed. Owners and admins of the workspace
+    /// (of this instance: a peer's agents are killed one task at a time).
     async fn kill_all_agents(&self, ctx: &Context<'_>, workspace_id: ID) -> AppResult<Vec<AgentTask>> {
         let rc = RequestContext::of(ctx);
         let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;

@@ -902,3 +902,98 @@ async fn a_failed_attempt_waits_out_its_backoff_and_a_waiting_claim_gets_it_when
     assert!((600..=1200).contains(&delay), "{delay}");
     app.stop().await;
 }
+
+/// A master creates, watches, cancels, retries and kills agent tasks in a
+/// peer's workspace through its owner (COMMAND under a read-write grant);
+/// under a read-only grant it only watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_creates_watches_and_kills_agent_tasks_in_a_peers_workspace() {
+    let (home, bravo, charlie) = tokio::join!(
+        common::spawn_instance("home"),
+        common::spawn_instance("bravo"),
+        common::spawn_instance("charlie")
+    );
+    let (_, ann) = home.user("ann@home.example").await;
+    let (_, bob) = bravo.user("bob@bravo.example").await;
+    let (_, carl) = charlie.user("carl@charlie.example").await;
+    let bravo_ws = bravo.create_workspace(&bob, "bravo crew").await;
+    let charlie_ws = charlie.create_workspace(&carl, "charlie crew").await;
+    common::peer(&home, &bravo, &[&bravo_ws], true).await;
+    common::peer(&home, &charlie, &[&charlie_ws], false).await;
+    let bravo_id = bravo.state.instance_id.to_string();
+
+    let steps = json!({ "steps": [{ "complete": {} }] });
+    let t = create(
+        &home,
+        &ann,
+        json!({ "workspaceId": bravo_ws, "title": "remote", "kind": "SCRIPT", "instructions": steps, "priority": 9 }),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with(&format!("AgentTask:{bravo_id}:")), "{id}");
+    assert_eq!(
+        (t["status"].as_str(), t["priority"].as_i64()),
+        (Some("QUEUED"), Some(9))
+    );
+    let here: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_tasks")
+        .fetch_one(&mut home.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(here, 0, "nothing is stored at home");
+    assert_eq!(task(&bravo, &bob, &id).await["status"], "QUEUED", "the owner holds it");
+
+    // Watched from home (node at the owner, with its events), changed at the owner.
+    let cancel = "mutation($id: ID!) { cancelAgentTask(id: $id) { status instance { id } } }";
+    let c = home.gql_ok(&ann, cancel, json!({ "id": id })).await["cancelAgentTask"].clone();
+    assert_eq!(c, json!({ "status": "CANCELLED", "instance": { "id": bravo_id } }));
+    let retry = "mutation($id: ID!) { retryAgentTask(id: $id) { status } }";
+    assert_eq!(
+        home.gql_ok(&ann, retry, json!({ "id": id })).await["retryAgentTask"]["status"],
+        "QUEUED"
+    );
+    let agent = agent_token(&bravo, &bob, &bravo_ws, &[]).await;
+    let (status, claim) = call(&bravo, &agent, "/claim", json!({})).await;
+    assert_eq!((status, claim["task"]["id"].as_str()), (200, Some(id.as_str())));
+    let kill = "mutation($id: ID!) { killAgent(taskId: $id) { status } }";
+    assert_eq!(
+        home.gql_ok(&ann, kill, json!({ "id": id })).await["killAgent"]["status"],
+        "KILLED"
+    );
+    let watched = task(&home, &ann, &id).await;
+    assert_eq!(
+        transitions(&watched),
+        [
+            "->QUEUED",
+            "QUEUED>CANCELLED",
+            "CANCELLED>QUEUED",
+            "QUEUED>ASSIGNED",
+            "ASSIGNED>KILLED"
+        ]
+    );
+    let (status, body) = call(
+        &bravo,
+        &agent,
+        &format!("/tasks/{id}/heartbeat"),
+        json!({ "attempt": 1 }),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (409, "TASK_NOT_HELD"), "{body}");
+
+    // Read-only grant: watching only.
+    let body = home
+        .gql(
+            &ann,
+            &create_task_query(),
+            json!({ "i": { "workspaceId": charlie_ws, "title": "no", "kind": "WORKER" } }),
+        )
+        .await;
+    assert_eq!(codes(&body), ["PEER_FORBIDDEN"], "{body}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_tasks")
+        .fetch_one(&mut charlie.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    for app in [home, bravo, charlie] {
+        app.stop().await;
+    }
+}
