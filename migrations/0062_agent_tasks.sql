@@ -60,7 +60,9 @@ CREATE TABLE agent_tasks (
     CHECK ((status IN ('ASSIGNED', 'RUNNING')) = (agent_id IS NOT NULL AND heartbeat_at IS NOT NULL)
            OR status IN ('COMPLETED', 'FAILED', 'KILLED', 'CANCELLED', 'DEAD'))
 );
-CREATE INDEX agent_tasks_ws ON agent_tasks (workspace_id, id);
+-- Lists, in their order (created_at, id).
+CREATE INDEX agent_tasks_ws ON agent_tasks (workspace_id, created_at, id);
+CREATE INDEX agent_tasks_created ON agent_tasks (created_at, id);
 -- A workspace's next task for a claim, in the claim's order.
 CREATE INDEX agent_tasks_queued ON agent_tasks (workspace_id, priority DESC, created_at, id)
     WHERE status = 'QUEUED';

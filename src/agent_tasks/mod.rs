@@ -4,25 +4,29 @@
 //! (`http/worker.rs`), `reaper.rs` the return of tasks whose agent went
 //! quiet, `runtime.rs` the reference agent (`mosaic worker`).
 
+mod merged;
 pub mod mutations;
 pub mod queue;
 pub mod reaper;
 pub mod runtime;
 pub mod wire;
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, InputType, Json, Object, SimpleObject};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
+use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::pagination::{Cursor, PageInfo, page_size};
-use crate::graphql::{InstanceInfo, RequestContext};
+use crate::graphql::pagination::{Cursor, PageInfo, page_size, push_after};
+use crate::graphql::{InstanceInfo, RequestContext, limits};
 
 pub use mutations::{AgentTaskMutation, CreateAgentTaskInput};
 
@@ -303,7 +307,7 @@ impl AgentTask {
     }
 }
 
-#[derive(InputObject, Default, Debug)]
+#[derive(InputObject, Clone, Default, Debug)]
 pub struct AgentTaskFilter {
     pub status: Option<Vec<AgentTaskStatus>>,
     pub kind: Option<Vec<AgentTaskKind>>,
@@ -323,22 +327,138 @@ pub struct AgentTaskConnection {
     pub total_count: Option<i64>,
 }
 
-/// The list's one ordering: creation, as the ids (UUIDv7) sort.
-const ORDERING: &str = "CREATED:ASC";
+/// The list's one ordering: creation, then instance, then id.
+const ORDERING: &str = "CREATED_AT:ASC";
 
-fn push_conditions(q: &mut QueryBuilder<Postgres>, workspace: Option<Uuid>, filter: &AgentTaskFilter) {
-    q.push(" WHERE true");
-    if let Some(ws) = workspace {
-        q.push(" AND workspace_id = ").push_bind(ws);
+impl AgentTask {
+    /// The task's place in the global order, as a cursor.
+    fn cursor(&self) -> AppResult<Cursor> {
+        Ok(Cursor {
+            o: ORDERING.into(),
+            k: Some(self.created_at.format(&Rfc3339).map_err(AppError::internal)?),
+            n: Some(Uuid::parse_str(&self.instance.id).map_err(AppError::internal)?),
+            i: self.id,
+        })
     }
-    if let Some(s) = &filter.status {
-        let s: Vec<&str> = s.iter().map(|s| s.as_db()).collect();
-        q.push(" AND status = ANY(").push_bind(s).push(")");
+
+    /// The global order across instances: created_at, instance id, id.
+    fn compare(a: &Self, b: &Self) -> Ordering {
+        (a.created_at, &a.instance.id, a.id).cmp(&(b.created_at, &b.instance.id, b.id))
     }
-    if let Some(k) = &filter.kind {
-        let k: Vec<&str> = k.iter().map(|k| k.as_db()).collect();
-        q.push(" AND kind = ANY(").push_bind(k).push(")");
+
+    /// Whether the task comes after the position `c` names.
+    fn follows(&self, c: &Cursor) -> AppResult<bool> {
+        let at = OffsetDateTime::parse(c.k.as_deref().unwrap_or_default(), &Rfc3339)
+            .map_err(|_| AppError::BadInput("after: cursor does not fit this list".into()))?;
+        let instance = c.n.map(|n| n.to_string()).unwrap_or_default();
+        Ok((self.created_at, &self.instance.id, self.id) > (at, &instance, c.i))
     }
+}
+
+/// A parsed filter, ready to become SQL.
+pub struct Conditions {
+    workspace: Option<Uuid>,
+    status: Option<Vec<&'static str>>,
+    kind: Option<Vec<&'static str>>,
+}
+
+impl Conditions {
+    fn new(workspace: Option<Uuid>, filter: &AgentTaskFilter) -> Self {
+        Self {
+            workspace,
+            status: filter.status.as_ref().map(|s| s.iter().map(|s| s.as_db()).collect()),
+            kind: filter.kind.as_ref().map(|k| k.iter().map(|k| k.as_db()).collect()),
+        }
+    }
+
+    fn push(&self, q: &mut QueryBuilder<Postgres>) {
+        q.push(" WHERE true");
+        if let Some(ws) = self.workspace {
+            q.push(" AND workspace_id = ").push_bind(ws);
+        }
+        if let Some(s) = &self.status {
+            q.push(" AND status = ANY(").push_bind(s.clone()).push(")");
+        }
+        if let Some(k) = &self.kind {
+            q.push(" AND kind = ANY(").push_bind(k.clone()).push(")");
+        }
+    }
+}
+
+impl AgentTaskConnection {
+    fn new(
+        nodes: Vec<AgentTask>,
+        rc: &RequestContext,
+        has_next_page: bool,
+        has_previous_page: bool,
+        total_count: Option<i64>,
+    ) -> AppResult<Self> {
+        let edges = nodes
+            .into_iter()
+            .map(|node| {
+                Ok(AgentTaskEdge {
+                    cursor: rc.seal_cursor(&node.cursor()?),
+                    node,
+                })
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        Ok(Self {
+            page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, has_previous_page),
+            edges,
+            total_count,
+        })
+    }
+}
+
+/// This instance's page after a position.
+async fn page(
+    rc: &RequestContext,
+    conditions: &Conditions,
+    first: usize,
+    after: Option<&Cursor>,
+    with_total: bool,
+) -> AppResult<AgentTaskConnection> {
+    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM agent_tasks"));
+    conditions.push(&mut q);
+    if let Some(c) = after {
+        let key = c.k.clone().unwrap_or_default();
+        push_after(
+            &mut q,
+            c,
+            rc.instance_id,
+            "created_at",
+            "timestamptz",
+            "id",
+            ">",
+            true,
+            key,
+        );
+    }
+    q.push(" ORDER BY created_at, id LIMIT ").push_bind(first as i64 + 1);
+    let mut conn = rc.db.conn().await?;
+    let rows = q
+        .build()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| match AppError::from(e) {
+            AppError::BadInput(_) => AppError::BadInput("after: cursor does not fit this list".into()),
+            other => other,
+        })?;
+    let total_count = if with_total {
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM agent_tasks");
+        conditions.push(&mut count);
+        Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
+    } else {
+        None
+    };
+    drop(conn);
+    let has_next_page = rows.len() > first;
+    let nodes = rows
+        .iter()
+        .take(first)
+        .map(|r| AgentTask::from_row(rc, r))
+        .collect::<AppResult<Vec<_>>>()?;
+    AgentTaskConnection::new(nodes, rc, has_next_page, after.is_some(), total_count)
 }
 
 #[derive(Default)]
@@ -346,9 +466,13 @@ pub struct AgentTaskQuery;
 
 #[Object]
 impl AgentTaskQuery {
-    /// Agent tasks you can see, optionally in one workspace, oldest first,
-    /// paginated with `first`/`after`.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    /// Agent tasks you can see, optionally in one workspace, oldest first
+    /// (ties broken by instance, then id), paginated with `first`/`after`.
+    /// `scope` adds other instances; a workspace of another instance is
+    /// listed by its owner.
+    #[graphql(
+        complexity = "scope.as_ref().map_or(0, |_| limits::FORWARD_COST) + first.unwrap_or(20).max(1) as usize * child_complexity"
+    )]
     async fn agent_tasks(
         &self,
         ctx: &Context<'_>,
@@ -356,61 +480,32 @@ impl AgentTaskQuery {
         filter: Option<AgentTaskFilter>,
         first: Option<i32>,
         after: Option<String>,
+        scope: Option<InstanceScope>,
     ) -> AppResult<AgentTaskConnection> {
         let rc = RequestContext::of(ctx);
         let first = page_size(first, rc.max_page_size)?;
         let filter = filter.unwrap_or_default();
-        let workspace = match &workspace_id {
+        let with_total = ctx.look_ahead().field("totalCount").exists();
+        let owner = match &workspace_id {
+            Some(id) => Some(rc.owner_of("workspaceId", id, Kind::Workspace)?),
             None => None,
-            Some(id) => match rc.owner_of("workspaceId", id, Kind::Workspace)? {
-                Owner::Here(ws) => Some(ws),
-                Owner::Instance(_) => {
-                    return Err(AppError::invalid(
-                        "NOT_ON_THIS_INSTANCE",
-                        "workspaceId: agent tasks of another instance are listed by that instance",
-                    ));
-                }
-            },
         };
-        let after = after.map(|a| rc.open_cursor(&a, ORDERING)).transpose()?;
-        let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM agent_tasks"));
-        push_conditions(&mut q, workspace, &filter);
-        if let Some(c) = &after {
-            q.push(" AND id > ").push_bind(c.i);
+        let (plan, workspace) = match owner {
+            Some(Owner::Instance(owner)) => (federated::owner_plan(rc, owner).await?, None),
+            Some(Owner::Here(ws)) => (Plan::local(), Some(ws)),
+            None => (federated::plan(rc, scope.as_ref()).await?, None),
+        };
+        let conditions = Conditions::new(workspace, &filter);
+        if !plan.fans_out() && plan.include_self && scope.is_none() {
+            let after = after.map(|a| rc.open_cursor(&a, ORDERING)).transpose()?;
+            return page(rc, &conditions, first, after.as_ref(), with_total).await;
         }
-        q.push(" ORDER BY id LIMIT ").push_bind(first as i64 + 1);
-        let mut conn = rc.db.conn().await?;
-        let rows = q.build().fetch_all(&mut *conn).await?;
-        let total_count = if ctx.look_ahead().field("totalCount").exists() {
-            let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM agent_tasks");
-            push_conditions(&mut count, workspace, &filter);
-            Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
-        } else {
-            None
+        let request = merged::FederatedAgentTasks {
+            workspace_id: workspace_id.map(|w| w.0),
+            filter: filter.to_value().into_json().map_err(AppError::internal)?,
+            first,
+            with_total,
         };
-        drop(conn);
-        let has_next_page = rows.len() > first;
-        let edges = rows
-            .iter()
-            .take(first)
-            .map(|r| {
-                let node = AgentTask::from_row(rc, r)?;
-                let cursor = Cursor {
-                    o: ORDERING.into(),
-                    k: None,
-                    n: None,
-                    i: node.id,
-                };
-                Ok(AgentTaskEdge {
-                    cursor: rc.seal_cursor(&cursor),
-                    node,
-                })
-            })
-            .collect::<AppResult<Vec<_>>>()?;
-        Ok(AgentTaskConnection {
-            page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, after.is_some()),
-            edges,
-            total_count,
-        })
+        merged::federated_page(rc, &plan, &request, &conditions, after.as_deref()).await
     }
 }

@@ -979,6 +979,51 @@ async fn a_master_creates_watches_and_kills_agent_tasks_in_a_peers_workspace() {
     .await;
     assert_eq!((status, error_code(&body)), (409, "TASK_NOT_HELD"), "{body}");
 
+    // One list over every instance, in the global order, paged.
+    let home_ws = home.create_workspace(&ann, "home crew").await;
+    for (app, tok, ws) in [
+        (&home, &ann, &home_ws),
+        (&charlie, &carl, &charlie_ws),
+        (&bravo, &bob, &bravo_ws),
+    ] {
+        create(
+            app,
+            tok,
+            json!({ "workspaceId": ws, "title": "listed", "kind": "WORKER" }),
+        )
+        .await;
+    }
+    let list = "query($a: String) { agentTasks(scope: {all: true}, first: 2, after: $a) {
+        totalCount edges { node { id createdAt instance { name } } } pageInfo { hasNextPage endCursor } } }";
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let full = home.gql(&ann, list, json!({ "a": after })).await;
+        assert!(full.get("errors").is_none(), "{full}");
+        assert_eq!(full["extensions"]["federation"]["succeeded"], 3, "{full}");
+        let page = full["data"]["agentTasks"].clone();
+        assert_eq!(page["totalCount"], 4, "{page}");
+        for e in page["edges"].as_array().unwrap() {
+            seen.push((
+                e["node"]["createdAt"].as_str().unwrap().to_string(),
+                e["node"]["instance"]["name"].as_str().unwrap().to_string(),
+            ));
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["bravo", "home", "charlie", "bravo"],
+        "oldest first across instances"
+    );
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+
     // Read-only grant: watching only.
     let body = home
         .gql(
@@ -992,7 +1037,7 @@ async fn a_master_creates_watches_and_kills_agent_tasks_in_a_peers_workspace() {
         .fetch_one(&mut charlie.admin().await)
         .await
         .unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(n, 1, "only its own listed task");
     for app in [home, bravo, charlie] {
         app.stop().await;
     }
