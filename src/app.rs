@@ -88,6 +88,12 @@ impl Application {
             caches.push((crate::knowledge::embeddings::CHANNEL, embeddings.clone()));
         }
         let live = crate::live::Live::start(db.listener_pool(), &config.limits, caches).await?;
+        tokio::spawn(crate::agent_tasks::reaper::run(
+            db.app.clone(),
+            config.agent_tasks.heartbeat_timeout,
+            config.agent_tasks.reaper_interval,
+            live.closing(),
+        ));
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),
             name,

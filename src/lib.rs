@@ -1,6 +1,7 @@
 //! Mosaic: an application whose instances each serve their own data through one
 //! GraphQL schema and federate with each other; see docs/ARCHITECTURE.md.
 
+pub mod agent_tasks;
 pub mod agents;
 pub mod app;
 pub mod auth;

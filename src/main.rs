@@ -74,6 +74,20 @@ enum Command {
         #[command(subcommand)]
         command: KnowledgeCommand,
     },
+    /// The reference agent: works agent tasks of an instance until stopped
+    /// (SIGTERM, Ctrl-C), through the worker API with an agent token
+    /// (createAgentToken).
+    Worker {
+        /// The instance, e.g. https://mosaic.example:8443
+        #[arg(long)]
+        url: String,
+        /// The agent token (or MOSAIC_AGENT_TOKEN).
+        #[arg(long, env = "MOSAIC_AGENT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A CA certificate (PEM) to trust besides the system's.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
+    },
     /// A local federation of three instances (hq, work, home) with seeded data.
     Demo {
         /// First port; the instances listen on N, N+1, N+2.
@@ -255,6 +269,15 @@ fn main() -> ExitCode {
                 print!("{}", mosaic::schema::sdl());
                 ExitCode::SUCCESS
             }
+        };
+    }
+    if let Command::Worker { url, token, ca_file } = cli.command {
+        mosaic::telemetry::init(mosaic::config::LogFormat::Text);
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let options = mosaic::agent_tasks::runtime::WorkerOptions { url, token, ca_file };
+        return match runtime.block_on(mosaic::agent_tasks::runtime::run(options, shutdown_signal())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
         };
     }
     let config = match Config::from_env() {
@@ -479,7 +502,9 @@ async fn run(command: Command, config: Config) -> Result<()> {
             eprintln!("revoked token {id}");
             Ok(())
         }
-        Command::Schema { .. } | Command::Healthcheck { .. } => unreachable!("handled before the runtime starts"),
+        Command::Schema { .. } | Command::Healthcheck { .. } | Command::Worker { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Peer { command } => peer_command(command, config).await,
         Command::Knowledge { command } => knowledge_command(command, config).await,
         Command::Keys {

@@ -2,11 +2,12 @@
 //!
 //! Every setting has one dotted key (used in the TOML file) and one environment
 //! variable, declared once beside the settings of its area (`limits.rs`,
-//! `federation.rs`, `oidc.rs`, `agents.rs`, `knowledge.rs`, and the general ones below) with
+//! `federation.rs`, `oidc.rs`, `agents.rs`, `knowledge.rs`, `agent_tasks.rs`, and the general ones below) with
 //! its default and its parser. Environment variables override the file. An
 //! invalid value stops startup with an error that names the field, where it
 //! came from, and why.
 
+mod agent_tasks;
 mod agents;
 mod federation;
 mod knowledge;
@@ -21,6 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use crate::secrets::Secret;
+pub use agent_tasks::AgentTaskSettings;
 pub use agents::AgentSettings;
 pub use federation::FederationSettings;
 pub use knowledge::KnowledgeSettings;
@@ -100,6 +102,8 @@ settings! {
         agents: AgentSettings,
         /// The knowledge base's bounds.
         knowledge: KnowledgeSettings,
+        /// The agent task queue and its worker API.
+        agent_tasks: AgentTaskSettings,
     }
 }
 

@@ -15,6 +15,7 @@ pub enum Kind {
     Event,
     Team,
     KnowledgeEntry,
+    AgentTask,
 }
 
 impl Kind {
@@ -27,6 +28,7 @@ impl Kind {
             Self::Event => "Event",
             Self::Team => "Team",
             Self::KnowledgeEntry => "KnowledgeEntry",
+            Self::AgentTask => "AgentTask",
         }
     }
 
@@ -49,6 +51,7 @@ impl Kind {
             Self::Event,
             Self::Team,
             Self::KnowledgeEntry,
+            Self::AgentTask,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -13,6 +13,7 @@ mod ops;
 pub mod peers;
 mod state;
 pub mod subscriptions;
+mod worker;
 
 use axum::Router;
 use axum::extract::Request;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/agent", axum::routing::any(agent::handle))
         .route("/agent/", axum::routing::any(agent::handle))
         .route("/agent/{*path}", axum::routing::any(agent::handle))
+        .route("/worker/claim", post(worker::claim))
+        .route("/worker/tasks/{id}/{what}", post(worker::report))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

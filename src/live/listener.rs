@@ -1,5 +1,6 @@
-//! The instance's one LISTEN connection: task changes for subscriptions, and
-//! the changes that clear the caches of rows (`db::cache`). It reconnects
+//! The instance's one LISTEN connection: task changes for subscriptions,
+//! the changes that clear the caches of rows (`db::cache`), and the agent
+//! task queue's wake-ups for idle agents' claims (`agent_tasks::queue`). It reconnects
 //! when it drops; while it is away the caches hold nothing, since a change
 //! made then is not heard.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgNotification};
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 
 use super::task_changes::{self, TaskNote};
 use crate::db::cache::Forget;
@@ -20,6 +21,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Where `Live::caught_up` announces its marks.
 pub const MARK_CHANNEL: &str = "mosaic_listener_marks";
+
+/// Where migration 0063 announces work queued or a slot freed.
+pub const AGENT_TASK_QUEUE_CHANNEL: &str = "mosaic_agent_task_queue";
 
 /// Where what is heard goes.
 pub struct Audience {
@@ -31,11 +35,13 @@ pub struct Audience {
     pub marks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
     /// Whether changes are being heard (`Live::listening`).
     pub listening: watch::Sender<bool>,
+    /// Claims waiting for agent work; all are woken by each announcement.
+    pub agent_task_queue: Arc<Notify>,
 }
 
 impl Audience {
     fn channels(&self) -> Vec<&'static str> {
-        let mut channels = vec![task_changes::CHANNEL, MARK_CHANNEL];
+        let mut channels = vec![task_changes::CHANNEL, MARK_CHANNEL, AGENT_TASK_QUEUE_CHANNEL];
         channels.extend(self.caches.iter().map(|(c, _)| *c));
         channels
     }
@@ -45,6 +51,8 @@ impl Audience {
             cache.set_listening(listening);
         }
         self.listening.send_replace(listening);
+        // What was announced while nobody listened is looked for again.
+        self.agent_task_queue.notify_waiters();
     }
 
     fn hear(&self, note: &PgNotification) {
@@ -52,6 +60,10 @@ impl Audience {
             if let Some(waiting) = self.marks.lock().expect("marks lock").remove(note.payload()) {
                 let _ = waiting.send(());
             }
+            return;
+        }
+        if note.channel() == AGENT_TASK_QUEUE_CHANNEL {
+            self.agent_task_queue.notify_waiters();
             return;
         }
         if note.channel() != task_changes::CHANNEL {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use sqlx::PgPool;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -49,6 +49,9 @@ pub struct Live {
     /// Marks `caught_up` waits for, by payload.
     marks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
     listening: watch::Receiver<bool>,
+    agent_task_queue: Arc<Notify>,
+    /// Claims waiting on `agent_task_queue` now.
+    agent_claims_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Live {
@@ -66,11 +69,13 @@ impl Live {
         let (closing, _) = watch::channel(false);
         let marks = Arc::new(Mutex::new(HashMap::new()));
         let (listening_tx, listening) = watch::channel(false);
+        let agent_task_queue = Arc::new(Notify::new());
         let audience = listener::Audience {
             task_changes: task_changes.clone(),
             caches,
             marks: marks.clone(),
             listening: listening_tx,
+            agent_task_queue: agent_task_queue.clone(),
         };
         let listener = listener::Listener::connect(&pool, &audience).await?;
         let live = Arc::new(Self {
@@ -82,6 +87,8 @@ impl Live {
             listener: Mutex::new(None),
             marks,
             listening,
+            agent_task_queue,
+            agent_claims_waiting: Default::default(),
         });
         let task = tokio::spawn(listener.run(pool, audience, closing.subscribe()));
         *live.listener.lock().expect("listener lock") = Some(task);
@@ -114,6 +121,30 @@ impl Live {
     /// when the caches hold nothing).
     pub fn listening(&self) -> watch::Receiver<bool> {
         self.listening.clone()
+    }
+
+    /// Woken whenever agent work is queued or a held task ends (and when
+    /// hearing resumes): what idle agents' claims wait on.
+    pub fn agent_task_queue(&self) -> &Arc<Notify> {
+        &self.agent_task_queue
+    }
+
+    /// Counts a claim as waiting until the guard is dropped.
+    pub fn agent_claim_waits(&self) -> impl Drop + '_ {
+        use std::sync::atomic::Ordering;
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.agent_claims_waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.agent_claims_waiting)
+    }
+
+    /// Claims of agents waiting for work now.
+    pub fn agent_claims_waiting(&self) -> usize {
+        self.agent_claims_waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Task changes from now on; a receiver more than `subscription_buffer`

@@ -8,6 +8,7 @@ pub mod subscriptions;
 use async_graphql::{Context, ID, Interface, MergedObject, Object, Schema};
 use serde_json::json;
 
+use crate::agent_tasks;
 use crate::agents;
 use crate::config::Limits;
 use crate::error::{AppError, AppResult};
@@ -34,6 +35,7 @@ pub enum Node {
     Event(Box<events::Event>),
     Team(Box<teams::Team>),
     KnowledgeEntry(Box<knowledge::KnowledgeEntry>),
+    AgentTask(Box<agent_tasks::AgentTask>),
 }
 
 #[derive(Default)]
@@ -60,6 +62,9 @@ impl NodeQuery {
             Kind::KnowledgeEntry => knowledge::load(rc, local)
                 .await?
                 .map(|e| Node::KnowledgeEntry(Box::new(e))),
+            Kind::AgentTask => agent_tasks::load(rc, local)
+                .await?
+                .map(|t| Node::AgentTask(Box::new(t))),
         };
         Ok(node)
     }
@@ -83,6 +88,7 @@ pub struct QueryRoot(
     knowledge::tags::KnowledgeTagQuery,
     knowledge::search::KnowledgeSearchQuery,
     knowledge::graph::KnowledgeGraphQuery,
+    agent_tasks::AgentTaskQuery,
     NodeQuery,
 );
 
@@ -101,6 +107,7 @@ pub struct MutationRoot(
     agents::AgentMutation,
     knowledge::mutations::KnowledgeMutation,
     knowledge::tags::KnowledgeTagMutation,
+    agent_tasks::AgentTaskMutation,
 );
 
 pub type MosaicSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
@@ -138,6 +145,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         Kind::Event => ("...EventFields", events::wire::FRAGMENT),
         Kind::Team => ("...TeamFields", teams::wire::FRAGMENT),
         Kind::KnowledgeEntry => ("...KnowledgeEntryFields", knowledge::wire::FRAGMENT),
+        Kind::AgentTask => ("...AgentTaskFields", agent_tasks::wire::FRAGMENT),
         Kind::User => ("... on User { id email name isAdmin instance { id name } }", ""),
     };
     let query = format!("query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }} {fragment}");
@@ -161,6 +169,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         Kind::Event => Node::Event(Box::new(owned::<events::wire::EventWire>(node)?)),
         Kind::Team => Node::Team(Box::new(owned::<teams::wire::TeamWire>(node)?)),
         Kind::KnowledgeEntry => Node::KnowledgeEntry(Box::new(owned::<knowledge::wire::KnowledgeEntryWire>(node)?)),
+        Kind::AgentTask => Node::AgentTask(Box::new(owned::<agent_tasks::wire::AgentTaskWire>(node)?)),
         Kind::User => Node::User(owned::<users::wire::UserWire>(node)?),
     }))
 }
