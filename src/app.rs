@@ -94,13 +94,17 @@ impl Application {
             config.agent_tasks.reaper_interval,
             live.closing(),
         ));
+        let federation = Arc::new(federation);
+        tokio::spawn({
+            let (federation, pool, closing) = (federation.clone(), db.app.clone(), live.closing());
+            async move { federation.stats.flush_until(&pool, closing).await }
+        });
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),
             name,
         });
         let metrics = Arc::new(Metrics::default());
         let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
-        let federation = Arc::new(federation);
         let executor = Arc::new(Executor {
             schema,
             pool: db.app.clone(),

@@ -1,7 +1,8 @@
 //! The reaper: a task whose agent sent no heartbeat within
 //! `agent_tasks.heartbeat_timeout` goes back to the queue, to resume from
 //! its last checkpoint on whichever agent claims it next (DEAD after its
-//! last attempt). It acts for no one, through migration 0063's one definer.
+//! last attempt). It acts for no one, through migration 0063's one definer;
+//! one replica at a time.
 
 use std::time::Duration;
 
@@ -17,10 +18,10 @@ pub async fn run(pool: PgPool, timeout: Duration, interval: Duration, closing: i
             () = &mut closing => return,
             _ = tick.tick() => {}
         }
-        match reap(&pool, timeout).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(tasks = n, "agent tasks returned to the queue after a missed heartbeat"),
-            Err(e) => tracing::warn!(error = %e, "reaping agent tasks"),
+        match crate::db::jobs::on_one_replica(&pool, "agent_tasks.reap", reap(&pool, timeout)).await {
+            Ok(None | Some(Ok(0))) => {}
+            Ok(Some(Ok(n))) => tracing::info!(tasks = n, "agent tasks returned to the queue after a missed heartbeat"),
+            Ok(Some(Err(e))) | Err(e) => tracing::warn!(error = %e, "reaping agent tasks"),
         }
     }
 }

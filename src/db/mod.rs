@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod embedded;
+pub mod jobs;
 pub mod scope;
 
 use std::str::FromStr;

@@ -128,9 +128,21 @@ impl Federation {
         })
     }
 
-    /// Whether `source` may send a CONNECT now (`federation.connects_per_minute`);
-    /// counts it when it may.
-    pub fn connect_allowed(&self, source: std::net::IpAddr) -> bool {
+    /// Whether `source` may send a CONNECT now (`federation.connects_per_minute`,
+    /// across all replicas); counts it when it may. This replica's own count
+    /// answers a flood without a round trip and bounds what the shared one holds.
+    pub async fn connect_allowed(&self, source: std::net::IpAddr) -> Result<bool, sqlx::Error> {
+        if !self.connect_allowed_here(source) {
+            return Ok(false);
+        }
+        sqlx::query_scalar("SELECT connect_attempt($1::inet, $2)")
+            .bind(source.to_string())
+            .bind(i32::try_from(self.settings.connects_per_minute).unwrap_or(i32::MAX))
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    fn connect_allowed_here(&self, source: std::net::IpAddr) -> bool {
         let minute = Duration::from_secs(60);
         let mut all = self.connects.lock().expect("connect lock");
         if all.len() >= CONNECT_SOURCES_TRACKED {

@@ -1,18 +1,28 @@
-//! Per-peer contact statistics, in memory only: a federated query writes
-//! nothing to the database, not even bookkeeping.
+//! Per-peer contact statistics, shared by the replicas of this instance.
+//! A federated request only counts in memory; every [`FLUSH_EVERY`] (and at
+//! shutdown) each replica adds what it counted to the totals in PostgreSQL
+//! (migration 0073), off the request path. A reading is the shared totals
+//! plus what this replica has not added yet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// How many recent latencies the median is taken over.
 const WINDOW: usize = 50;
+
+/// How often a replica adds its counts to the shared totals.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Default)]
 pub struct PeerStat {
     pub last_contact: Option<OffsetDateTime>,
-    pub recent_latency_ms: VecDeque<u64>,
+    /// Oldest first, at most [`WINDOW`].
+    pub recent_latency_ms: Vec<u64>,
     pub successes: u64,
     pub errors: u64,
 }
@@ -20,39 +30,144 @@ pub struct PeerStat {
 impl PeerStat {
     /// Median of the recent latencies.
     pub fn median_latency_ms(&self) -> Option<u64> {
-        let mut v: Vec<u64> = self.recent_latency_ms.iter().copied().collect();
+        let mut v = self.recent_latency_ms.clone();
         v.sort_unstable();
         v.get(v.len() / 2).copied()
     }
+
+    /// `later` counted after `self`.
+    fn add(&mut self, later: &PeerStat) {
+        self.successes += later.successes;
+        self.errors += later.errors;
+        self.last_contact = self.last_contact.max(later.last_contact);
+        self.recent_latency_ms.extend(&later.recent_latency_ms);
+        let excess = self.recent_latency_ms.len().saturating_sub(WINDOW);
+        self.recent_latency_ms.drain(..excess);
+    }
 }
 
+/// What this replica counted and has not added to the shared totals yet.
 #[derive(Default)]
 pub struct PeerStats {
-    inner: Mutex<HashMap<Uuid, PeerStat>>,
+    unflushed: Mutex<HashMap<Uuid, PeerStat>>,
 }
 
 impl PeerStats {
     pub fn record(&self, peer: Uuid, latency_ms: u64, ok: bool) {
-        let mut inner = self.inner.lock().expect("stats lock");
-        let s = inner.entry(peer).or_default();
-        if ok {
-            s.successes += 1;
-            s.last_contact = Some(OffsetDateTime::now_utc());
-        } else {
-            s.errors += 1;
-        }
-        s.recent_latency_ms.push_back(latency_ms);
-        if s.recent_latency_ms.len() > WINDOW {
-            s.recent_latency_ms.pop_front();
-        }
-    }
-
-    pub fn get(&self, peer: Uuid) -> PeerStat {
-        self.inner
+        let one = PeerStat {
+            last_contact: ok.then(OffsetDateTime::now_utc),
+            recent_latency_ms: vec![latency_ms],
+            successes: ok.into(),
+            errors: (!ok).into(),
+        };
+        self.unflushed
             .lock()
             .expect("stats lock")
-            .get(&peer)
-            .cloned()
-            .unwrap_or_default()
+            .entry(peer)
+            .or_default()
+            .add(&one);
+    }
+
+    /// Every replica's counts for `peer`.
+    pub async fn get(&self, pool: &PgPool, peer: Uuid) -> Result<PeerStat, sqlx::Error> {
+        let shared: Option<(i64, i64, Option<OffsetDateTime>, Vec<i32>)> =
+            sqlx::query_as("SELECT * FROM peer_contacts_of($1)")
+                .bind(peer)
+                .fetch_optional(pool)
+                .await?;
+        let mut stat = shared
+            .map(|(successes, errors, last_contact, latencies)| PeerStat {
+                last_contact,
+                recent_latency_ms: latencies.into_iter().map(|l| l.max(0) as u64).collect(),
+                successes: successes.max(0) as u64,
+                errors: errors.max(0) as u64,
+            })
+            .unwrap_or_default();
+        if let Some(here) = self.unflushed.lock().expect("stats lock").get(&peer) {
+            stat.add(here);
+        }
+        Ok(stat)
+    }
+
+    /// Adds this replica's counts to the shared totals; what cannot be
+    /// added now is kept for the next time.
+    pub async fn flush(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let taken = std::mem::take(&mut *self.unflushed.lock().expect("stats lock"));
+        let mut failed = None;
+        let mut kept = HashMap::new();
+        for (peer, stat) in taken {
+            if failed.is_some() {
+                kept.insert(peer, stat);
+                continue;
+            }
+            let latencies: Vec<i32> = stat
+                .recent_latency_ms
+                .iter()
+                .map(|l| (*l).min(i32::MAX as u64) as i32)
+                .collect();
+            let added = sqlx::query("SELECT peer_contacts_add($1, $2, $3, $4, $5, $6)")
+                .bind(peer)
+                .bind(stat.successes as i64)
+                .bind(stat.errors as i64)
+                .bind(stat.last_contact)
+                .bind(latencies)
+                .bind(WINDOW as i32)
+                .execute(pool)
+                .await;
+            if let Err(e) = added {
+                failed = Some(e);
+                kept.insert(peer, stat);
+            }
+        }
+        if !kept.is_empty() {
+            let mut unflushed = self.unflushed.lock().expect("stats lock");
+            for (peer, mut stat) in kept {
+                // Counted since the take: later than what is kept.
+                if let Some(later) = unflushed.remove(&peer) {
+                    stat.add(&later);
+                }
+                unflushed.insert(peer, stat);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Flushes every [`FLUSH_EVERY`] until `closing` resolves, then once more.
+    pub async fn flush_until(&self, pool: &PgPool, closing: impl Future<Output = ()>) {
+        tokio::pin!(closing);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let closed = tokio::select! {
+                () = &mut closing => true,
+                _ = tick.tick() => false,
+            };
+            if let Err(e) = self.flush(pool).await {
+                tracing::warn!(error = %e, "adding peer statistics to the shared totals");
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_keeps_the_latest_latencies_and_the_latest_contact() {
+        let stats = PeerStats::default();
+        let peer = Uuid::new_v4();
+        for ms in 0..(WINDOW as u64 + 10) {
+            stats.record(peer, ms, ms % 2 == 0);
+        }
+        let stat = stats.unflushed.lock().unwrap()[&peer].clone();
+        assert_eq!(stat.recent_latency_ms.len(), WINDOW);
+        assert_eq!(stat.recent_latency_ms.first(), Some(&10));
+        assert_eq!(stat.successes, 30);
+        assert_eq!(stat.errors, 30);
+        assert!(stat.last_contact.is_some());
     }
 }

@@ -161,7 +161,10 @@ pub async fn connect(
 ) -> Result<Response, Refused> {
     let fed = &state.federation;
     if let Some(Extension(ConnectInfo(source))) = source
-        && !fed.connect_allowed(source.ip())
+        && !fed
+            .connect_allowed(source.ip())
+            .await
+            .map_err(recording_failed("CONNECT"))?
     {
         return Err(refuse(
             Refusal::TooManyRequests,
@@ -302,13 +305,13 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
             "envelope.visited must end with the sending instance",
         ));
     }
-    let mutation = async_graphql::parser::parse_query(&request.query)
-        .map(|doc| {
-            doc.operations
-                .iter()
-                .any(|(_, op)| op.node.ty == OperationType::Mutation)
-        })
-        .unwrap_or(false);
+    let mut gql =
+        async_graphql::Request::new(request.query).variables(async_graphql::Variables::from_json(request.variables));
+    // Parsed once, through the executor's cache of documents.
+    state.executor.documents.prepare(&mut gql);
+    let mutation = gql
+        .parsed_query()
+        .is_ok_and(|doc| doc.operations.iter().any(|(_, op)| op.node.ty == OperationType::Mutation));
     if mutation && !command {
         return Err(refuse(Refusal::BadRequest, "mutations travel as COMMAND"));
     }
@@ -347,8 +350,6 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
         name: peer.name.clone(),
         actor,
     });
-    let gql =
-        async_graphql::Request::new(request.query).variables(async_graphql::Variables::from_json(request.variables));
     Ok(match state.executor.execute(caller, scope, hop, gql).await {
         Ok(response) => Json(response).into_response(),
         Err(e) => execution_failed(e),

@@ -60,7 +60,7 @@ pub struct Peer {
 }
 
 async fn to_peer(rc: &RequestContext, p: PeerRecord) -> AppResult<Peer> {
-    let stat = rc.federation.stats.get(p.id);
+    let stat = rc.federation.stats.get(&rc.federation.pool, p.id).await?;
     let audit = registry::audit_log(&rc.federation.pool, p.id)
         .await?
         .into_iter()

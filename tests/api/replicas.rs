@@ -111,6 +111,10 @@ fn replica_config(database_url: &str, public_url: &str) -> Config {
 }
 
 async fn replicas(n: usize) -> (Vec<Config>, Vec<TestApp>, Haproxy) {
+    replicas_with(n, |_| {}).await
+}
+
+async fn replicas_with(n: usize, adjust: impl Fn(&mut Config)) -> (Vec<Config>, Vec<TestApp>, Haproxy) {
     let database_url = common::fresh_database().await;
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let lb = Haproxy::start(&ports).await;
@@ -119,6 +123,7 @@ async fn replicas(n: usize) -> (Vec<Config>, Vec<TestApp>, Haproxy) {
     for port in ports {
         let mut config = replica_config(&database_url, &lb.base);
         config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        adjust(&mut config);
         // One at a time: the first start creates the instance.
         apps.push(spawn_config(config.clone()).await);
         configs.push(config);
@@ -281,4 +286,51 @@ async fn the_break_glass_throttle_holds_across_replicas() {
             (429, Some("1".into()))
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_limit_holds_across_replicas() {
+    let (_, apps, _lb) = replicas_with(2, |c| c.federation.connects_per_minute = 3).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let app = &apps[i % 2];
+        let r = app
+            .client
+            .post(format!("{}{}", app.base, mosaic::federation::protocol::CONNECT_PATH))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    // Three heard (and refused as malformed), then neither replica hears more.
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_statistics_add_up_across_replicas() {
+    let (_, apps, _lb) = replicas(2).await;
+    let (one, other) = (&apps[0].state.federation, &apps[1].state.federation);
+    let peer = common::register_active_peer(&apps[0], "spoke", "https://127.0.0.1:9").await;
+    one.stats.record(peer, 10, true);
+    one.stats.record(peer, 30, false);
+    other.stats.record(peer, 20, true);
+    // Each replica sees its own counts at once, the other's once it has added them.
+    let seen = other.stats.get(&other.pool, peer).await.unwrap();
+    assert_eq!((seen.successes, seen.errors), (1, 0));
+    one.stats.flush(&one.pool).await.unwrap();
+    let seen = other.stats.get(&other.pool, peer).await.unwrap();
+    assert_eq!((seen.successes, seen.errors), (2, 1));
+    assert_eq!(seen.recent_latency_ms, [10, 30, 20]);
+    other.stats.flush(&other.pool).await.unwrap();
+    let seen = one.stats.get(&one.pool, peer).await.unwrap();
+    assert_eq!(
+        (seen.successes, seen.errors, seen.median_latency_ms()),
+        (2, 1, Some(20))
+    );
+    assert!(seen.last_contact.is_some());
+    // A flush adds each count once.
+    one.stats.flush(&one.pool).await.unwrap();
+    assert_eq!(other.stats.get(&other.pool, peer).await.unwrap().successes, 2);
 }
