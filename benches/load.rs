@@ -8,7 +8,8 @@
 //!    slowest spoke, all in one run so the master's overhead is a difference;
 //!    with the master's CPU time per request;
 //! 3. `demo`: the demo's chain home → work → hq, each instance directly and
-//!    the federated query through home, at 1 and 8 connections; round trips
+//!    the federated query through home, at 1 and 8 connections, with each
+//!    instance's CPU time per request (and the rest of the machine's); round trips
 //!    to PostgreSQL per local request (counted by a relay on its socket) and
 //!    PostgreSQL's own time for the same statements (pgbench). With
 //!    BENCH_BASELINE=<another mosaic binary>, the chain runs with that binary
@@ -412,6 +413,31 @@ fn cpu_seconds(child: &Child) -> f64 {
     ticks as f64 / per_second
 }
 
+/// The CPU time every core of the machine spent busy so far, in seconds.
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: u64 = cpu
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as f64;
+    busy as f64 / per_second
+}
+
 /// `url` with its Unix socket directory (`host=`) replaced.
 fn with_socket_dir(url: &str, dir: &Path) -> String {
     let mut parsed = reqwest::Url::parse(url).unwrap();
@@ -635,8 +661,15 @@ async fn demo_chain(bench: &Bench, bin: &Path, set: &str, label: &str) {
     let mut federated = [None::<Run>; 2];
     for (k, c) in [1u32, 8].into_iter().enumerate() {
         for i in [&hq, &work, &home] {
+            let cpu = cpu_seconds(&i.child);
             let r = bench.wrk(i, LOCAL, c);
             row(&format!("{} directly, {c} connection(s)", i.name), r);
+            println!(
+                "{:<44} CPU per request: {} {:.2} ms",
+                "",
+                i.name,
+                (cpu_seconds(&i.child) - cpu) * 1000.0 / r.requests.max(1) as f64
+            );
             let worse = match slowest[k] {
                 None => true,
                 // At one connection the slowest is the highest p50; at eight, the lowest throughput.
@@ -646,8 +679,21 @@ async fn demo_chain(bench: &Bench, bin: &Path, set: &str, label: &str) {
                 slowest[k] = Some(r);
             }
         }
+        let before = [&home, &work, &hq].map(|i| cpu_seconds(&i.child));
+        let machine = machine_cpu_seconds();
         let r = bench.wrk(&home, FEDERATED, c);
         row(&format!("federated through home, {c} connection(s)"), r);
+        let per_request = |spent: f64| spent * 1000.0 / r.requests.max(1) as f64;
+        let spent = [&home, &work, &hq].map(|i| cpu_seconds(&i.child));
+        let instances: f64 = spent.iter().zip(&before).map(|(a, b)| a - b).sum();
+        println!(
+            "{:<44} CPU per request: home {:.2} ms, work {:.2} ms, hq {:.2} ms, the rest (PostgreSQL, wrk) {:.2} ms",
+            "",
+            per_request(spent[0] - before[0]),
+            per_request(spent[1] - before[1]),
+            per_request(spent[2] - before[2]),
+            per_request(machine_cpu_seconds() - machine - instances),
+        );
         federated[k] = Some(r);
     }
     let (s1, f1, s8, f8) = (

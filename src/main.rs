@@ -11,6 +11,12 @@ use mosaic::db::Database;
 use mosaic::federation::Federation;
 use uuid::Uuid;
 
+/// A request allocates many small, short-lived values across the runtime's
+/// threads; mimalloc serves them from per-thread pages (glibc's malloc and
+/// free took a fifth to a quarter of the request path's CPU, measured with perf).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mosaic",
