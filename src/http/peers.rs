@@ -309,9 +309,11 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
         async_graphql::Request::new(request.query).variables(async_graphql::Variables::from_json(request.variables));
     // Parsed once, through the executor's cache of documents.
     state.executor.documents.prepare(&mut gql);
-    let mutation = gql
-        .parsed_query()
-        .is_ok_and(|doc| doc.operations.iter().any(|(_, op)| op.node.ty == OperationType::Mutation));
+    let mutation = gql.parsed_query().is_ok_and(|doc| {
+        doc.operations
+            .iter()
+            .any(|(_, op)| op.node.ty == OperationType::Mutation)
+    });
     if mutation && !command {
         return Err(refuse(Refusal::BadRequest, "mutations travel as COMMAND"));
     }
