@@ -88,12 +88,14 @@ impl Application {
             caches.push((crate::knowledge::embeddings::CHANNEL, embeddings.clone()));
         }
         let live = crate::live::Live::start(db.listener_pool(), &config.limits, caches).await?;
-        tokio::spawn(crate::agent_tasks::reaper::run(
+        let dispatcher = Arc::new(crate::agent_tasks::dispatch::Dispatcher::new(
             db.app.clone(),
-            config.agent_tasks.heartbeat_timeout,
-            config.agent_tasks.reaper_interval,
-            live.closing(),
+            agents.clone(),
+            config.agent_tasks.clone(),
+            &base_url,
+            config.federation.ca_file.clone(),
         ));
+        tokio::spawn(dispatcher.run(live.clone(), live.closing()));
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),
             name,

@@ -1,13 +1,13 @@
 //! Agent tasks: work for agents in a durable queue (migration 0063). This
 //! file holds the GraphQL objects and the list; `mutations.rs` what users
 //! do to tasks, `queue.rs` what agents do through the worker API
-//! (`http/worker.rs`), `reaper.rs` the return of tasks whose agent went
-//! quiet, `runtime.rs` the reference agent (`mosaic worker`).
+//! (`http/worker.rs`), `dispatch.rs` the return of tasks whose agent went
+//! quiet and the agents Mosaic runs as containers, `runtime.rs` the reference agent (`mosaic worker`).
 
+pub mod dispatch;
 mod merged;
 pub mod mutations;
 pub mod queue;
-pub mod reaper;
 pub mod runtime;
 pub mod wire;
 

@@ -40,7 +40,7 @@ pub struct CreateAgentTaskInput {
 }
 
 /// A new agent token's secret, shown once.
-fn generate_token() -> String {
+pub(crate) fn generate_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
@@ -115,17 +115,22 @@ async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
     }
 }
 
-/// Marks the held tasks of `ws` (or only `task`) KILLED; returns their ids.
+/// Marks the held tasks of `ws` (or only `task`) KILLED, and stops the
+/// containers of their agents that run in one; returns the tasks' ids.
 async fn kill_held(rc: &RequestContext, ws: Uuid, task: Option<Uuid>) -> AppResult<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
+    let killed: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
         "UPDATE agent_tasks SET status = 'KILLED', status_reason = 'agent killed', finished_at = clock_timestamp()
          WHERE workspace_id = $1 AND ($2::uuid IS NULL OR id = $2) AND status IN ('ASSIGNED', 'RUNNING')
-         RETURNING id",
+         RETURNING id, agent_id",
     )
     .bind(ws)
     .bind(task)
     .fetch_all(&mut *rc.db.conn().await?)
-    .await?)
+    .await?;
+    for agent in killed.iter().filter_map(|(_, agent)| *agent) {
+        super::dispatch::stop_killed(&rc.agents, agent);
+    }
+    Ok(killed.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Asks the owner of a remote task to run `field` on it.
