@@ -130,14 +130,61 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------
--- Agent tokens: their creators list and revoke them (the hash stays unreadable).
+-- Agent tokens: the owners and admins of a workspace list the agents that
+-- serve it and revoke them (never seeing a hash). A revoked agent's held
+-- tasks go back to the queue at once; its next worker call is refused.
 -- ---------------------------------------------------------------------------
 
-CREATE POLICY task_agents_revoke ON task_agents FOR UPDATE
-    USING (created_by = (SELECT current_user_id()))
-    WITH CHECK (created_by = (SELECT current_user_id()));
-GRANT UPDATE (revoked_at) ON task_agents TO mosaic_app;
-GRANT SELECT (kinds, container_name) ON task_agents TO mosaic_app;
+CREATE FUNCTION agent_tokens_of(ws uuid, include_revoked boolean, max_rows integer)
+RETURNS TABLE (id uuid, name text, kinds text[], container boolean, created_by uuid,
+               created_at timestamptz, last_seen_at timestamptz, revoked_at timestamptz, workspace_ids uuid[])
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT a.id, a.name, a.kinds, a.container_name IS NOT NULL, a.created_by, a.created_at, a.last_seen_at,
+           a.revoked_at,
+           (SELECT array_agg(w.workspace_id ORDER BY w.workspace_id) FROM task_agent_workspaces w WHERE w.agent_id = a.id)
+    FROM task_agents a
+    WHERE ws = ANY (admin_workspace_ids())
+      AND EXISTS (SELECT 1 FROM task_agent_workspaces w WHERE w.agent_id = a.id AND w.workspace_id = ws)
+      AND (include_revoked OR a.revoked_at IS NULL)
+    ORDER BY a.created_at DESC, a.id DESC
+    LIMIT max_rows
+$$;
+
+-- Revokes an agent that serves a workspace the caller administers; NULL
+-- for one the caller may not see. Revoking twice changes nothing.
+CREATE FUNCTION agent_token_revoke(agent uuid)
+RETURNS TABLE (revoked_at timestamptz, container boolean, returned integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    a task_agents;
+    n integer := 0;
+BEGIN
+    SELECT * INTO a FROM task_agents t
+    WHERE t.id = agent
+      AND EXISTS (SELECT 1 FROM task_agent_workspaces w
+                  WHERE w.agent_id = t.id AND w.workspace_id = ANY (admin_workspace_ids()))
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF a.revoked_at IS NULL THEN
+        UPDATE task_agents t SET revoked_at = clock_timestamp() WHERE t.id = agent RETURNING * INTO a;
+        UPDATE agent_tasks t
+        SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'DEAD' ELSE 'QUEUED' END,
+            status_reason = 'its agent token was revoked',
+            agent_id = NULL, heartbeat_at = NULL, run_after = clock_timestamp(),
+            finished_at = CASE WHEN t.attempts >= t.max_attempts THEN clock_timestamp() END
+        WHERE t.agent_id = agent AND t.status IN ('ASSIGNED', 'RUNNING');
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    RETURN QUERY SELECT a.revoked_at, a.container_name IS NOT NULL, n;
+END $$;
+
+-- Whether a token is one that was revoked (the worker API's own refusal).
+CREATE FUNCTION agent_token_revoked(hash bytea) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT EXISTS (SELECT 1 FROM task_agents WHERE token_hash = hash AND revoked_at IS NOT NULL)
+$$;
 
 -- ---------------------------------------------------------------------------
 -- The log names a peer's COMMAND as the peer (mosaic.peer_id, set by the
@@ -152,6 +199,7 @@ CREATE OR REPLACE FUNCTION agent_task_status_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     was text := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE OLD.status END;
+    logged bigint;
     peer uuid := CASE WHEN granted_workspace_ids() <> '{}'
                       THEN nullif(current_setting('mosaic.peer_id', true), '')::uuid END;
 BEGIN
@@ -164,22 +212,25 @@ BEGIN
                  WHEN current_agent_id() IS NOT NULL THEN 'AGENT'
                  WHEN peer IS NOT NULL THEN 'PEER' ELSE 'SYSTEM' END,
             coalesce(current_user_id(), current_agent_id(), peer),
-            NEW.status_reason);
+            NEW.status_reason)
+    RETURNING id INTO logged;
     IF NEW.status = 'QUEUED' OR was IN ('ASSIGNED', 'RUNNING') THEN
         PERFORM pg_notify('mosaic_agent_task_queue', NEW.workspace_id::text);
     END IF;
-    -- Subscribers of a task's events (agentTaskEvents) read the log themselves.
+    -- Subscribers (agentTaskEvents) read the event themselves, under their scope.
     PERFORM pg_notify('mosaic_agent_task_events',
-        json_build_object('task', NEW.id, 'workspace', NEW.workspace_id)::text);
+        json_build_object('task', NEW.id, 'workspace', NEW.workspace_id, 'event', logged)::text);
     RETURN NULL;
 END $$;
 
 REVOKE ALL ON FUNCTION agent_task_kinds(), agent_task_container_agent(uuid, text, bytea, uuid, text),
     agent_task_demand(), agent_task_container_agents(), agent_task_container_retire(uuid, text),
-    agent_tasks_reap_lost(interval) FROM PUBLIC;
+    agent_tasks_reap_lost(interval), agent_tokens_of(uuid, boolean, integer), agent_token_revoke(uuid),
+    agent_token_revoked(bytea) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION agent_task_kinds(), agent_task_container_agent(uuid, text, bytea, uuid, text),
     agent_task_demand(), agent_task_container_agents(), agent_task_container_retire(uuid, text),
-    agent_tasks_reap_lost(interval) TO mosaic_app;
+    agent_tasks_reap_lost(interval), agent_tokens_of(uuid, boolean, integer), agent_token_revoke(uuid),
+    agent_token_revoked(bytea) TO mosaic_app;
 
 -- agent_tasks_reap_lost replaces it.
 DROP FUNCTION agent_tasks_reap(interval);

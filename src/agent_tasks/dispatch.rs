@@ -320,10 +320,10 @@ fn engine(e: AgentError) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", e.code(), e.message())
 }
 
-/// Stops a killed agent's container, if it runs in one: SIGTERM, a grace of
+/// Stops the container of a killed or revoked agent, if it runs in one: SIGTERM, a grace of
 /// [`KILL_GRACE_S`], then removal. In the background: the kill is recorded
 /// already, and the agent is refused at its next call whatever happens here.
-pub fn stop_killed(agents: &Arc<AgentService>, agent: Uuid) {
+pub fn stop_agent_container(agents: &Arc<AgentService>, agent: Uuid) {
     let agents = agents.clone();
     tokio::spawn(async move {
         let name = agents.lifecycle.task_agent_name(agent);

@@ -15,7 +15,7 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
 use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::wire::owned;
-use crate::graphql::{RequestContext, optional_text, required_text};
+use crate::graphql::{Caller, RequestContext, optional_text, required_text};
 use crate::workspaces;
 
 /// The largest `instructions`, in bytes of JSON.
@@ -115,9 +115,22 @@ async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
     }
 }
 
+/// Names a peer caller (a master's COMMAND) as the actor of the status
+/// changes this request makes: migration 0064's trigger logs it as PEER.
+async fn log_peer_as_actor(rc: &RequestContext) -> AppResult<()> {
+    if let Caller::Peer(peer) = &rc.caller {
+        sqlx::query("SELECT set_config('mosaic.peer_id', $1, true)")
+            .bind(peer.instance_id.to_string())
+            .execute(&mut *rc.db.conn().await?)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Marks the held tasks of `ws` (or only `task`) KILLED, and stops the
 /// containers of their agents that run in one; returns the tasks' ids.
 async fn kill_held(rc: &RequestContext, ws: Uuid, task: Option<Uuid>) -> AppResult<Vec<Uuid>> {
+    log_peer_as_actor(rc).await?;
     let killed: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
         "UPDATE agent_tasks SET status = 'KILLED', status_reason = 'agent killed', finished_at = clock_timestamp()
          WHERE workspace_id = $1 AND ($2::uuid IS NULL OR id = $2) AND status IN ('ASSIGNED', 'RUNNING')
@@ -128,7 +141,7 @@ async fn kill_held(rc: &RequestContext, ws: Uuid, task: Option<Uuid>) -> AppResu
     .fetch_all(&mut *rc.db.conn().await?)
     .await?;
     for agent in killed.iter().filter_map(|(_, agent)| *agent) {
-        super::dispatch::stop_killed(&rc.agents, agent);
+        super::dispatch::stop_agent_container(&rc.agents, agent);
     }
     Ok(killed.into_iter().map(|(id, _)| id).collect())
 }
@@ -226,6 +239,7 @@ impl AgentTaskMutation {
         let max_attempts = in_range("maxAttempts", input.max_attempts, 3, 1, 100)?;
         let instructions = instructions(input.kind, input.instructions)?;
         workspaces::require_visible(rc, ws).await?;
+        log_peer_as_actor(rc).await?;
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO agent_tasks (id, workspace_id, title, kind, priority, instructions, max_attempts,
@@ -253,6 +267,7 @@ impl AgentTaskMutation {
             Ok(task) => task,
             Err(owner) => return at_owner(rc, owner, "cancelAgentTask", &id).await,
         };
+        log_peer_as_actor(rc).await?;
         let changed: Option<Uuid> = sqlx::query_scalar(
             "UPDATE agent_tasks SET status = 'CANCELLED', status_reason = 'cancelled', finished_at = clock_timestamp()
              WHERE id = $1 AND status IN ('QUEUED', 'ASSIGNED', 'RUNNING') RETURNING id",
@@ -322,6 +337,7 @@ impl AgentTaskMutation {
             Ok(task) => task,
             Err(owner) => return at_owner(rc, owner, "retryAgentTask", &id).await,
         };
+        log_peer_as_actor(rc).await?;
         let changed: Option<Uuid> = sqlx::query_scalar(
             "UPDATE agent_tasks SET status = 'QUEUED', status_reason = 'retried', attempts = 0,
                  agent_id = NULL, heartbeat_at = NULL, run_after = clock_timestamp(), finished_at = NULL

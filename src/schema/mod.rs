@@ -5,7 +5,7 @@ pub mod documents;
 pub mod execute;
 pub mod subscriptions;
 
-use async_graphql::{Context, ID, Interface, MergedObject, Object, Schema};
+use async_graphql::{Context, ID, Interface, MergedObject, MergedSubscription, Object, Schema};
 use serde_json::json;
 
 use crate::agent_tasks;
@@ -89,6 +89,7 @@ pub struct QueryRoot(
     knowledge::search::KnowledgeSearchQuery,
     knowledge::graph::KnowledgeGraphQuery,
     agent_tasks::AgentTaskQuery,
+    agent_tasks::tokens::AgentTokenQuery,
     NodeQuery,
 );
 
@@ -108,15 +109,22 @@ pub struct MutationRoot(
     knowledge::mutations::KnowledgeMutation,
     knowledge::tags::KnowledgeTagMutation,
     agent_tasks::AgentTaskMutation,
+    agent_tasks::tokens::AgentTokenMutation,
 );
 
-pub type MosaicSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(
+    subscriptions::TaskSubscription,
+    agent_tasks::events::AgentTaskSubscription,
+);
+
+pub type MosaicSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 pub fn build_schema(limits: &Limits) -> MosaicSchema {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        subscriptions::SubscriptionRoot,
+        SubscriptionRoot::default(),
     )
     .extension(QueryLimits(limits.clone()))
     .finish()
