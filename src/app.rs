@@ -95,6 +95,7 @@ impl Application {
             &base_url,
             config.federation.ca_file.clone(),
         ));
+        dispatcher.register(instance_id);
         tokio::spawn(dispatcher.run(live.clone(), live.closing()));
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),

@@ -70,6 +70,32 @@ pub struct Dispatcher {
     ca_file: Option<PathBuf>,
     paused_until: std::sync::Mutex<Option<Instant>>,
     warned: std::sync::atomic::AtomicBool,
+    /// Held while containers are counted and started, so the cap holds
+    /// between the dispatcher's starts and explicit ones (`startAgent`).
+    starting: tokio::sync::Mutex<()>,
+}
+
+/// The dispatcher of each instance in this process, for the resolvers
+/// (the request context carries no application state).
+static DISPATCHERS: std::sync::Mutex<Vec<(Uuid, std::sync::Weak<Dispatcher>)>> = std::sync::Mutex::new(Vec::new());
+
+/// The dispatcher of instance `instance`, while it runs.
+pub fn of(instance: Uuid) -> Option<Arc<Dispatcher>> {
+    let all = DISPATCHERS.lock().expect("dispatchers lock");
+    all.iter()
+        .rev()
+        .find(|(i, _)| *i == instance)
+        .and_then(|(_, d)| d.upgrade())
+}
+
+/// Why an explicit start was refused.
+#[derive(Debug)]
+pub enum StartRefusal {
+    /// No profile for the kind (`agent_tasks.container_profiles`).
+    NoProfile,
+    /// The instance runs `agent_tasks.max_running` container agents already.
+    AtCap(usize),
+    Failed(anyhow::Error),
 }
 
 #[derive(sqlx::FromRow)]
@@ -98,7 +124,33 @@ impl Dispatcher {
             ca_file,
             paused_until: Default::default(),
             warned: Default::default(),
+            starting: Default::default(),
         }
+    }
+
+    /// Makes this the dispatcher `of(instance)` finds (the last registered wins).
+    pub fn register(self: &Arc<Self>, instance: Uuid) {
+        let mut all = DISPATCHERS.lock().expect("dispatchers lock");
+        all.retain(|(_, d)| d.strong_count() > 0);
+        all.push((instance, Arc::downgrade(self)));
+    }
+
+    /// An explicit start of a container agent for `kind` in `ws` (the
+    /// caller has checked who asks): refused at the instance's cap.
+    /// Returns the new agent's id.
+    pub async fn start_explicitly(&self, ws: Uuid, kind: &str) -> Result<Uuid, StartRefusal> {
+        if !self.settings.container_profiles.contains_key(kind) {
+            return Err(StartRefusal::NoProfile);
+        }
+        let _starting = self.starting.lock().await;
+        let running: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_task_container_agents()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| StartRefusal::Failed(e.into()))?;
+        if running as usize >= self.settings.max_running {
+            return Err(StartRefusal::AtCap(self.settings.max_running));
+        }
+        self.start(ws, kind).await.map_err(StartRefusal::Failed)
     }
 
     fn containers_on(&self) -> bool {
@@ -184,6 +236,7 @@ impl Dispatcher {
     }
 
     async fn reconcile_and_dispatch(&self, pass: &mut Pass) -> anyhow::Result<()> {
+        let _starting = self.starting.lock().await;
         let lifecycle = &self.agents.lifecycle;
         let observed = lifecycle.list_role(ROLE_TASK_AGENT).await.map_err(engine)?;
         let agents: Vec<ContainerAgent> = sqlx::query_as("SELECT * FROM agent_task_container_agents()")
@@ -260,7 +313,7 @@ impl Dispatcher {
 
     /// Starts a container agent for `kind` in `ws`: its agent (token) first,
     /// so a container never runs without one; retired if the start fails.
-    pub async fn start(&self, ws: Uuid, kind: &str) -> anyhow::Result<String> {
+    async fn start(&self, ws: Uuid, kind: &str) -> anyhow::Result<Uuid> {
         let profile = self
             .settings
             .container_profiles
@@ -306,7 +359,7 @@ impl Dispatcher {
         match lifecycle.run_task_agent(&spec).await {
             Ok(_) => {
                 tracing::info!(container = %name, workspace = %ws, kind, "container agent started");
-                Ok(name)
+                Ok(agent)
             }
             Err(e) => {
                 let _ = self.retire(agent, "its container did not start").await;

@@ -98,9 +98,9 @@ async fn writable_task(rc: &RequestContext, id: &ID) -> AppResult<Result<AgentTa
     Ok(Ok(task))
 }
 
-/// Kill authority: owners and admins of the workspace, or a peer whose
+/// Kill (and start) authority: owners and admins of the workspace, or a peer whose
 /// grant lets it change the workspace (a master, through COMMAND).
-async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
+pub(super) async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
     let admin: bool =
         sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids()) OR $1 = ANY (granted_write_workspace_ids())")
             .bind(ws)
@@ -110,7 +110,7 @@ async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
         Ok(())
     } else {
         Err(AppError::Forbidden(
-            "only owners and admins of the workspace may kill its agents".into(),
+            "only owners and admins of the workspace may kill or start its agents".into(),
         ))
     }
 }

@@ -5,11 +5,12 @@
 //! (if Mosaic started one) is stopped, and its next worker call is refused
 //! (401 AGENT_TOKEN_REVOKED).
 
-use async_graphql::{Context, ID, Object, SimpleObject};
+use async_graphql::{Context, ErrorExtensions, ID, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AgentTaskKind;
+use super::dispatch::StartRefusal;
 use crate::error::{AppError, AppResult};
 use crate::graphql::RequestContext;
 use crate::graphql::ids::Kind;
@@ -116,6 +117,42 @@ pub struct AgentTokenMutation;
 
 #[Object]
 impl AgentTokenMutation {
+    /// Starts a container agent for `kind` in a workspace of this instance
+    /// now, beside those the dispatcher starts for queued work (it exits
+    /// when idle); returns its id (see `agentTokens`). Owners and admins of
+    /// the workspace. AGENT_LIMIT_REACHED (the worker API's 429) when the
+    /// instance runs `agent_tasks.max_running` container agents already;
+    /// AGENT_PROFILE_MISSING when no agent profile serves the kind.
+    async fn start_agent(&self, ctx: &Context<'_>, workspace_id: ID, kind: AgentTaskKind) -> async_graphql::Result<ID> {
+        let rc = RequestContext::of(ctx);
+        rc.user()?;
+        let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;
+        workspaces::require_visible(rc, ws).await?;
+        super::mutations::require_admin(rc, ws).await?;
+        let dispatcher = super::dispatch::of(rc.instance_id)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("no dispatcher for this instance")))?;
+        match dispatcher.start_explicitly(ws, kind.as_db()).await {
+            Ok(agent) => Ok(ID(agent.to_string())),
+            Err(StartRefusal::NoProfile) => Err(AppError::invalid(
+                "AGENT_PROFILE_MISSING",
+                format!("kind: no agent profile for {} (agent_tasks.container_profiles)", kind.as_db()),
+            )
+            .into()),
+            Err(StartRefusal::AtCap(cap)) => Err(AppError::Limit {
+                code: "AGENT_LIMIT_REACHED",
+                message: format!(
+                    "this instance already runs {cap} container agents, its limit (agent_tasks.max_running); try again later"
+                ),
+            }
+            .into()),
+            Err(StartRefusal::Failed(e)) => {
+                tracing::warn!(error = %e, "an explicitly started container agent did not start");
+                Err(async_graphql::Error::new(format!("the agent did not start: {e}"))
+                    .extend_with(|_, ext| ext.set("code", "AGENT_START_FAILED")))
+            }
+        }
+    }
+
     /// Revokes an agent's token: its next worker call is refused
     /// (AGENT_TOKEN_REVOKED), what it held is queued again to resume from
     /// its checkpoint, and a container Mosaic started for it is stopped.

@@ -290,6 +290,7 @@ async fn kill_agent_stops_its_container_and_the_task_is_killed() {
         async || !exists(&docker, &container).await,
     )
     .await;
+    eprintln!("measured: killAgent to its container removed: {:?}", started.elapsed());
     assert!(
         started.elapsed() < Duration::from_secs(9),
         "the worker exits on SIGTERM, within the grace: {:?}",
@@ -413,5 +414,122 @@ async fn restarting_mosaic_adopts_live_containers_removes_the_rest_and_loses_not
             .await
             .unwrap();
     assert_eq!(once, vec![(1,); ids.len()], "each task completed exactly once");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_explicit_start_beyond_the_cap_is_refused_and_dispatch_keeps_to_the_cap() {
+    let (app, _cleanup, docker, _) = spawn(|c| c.agent_tasks.max_running = 1).await;
+    let (_, token) = app.user("owner@example.com").await;
+    let ws = app.create_workspace(&token, "Crew").await;
+    let start = "mutation($w: ID!, $k: AgentTaskKind!) { startAgent(workspaceId: $w, kind: $k) }";
+    let agent = app.gql_ok(&token, start, json!({ "w": ws, "k": "SCRIPT" })).await["startAgent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let running = task_agents(&docker, &app).await;
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running.values().next().unwrap().2.to_string(), agent);
+    let list = "query($w: ID!) { agentTokens(workspaceId: $w) { id kinds container createdBy } }";
+    let tokens = app.gql_ok(&token, list, json!({ "w": ws })).await["agentTokens"].clone();
+    assert_eq!(
+        tokens,
+        json!([{ "id": agent, "kinds": ["SCRIPT"], "container": true, "createdBy": null }])
+    );
+
+    let agents_before: i64 = sqlx::query_scalar("SELECT count(*) FROM task_agents")
+        .fetch_one(&mut app.admin().await)
+        .await
+        .unwrap();
+    let refused = app.gql(&token, start, json!({ "w": ws, "k": "SCRIPT" })).await;
+    assert_eq!(common::codes(&refused), ["AGENT_LIMIT_REACHED"], "{refused}");
+    let refused = app.gql(&token, start, json!({ "w": ws, "k": "WORKER" })).await;
+    assert_eq!(common::codes(&refused), ["AGENT_PROFILE_MISSING"], "{refused}");
+    let (_, stranger) = app.user("stranger@example.com").await;
+    let refused = app.gql(&stranger, start, json!({ "w": ws, "k": "SCRIPT" })).await;
+    assert_eq!(common::codes(&refused), ["NOT_FOUND"], "{refused}");
+    let agents_after: i64 = sqlx::query_scalar("SELECT count(*) FROM task_agents")
+        .fetch_one(&mut app.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(agents_after, agents_before, "refused starts made no agent");
+    assert_eq!(task_agents(&docker, &app).await.len(), 1, "and no container");
+
+    // Three tasks at once: the one agent works them all, never a second container.
+    let steps = json!({ "steps": [{ "sleep_ms": 300 }, { "complete": {} }] });
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(create(&app, &token, &ws, &format!("t{i}"), steps.clone()).await);
+    }
+    until("every task completes", Duration::from_secs(60), async || {
+        let running = task_agents(&docker, &app).await.values().filter(|c| c.1).count();
+        assert!(running <= 1, "over the cap: {running}");
+        let mut done = 0;
+        for id in &ids {
+            done += usize::from(task(&app, &token, id).await["status"] == "COMPLETED");
+        }
+        done == ids.len()
+    })
+    .await;
+    let holders: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT actor_id::text FROM agent_task_events WHERE to_status = 'COMPLETED'")
+            .fetch_all(&mut app.admin().await)
+            .await
+            .unwrap();
+    assert_eq!(holders, [agent], "the explicitly started agent did the work");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_frozen_container_agent_misses_its_heartbeat_loses_its_task_and_is_removed() {
+    let (app, _cleanup, docker, _) = spawn(|c| c.agent_tasks.heartbeat_timeout = Duration::from_secs(2)).await;
+    let (_, token) = app.user("owner@example.com").await;
+    let ws = app.create_workspace(&token, "Crew").await;
+    let steps =
+        json!({ "steps": [{ "checkpoint": { "n": 1 } }, { "sleep_ms": 4000 }, { "complete": { "ok": true } }] });
+    let created = Instant::now();
+    let id = create(&app, &token, &ws, "frozen", steps).await;
+    until("a container agent checkpoints", Duration::from_secs(60), async || {
+        task(&app, &token, &id).await["checkpointStep"] == 0
+    })
+    .await;
+    eprintln!(
+        "measured: enqueue to first checkpoint in a new container: {:?}",
+        created.elapsed()
+    );
+    let name = holder(&app, &id).await.unwrap();
+    let frozen = task_agents(&docker, &app).await[&name].0.clone();
+    docker.pause_container(&frozen).await.unwrap();
+    let paused = Instant::now();
+    until("the task runs again elsewhere", Duration::from_secs(60), async || {
+        holder(&app, &id).await.is_some_and(|h| h != name)
+    })
+    .await;
+    eprintln!(
+        "measured: container frozen to its task held again: {:?} (heartbeat timeout 2 s)",
+        paused.elapsed()
+    );
+    until("the task completes", Duration::from_secs(60), async || {
+        task(&app, &token, &id).await["status"] == "COMPLETED"
+    })
+    .await;
+    let done = task(&app, &token, &id).await;
+    assert_eq!(done["attempts"], 2);
+    let requeue = &done["events"][3];
+    assert_eq!(requeue["toStatus"], "QUEUED");
+    assert!(
+        requeue["reason"].as_str().unwrap().contains("no heartbeat"),
+        "{requeue}"
+    );
+    until("the frozen container is removed", Duration::from_secs(20), async || {
+        !exists(&docker, &frozen).await
+    })
+    .await;
+    let revoked: bool = sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM task_agents WHERE container_name = $1")
+        .bind(&name)
+        .fetch_one(&mut app.admin().await)
+        .await
+        .unwrap();
+    assert!(revoked, "the lost agent's token is revoked");
     app.stop().await;
 }
