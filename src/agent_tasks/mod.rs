@@ -474,6 +474,19 @@ pub struct AgentTaskQuery;
 
 #[Object]
 impl AgentTaskQuery {
+    /// The agents that take work from a workspace of this instance, newest
+    /// first, at most `first`; revoked ones only with `includeRevoked`.
+    /// Owners and admins of the workspace (FORBIDDEN for other members).
+    async fn agent_tokens(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        include_revoked: Option<bool>,
+        first: Option<i32>,
+    ) -> AppResult<Vec<tokens::AgentToken>> {
+        tokens::list(RequestContext::of(ctx), workspace_id, include_revoked, first).await
+    }
+
     /// Agent tasks you can see, optionally in one workspace, oldest first
     /// (ties broken by instance, then id), paginated with `first`/`after`.
     /// `scope` adds other instances; a workspace of another instance is

@@ -161,6 +161,25 @@ pub struct AgentTaskMutation;
 
 #[Object]
 impl AgentTaskMutation {
+    /// Starts a container agent for `kind` in a workspace of this instance
+    /// now, beside those the dispatcher starts for queued work (it exits
+    /// when idle); returns its id (see `agentTokens`). Owners and admins of
+    /// the workspace. AGENT_LIMIT_REACHED (the worker API's 429) when the
+    /// instance runs `agent_tasks.max_running` container agents already;
+    /// AGENT_PROFILE_MISSING when no agent profile serves the kind.
+    async fn start_agent(&self, ctx: &Context<'_>, workspace_id: ID, kind: AgentTaskKind) -> async_graphql::Result<ID> {
+        super::tokens::start(RequestContext::of(ctx), workspace_id, kind).await
+    }
+
+    /// Revokes an agent's token: its next worker call is refused
+    /// (AGENT_TOKEN_REVOKED), what it held is queued again to resume from
+    /// its checkpoint, and a container Mosaic started for it is stopped.
+    /// Owners and admins of a workspace it serves; NOT_FOUND otherwise.
+    /// Revoking again changes nothing.
+    async fn revoke_agent_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
+        super::tokens::revoke(RequestContext::of(ctx), id).await
+    }
+
     /// A new agent and its token (shown once, only its hash is kept). The
     /// agent takes work from `workspaceId` and from `moreWorkspaceIds`; you
     /// must own or administer each.

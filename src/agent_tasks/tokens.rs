@@ -5,7 +5,7 @@
 //! (if Mosaic started one) is stopped, and its next worker call is refused
 //! (401 AGENT_TOKEN_REVOKED).
 
-use async_graphql::{Context, ErrorExtensions, ID, Object, SimpleObject};
+use async_graphql::{ErrorExtensions, ID, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -49,89 +49,68 @@ type Row = (
     Option<Vec<Uuid>>,
 );
 
-#[derive(Default)]
-pub struct AgentTokenQuery;
-
-#[Object]
-impl AgentTokenQuery {
-    /// The agents that take work from a workspace of this instance, newest
-    /// first, at most `first`; revoked ones only with `includeRevoked`.
-    /// Owners and admins of the workspace (FORBIDDEN for other members).
-    async fn agent_tokens(
-        &self,
-        ctx: &Context<'_>,
-        workspace_id: ID,
-        include_revoked: Option<bool>,
-        first: Option<i32>,
-    ) -> AppResult<Vec<AgentToken>> {
-        let rc = RequestContext::of(ctx);
-        rc.user()?;
-        let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;
-        let first = page_size(first, rc.max_page_size)?;
-        workspaces::require_visible(rc, ws).await?;
-        let mut conn = rc.db.conn().await?;
-        let admin: bool = sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids())")
-            .bind(ws)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !admin {
-            return Err(AppError::Forbidden(
-                "only owners and admins of the workspace see its agent tokens".into(),
-            ));
-        }
-        let rows: Vec<Row> = sqlx::query_as("SELECT * FROM agent_tokens_of($1, $2, $3)")
-            .bind(ws)
-            .bind(include_revoked.unwrap_or(false))
-            .bind(first as i32)
-            .fetch_all(&mut *conn)
-            .await?;
-        drop(conn);
-        rows.into_iter()
-            .map(
-                |(id, name, kinds, container, created_by, created_at, last_seen_at, revoked_at, workspaces)| {
-                    Ok(AgentToken {
-                        id: ID(id.to_string()),
-                        name,
-                        workspace_ids: workspaces
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|w| rc.global_id(Kind::Workspace, w))
-                            .collect(),
-                        kinds: kinds
-                            .map(|k| k.iter().map(|s| AgentTaskKind::from_db(s)).collect::<AppResult<_>>())
-                            .transpose()?,
-                        container,
-                        created_by: created_by.map(|u| rc.global_id(Kind::User, u)),
-                        created_at,
-                        last_seen_at,
-                        revoked_at,
-                    })
-                },
-            )
-            .collect()
+/// `agentTokens` (its resolver is `AgentTaskQuery`'s).
+pub(super) async fn list(
+    rc: &RequestContext,
+    workspace_id: ID,
+    include_revoked: Option<bool>,
+    first: Option<i32>,
+) -> AppResult<Vec<AgentToken>> {
+    rc.user()?;
+    let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;
+    let first = page_size(first, rc.max_page_size)?;
+    workspaces::require_visible(rc, ws).await?;
+    let mut conn = rc.db.conn().await?;
+    let admin: bool = sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids())")
+        .bind(ws)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !admin {
+        return Err(AppError::Forbidden(
+            "only owners and admins of the workspace see its agent tokens".into(),
+        ));
     }
+    let rows: Vec<Row> = sqlx::query_as("SELECT * FROM agent_tokens_of($1, $2, $3)")
+        .bind(ws)
+        .bind(include_revoked.unwrap_or(false))
+        .bind(first as i32)
+        .fetch_all(&mut *conn)
+        .await?;
+    drop(conn);
+    rows.into_iter()
+        .map(
+            |(id, name, kinds, container, created_by, created_at, last_seen_at, revoked_at, workspaces)| {
+                Ok(AgentToken {
+                    id: ID(id.to_string()),
+                    name,
+                    workspace_ids: workspaces
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|w| rc.global_id(Kind::Workspace, w))
+                        .collect(),
+                    kinds: kinds
+                        .map(|k| k.iter().map(|s| AgentTaskKind::from_db(s)).collect::<AppResult<_>>())
+                        .transpose()?,
+                    container,
+                    created_by: created_by.map(|u| rc.global_id(Kind::User, u)),
+                    created_at,
+                    last_seen_at,
+                    revoked_at,
+                })
+            },
+        )
+        .collect()
 }
 
-#[derive(Default)]
-pub struct AgentTokenMutation;
-
-#[Object]
-impl AgentTokenMutation {
-    /// Starts a container agent for `kind` in a workspace of this instance
-    /// now, beside those the dispatcher starts for queued work (it exits
-    /// when idle); returns its id (see `agentTokens`). Owners and admins of
-    /// the workspace. AGENT_LIMIT_REACHED (the worker API's 429) when the
-    /// instance runs `agent_tasks.max_running` container agents already;
-    /// AGENT_PROFILE_MISSING when no agent profile serves the kind.
-    async fn start_agent(&self, ctx: &Context<'_>, workspace_id: ID, kind: AgentTaskKind) -> async_graphql::Result<ID> {
-        let rc = RequestContext::of(ctx);
-        rc.user()?;
-        let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;
-        workspaces::require_visible(rc, ws).await?;
-        super::mutations::require_admin(rc, ws).await?;
-        let dispatcher = super::dispatch::of(rc.instance_id)
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("no dispatcher for this instance")))?;
-        match dispatcher.start_explicitly(ws, kind.as_db()).await {
+/// `startAgent` (its resolver is `AgentTaskMutation`'s).
+pub(super) async fn start(rc: &RequestContext, workspace_id: ID, kind: AgentTaskKind) -> async_graphql::Result<ID> {
+    rc.user()?;
+    let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;
+    workspaces::require_visible(rc, ws).await?;
+    super::mutations::require_admin(rc, ws).await?;
+    let dispatcher = super::dispatch::of(rc.instance_id)
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("no dispatcher for this instance")))?;
+    match dispatcher.start_explicitly(ws, kind.as_db()).await {
             Ok(agent) => Ok(ID(agent.to_string())),
             Err(StartRefusal::NoProfile) => Err(AppError::invalid(
                 "AGENT_PROFILE_MISSING",
@@ -151,30 +130,23 @@ impl AgentTokenMutation {
                     .extend_with(|_, ext| ext.set("code", "AGENT_START_FAILED")))
             }
         }
-    }
+}
 
-    /// Revokes an agent's token: its next worker call is refused
-    /// (AGENT_TOKEN_REVOKED), what it held is queued again to resume from
-    /// its checkpoint, and a container Mosaic started for it is stopped.
-    /// Owners and admins of a workspace it serves; NOT_FOUND otherwise.
-    /// Revoking again changes nothing.
-    async fn revoke_agent_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
-        let rc = RequestContext::of(ctx);
-        rc.user()?;
-        let agent: Uuid = id
-            .parse()
-            .map_err(|_| AppError::BadInput("id: an agent token's id (a UUID)".into()))?;
-        let revoked: Option<(Option<OffsetDateTime>, bool, i32)> =
-            sqlx::query_as("SELECT * FROM agent_token_revoke($1)")
-                .bind(agent)
-                .fetch_optional(&mut *rc.db.conn().await?)
-                .await?;
-        let Some((_, container, _)) = revoked else {
-            return Err(AppError::NotFound("agent token".into()));
-        };
-        if container {
-            super::dispatch::stop_agent_container(&rc.agents, agent);
-        }
-        Ok(true)
+/// `revokeAgentToken` (its resolver is `AgentTaskMutation`'s).
+pub(super) async fn revoke(rc: &RequestContext, id: ID) -> AppResult<bool> {
+    rc.user()?;
+    let agent: Uuid = id
+        .parse()
+        .map_err(|_| AppError::BadInput("id: an agent token's id (a UUID)".into()))?;
+    let revoked: Option<(Option<OffsetDateTime>, bool, i32)> = sqlx::query_as("SELECT * FROM agent_token_revoke($1)")
+        .bind(agent)
+        .fetch_optional(&mut *rc.db.conn().await?)
+        .await?;
+    let Some((_, container, _)) = revoked else {
+        return Err(AppError::NotFound("agent token".into()));
+    };
+    if container {
+        super::dispatch::stop_agent_container(&rc.agents, agent);
     }
+    Ok(true)
 }

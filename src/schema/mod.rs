@@ -89,7 +89,6 @@ pub struct QueryRoot(
     knowledge::search::KnowledgeSearchQuery,
     knowledge::graph::KnowledgeGraphQuery,
     agent_tasks::AgentTaskQuery,
-    agent_tasks::tokens::AgentTokenQuery,
     NodeQuery,
 );
 
@@ -109,7 +108,6 @@ pub struct MutationRoot(
     knowledge::mutations::KnowledgeMutation,
     knowledge::tags::KnowledgeTagMutation,
     agent_tasks::AgentTaskMutation,
-    agent_tasks::tokens::AgentTokenMutation,
 );
 
 #[derive(MergedSubscription, Default)]
