@@ -88,12 +88,15 @@ impl Application {
             caches.push((crate::knowledge::embeddings::CHANNEL, embeddings.clone()));
         }
         let live = crate::live::Live::start(db.listener_pool(), &config.limits, caches).await?;
-        tokio::spawn(crate::agent_tasks::reaper::run(
+        let dispatcher = Arc::new(crate::agent_tasks::dispatch::Dispatcher::new(
             db.app.clone(),
-            config.agent_tasks.heartbeat_timeout,
-            config.agent_tasks.reaper_interval,
-            live.closing(),
+            agents.clone(),
+            config.agent_tasks.clone(),
+            &base_url,
+            config.federation.ca_file.clone(),
         ));
+        dispatcher.register(instance_id);
+        tokio::spawn(dispatcher.run(live.clone(), live.closing()));
         let federation = Arc::new(federation);
         tokio::spawn({
             let (federation, pool, closing) = (federation.clone(), db.app.clone(), live.closing());

@@ -93,6 +93,10 @@ enum Command {
         /// A CA certificate (PEM) to trust besides the system's.
         #[arg(long)]
         ca_file: Option<std::path::PathBuf>,
+        /// Exit when a claim's wait ends with no work (an agent in a
+        /// container Mosaic started, which starts another when work comes).
+        #[arg(long)]
+        exit_when_idle: bool,
     },
     /// A local federation of three instances (hq, work, home) with seeded data.
     Demo {
@@ -277,10 +281,21 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Worker { url, token, ca_file } = cli.command {
+    if let Command::Worker {
+        url,
+        token,
+        ca_file,
+        exit_when_idle,
+    } = cli.command
+    {
         mosaic::telemetry::init(mosaic::config::LogFormat::Text);
         let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-        let options = mosaic::agent_tasks::runtime::WorkerOptions { url, token, ca_file };
+        let options = mosaic::agent_tasks::runtime::WorkerOptions {
+            url,
+            token,
+            ca_file,
+            exit_when_idle,
+        };
         return match runtime.block_on(mosaic::agent_tasks::runtime::run(options, shutdown_signal())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),

@@ -1,14 +1,16 @@
 //! Agent tasks: work for agents in a durable queue (migration 0063). This
 //! file holds the GraphQL objects and the list; `mutations.rs` what users
 //! do to tasks, `queue.rs` what agents do through the worker API
-//! (`http/worker.rs`), `reaper.rs` the return of tasks whose agent went
-//! quiet, `runtime.rs` the reference agent (`mosaic worker`).
+//! (`http/worker.rs`), `dispatch.rs` the return of tasks whose agent went
+//! quiet and the agents Mosaic runs as containers, `runtime.rs` the reference agent (`mosaic worker`).
 
+pub mod dispatch;
+pub mod events;
 mod merged;
 pub mod mutations;
 pub mod queue;
-pub mod reaper;
 pub mod runtime;
+pub mod tokens;
 pub mod wire;
 
 use std::cmp::Ordering;
@@ -93,7 +95,7 @@ impl AgentTaskKind {
         }
     }
 
-    fn from_db(s: &str) -> AppResult<Self> {
+    pub(crate) fn from_db(s: &str) -> AppResult<Self> {
         [Self::Worker, Self::Reviewer, Self::Tester, Self::Script]
             .into_iter()
             .find(|v| v.as_db() == s)
@@ -106,7 +108,10 @@ impl AgentTaskKind {
 pub enum AgentTaskActor {
     User,
     Agent,
-    /// The instance itself (the reaper).
+    /// Another instance, through a COMMAND under its read-write grant
+    /// (`actorId`: its instance id).
+    Peer,
+    /// The instance itself (the reaper, the dispatcher).
     System,
 }
 
@@ -117,7 +122,7 @@ pub struct AgentTaskEvent {
     pub from_status: Option<AgentTaskStatus>,
     pub to_status: AgentTaskStatus,
     pub actor: AgentTaskActor,
-    /// The user or agent (a local UUID), none for the instance.
+    /// The user, agent or peer instance (a UUID); none for the instance itself.
     pub actor_id: Option<String>,
     pub reason: Option<String>,
     pub at: OffsetDateTime,
@@ -204,33 +209,36 @@ pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<AgentTask>>
     row.map(|r| AgentTask::from_row(rc, &r)).transpose()
 }
 
+/// The columns [`event_from_row`] reads.
+pub(crate) const EVENT_COLUMNS: &str = "from_status, to_status, actor_kind, actor_id, reason, at";
+
+pub(crate) fn event_from_row(r: &PgRow) -> AppResult<AgentTaskEvent> {
+    Ok(AgentTaskEvent {
+        from_status: r
+            .try_get::<Option<&str>, _>("from_status")?
+            .map(AgentTaskStatus::from_db)
+            .transpose()?,
+        to_status: AgentTaskStatus::from_db(r.try_get("to_status")?)?,
+        actor: match r.try_get::<&str, _>("actor_kind")? {
+            "USER" => AgentTaskActor::User,
+            "AGENT" => AgentTaskActor::Agent,
+            "PEER" => AgentTaskActor::Peer,
+            _ => AgentTaskActor::System,
+        },
+        actor_id: r.try_get::<Option<Uuid>, _>("actor_id")?.map(|u| u.to_string()),
+        reason: r.try_get("reason")?,
+        at: r.try_get("at")?,
+    })
+}
+
 async fn events_of(rc: &RequestContext, task: Uuid) -> AppResult<Vec<AgentTaskEvent>> {
-    let rows = sqlx::query(
-        "SELECT from_status, to_status, actor_kind, actor_id, reason, at
-         FROM agent_task_events WHERE task_id = $1 ORDER BY id",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM agent_task_events WHERE task_id = $1 ORDER BY id"
+    )))
     .bind(task)
     .fetch_all(&mut *rc.db.conn().await?)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AgentTaskEvent {
-                from_status: r
-                    .try_get::<Option<&str>, _>("from_status")?
-                    .map(AgentTaskStatus::from_db)
-                    .transpose()?,
-                to_status: AgentTaskStatus::from_db(r.try_get("to_status")?)?,
-                actor: match r.try_get::<&str, _>("actor_kind")? {
-                    "USER" => AgentTaskActor::User,
-                    "AGENT" => AgentTaskActor::Agent,
-                    _ => AgentTaskActor::System,
-                },
-                actor_id: r.try_get::<Option<Uuid>, _>("actor_id")?.map(|u| u.to_string()),
-                reason: r.try_get("reason")?,
-                at: r.try_get("at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(event_from_row).collect()
 }
 
 #[Object]
@@ -466,6 +474,19 @@ pub struct AgentTaskQuery;
 
 #[Object]
 impl AgentTaskQuery {
+    /// The agents that take work from a workspace of this instance, newest
+    /// first, at most `first`; revoked ones only with `includeRevoked`.
+    /// Owners and admins of the workspace (FORBIDDEN for other members).
+    async fn agent_tokens(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        include_revoked: Option<bool>,
+        first: Option<i32>,
+    ) -> AppResult<Vec<tokens::AgentToken>> {
+        tokens::list(RequestContext::of(ctx), workspace_id, include_revoked, first).await
+    }
+
     /// Agent tasks you can see, optionally in one workspace, oldest first
     /// (ties broken by instance, then id), paginated with `first`/`after`.
     /// `scope` adds other instances; a workspace of another instance is

@@ -15,7 +15,7 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
 use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::wire::owned;
-use crate::graphql::{RequestContext, optional_text, required_text};
+use crate::graphql::{Caller, RequestContext, optional_text, required_text};
 use crate::workspaces;
 
 /// The largest `instructions`, in bytes of JSON.
@@ -40,7 +40,7 @@ pub struct CreateAgentTaskInput {
 }
 
 /// A new agent token's secret, shown once.
-fn generate_token() -> String {
+pub(crate) fn generate_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
@@ -98,9 +98,9 @@ async fn writable_task(rc: &RequestContext, id: &ID) -> AppResult<Result<AgentTa
     Ok(Ok(task))
 }
 
-/// Kill authority: owners and admins of the workspace, or a peer whose
+/// Kill (and start) authority: owners and admins of the workspace, or a peer whose
 /// grant lets it change the workspace (a master, through COMMAND).
-async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
+pub(super) async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
     let admin: bool =
         sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids()) OR $1 = ANY (granted_write_workspace_ids())")
             .bind(ws)
@@ -110,22 +110,40 @@ async fn require_admin(rc: &RequestContext, ws: Uuid) -> AppResult<()> {
         Ok(())
     } else {
         Err(AppError::Forbidden(
-            "only owners and admins of the workspace may kill its agents".into(),
+            "only owners and admins of the workspace may kill or start its agents".into(),
         ))
     }
 }
 
-/// Marks the held tasks of `ws` (or only `task`) KILLED; returns their ids.
+/// Names a peer caller (a master's COMMAND) as the actor of the status
+/// changes this request makes: migration 0064's trigger logs it as PEER.
+async fn log_peer_as_actor(rc: &RequestContext) -> AppResult<()> {
+    if let Caller::Peer(peer) = &rc.caller {
+        sqlx::query("SELECT set_config('mosaic.peer_id', $1, true)")
+            .bind(peer.instance_id.to_string())
+            .execute(&mut *rc.db.conn().await?)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Marks the held tasks of `ws` (or only `task`) KILLED, and stops the
+/// containers of their agents that run in one; returns the tasks' ids.
 async fn kill_held(rc: &RequestContext, ws: Uuid, task: Option<Uuid>) -> AppResult<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
+    log_peer_as_actor(rc).await?;
+    let killed: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
         "UPDATE agent_tasks SET status = 'KILLED', status_reason = 'agent killed', finished_at = clock_timestamp()
          WHERE workspace_id = $1 AND ($2::uuid IS NULL OR id = $2) AND status IN ('ASSIGNED', 'RUNNING')
-         RETURNING id",
+         RETURNING id, agent_id",
     )
     .bind(ws)
     .bind(task)
     .fetch_all(&mut *rc.db.conn().await?)
-    .await?)
+    .await?;
+    for agent in killed.iter().filter_map(|(_, agent)| *agent) {
+        super::dispatch::stop_agent_container(&rc.agents, agent);
+    }
+    Ok(killed.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Asks the owner of a remote task to run `field` on it.
@@ -143,6 +161,25 @@ pub struct AgentTaskMutation;
 
 #[Object]
 impl AgentTaskMutation {
+    /// Starts a container agent for `kind` in a workspace of this instance
+    /// now, beside those the dispatcher starts for queued work (it exits
+    /// when idle); returns its id (see `agentTokens`). Owners and admins of
+    /// the workspace. AGENT_LIMIT_REACHED (the worker API's 429) when the
+    /// instance runs `agent_tasks.max_running` container agents already;
+    /// AGENT_PROFILE_MISSING when no agent profile serves the kind.
+    async fn start_agent(&self, ctx: &Context<'_>, workspace_id: ID, kind: AgentTaskKind) -> async_graphql::Result<ID> {
+        super::tokens::start(RequestContext::of(ctx), workspace_id, kind).await
+    }
+
+    /// Revokes an agent's token: its next worker call is refused
+    /// (AGENT_TOKEN_REVOKED), what it held is queued again to resume from
+    /// its checkpoint, and a container Mosaic started for it is stopped.
+    /// Owners and admins of a workspace it serves; NOT_FOUND otherwise.
+    /// Revoking again changes nothing.
+    async fn revoke_agent_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
+        super::tokens::revoke(RequestContext::of(ctx), id).await
+    }
+
     /// A new agent and its token (shown once, only its hash is kept). The
     /// agent takes work from `workspaceId` and from `moreWorkspaceIds`; you
     /// must own or administer each.
@@ -221,6 +258,7 @@ impl AgentTaskMutation {
         let max_attempts = in_range("maxAttempts", input.max_attempts, 3, 1, 100)?;
         let instructions = instructions(input.kind, input.instructions)?;
         workspaces::require_visible(rc, ws).await?;
+        log_peer_as_actor(rc).await?;
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO agent_tasks (id, workspace_id, title, kind, priority, instructions, max_attempts,
@@ -248,6 +286,7 @@ impl AgentTaskMutation {
             Ok(task) => task,
             Err(owner) => return at_owner(rc, owner, "cancelAgentTask", &id).await,
         };
+        log_peer_as_actor(rc).await?;
         let changed: Option<Uuid> = sqlx::query_scalar(
             "UPDATE agent_tasks SET status = 'CANCELLED', status_reason = 'cancelled', finished_at = clock_timestamp()
              WHERE id = $1 AND status IN ('QUEUED', 'ASSIGNED', 'RUNNING') RETURNING id",
@@ -317,6 +356,7 @@ impl AgentTaskMutation {
             Ok(task) => task,
             Err(owner) => return at_owner(rc, owner, "retryAgentTask", &id).await,
         };
+        log_peer_as_actor(rc).await?;
         let changed: Option<Uuid> = sqlx::query_scalar(
             "UPDATE agent_tasks SET status = 'QUEUED', status_reason = 'retried', attempts = 0,
                  agent_id = NULL, heartbeat_at = NULL, run_after = clock_timestamp(), finished_at = NULL

@@ -104,6 +104,8 @@ pub struct WorkerOptions {
     pub token: String,
     /// A CA to trust besides the system's (an instance with a private CA).
     pub ca_file: Option<PathBuf>,
+    /// Exit when a claim's wait ends with no work.
+    pub exit_when_idle: bool,
 }
 
 /// An answer of the instance: its status and JSON body.
@@ -176,7 +178,7 @@ pub async fn run(options: WorkerOptions, stop: impl Future<Output = ()> + Send +
     let client = Client {
         http,
         base: options.url.trim_end_matches('/').to_string(),
-        token: options.token,
+        token: options.token.clone(),
     };
     let (stop_tx, mut stopping) = watch::channel(false);
     tokio::spawn(async move {
@@ -192,6 +194,10 @@ pub async fn run(options: WorkerOptions, stop: impl Future<Output = ()> + Send +
             StatusCode::OK => {
                 let outcome = work(&client, &answer.body, &mut stopping).await;
                 tracing::info!(task = %answer.body["task"]["id"], ?outcome, "task ended");
+            }
+            StatusCode::NO_CONTENT if options.exit_when_idle => {
+                tracing::info!("no work: exiting (--exit-when-idle)");
+                break;
             }
             StatusCode::NO_CONTENT => {}
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
@@ -239,6 +245,7 @@ async fn work(client: &Client, claim: &Value, stopping: &mut watch::Receiver<boo
             }
         })
     };
+    let mut stop = stopping.clone();
     let steps = async {
         if task["kind"] != "SCRIPT" {
             let body = json!({ "attempt": attempt, "error": "the reference agent runs SCRIPT tasks only" });
@@ -286,6 +293,9 @@ async fn work(client: &Client, claim: &Value, stopping: &mut watch::Receiver<boo
     };
     let outcome = tokio::select! {
         outcome = steps => outcome,
+        // Stopped mid-step (SIGTERM): the task goes back to the queue when
+        // the instance sees this agent gone.
+        _ = stop.wait_for(|s| *s) => Outcome::Stopped,
         why = lost.wait_for(Option::is_some) => Outcome::Lost(why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default()),
     };
     heartbeat.abort();

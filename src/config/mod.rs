@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use crate::secrets::Secret;
-pub use agent_tasks::AgentTaskSettings;
+pub use agent_tasks::{AgentProfile, AgentTaskSettings};
 pub use agents::AgentSettings;
 pub use federation::FederationSettings;
 pub use knowledge::KnowledgeSettings;

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HostConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig,
+    HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -28,6 +28,10 @@ pub const LABEL_INSTANCE: &str = "mosaic.instance";
 pub const LABEL_USER: &str = "mosaic.user";
 pub const LABEL_VERSION: &str = "mosaic.config-version";
 pub const LABEL_ROLE: &str = "mosaic.role";
+/// The role of a user's agent container.
+pub const ROLE_AGENT: &str = "agent";
+/// The role of a container running a task agent (`agent_tasks::dispatch`).
+pub const ROLE_TASK_AGENT: &str = "task-agent";
 
 /// How long one Docker API call may take before the engine counts as unavailable.
 const DOCKER_TIMEOUT_S: u64 = 60;
@@ -61,6 +65,36 @@ impl std::fmt::Debug for ContainerSpec {
     }
 }
 
+/// A container that runs a task agent (`mosaic worker`): no published
+/// port, the same hardening as a user's agent. Its `Debug` hides the
+/// environment (it carries the agent's token).
+#[derive(Clone)]
+pub struct TaskAgentSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// A Docker network mode (e.g. `host`); None: the instance's agent network.
+    pub network: Option<String>,
+    /// `host-path:container-path:ro` mounts (the CA the agent trusts).
+    pub binds: Vec<String>,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids_limit: i64,
+}
+
+impl std::fmt::Debug for TaskAgentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskAgentSpec")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &format_args!("<{} variables, redacted>", self.env.len()))
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the engine says about one container.
 #[derive(Clone, Debug)]
 pub struct Observed {
@@ -72,6 +106,7 @@ pub struct Observed {
     pub started_at: Option<OffsetDateTime>,
     /// The 127.0.0.1 port the agent's port is published on, while running.
     pub host_port: Option<u16>,
+    pub labels: HashMap<String, String>,
 }
 
 pub struct ContainerLifecycle {
@@ -92,6 +127,11 @@ impl ContainerLifecycle {
     /// The deterministic container name of a user's agent on this instance.
     pub fn container_name(&self, user_id: Uuid) -> String {
         format!("mosaic-agent-{}-{}", short(self.instance_id), user_id.simple())
+    }
+
+    /// The deterministic container name of a task agent (`agent_tasks::dispatch`).
+    pub fn task_agent_name(&self, agent: Uuid) -> String {
+        format!("mosaic-task-agent-{}-{}", short(self.instance_id), agent.simple())
     }
 
     /// The instance's agent network: a bridge with inter-container traffic
@@ -195,24 +235,11 @@ impl ContainerLifecycle {
 
     async fn create(&self, docker: &Docker, spec: &ContainerSpec) -> Result<(), AgentError> {
         let port_key = format!("{}/tcp", spec.port);
-        let mut labels = self.labels("agent");
+        let mut labels = self.labels(ROLE_AGENT);
         labels.insert(LABEL_USER.into(), spec.user_id.to_string());
         labels.insert(LABEL_VERSION.into(), spec.version.to_string());
         let network = self.network_name();
         let host_config = HostConfig {
-            memory: Some(spec.memory_bytes),
-            memory_swap: Some(spec.memory_bytes),
-            nano_cpus: Some(spec.nano_cpus),
-            pids_limit: Some(spec.pids_limit),
-            privileged: Some(false),
-            readonly_rootfs: Some(spec.read_only_rootfs),
-            tmpfs: spec
-                .read_only_rootfs
-                .then(|| HashMap::from([("/tmp".to_string(), "rw,noexec,nosuid,size=16m".to_string())])),
-            cap_drop: Some(vec!["ALL".into()]),
-            cap_add: Some(vec!["SETUID".into(), "SETGID".into(), "NET_BIND_SERVICE".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            init: Some(true),
             network_mode: Some(network.clone()),
             // Published on loopback only, on a port the engine picks.
             port_bindings: Some(HashMap::from([(
@@ -222,7 +249,12 @@ impl ContainerLifecycle {
                     host_port: Some(String::new()),
                 }]),
             )])),
-            ..Default::default()
+            ..hardened(
+                spec.memory_bytes,
+                spec.nano_cpus,
+                spec.pids_limit,
+                spec.read_only_rootfs,
+            )
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
@@ -261,6 +293,51 @@ impl ContainerLifecycle {
                 "the agent container vanished while starting".into(),
             )),
         }
+    }
+
+    /// Creates and starts a task agent's container (named once: a second
+    /// start under the same name is refused by the engine).
+    pub async fn run_task_agent(&self, spec: &TaskAgentSpec) -> Result<Observed, AgentError> {
+        let docker = self.docker().await?;
+        let mut labels = self.labels(ROLE_TASK_AGENT);
+        labels.extend(spec.labels.clone());
+        let network = match &spec.network {
+            Some(mode) => mode.clone(),
+            None => {
+                self.ensure_network(&docker).await?;
+                self.network_name()
+            }
+        };
+        let host_config = HostConfig {
+            network_mode: Some(network),
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            ..hardened(spec.memory_bytes, spec.nano_cpus, spec.pids_limit, true)
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.command.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            // The image's health check is the server's; a worker serves nothing.
+            healthcheck: Some(HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            }),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
+        if let Err(e) = docker.create_container(Some(options), body).await {
+            return Err(self.fail(e).await);
+        }
+        if let Err(e) = docker.start_container(&spec.name, None).await {
+            let failed = self.fail(e).await;
+            let _ = self.remove(&spec.name).await;
+            return Err(failed);
+        }
+        self.status(&spec.name)
+            .await?
+            .ok_or_else(|| AgentError::StartFailed("the task agent container vanished while starting".into()))
     }
 
     /// Stops a container (SIGTERM, then SIGKILL after `grace_s`); a missing or
@@ -319,14 +396,19 @@ impl ContainerLifecycle {
         Ok(text.lines().map(str::to_string).collect())
     }
 
-    /// Every agent container labelled with this instance, running or not.
+    /// Every user's agent container labelled with this instance, running or not.
     pub async fn list(&self) -> Result<Vec<Observed>, AgentError> {
+        self.list_role(ROLE_AGENT).await
+    }
+
+    /// Every container of this instance in `role`, running or not.
+    pub async fn list_role(&self, role: &str) -> Result<Vec<Observed>, AgentError> {
         let docker = self.docker().await?;
         let filters = HashMap::from([(
             "label",
             vec![
                 format!("{LABEL_INSTANCE}={}", self.instance_id),
-                format!("{LABEL_ROLE}=agent"),
+                format!("{LABEL_ROLE}={role}"),
             ],
         )]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
@@ -342,6 +424,25 @@ impl ContainerLifecycle {
             }
         }
         Ok(out)
+    }
+}
+
+/// Limits, no privileges, no capabilities beyond switching user and a low
+/// port, a read-only root with a small /tmp: every agent container's.
+fn hardened(memory_bytes: i64, nano_cpus: i64, pids_limit: i64, read_only_rootfs: bool) -> HostConfig {
+    HostConfig {
+        memory: Some(memory_bytes),
+        memory_swap: Some(memory_bytes),
+        nano_cpus: Some(nano_cpus),
+        pids_limit: Some(pids_limit),
+        privileged: Some(false),
+        readonly_rootfs: Some(read_only_rootfs),
+        tmpfs: read_only_rootfs.then(|| HashMap::from([("/tmp".to_string(), "rw,noexec,nosuid,size=16m".to_string())])),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(vec!["SETUID".into(), "SETGID".into(), "NET_BIND_SERVICE".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        init: Some(true),
+        ..Default::default()
     }
 }
 
@@ -396,5 +497,6 @@ fn observed(i: ContainerInspectResponse) -> Observed {
         running,
         started_at,
         host_port: if running { host_port } else { None },
+        labels,
     }
 }

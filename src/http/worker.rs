@@ -59,7 +59,7 @@ fn queue(state: &AppState) -> Queue {
 }
 
 /// The agent behind the request's agent token.
-async fn agent(queue: &Queue, headers: &HeaderMap) -> Result<Uuid, Refusal> {
+async fn agent(queue: &Queue, pool: &sqlx::PgPool, headers: &HeaderMap) -> Result<Uuid, Refusal> {
     let unauthenticated = |m: &str| Refusal::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m);
     let token = headers
         .get(header::AUTHORIZATION)
@@ -68,10 +68,22 @@ async fn agent(queue: &Queue, headers: &HeaderMap) -> Result<Uuid, Refusal> {
         .map(str::trim)
         .filter(|t| t.starts_with(TOKEN_PREFIX))
         .ok_or_else(|| unauthenticated("send Authorization: Bearer <agent token> (createAgentToken)"))?;
-    queue
-        .authenticate(token)
-        .await?
-        .ok_or_else(|| unauthenticated("unknown or revoked agent token"))
+    if let Some(agent) = queue.authenticate(token).await? {
+        return Ok(agent);
+    }
+    let revoked: bool = sqlx::query_scalar("SELECT agent_token_revoked($1)")
+        .bind(crate::auth::tokens::hash(token))
+        .fetch_one(pool)
+        .await?;
+    Err(if revoked {
+        Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "AGENT_TOKEN_REVOKED",
+            "this agent token was revoked (revokeAgentToken): stop",
+        )
+    } else {
+        unauthenticated("unknown agent token")
+    })
 }
 
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Refusal> {
@@ -109,7 +121,7 @@ fn claimed(state: &AppState, task: Claimed, heartbeat: Duration) -> Value {
 pub async fn claim(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes) -> Response {
     let queue = queue(&state);
     let done = async {
-        let agent = agent(&queue, &headers).await?;
+        let agent = agent(&queue, &state.pool, &headers).await?;
         let b: ClaimBody = if bytes.is_empty() {
             ClaimBody { wait_ms: 0 }
         } else {
@@ -196,7 +208,7 @@ pub async fn report(
 ) -> Response {
     let queue = queue(&state);
     let done = async {
-        let agent = agent(&queue, &headers).await?;
+        let agent = agent(&queue, &state.pool, &headers).await?;
         let task = GlobalId::local(&id, Kind::AgentTask, state.instance_id).map_err(|e| Refusal::bad(e.message()))?;
         let held: Held = body(&bytes)?;
         let attempt = held.attempt;

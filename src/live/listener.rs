@@ -1,6 +1,7 @@
 //! The instance's one LISTEN connection: task changes for subscriptions,
-//! the changes that clear the caches of rows (`db::cache`), and the agent
-//! task queue's wake-ups for idle agents' claims (`agent_tasks::queue`). It reconnects
+//! the changes that clear the caches of rows (`db::cache`), the agent
+//! task queue's wake-ups for idle agents' claims (`agent_tasks::queue`), and
+//! agent task events for their subscribers. It reconnects
 //! when it drops; while it is away the caches hold nothing, since a change
 //! made then is not heard.
 
@@ -13,6 +14,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgNotification};
 use tokio::sync::{Notify, broadcast, oneshot, watch};
 
+use super::agent_task_events::{self, AgentTaskEventNote};
 use super::task_changes::{self, TaskNote};
 use crate::db::cache::Forget;
 
@@ -28,6 +30,8 @@ pub const AGENT_TASK_QUEUE_CHANNEL: &str = "mosaic_agent_task_queue";
 /// Where what is heard goes.
 pub struct Audience {
     pub task_changes: broadcast::Sender<TaskNote>,
+    /// Agent task events for `agentTaskEvents`.
+    pub agent_task_events: broadcast::Sender<AgentTaskEventNote>,
     /// Each cache with the channel its changes are announced on, and what
     /// else keeps state derived from rows (the knowledge embeddings).
     pub caches: Vec<(&'static str, Arc<dyn Forget>)>,
@@ -41,7 +45,12 @@ pub struct Audience {
 
 impl Audience {
     fn channels(&self) -> Vec<&'static str> {
-        let mut channels = vec![task_changes::CHANNEL, MARK_CHANNEL, AGENT_TASK_QUEUE_CHANNEL];
+        let mut channels = vec![
+            task_changes::CHANNEL,
+            MARK_CHANNEL,
+            AGENT_TASK_QUEUE_CHANNEL,
+            agent_task_events::CHANNEL,
+        ];
         channels.extend(self.caches.iter().map(|(c, _)| *c));
         channels
     }
@@ -64,6 +73,16 @@ impl Audience {
         }
         if note.channel() == AGENT_TASK_QUEUE_CHANNEL {
             self.agent_task_queue.notify_waiters();
+            return;
+        }
+        if note.channel() == agent_task_events::CHANNEL {
+            match AgentTaskEventNote::parse(note.payload()) {
+                // No receiver is fine: nobody subscribes right now.
+                Some(event) => {
+                    let _ = self.agent_task_events.send(event);
+                }
+                None => tracing::warn!(payload = note.payload(), "unreadable agent task event notification"),
+            }
             return;
         }
         if note.channel() != task_changes::CHANNEL {

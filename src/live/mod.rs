@@ -2,6 +2,7 @@
 //! per-user limits on subscriptions and WebSocket connections, and the
 //! signal that closes every subscription on shutdown.
 
+pub mod agent_task_events;
 pub mod listener;
 pub mod task_changes;
 
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::config::Limits;
 use crate::db::cache::Forget;
 use crate::error::AppError;
+use agent_task_events::AgentTaskEventNote;
 use task_changes::TaskNote;
 
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
@@ -41,6 +43,7 @@ enum Held {
 
 pub struct Live {
     task_changes: broadcast::Sender<TaskNote>,
+    agent_task_events: broadcast::Sender<AgentTaskEventNote>,
     max_subscriptions: usize,
     max_connections: usize,
     usage: Mutex<HashMap<Uuid, Usage>>,
@@ -66,12 +69,14 @@ impl Live {
         caches: Vec<(&'static str, Arc<dyn Forget>)>,
     ) -> Result<Arc<Self>> {
         let (task_changes, _) = broadcast::channel(limits.subscription_buffer);
+        let (agent_task_events, _) = broadcast::channel(limits.subscription_buffer);
         let (closing, _) = watch::channel(false);
         let marks = Arc::new(Mutex::new(HashMap::new()));
         let (listening_tx, listening) = watch::channel(false);
         let agent_task_queue = Arc::new(Notify::new());
         let audience = listener::Audience {
             task_changes: task_changes.clone(),
+            agent_task_events: agent_task_events.clone(),
             caches,
             marks: marks.clone(),
             listening: listening_tx,
@@ -80,6 +85,7 @@ impl Live {
         let listener = listener::Listener::connect(&pool, &audience).await?;
         let live = Arc::new(Self {
             task_changes: task_changes.clone(),
+            agent_task_events,
             max_subscriptions: limits.max_subscriptions_per_user,
             max_connections: limits.max_ws_connections_per_user,
             usage: Mutex::default(),
@@ -151,6 +157,16 @@ impl Live {
     /// changes behind gets `Lagged`.
     pub fn task_changes(&self) -> broadcast::Receiver<TaskNote> {
         self.task_changes.subscribe()
+    }
+
+    /// Agent task events from now on (lagging as `task_changes`).
+    pub fn agent_task_events(&self) -> broadcast::Receiver<AgentTaskEventNote> {
+        self.agent_task_events.subscribe()
+    }
+
+    /// Open subscriptions to agent task events on this instance.
+    pub fn agent_task_event_subscribers(&self) -> usize {
+        self.agent_task_events.receiver_count()
     }
 
     /// Open subscriptions to task changes on this instance.

@@ -5,7 +5,7 @@ pub mod documents;
 pub mod execute;
 pub mod subscriptions;
 
-use async_graphql::{Context, ID, Interface, MergedObject, Object, Schema};
+use async_graphql::{Context, ID, Interface, MergedObject, MergedSubscription, Object, Schema};
 use serde_json::json;
 
 use crate::agent_tasks;
@@ -110,7 +110,13 @@ pub struct MutationRoot(
     agent_tasks::AgentTaskMutation,
 );
 
-pub type MosaicSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(
+    subscriptions::TaskSubscription,
+    agent_tasks::events::AgentTaskSubscription,
+);
+
+pub type MosaicSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The schema that checks requests under the query limits (stopping those
 /// marked `CheckOnly` there) and serves subscriptions. Queries and
@@ -119,7 +125,7 @@ pub fn build_schema(limits: &Limits) -> MosaicSchema {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        subscriptions::SubscriptionRoot,
+        SubscriptionRoot::default(),
     )
     .extension(QueryLimits(limits.clone()))
     .finish()
@@ -135,7 +141,7 @@ pub fn build_unhooked() -> MosaicSchema {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        subscriptions::SubscriptionRoot,
+        SubscriptionRoot::default(),
     )
     .validation_mode(async_graphql::ValidationMode::Fast)
     .finish()

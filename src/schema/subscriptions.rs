@@ -51,10 +51,10 @@ pub struct TaskChange {
 }
 
 #[derive(Default)]
-pub struct SubscriptionRoot;
+pub struct TaskSubscription;
 
 #[Subscription]
-impl SubscriptionRoot {
+impl TaskSubscription {
     /// Every creation, update and deletion of a task in a workspace of this
     /// instance that you can read, from now on, in commit order. Ends with
     /// NOT_FOUND when you can no longer read the workspace, and with

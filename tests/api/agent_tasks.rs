@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 const TASK: &str = "id status priority attempts checkpoint checkpointStep result error statusReason
-    usage { tokens } events { fromStatus toStatus actor at }";
+    usage { tokens } events { fromStatus toStatus actor actorId at }";
 
 fn create_task_query() -> String {
     format!("mutation($i: CreateAgentTaskInput!) {{ createAgentTask(input: $i) {{ {TASK} }} }}")
@@ -970,6 +970,19 @@ async fn a_master_creates_watches_and_kills_agent_tasks_in_a_peers_workspace() {
             "ASSIGNED>KILLED"
         ]
     );
+    // The master's COMMANDs are logged as the master, the claim as the agent.
+    let home_id = home.state.instance_id.to_string();
+    let actors: Vec<(&str, &str)> = watched["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["actorId"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(actors[0], ("PEER", home_id.as_str()), "created by home: {watched}");
+    assert_eq!(actors[1], ("PEER", home_id.as_str()));
+    assert_eq!(actors[2], ("PEER", home_id.as_str()));
+    assert_eq!(actors[3].0, "AGENT");
+    assert_eq!(actors[4], ("PEER", home_id.as_str()), "killed by home");
     let (status, body) = call(
         &bravo,
         &agent,
@@ -1041,4 +1054,104 @@ async fn a_master_creates_watches_and_kills_agent_tasks_in_a_peers_workspace() {
     for app in [home, bravo, charlie] {
         app.stop().await;
     }
+}
+
+#[tokio::test]
+async fn agent_tokens_are_listed_without_secrets_and_a_revoked_one_is_refused_and_loses_its_task() {
+    let (app, token) = instance(|_| {}).await;
+    let ws = app.create_workspace(&token, "Crew").await;
+    let first = agent_token(&app, &token, &ws, &[]).await;
+    let second = agent_token(&app, &token, &ws, &[]).await;
+    let list = "query($w: ID!, $r: Boolean) { agentTokens(workspaceId: $w, includeRevoked: $r) {
+        id name workspaceIds kinds container createdBy createdAt lastSeenAt revokedAt } }";
+    let tokens = app.gql_ok(&token, list, json!({ "w": ws })).await["agentTokens"].clone();
+    assert_eq!(tokens.as_array().unwrap().len(), 2, "{tokens}");
+    assert!(
+        !tokens.to_string().contains("mosaic_agent_"),
+        "never a secret: {tokens}"
+    );
+    assert_eq!(tokens[0]["workspaceIds"], json!([ws]));
+    assert_eq!(
+        (&tokens[0]["kinds"], &tokens[0]["container"]),
+        (&Value::Null, &json!(false))
+    );
+    let first_id = tokens[1]["id"].as_str().unwrap().to_string();
+
+    // Others see nothing and revoke nothing.
+    let (_, stranger) = app.user("stranger@example.com").await;
+    assert_eq!(
+        codes(&app.gql(&stranger, list, json!({ "w": ws })).await),
+        ["NOT_FOUND"]
+    );
+    let revoke = "mutation($id: ID!) { revokeAgentToken(id: $id) }";
+    let before = agent_rows(&mut app.admin().await).await;
+    assert_eq!(
+        codes(&app.gql(&stranger, revoke, json!({ "id": first_id })).await),
+        ["NOT_FOUND"]
+    );
+    assert_eq!(
+        codes(&app.gql(&token, revoke, json!({ "id": "nope" })).await),
+        ["BAD_USER_INPUT"]
+    );
+    assert_eq!(
+        agent_rows(&mut app.admin().await).await,
+        before,
+        "refusals change nothing"
+    );
+
+    let steps = json!({ "steps": [{ "complete": { "ok": true } }] });
+    let t = create(
+        &app,
+        &token,
+        json!({ "workspaceId": ws, "title": "held", "kind": "SCRIPT", "instructions": steps }),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_string();
+    let (status, claim) = call(&app, &first, "/claim", json!({})).await;
+    assert_eq!((status, claim["task"]["id"].as_str()), (200, Some(id.as_str())));
+    assert_eq!(
+        app.gql_ok(&token, revoke, json!({ "id": first_id })).await["revokeAgentToken"],
+        true
+    );
+
+    let (status, body) = call(&app, &first, &format!("/tasks/{id}/heartbeat"), json!({ "attempt": 1 })).await;
+    assert_eq!((status, error_code(&body)), (401, "AGENT_TOKEN_REVOKED"), "{body}");
+    let (status, body) = call(&app, &first, "/claim", json!({})).await;
+    assert_eq!((status, error_code(&body)), (401, "AGENT_TOKEN_REVOKED"), "{body}");
+    let (status, body) = call(&app, "mosaic_agent_unknown", "/claim", json!({})).await;
+    assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"), "{body}");
+    let requeued = task(&app, &token, &id).await;
+    assert_eq!(
+        requeued["status"], "QUEUED",
+        "its task was queued again at once: {requeued}"
+    );
+    assert_eq!(requeued["statusReason"], "its agent token was revoked");
+    assert_eq!(transitions(&requeued).last().unwrap(), "ASSIGNED>QUEUED");
+    let (status, claim) = call(&app, &second, "/claim", json!({})).await;
+    assert_eq!((status, claim["task"]["attempt"].as_i64()), (200, Some(2)));
+
+    let live = app.gql_ok(&token, list, json!({ "w": ws })).await["agentTokens"].clone();
+    assert_eq!(live.as_array().unwrap().len(), 1, "revoked ones are left out: {live}");
+    let all = app.gql_ok(&token, list, json!({ "w": ws, "r": true })).await["agentTokens"].clone();
+    let revoked = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == first_id.as_str())
+        .unwrap();
+    assert!(revoked["revokedAt"].is_string(), "{revoked}");
+    let at = revoked["revokedAt"].clone();
+    assert_eq!(
+        app.gql_ok(&token, revoke, json!({ "id": first_id })).await["revokeAgentToken"],
+        true
+    );
+    let again = app.gql_ok(&token, list, json!({ "w": ws, "r": true })).await["agentTokens"].clone();
+    let revoked = again
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == first_id.as_str())
+        .unwrap();
+    assert_eq!(revoked["revokedAt"], at, "revoking again changes nothing");
+    app.stop().await;
 }

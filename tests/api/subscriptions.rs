@@ -789,3 +789,149 @@ async fn changes_keep_coming_after_the_listener_connection_is_lost() {
     assert_eq!(ws.next_of("1").await["data"]["taskChanged"]["taskId"], task);
     app.stop().await;
 }
+
+const AGENT_SUB: &str = "subscription($w: ID!, $t: ID) { agentTaskEvents(workspaceId: $w, taskId: $t) {
+    taskId event { fromStatus toStatus actor reason } task { id status } } }";
+
+async fn worker_call(app: &TestApp, agent: &str, path: &str, body: Value) -> Value {
+    let r = app
+        .client
+        .post(format!("{}/worker{path}", app.base))
+        .bearer_auth(agent)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// (taskId, "from>to", actor) of an `agentTaskEvents` result.
+fn agent_event(result: &Value) -> (String, String, String) {
+    let e = &result["data"]["agentTaskEvents"];
+    (
+        e["taskId"].as_str().unwrap().to_string(),
+        format!(
+            "{}>{}",
+            e["event"]["fromStatus"].as_str().unwrap_or("-"),
+            e["event"]["toStatus"].as_str().unwrap()
+        ),
+        e["event"]["actor"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn agent_task_events_reach_readers_of_the_workspace_in_order_and_a_task_s_subscriber_only_its_own() {
+    let app = spawn_app().await;
+    let (_, alice) = app.user("alice@example.com").await;
+    let (_, bob) = app.user("bob@example.com").await;
+    let ws_id = app.create_workspace(&alice, "Alice's").await;
+    let bobs = app.create_workspace(&bob, "Bob's").await;
+    let create = "mutation($i: CreateAgentTaskInput!) { createAgentTask(input: $i) { id } }";
+    let steps = json!({ "steps": [{ "complete": {} }] });
+    let mut tasks = Vec::new();
+    for priority in [10, 1] {
+        let input = json!({ "workspaceId": ws_id, "title": "t", "kind": "SCRIPT", "instructions": steps, "priority": priority });
+        let t = app.gql_ok(&alice, create, json!({ "i": input })).await;
+        tasks.push(t["createAgentTask"]["id"].as_str().unwrap().to_string());
+    }
+    let bobs_task = app
+        .gql_ok(
+            &bob,
+            create,
+            json!({ "i": { "workspaceId": bobs, "title": "b", "kind": "SCRIPT", "instructions": steps } }),
+        )
+        .await["createAgentTask"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut watcher = ws_for(&app, &alice).await;
+    watcher.subscribe("all", AGENT_SUB, json!({ "w": ws_id })).await;
+    watcher
+        .subscribe("one", AGENT_SUB, json!({ "w": ws_id, "t": tasks[1] }))
+        .await;
+    // Bob reads neither Alice's workspace nor, through his own, her task.
+    let mut outsider = ws_for(&app, &bob).await;
+    outsider.subscribe("x", AGENT_SUB, json!({ "w": ws_id })).await;
+    assert_eq!(outsider.error_of("x").await[0]["extensions"]["code"], "NOT_FOUND");
+    outsider
+        .subscribe("y", AGENT_SUB, json!({ "w": bobs, "t": tasks[0] }))
+        .await;
+    assert_eq!(outsider.error_of("y").await[0]["extensions"]["code"], "NOT_FOUND");
+    outsider.subscribe("z", AGENT_SUB, json!({ "w": "nope" })).await;
+    assert_eq!(outsider.error_of("z").await[0]["extensions"]["code"], "BAD_USER_INPUT");
+    let live = app.state.live.clone();
+    wait_until("two agent task event subscribers", || {
+        live.agent_task_event_subscribers() == 2
+    })
+    .await;
+
+    // An agent works the first task; Bob's task changes too; Alice cancels the second.
+    let agent = app
+        .gql_ok(
+            &alice,
+            "mutation($w: ID!) { createAgentToken(workspaceId: $w) }",
+            json!({ "w": ws_id }),
+        )
+        .await["createAgentToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claim = worker_call(&app, &agent, "/claim", json!({})).await;
+    assert_eq!(claim["task"]["id"], tasks[0].as_str());
+    let path = |what: &str| format!("/tasks/{}/{what}", tasks[0]);
+    worker_call(&app, &agent, &path("heartbeat"), json!({ "attempt": 1 })).await;
+    app.gql_ok(
+        &bob,
+        "mutation($id: ID!) { cancelAgentTask(id: $id) { id } }",
+        json!({ "id": bobs_task }),
+    )
+    .await;
+    worker_call(
+        &app,
+        &agent,
+        &path("complete"),
+        json!({ "attempt": 1, "result": { "ok": 1 } }),
+    )
+    .await;
+    app.gql_ok(
+        &alice,
+        "mutation($id: ID!) { cancelAgentTask(id: $id) { id } }",
+        json!({ "id": tasks[1] }),
+    )
+    .await;
+
+    // Five results over one connection: the two subscriptions' interleave.
+    let (mut seen, mut ones) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let m = watcher.message().await;
+        assert_eq!(m["type"], "next", "{m}");
+        match m["id"].as_str() {
+            Some("all") => seen.push(agent_event(&m["payload"])),
+            Some("one") => ones.push(m["payload"].clone()),
+            _ => panic!("{m}"),
+        }
+    }
+    let s = |t: &str, change: &str, actor: &str| (t.to_string(), change.to_string(), actor.to_string());
+    assert_eq!(
+        seen,
+        [
+            s(&tasks[0], "QUEUED>ASSIGNED", "AGENT"),
+            s(&tasks[0], "ASSIGNED>RUNNING", "AGENT"),
+            s(&tasks[0], "RUNNING>COMPLETED", "AGENT"),
+            s(&tasks[1], "QUEUED>CANCELLED", "USER"),
+        ],
+        "in the order logged, nothing of Bob's"
+    );
+    // The task's subscriber got only its task's event.
+    assert_eq!(ones.len(), 1);
+    let own = &ones[0];
+    assert_eq!(agent_event(own), s(&tasks[1], "QUEUED>CANCELLED", "USER"));
+    assert_eq!(own["data"]["agentTaskEvents"]["task"]["status"], "CANCELLED");
+    assert_eq!(own["data"]["agentTaskEvents"]["event"]["reason"], "cancelled");
+
+    watcher.send(json!({ "type": "complete", "id": "all" })).await;
+    wait_until("one subscriber left", || live.agent_task_event_subscribers() == 1).await;
+    app.stop().await;
+}
