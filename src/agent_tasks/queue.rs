@@ -281,12 +281,64 @@ impl Queue {
             return Err(self.why_not_held(&mut tx, task).await?);
         };
         let mut status: String = row.try_get("status")?;
-        if let Report::Fail { .. } = report {
-            let (attempts, max): (i32, i32) = (row.try_get("attempts")?, row.try_get("max_attempts")?);
-            status = self.after_failure(&mut tx, task, attempts, max).await?;
+        let mut over_budget = false;
+        match &report {
+            Report::Fail { .. } => {
+                let (attempts, max): (i32, i32) = (row.try_get("attempts")?, row.try_get("max_attempts")?);
+                status = self.after_failure(&mut tx, task, attempts, max).await?;
+            }
+            Report::Usage { tokens, cost, agent_ms } => {
+                over_budget = sqlx::query_scalar("SELECT agent_budget_charge($1, $2, $3, $4)")
+                    .bind(task)
+                    .bind(tokens)
+                    .bind(cost)
+                    .bind(agent_ms)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
+            Report::Checkpoint { .. } => {
+                over_budget = self.stop_if_over_budget(&mut tx, task).await?;
+                if over_budget {
+                    status = "QUEUED".into();
+                }
+            }
+            Report::Heartbeat | Report::Complete { .. } => {}
         }
         tx.commit().await?;
+        if over_budget {
+            return Err(Refusal {
+                task_status: Some(status.clone()),
+                ..Refusal::new(
+                    StatusCode::CONFLICT,
+                    "BUDGET_EXCEEDED",
+                    if status == "QUEUED" {
+                        "a budget covering this task has no headroom: the checkpoint is saved and the task \
+                         is queued again, to resume from it once the budget allows; stop working on it"
+                    } else {
+                        "a budget covering this task has no headroom (the usage is counted): save a \
+                         checkpoint now, then stop"
+                    },
+                )
+            });
+        }
         Ok(status)
+    }
+
+    /// After a checkpoint: a task that a budget without headroom covers goes
+    /// back to the queue (to resume from this checkpoint), without counting
+    /// as a failure. Whether it did.
+    async fn stop_if_over_budget(&self, tx: &mut Transaction<'static, Postgres>, task: Uuid) -> Result<bool, Refusal> {
+        let stopped: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE agent_tasks SET status = 'QUEUED', agent_id = NULL, heartbeat_at = NULL,
+                 run_after = clock_timestamp(),
+                 status_reason = 'BUDGET_EXCEEDED: stopped after its checkpoint; resumes when its budget has headroom'
+             WHERE id = $1 AND agent_budget_exhausted(workspace_id, project_id, created_by)
+             RETURNING id",
+        )
+        .bind(task)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(stopped.is_some())
     }
 
     /// A failed attempt: queued again after a backoff, or DEAD after the last.
