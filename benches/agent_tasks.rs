@@ -1,15 +1,19 @@
 //! The agent task queue through the worker API (issue 15), against a real
 //! instance and PostgreSQL:
 //!
-//! * claims: 1, 4 and 16 agents each claim and complete tasks from a queue
+//! * claims (against `mosaic serve` processes): 1, 4 and 16 agents each claim and complete tasks from a queue
 //!   of queued tasks: claims per second, claim latency p50/p99;
 //! * enqueue → claimed/running for an idle agent (its claim long-polls);
 //! * a missed heartbeat → the task running again on another agent, beyond
 //!   the heartbeat timeout itself.
 //!
 //! `AGENT_TASK_BENCH_TASKS` (default 2000) tasks per claim run,
-//! `AGENT_TASK_BENCH_RUNS` (default 50) for the latencies.
+//! `AGENT_TASK_BENCH_RUNS` (default 50) for the latencies. With
+//! `BENCH_BASELINE=<another mosaic binary>`, the claims run first against
+//! that binary (`mosaic serve`, its own database), in the same run, for a
+//! before/after.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mosaic::app::Application;
@@ -143,67 +147,19 @@ async fn run() {
         .as_str()
         .unwrap()
         .to_string();
-    let ws_uuid = ws.rsplit(':').next().unwrap().to_string();
     let tasks = env_usize("AGENT_TASK_BENCH_TASKS", 2000);
     let runs = env_usize("AGENT_TASK_BENCH_RUNS", 50);
 
-    println!("agent task queue ({tasks} queued tasks per row; each agent claims and completes in a loop)");
-    for agents in [1usize, 4, 16] {
-        sqlx::query(
-            "INSERT INTO agent_tasks (id, workspace_id, title, kind, priority)
-             SELECT gen_random_uuid(), $1::uuid, 'bench ' || i, 'WORKER', 1 + i % 10 FROM generate_series(1, $2) i",
-        )
-        .bind(&ws_uuid)
-        .bind(tasks as i32)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        sqlx::query("VACUUM ANALYZE agent_tasks")
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let mut tokens = Vec::new();
-        for _ in 0..agents {
-            tokens.push(bench.agent(&ws).await);
-        }
-        let started = Instant::now();
-        let mut loops = Vec::new();
-        for agent in tokens {
-            let (http, base) = (bench.http.clone(), bench.base.clone());
-            loops.push(tokio::spawn(async move {
-                let b = Bench {
-                    http,
-                    base,
-                    token: String::new(),
-                };
-                let mut latencies = Vec::new();
-                loop {
-                    let t = Instant::now();
-                    let (status, claim) = b.worker(&agent, "/claim", json!({ "waitMs": 0 })).await;
-                    if status == 204 {
-                        return latencies;
-                    }
-                    assert_eq!(status, 200, "{claim}");
-                    latencies.push(t.elapsed());
-                    let id = claim["task"]["id"].as_str().unwrap().to_string();
-                    let (status, body) = b
-                        .worker(&agent, &format!("/tasks/{id}/complete"), json!({ "attempt": 1 }))
-                        .await;
-                    assert_eq!(status, 200, "{body}");
-                }
-            }));
-        }
-        let mut latencies = Vec::new();
-        for l in loops {
-            latencies.extend(l.await.unwrap());
-        }
-        let took = started.elapsed();
-        assert_eq!(latencies.len(), tasks);
-        let (p50, p99) = percentiles(latencies);
-        println!(
-            "{agents:>2} agents: {:>7.0} claims/s (each with its completion)  claim p50={p50:>7.3} ms  p99={p99:>7.3} ms",
-            tasks as f64 / took.as_secs_f64()
-        );
+    // Claims against `mosaic serve` processes: the baseline's, then this build's.
+    let mut binaries: Vec<(String, PathBuf)> = Vec::new();
+    if let Ok(baseline) = std::env::var("BENCH_BASELINE") {
+        binaries.push(("before (BENCH_BASELINE)".into(), baseline.into()));
+    }
+    binaries.push(("this build".into(), env!("CARGO_BIN_EXE_mosaic").into()));
+    for (name, bin) in binaries {
+        let served = Served::start(&bin).await;
+        println!("{name}: {}", bin.display());
+        claims(&served.bench, &served.database_url, tasks).await;
     }
 
     // Enqueue → claimed → running, for an agent waiting in a long poll.
@@ -282,4 +238,163 @@ async fn run() {
         HEARTBEAT_TIMEOUT.as_millis()
     );
     summary("recovery", again);
+}
+
+/// Claims per second and claim latency at 1, 4 and 16 agents, each agent
+/// claiming and completing in a loop until the queue is empty.
+async fn claims(bench: &Bench, database_url: &str, tasks: usize) {
+    let mut admin = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let ws = bench
+        .gql(
+            "mutation { createWorkspace(input: {name: \"claims\"}) { id } }",
+            json!({}),
+        )
+        .await["createWorkspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ws_uuid = ws.rsplit(':').next().unwrap().to_string();
+    println!("agent task queue ({tasks} queued tasks per row; each agent claims and completes in a loop)");
+    for agents in [1usize, 4, 16] {
+        sqlx::query(
+            "INSERT INTO agent_tasks (id, workspace_id, title, kind, priority)
+             SELECT gen_random_uuid(), $1::uuid, 'bench ' || i, 'WORKER', 1 + i % 10 FROM generate_series(1, $2) i",
+        )
+        .bind(&ws_uuid)
+        .bind(tasks as i32)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::query("VACUUM ANALYZE agent_tasks")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let mut tokens = Vec::new();
+        for _ in 0..agents {
+            tokens.push(bench.agent(&ws).await);
+        }
+        let started = Instant::now();
+        let mut loops = Vec::new();
+        for agent in tokens {
+            let (http, base) = (bench.http.clone(), bench.base.clone());
+            loops.push(tokio::spawn(async move {
+                let b = Bench {
+                    http,
+                    base,
+                    token: String::new(),
+                };
+                let mut latencies = Vec::new();
+                loop {
+                    let t = Instant::now();
+                    let (status, claim) = b.worker(&agent, "/claim", json!({ "waitMs": 0 })).await;
+                    if status == 204 {
+                        return latencies;
+                    }
+                    assert_eq!(status, 200, "{claim}");
+                    latencies.push(t.elapsed());
+                    let id = claim["task"]["id"].as_str().unwrap().to_string();
+                    let (status, body) = b
+                        .worker(&agent, &format!("/tasks/{id}/complete"), json!({ "attempt": 1 }))
+                        .await;
+                    assert_eq!(status, 200, "{body}");
+                }
+            }));
+        }
+        let mut latencies = Vec::new();
+        for l in loops {
+            latencies.extend(l.await.unwrap());
+        }
+        let took = started.elapsed();
+        assert_eq!(latencies.len(), tasks);
+        let (p50, p99) = percentiles(latencies);
+        println!(
+            "{agents:>2} agents: {:>7.0} claims/s (each with its completion)  claim p50={p50:>7.3} ms  p99={p99:>7.3} ms",
+            tasks as f64 / took.as_secs_f64()
+        );
+    }
+}
+
+/// A mosaic binary serving its own database, over HTTP on loopback.
+struct Served {
+    bench: Bench,
+    database_url: String,
+    child: std::process::Child,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    async fn start(bin: &Path) -> Self {
+        let database_url = db::fresh_database("bench_agent_tasks_served").await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env = [
+            ("DATABASE_URL", database_url.clone()),
+            ("MOSAIC_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "MOSAIC_SECRET_KEY",
+                "bench-secret-key-that-is-long-enough-0123456789".into(),
+            ),
+            (
+                "MOSAIC_KNOWLEDGE_MODEL_DIR",
+                "/nonexistent/mosaic-bench-no-model".into(),
+            ),
+            ("MOSAIC_DB_POOL_SIZE", "40".into()),
+            ("MOSAIC_AGENT_TASKS_MAX_RUNNING", "10000".into()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new(bin)
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let email = "bench@example.com";
+        cli(&["user", "create", "--email", email]);
+        let token = cli(&["token", "create", "--user", email]);
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let started = Instant::now();
+        while http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .ok()
+            != Some(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} did not become ready",
+                bin.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            bench: Bench { http, base, token },
+            database_url,
+            child,
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! Mosaic: an application whose instances each serve their own data through one
 //! GraphQL schema and federate with each other; see docs/ARCHITECTURE.md.
 
+// The merged Query and Mutation roots (schema/mod.rs) nest one level per
+// area, deeper than the compiler's default of 128 lets it lay out.
+#![recursion_limit = "256"]
+
 pub mod agent_tasks;
 pub mod agents;
 pub mod app;

@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: KnowledgeCommand,
     },
+    /// Usage budgets of agent tasks (same database variables as `serve`).
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
+    },
     /// The reference agent: works agent tasks of an instance until stopped
     /// (SIGTERM, Ctrl-C), through the worker API with an agent token
     /// (createAgentToken).
@@ -254,6 +259,56 @@ enum KnowledgeCommand {
     },
 }
 
+/// Whose tasks a budget covers: the workspace's, unless one of these is given.
+#[derive(clap::Args)]
+struct BudgetScope {
+    /// The workspace: its ID or UUID.
+    #[arg(long)]
+    workspace: String,
+    /// Only this project's tasks (its ID or UUID).
+    #[arg(long, conflicts_with = "user")]
+    project: Option<String>,
+    /// Only the tasks this member created (their e-mail).
+    #[arg(long)]
+    user: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Create a budget, or change its limit and window.
+    Set {
+        #[command(flatten)]
+        scope: BudgetScope,
+        /// tokens, cost or agent-minutes.
+        #[arg(long)]
+        unit: String,
+        /// Per window, in the unit.
+        #[arg(long, allow_negative_numbers = true)]
+        limit: i64,
+        /// daily, monthly or at.
+        #[arg(long)]
+        window: String,
+        /// The first reset (RFC 3339): required for `at`; for daily and
+        /// monthly, the time (and day) of every reset.
+        #[arg(long)]
+        resets_at: Option<String>,
+    },
+    /// List a workspace's budgets: allocated, consumed, remaining, reset, burn rate.
+    Status {
+        /// The workspace: its ID or UUID.
+        #[arg(long)]
+        workspace: String,
+    },
+    /// Empty a budget's current window.
+    Reset {
+        #[command(flatten)]
+        scope: BudgetScope,
+        /// tokens, cost or agent-minutes.
+        #[arg(long)]
+        unit: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum SchemaCommand {
     /// Print the SDL (or write it to a file).
@@ -406,6 +461,119 @@ async fn knowledge_command(command: KnowledgeCommand, config: Config) -> Result<
     done
 }
 
+/// A refusal of the budget code, with its code first.
+fn budget_error(e: mosaic::error::AppError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", e.code(), e.message())
+}
+
+/// The workspace (which must exist) and scope a `mosaic budget` command names.
+async fn budget_scope(
+    conn: &mut sqlx::PgConnection,
+    scope: &BudgetScope,
+) -> Result<(Uuid, mosaic::agent_tasks::budgets::Scope)> {
+    use mosaic::agent_tasks::budgets::Scope;
+    let workspace = workspace_uuid(&scope.workspace)?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)")
+        .bind(workspace)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        anyhow::bail!("NOT_FOUND: --workspace: no workspace {workspace}");
+    }
+    let not_found = |what: &str| anyhow::anyhow!("BUDGET_SCOPE_NOT_FOUND: {what}");
+    let scope = match (&scope.project, &scope.user) {
+        (Some(p), _) => Scope::Project(
+            p.rsplit(':')
+                .next()
+                .and_then(|u| u.parse().ok())
+                .ok_or_else(|| not_found(&format!("--project: '{p}' is not a project ID or UUID")))?,
+        ),
+        (None, Some(email)) => {
+            let user: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = lower($1)")
+                .bind(email)
+                .fetch_optional(&mut *conn)
+                .await?;
+            Scope::User(user.ok_or_else(|| not_found(&format!("--user: no user {email}")))?)
+        }
+        (None, None) => Scope::Workspace,
+    };
+    Ok((workspace, scope))
+}
+
+async fn budget_command(command: BudgetCommand, config: Config) -> Result<()> {
+    use mosaic::agent_tasks::budgets::{self, BudgetUnit, BudgetWindow, Setting};
+    let db = open_existing(&config).await?;
+    let done = async {
+        let mut conn = db.admin().await?;
+        let budgets = match command {
+            BudgetCommand::Set {
+                scope,
+                unit,
+                limit,
+                window,
+                resets_at,
+            } => {
+                let unit = BudgetUnit::parse(&unit).map_err(budget_error)?;
+                let window = BudgetWindow::parse(&window).map_err(budget_error)?;
+                let resets_at = resets_at
+                    .map(|t| {
+                        time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).map_err(|_| {
+                            anyhow::anyhow!("BUDGET_RESETS_AT_INVALID: --resets-at: '{t}' is not an RFC 3339 time")
+                        })
+                    })
+                    .transpose()?;
+                let (workspace, scope) = budget_scope(&mut conn, &scope).await?;
+                let setting = Setting::new(&mut conn, workspace, scope, unit, window, limit, resets_at)
+                    .await
+                    .map_err(budget_error)?;
+                vec![setting.write(&mut conn, None).await.map_err(budget_error)?]
+            }
+            BudgetCommand::Status { workspace } => {
+                let workspace = workspace_uuid(&workspace)?;
+                budgets::list(&mut conn, workspace).await.map_err(budget_error)?
+            }
+            BudgetCommand::Reset { scope, unit } => {
+                let unit = BudgetUnit::parse(&unit).map_err(budget_error)?;
+                let (workspace, scope) = budget_scope(&mut conn, &scope).await?;
+                vec![
+                    budgets::reset(&mut conn, workspace, scope, unit)
+                        .await
+                        .map_err(budget_error)?,
+                ]
+            }
+        };
+        if budgets.is_empty() {
+            eprintln!("no budgets in this workspace (mosaic budget set ...)");
+        }
+        let now = time::OffsetDateTime::now_utc();
+        for b in budgets {
+            let scope = match b.scope {
+                budgets::Scope::Workspace => "workspace".to_string(),
+                budgets::Scope::Project(p) => format!("project={p}"),
+                budgets::Scope::User(u) => format!("user={u}"),
+            };
+            println!(
+                "{}  {scope}  {}  {}  allocated={} consumed={} remaining={} resets={} burn_per_hour={:.3}",
+                b.id,
+                b.unit.as_db(),
+                b.window.as_db(),
+                b.allocated,
+                b.consumed(),
+                b.remaining(),
+                b.resets_at.map_or("never".to_string(), |t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                }),
+                b.burn_rate_per_hour(now),
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.shutdown().await?;
+    done
+}
+
 async fn run(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Serve => {
@@ -528,6 +696,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
         }
         Command::Peer { command } => peer_command(command, config).await,
         Command::Knowledge { command } => knowledge_command(command, config).await,
+        Command::Budget { command } => budget_command(command, config).await,
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {

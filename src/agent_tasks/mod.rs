@@ -4,6 +4,7 @@
 //! (`http/worker.rs`), `dispatch.rs` the return of tasks whose agent went
 //! quiet and the agents Mosaic runs as containers, `runtime.rs` the reference agent (`mosaic worker`).
 
+pub mod budgets;
 pub mod dispatch;
 pub mod events;
 mod merged;
@@ -103,6 +104,14 @@ impl AgentTaskKind {
     }
 }
 
+/// Why a queued task is not claimed now.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AgentTaskBlock {
+    /// A budget covering the task has no headroom (`budgets`): it is claimed
+    /// once the budget is raised or reset, or its window resets.
+    BudgetExceeded,
+}
+
 /// Who changed a task's status.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum AgentTaskActor {
@@ -141,11 +150,13 @@ pub struct AgentTask {
     pub id: Uuid,
     pub global_id: ID,
     pub workspace_id: ID,
+    pub project_id: Option<ID>,
     pub title: String,
     pub kind: AgentTaskKind,
     pub priority: i32,
     pub status: AgentTaskStatus,
     pub status_reason: Option<String>,
+    pub blocked_by: Option<AgentTaskBlock>,
     pub attempts: i32,
     pub max_attempts: i32,
     pub instructions: Value,
@@ -162,9 +173,10 @@ pub struct AgentTask {
     pub remote_events: Option<Vec<AgentTaskEvent>>,
 }
 
-pub(crate) const COLUMNS: &str = "id, workspace_id, title, kind, priority, status, status_reason, attempts,
-    max_attempts, instructions, checkpoint, checkpoint_step, result, error, usage_tokens, usage_cost,
-    usage_agent_ms, created_at, updated_at, finished_at";
+pub(crate) const COLUMNS: &str = "id, workspace_id, project_id, title, kind, priority, status, status_reason,
+    attempts, max_attempts, instructions, checkpoint, checkpoint_step, result, error, usage_tokens, usage_cost,
+    usage_agent_ms, created_at, updated_at, finished_at,
+    status = 'QUEUED' AND agent_budget_exhausted(workspace_id, project_id, created_by) AS budget_exceeded";
 
 impl AgentTask {
     fn from_row(rc: &RequestContext, r: &PgRow) -> AppResult<Self> {
@@ -173,11 +185,17 @@ impl AgentTask {
             global_id: rc.global_id(Kind::AgentTask, id),
             id,
             workspace_id: rc.global_id(Kind::Workspace, r.try_get("workspace_id")?),
+            project_id: r
+                .try_get::<Option<Uuid>, _>("project_id")?
+                .map(|p| rc.global_id(Kind::Project, p)),
             title: r.try_get("title")?,
             kind: AgentTaskKind::from_db(r.try_get("kind")?)?,
             priority: r.try_get::<i16, _>("priority")?.into(),
             status: AgentTaskStatus::from_db(r.try_get("status")?)?,
             status_reason: r.try_get("status_reason")?,
+            blocked_by: r
+                .try_get::<bool, _>("budget_exceeded")?
+                .then_some(AgentTaskBlock::BudgetExceeded),
             attempts: r.try_get("attempts")?,
             max_attempts: r.try_get("max_attempts")?,
             instructions: r.try_get("instructions")?,
@@ -249,6 +267,10 @@ impl AgentTask {
     async fn workspace_id(&self) -> &ID {
         &self.workspace_id
     }
+    /// The project whose budgets also cover the task, if any.
+    async fn project_id(&self) -> Option<&ID> {
+        self.project_id.as_ref()
+    }
     async fn title(&self) -> &str {
         &self.title
     }
@@ -265,6 +287,10 @@ impl AgentTask {
     /// Why the status last changed.
     async fn status_reason(&self) -> Option<&str> {
         self.status_reason.as_deref()
+    }
+    /// Why a queued task is not claimed now (none when it can be).
+    async fn blocked_by(&self) -> Option<AgentTaskBlock> {
+        self.blocked_by
     }
     /// Claims so far (a retry by a user starts counting again).
     async fn attempts(&self) -> i32 {

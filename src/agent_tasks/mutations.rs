@@ -28,6 +28,8 @@ pub const TOKEN_PREFIX: &str = "mosaic_agent_";
 #[derive(InputObject)]
 pub struct CreateAgentTaskInput {
     pub workspace_id: ID,
+    /// A project of the workspace: its budgets then cover the task too.
+    pub project_id: Option<ID>,
     pub title: String,
     pub kind: AgentTaskKind,
     /// 1 (lowest) to 10 (highest); 5 when not given.
@@ -257,13 +259,31 @@ impl AgentTaskMutation {
         let priority = in_range("priority", input.priority, 5, 1, 10)?;
         let max_attempts = in_range("maxAttempts", input.max_attempts, 3, 1, 100)?;
         let instructions = instructions(input.kind, input.instructions)?;
+        let project = input
+            .project_id
+            .as_ref()
+            .map(|p| rc.local_id_of("projectId", p, Kind::Project))
+            .transpose()?;
         workspaces::require_visible(rc, ws).await?;
+        if let Some(p) = project {
+            let in_workspace: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1 AND workspace_id = $2)")
+                    .bind(p)
+                    .bind(ws)
+                    .fetch_one(&mut *rc.db.conn().await?)
+                    .await?;
+            if !in_workspace {
+                return Err(AppError::BadInput(
+                    "projectId: no such project in this workspace".into(),
+                ));
+            }
+        }
         log_peer_as_actor(rc).await?;
         let id = Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO agent_tasks (id, workspace_id, title, kind, priority, instructions, max_attempts,
+            "INSERT INTO agent_tasks (id, workspace_id, project_id, title, kind, priority, instructions, max_attempts,
                  created_by, status_reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, current_user_id(), 'created')",
+             VALUES ($1, $2, $8, $3, $4, $5, $6, $7, current_user_id(), 'created')",
         )
         .bind(id)
         .bind(ws)
@@ -272,6 +292,7 @@ impl AgentTaskMutation {
         .bind(priority as i16)
         .bind(instructions)
         .bind(max_attempts)
+        .bind(project)
         .execute(&mut *rc.db.conn().await?)
         .await
         .map_err(|e| AppError::from(e).forbidden_as("guests cannot create agent tasks"))?;

@@ -15,10 +15,6 @@ use uuid::Uuid;
 use crate::config::AgentTaskSettings;
 use crate::live::Live;
 
-/// Serialises claims, so the instance's cap holds however many claim at
-/// once (a claim is a few milliseconds).
-const CLAIM_LOCK: i64 = 0x6d6f_7361_6963_0f15;
-
 /// A refusal of the worker API: its HTTP status, code and message, and the
 /// task's status where that is what the agent must know.
 #[derive(Debug)]
@@ -47,7 +43,8 @@ impl Refusal {
 impl From<sqlx::Error> for Refusal {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e
-            && db.code().as_deref() == Some("57014")
+            // A statement or lock timeout (the claim's lock waits at most as long).
+            && matches!(db.code().as_deref(), Some("57014" | "55P03"))
         {
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -136,18 +133,13 @@ impl Queue {
             .await?)
     }
 
-    /// A transaction in `agent`'s scope (with the claim lock when `lock`).
-    /// The values are written into the text: a UUID and numbers only.
-    async fn begin(&self, agent: Uuid, lock: bool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let lock = if lock {
-            format!("; SELECT pg_advisory_xact_lock({CLAIM_LOCK})")
-        } else {
-            String::new()
-        };
+    /// A transaction in `agent`'s scope. The values are written into the
+    /// text: a UUID and a number only.
+    async fn begin(&self, agent: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.pool
             .begin_with(AssertSqlSafe(format!(
                 "BEGIN; SELECT set_config('mosaic.agent_id', '{agent}', true), \
-                 set_config('statement_timeout', '{}', true){lock}",
+                 set_config('statement_timeout', '{}', true)",
                 self.statement_timeout.as_millis()
             )))
             .await
@@ -203,70 +195,35 @@ impl Queue {
         }
     }
 
-    /// One look: each of the agent's workspaces offers its best ready task
-    /// (from the `agent_tasks_queued` index), and the workspace with the
-    /// fewest tasks held now wins, then priority, then age.
+    /// One look, one round trip: `agent_task_claim` (migration 0065) picks
+    /// and claims under the lock that keeps the cap, fair across workspaces,
+    /// then by priority and age.
     async fn try_claim(&self, agent: Uuid) -> Result<Attempt, Refusal> {
-        let mut tx = self.begin(agent, true).await?;
-        let row = sqlx::query(
-            "WITH ws AS (
-                 SELECT w AS workspace_id,
-                        (SELECT count(*) FROM agent_tasks h
-                         WHERE h.workspace_id = w AND h.status IN ('ASSIGNED', 'RUNNING')) AS busy
-                 FROM unnest(agent_workspace_ids()) AS w
-             ), pick AS (
-                 SELECT c.id FROM ws CROSS JOIN LATERAL (
-                     SELECT t.id, t.priority, t.created_at FROM agent_tasks t
-                     WHERE t.workspace_id = ws.workspace_id AND t.status = 'QUEUED'
-                       AND t.run_after <= clock_timestamp()
-                     ORDER BY t.priority DESC, t.created_at, t.id
-                     LIMIT 1
-                     FOR UPDATE SKIP LOCKED
-                 ) c
-                 WHERE (SELECT agent_tasks_held()) < $1
-                 ORDER BY ws.busy, c.priority DESC, c.created_at, c.id
-                 LIMIT 1
-             )
-             UPDATE agent_tasks t
-             SET status = 'ASSIGNED', agent_id = current_agent_id(), attempts = t.attempts + 1,
-                 heartbeat_at = clock_timestamp(),
-                 status_reason = format('claimed, attempt %s of %s', t.attempts + 1, t.max_attempts)
-             FROM pick WHERE t.id = pick.id
-             RETURNING t.id, t.workspace_id, t.title, t.kind, t.priority, t.instructions, t.attempts,
-                 t.max_attempts, t.checkpoint, t.checkpoint_step",
-        )
-        .bind(self.settings.max_running as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(r) = row {
-            let task = Claimed {
-                id: r.try_get("id")?,
-                workspace_id: r.try_get("workspace_id")?,
-                title: r.try_get("title")?,
-                kind: r.try_get("kind")?,
-                priority: r.try_get("priority")?,
-                instructions: r.try_get("instructions")?,
-                attempt: r.try_get("attempts")?,
-                max_attempts: r.try_get("max_attempts")?,
-                checkpoint: r.try_get("checkpoint")?,
-                checkpoint_step: r.try_get("checkpoint_step")?,
-            };
-            tx.commit().await?;
-            return Ok(Attempt::Claimed(task));
-        }
-        let (at_cap, due_ms): (bool, Option<f64>) = sqlx::query_as(
-            "SELECT agent_tasks_held() >= $1,
-                    (SELECT extract(epoch FROM min(run_after) - clock_timestamp())::float8 * 1000
-                     FROM agent_tasks WHERE status = 'QUEUED' AND workspace_id = ANY (agent_workspace_ids()))",
-        )
-        .bind(self.settings.max_running as i64)
-        .fetch_one(&mut *tx)
-        .await?;
-        drop(tx);
-        Ok(Attempt::Nothing {
-            at_cap,
-            next_due: due_ms.map(|ms| Duration::from_millis(ms.max(1.0) as u64)),
-        })
+        let r = sqlx::query("SELECT * FROM agent_task_claim($1, $2, $3)")
+            .bind(agent)
+            .bind(self.settings.max_running as i64)
+            .bind(self.statement_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .fetch_one(&self.pool)
+            .await?;
+        let Some(id) = r.try_get::<Option<Uuid>, _>("id")? else {
+            let due_ms: Option<f64> = r.try_get("next_due_ms")?;
+            return Ok(Attempt::Nothing {
+                at_cap: r.try_get("at_cap")?,
+                next_due: due_ms.map(|ms| Duration::from_millis(ms.max(1.0) as u64)),
+            });
+        };
+        Ok(Attempt::Claimed(Claimed {
+            id,
+            workspace_id: r.try_get("workspace_id")?,
+            title: r.try_get("title")?,
+            kind: r.try_get("kind")?,
+            priority: r.try_get("priority")?,
+            instructions: r.try_get("instructions")?,
+            attempt: r.try_get("attempts")?,
+            max_attempts: r.try_get("max_attempts")?,
+            checkpoint: r.try_get("checkpoint")?,
+            checkpoint_step: r.try_get("checkpoint_step")?,
+        }))
     }
 
     /// Applies an agent's report on task `task` of attempt `attempt`, which
@@ -285,7 +242,7 @@ impl Queue {
                 ));
             }
         }
-        let mut tx = self.begin(agent, false).await?;
+        let mut tx = self.begin(agent).await?;
         const HELD: &str = "WHERE id = $1 AND attempts = $2 AND agent_id = current_agent_id()
                             AND status IN ('ASSIGNED', 'RUNNING')";
         const RUNNING: &str = "status = 'RUNNING',
@@ -324,12 +281,64 @@ impl Queue {
             return Err(self.why_not_held(&mut tx, task).await?);
         };
         let mut status: String = row.try_get("status")?;
-        if let Report::Fail { .. } = report {
-            let (attempts, max): (i32, i32) = (row.try_get("attempts")?, row.try_get("max_attempts")?);
-            status = self.after_failure(&mut tx, task, attempts, max).await?;
+        let mut over_budget = false;
+        match &report {
+            Report::Fail { .. } => {
+                let (attempts, max): (i32, i32) = (row.try_get("attempts")?, row.try_get("max_attempts")?);
+                status = self.after_failure(&mut tx, task, attempts, max).await?;
+            }
+            Report::Usage { tokens, cost, agent_ms } => {
+                over_budget = sqlx::query_scalar("SELECT agent_budget_charge($1, $2, $3, $4)")
+                    .bind(task)
+                    .bind(tokens)
+                    .bind(cost)
+                    .bind(agent_ms)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
+            Report::Checkpoint { .. } => {
+                over_budget = self.stop_if_over_budget(&mut tx, task).await?;
+                if over_budget {
+                    status = "QUEUED".into();
+                }
+            }
+            Report::Heartbeat | Report::Complete { .. } => {}
         }
         tx.commit().await?;
+        if over_budget {
+            return Err(Refusal {
+                task_status: Some(status.clone()),
+                ..Refusal::new(
+                    StatusCode::CONFLICT,
+                    "BUDGET_EXCEEDED",
+                    if status == "QUEUED" {
+                        "a budget covering this task has no headroom: the checkpoint is saved and the task \
+                         is queued again, to resume from it once the budget allows; stop working on it"
+                    } else {
+                        "a budget covering this task has no headroom (the usage is counted): save a \
+                         checkpoint now, then stop"
+                    },
+                )
+            });
+        }
         Ok(status)
+    }
+
+    /// After a checkpoint: a task that a budget without headroom covers goes
+    /// back to the queue (to resume from this checkpoint), without counting
+    /// as a failure. Whether it did.
+    async fn stop_if_over_budget(&self, tx: &mut Transaction<'static, Postgres>, task: Uuid) -> Result<bool, Refusal> {
+        let stopped: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE agent_tasks SET status = 'QUEUED', agent_id = NULL, heartbeat_at = NULL,
+                 run_after = clock_timestamp(),
+                 status_reason = 'BUDGET_EXCEEDED: stopped after its checkpoint; resumes when its budget has headroom'
+             WHERE id = $1 AND agent_budget_exhausted(workspace_id, project_id, created_by)
+             RETURNING id",
+        )
+        .bind(task)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(stopped.is_some())
     }
 
     /// A failed attempt: queued again after a backoff, or DEAD after the last.

@@ -4,7 +4,8 @@
 //! SCRIPT task's steps, resuming after the step of its last checkpoint. A
 //! call that cannot reach the instance is sent again until it can (the
 //! instance may be restarting); a refusal that says the task is no longer
-//! this agent's stops the work on it.
+//! this agent's stops the work on it, and so does BUDGET_EXCEEDED, after a
+//! checkpoint.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -169,6 +170,8 @@ enum Outcome {
     Done,
     /// The task is not this agent's any more (requeued, cancelled, ...).
     Lost(String),
+    /// A budget covering the task has no headroom (BUDGET_EXCEEDED).
+    OverBudget,
     Stopped,
 }
 
@@ -264,13 +267,20 @@ async fn work(client: &Client, claim: &Value, stopping: &mut watch::Receiver<boo
             }
         };
         let start = task["checkpointStep"].as_u64().map_or(0, |s| s as usize + 1);
+        let mut last_checkpoint = match &task["checkpoint"] {
+            Value::Null => json!({}),
+            v => v.clone(),
+        };
         for (i, step) in script.steps.iter().enumerate().skip(start) {
             let (what, body) = match step {
                 Step::SleepMs(ms) => {
                     tokio::time::sleep(Duration::from_millis(*ms)).await;
                     continue;
                 }
-                Step::Checkpoint(v) => ("checkpoint", json!({ "attempt": attempt, "step": i, "checkpoint": v })),
+                Step::Checkpoint(v) => {
+                    last_checkpoint = v.clone();
+                    ("checkpoint", json!({ "attempt": attempt, "step": i, "checkpoint": v }))
+                }
                 Step::Usage { tokens, cost, agent_ms } => (
                     "usage",
                     json!({ "attempt": attempt, "tokens": tokens, "cost": cost, "agentMs": agent_ms }),
@@ -278,7 +288,14 @@ async fn work(client: &Client, claim: &Value, stopping: &mut watch::Receiver<boo
                 Step::Fail(why) => ("fail", json!({ "attempt": attempt, "error": why })),
                 Step::Complete(v) => ("complete", json!({ "attempt": attempt, "result": v })),
             };
-            let outcome = report(client, &path(what), body, stopping).await;
+            let mut outcome = report(client, &path(what), body, stopping).await;
+            if let (Outcome::OverBudget, Step::Usage { .. }) = (&outcome, step) {
+                // Told to stop: a checkpoint after this step (so its usage is
+                // not reported twice), which queues the task again. Accepted
+                // instead, the budget has room again and the work goes on.
+                let body = json!({ "attempt": attempt, "step": i, "checkpoint": last_checkpoint });
+                outcome = report(client, &path("checkpoint"), body, stopping).await;
+            }
             if outcome != Outcome::Done || matches!(step, Step::Fail(_) | Step::Complete(_)) {
                 return outcome;
             }
@@ -308,6 +325,7 @@ async fn report(client: &Client, path: &str, body: Value, stopping: &mut watch::
         None => Outcome::Stopped,
         Some(a) if a.status.is_success() => Outcome::Done,
         Some(a) if a.code() == "TASK_ALREADY_COMPLETED" => Outcome::Done,
+        Some(a) if a.code() == "BUDGET_EXCEEDED" => Outcome::OverBudget,
         Some(a) => Outcome::Lost(format!("{} {}", a.status, a.body)),
     }
 }

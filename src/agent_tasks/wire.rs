@@ -7,14 +7,16 @@ use serde::Deserialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{AgentTask, AgentTaskActor, AgentTaskEvent, AgentTaskKind, AgentTaskStatus, AgentTaskUsage};
+use super::{
+    AgentTask, AgentTaskActor, AgentTaskBlock, AgentTaskEvent, AgentTaskKind, AgentTaskStatus, AgentTaskUsage,
+};
 use crate::error::{AppError, AppResult};
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
 use crate::graphql::wire::{Nullable, Wire, enum_value, id_on};
 
-pub const FRAGMENT: &str = "fragment AgentTaskFields on AgentTask { id workspaceId title kind priority status
-    statusReason attempts maxAttempts instructions checkpoint checkpointStep result error
+pub const FRAGMENT: &str = "fragment AgentTaskFields on AgentTask { id workspaceId projectId title kind priority status
+    statusReason blockedBy attempts maxAttempts instructions checkpoint checkpointStep result error
     usage { tokens cost agentMs } createdAt updatedAt finishedAt instance { id name }
     events { fromStatus toStatus actor actorId reason at } }";
 
@@ -43,11 +45,13 @@ struct EventWire {
 pub struct AgentTaskWire {
     id: String,
     workspace_id: String,
+    project_id: Nullable<String>,
     title: String,
     kind: String,
     priority: i32,
     status: String,
     status_reason: Nullable<String>,
+    blocked_by: Nullable<String>,
     attempts: i32,
     max_attempts: i32,
     instructions: Value,
@@ -77,6 +81,14 @@ impl Wire for AgentTaskWire {
     fn into_object(self, instance: &Arc<InstanceInfo>) -> AppResult<AgentTask> {
         let (global_id, id) = id_on(&self.id, Kind::AgentTask, instance)?;
         id_on(&self.workspace_id, Kind::Workspace, instance)?;
+        let project_id = match self.project_id.0 {
+            Some(p) => Some(id_on(&p, Kind::Project, instance)?.0),
+            None => None,
+        };
+        let blocked_by = match self.blocked_by.0 {
+            Some(b) => Some(AgentTaskBlock::parse(Some(enum_value(&b))).map_err(|_| bad("blockedBy"))?),
+            None => None,
+        };
         let events = self
             .events
             .into_iter()
@@ -101,11 +113,13 @@ impl Wire for AgentTaskWire {
             id,
             global_id,
             workspace_id: ID(self.workspace_id),
+            project_id,
             title: self.title,
             kind: AgentTaskKind::parse(Some(enum_value(&self.kind))).map_err(|_| bad("kind"))?,
             priority: self.priority,
             status: status(&self.status)?,
             status_reason: self.status_reason.0,
+            blocked_by,
             attempts: self.attempts,
             max_attempts: self.max_attempts,
             instructions: self.instructions,

@@ -89,6 +89,7 @@ pub struct QueryRoot(
     knowledge::search::KnowledgeSearchQuery,
     knowledge::graph::KnowledgeGraphQuery,
     agent_tasks::AgentTaskQuery,
+    agent_tasks::budgets::BudgetQuery,
     NodeQuery,
 );
 
@@ -108,6 +109,7 @@ pub struct MutationRoot(
     knowledge::mutations::KnowledgeMutation,
     knowledge::tags::KnowledgeTagMutation,
     agent_tasks::AgentTaskMutation,
+    agent_tasks::budgets::BudgetMutation,
 );
 
 #[derive(MergedSubscription, Default)]

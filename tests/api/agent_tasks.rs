@@ -14,27 +14,28 @@ use sqlx::PgConnection;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-const TASK: &str = "id status priority attempts checkpoint checkpointStep result error statusReason
+pub(crate) const TASK: &str =
+    "id status priority attempts checkpoint checkpointStep result error statusReason blockedBy
     usage { tokens } events { fromStatus toStatus actor actorId at }";
 
-fn create_task_query() -> String {
+pub(crate) fn create_task_query() -> String {
     format!("mutation($i: CreateAgentTaskInput!) {{ createAgentTask(input: $i) {{ {TASK} }} }}")
 }
 
 const TOKEN: &str = "mutation($w: ID!, $m: [ID!]) { createAgentToken(workspaceId: $w, moreWorkspaceIds: $m) }";
 
-async fn agent_token(app: &TestApp, token: &str, ws: &str, more: &[&str]) -> String {
+pub(crate) async fn agent_token(app: &TestApp, token: &str, ws: &str, more: &[&str]) -> String {
     app.gql_ok(token, TOKEN, json!({ "w": ws, "m": more })).await["createAgentToken"]
         .as_str()
         .unwrap()
         .to_string()
 }
 
-async fn create(app: &TestApp, token: &str, input: Value) -> Value {
+pub(crate) async fn create(app: &TestApp, token: &str, input: Value) -> Value {
     app.gql_ok(token, &create_task_query(), json!({ "i": input })).await["createAgentTask"].clone()
 }
 
-async fn task(app: &TestApp, token: &str, id: &str) -> Value {
+pub(crate) async fn task(app: &TestApp, token: &str, id: &str) -> Value {
     app.gql_ok(
         token,
         &format!("query($id: ID!) {{ node(id: $id) {{ ... on AgentTask {{ {TASK} }} }} }}"),
@@ -45,7 +46,7 @@ async fn task(app: &TestApp, token: &str, id: &str) -> Value {
 }
 
 /// A worker API call: (HTTP status, body).
-async fn call(app: &TestApp, agent: &str, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn call(app: &TestApp, agent: &str, path: &str, body: Value) -> (u16, Value) {
     let r = app
         .client
         .post(format!("{}/worker{path}", app.base))
@@ -59,11 +60,11 @@ async fn call(app: &TestApp, agent: &str, path: &str, body: Value) -> (u16, Valu
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn error_code(body: &Value) -> &str {
+pub(crate) fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
 }
 
-fn transitions(task: &Value) -> Vec<String> {
+pub(crate) fn transitions(task: &Value) -> Vec<String> {
     task["events"]
         .as_array()
         .unwrap()
@@ -101,7 +102,7 @@ async fn agent_rows(conn: &mut PgConnection) -> Vec<String> {
 
 /// Polls `check` until it holds, at most `limit`: for state that only the
 /// API can show (other processes change it).
-async fn until<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut check: F) {
+pub(crate) async fn until<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut check: F) {
     let start = Instant::now();
     while !check().await {
         assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
@@ -121,7 +122,7 @@ async fn count(app: &TestApp, token: &str, status: &str) -> i64 {
 }
 
 /// A `mosaic worker` process for `agent` against `app`.
-fn worker(app: &TestApp, agent: &str) -> Child {
+pub(crate) fn worker(app: &TestApp, agent: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mosaic"))
         .args(["worker", "--url", &app.base, "--ca-file"])
         .arg(&common::pki().ca_cert)
@@ -135,7 +136,7 @@ fn worker(app: &TestApp, agent: &str) -> Child {
         .expect("mosaic worker starts")
 }
 
-async fn instance(adjust: impl FnOnce(&mut mosaic::config::Config)) -> (TestApp, String) {
+pub(crate) async fn instance(adjust: impl FnOnce(&mut mosaic::config::Config)) -> (TestApp, String) {
     let app = spawn_instance_with("orchestra", adjust).await;
     let (_, token) = app.user("owner@example.com").await;
     (app, token)

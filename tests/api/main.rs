@@ -5,6 +5,7 @@
 mod common;
 
 mod admin_roles;
+mod agent_budgets;
 mod agent_task_containers;
 mod agent_tasks;
 mod agents;
