@@ -110,7 +110,6 @@ impl Application {
         let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
         let executor = Arc::new(Executor {
             schema,
-            unhooked: crate::schema::build_unhooked(),
             pool: db.app.clone(),
             statement_timeout: config.statement_timeout,
             instance_id,

@@ -9,11 +9,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
 
 use crate::config::Limits;
 
@@ -46,9 +44,6 @@ pub const INTROSPECTION_MAX_DEPTH: usize = 20;
 pub const INTROSPECTION_MAX_FIELDS: usize = 1000;
 
 pub struct QueryLimits(pub Limits);
-
-/// Request data that stops a request once parsed and validated.
-pub struct CheckOnly;
 
 impl ExtensionFactory for QueryLimits {
     fn create(&self) -> Arc<dyn Extension> {
@@ -142,21 +137,6 @@ impl Extension for QueryLimitsExtension {
             ))]);
         }
         Ok(result)
-    }
-
-    /// A request marked [`CheckOnly`] stops here, checked: a schema without
-    /// extensions runs it (see `schema::build_unhooked`). Subscription
-    /// events pass through.
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        if ctx.data_opt::<CheckOnly>().is_some() {
-            return Response::default();
-        }
-        next.run(ctx, operation_name).await
     }
 }
 

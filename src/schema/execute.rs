@@ -26,10 +26,7 @@ use crate::schema::MosaicSchema;
 
 /// What executing a request needs, built once at start.
 pub struct Executor {
-    /// Checks requests under the query limits; serves subscriptions.
     pub schema: MosaicSchema,
-    /// Runs the queries and mutations that passed the checks.
-    pub unhooked: MosaicSchema,
     pub pool: PgPool,
     pub statement_timeout: Duration,
     pub instance_id: Uuid,
@@ -139,18 +136,6 @@ impl Executor {
         }
     }
 
-    /// Parses and validates a request under the query limits, in the
-    /// schema that stops there; its errors, if it has any.
-    async fn refusal(&self, request: &async_graphql::Request) -> Option<async_graphql::Response> {
-        let mut check = async_graphql::Request::new(request.query.clone())
-            .variables(request.variables.clone())
-            .data(limits::CheckOnly);
-        check.operation_name = request.operation_name.clone();
-        self.documents.prepare(&mut check);
-        let checked = self.schema.execute(check).await;
-        (!checked.errors.is_empty()).then_some(checked)
-    }
-
     async fn execute_to_the_end(
         &self,
         caller: Caller,
@@ -169,10 +154,7 @@ impl Executor {
         let context = self.context(db.clone(), caller, hop);
         let report = context.report.clone();
         let extensions = context.extensions.clone();
-        let mut response = match self.refusal(&request).await {
-            Some(refused) => refused,
-            None => self.unhooked.execute(request.data(context)).await,
-        };
+        let mut response = self.schema.execute(request.data(context)).await;
         // All or nothing: any error rolls back every write of the request, and a
         // rolled-back mutation returns no data (it would name rows that do not exist).
         let finished = if response.errors.is_empty() {

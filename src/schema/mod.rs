@@ -120,9 +120,6 @@ pub struct SubscriptionRoot(
 
 pub type MosaicSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// The schema that checks requests under the query limits (stopping those
-/// marked `CheckOnly` there) and serves subscriptions. Queries and
-/// mutations run in [`build_unhooked`]'s once checked.
 pub fn build_schema(limits: &Limits) -> MosaicSchema {
     Schema::build(
         QueryRoot::default(),
@@ -130,22 +127,6 @@ pub fn build_schema(limits: &Limits) -> MosaicSchema {
         SubscriptionRoot::default(),
     )
     .extension(QueryLimits(limits.clone()))
-    .finish()
-}
-
-/// The same schema without extensions, for queries and mutations that
-/// passed [`build_schema`]'s checks. With any extension installed,
-/// async-graphql sends every field through the extension chain (a boxed
-/// future and two registry lookups per field, whatever the extension
-/// hooks), about a tenth of a spoke's CPU answering a page of 50 tasks.
-/// Only the checks that bound the work stay on (fragment cycles, depth).
-pub fn build_unhooked() -> MosaicSchema {
-    Schema::build(
-        QueryRoot::default(),
-        MutationRoot::default(),
-        SubscriptionRoot::default(),
-    )
-    .validation_mode(async_graphql::ValidationMode::Fast)
     .finish()
 }
 
