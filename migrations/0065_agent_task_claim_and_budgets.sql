@@ -222,3 +222,6 @@ END $$;
 CREATE TRIGGER agent_budgets_changed AFTER UPDATE OF allocated, consumed ON agent_budgets
     FOR EACH ROW WHEN (NEW.allocated > OLD.allocated OR NEW.consumed < OLD.consumed)
     EXECUTE FUNCTION agent_budget_changed();
+
+-- A trigger's function runs without EXECUTE; nobody calls this one directly.
+REVOKE ALL ON FUNCTION agent_budget_changed() FROM PUBLIC;

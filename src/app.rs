@@ -198,6 +198,9 @@ impl Application {
         }
         live.close();
         live.stopped().await;
+        if let Err(e) = self.state.federation.stats.flush(&self.state.pool).await {
+            tracing::warn!(error = %e, "adding peer statistics to the shared totals at shutdown");
+        }
         let stopped = self.db.shutdown().await;
         served.and(stopped)
     }

@@ -1,6 +1,6 @@
 //! Per-peer contact statistics, shared by the replicas of this instance.
 //! A federated request only counts in memory; every [`FLUSH_EVERY`] (and at
-//! shutdown) each replica adds what it counted to the totals in PostgreSQL
+//! shutdown, `app.rs`) each replica adds what it counted to the totals in PostgreSQL
 //! (migration 0073), off the request path. A reading is the shared totals
 //! plus what this replica has not added yet.
 
@@ -132,21 +132,19 @@ impl PeerStats {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Flushes every [`FLUSH_EVERY`] until `closing` resolves, then once more.
+    /// Flushes every [`FLUSH_EVERY`] until `closing` resolves (the last
+    /// flush is the shutdown's, once the last request has ended).
     pub async fn flush_until(&self, pool: &PgPool, closing: impl Future<Output = ()>) {
         tokio::pin!(closing);
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let closed = tokio::select! {
-                () = &mut closing => true,
-                _ = tick.tick() => false,
-            };
+            tokio::select! {
+                () = &mut closing => return,
+                _ = tick.tick() => {}
+            }
             if let Err(e) = self.flush(pool).await {
                 tracing::warn!(error = %e, "adding peer statistics to the shared totals");
-            }
-            if closed {
-                return;
             }
         }
     }
