@@ -1,4 +1,4 @@
-//! Which remote users a grant covers. Pure: no I/O.
+//! What a grant allows, and which remote users it covers. Pure: no I/O.
 //!
 //! A grant may be limited to named remote users, each named by e-mail address
 //! or by global User ID (`User:<instance>:<user>`). The sending instance names
@@ -20,6 +20,14 @@ pub struct Terms {
     /// The peer's reads may go on to this instance's own peers. Writes never
     /// do: a COMMAND is not forwarded on a peer's behalf.
     pub forward: bool,
+}
+
+/// How often a peer may ask: a token bucket of `burst` tokens refilled at
+/// `per_second` (a grant without one gets the instance's defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 /// Most users one grant may name.
