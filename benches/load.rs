@@ -15,7 +15,10 @@
 //!    BENCH_BASELINE=<another mosaic binary>, the chain runs with that binary
 //!    too, in the same run, for a before/after.
 //!
-//! 4. (`knowledge-federated`) `searchKnowledge(mode: HYBRID, scope: {all: true})`
+//! 4. (`governance`) the same chain twice, once with the serving side's rate
+//!    limits and request audit on, once with both off, federated runs
+//!    interleaved, medians and the on/off ratio (issue 16);
+//! 5. (`knowledge-federated`) `searchKnowledge(mode: HYBRID, scope: {all: true})`
 //!    over three instances of 10,000 entries each (the installed model
 //!    embeds the query; the entries' vectors are generated), beside the same
 //!    search sent directly to the slowest of them, at 1 and 8 connections.
@@ -106,13 +109,14 @@ impl Bench {
     /// Starts an instance of this build on a fresh database with `tasks`
     /// seeded tasks for its user.
     async fn start(&self, name: &str, tasks: usize) -> Instance {
-        self.start_with(Path::new(env!("CARGO_BIN_EXE_mosaic")), "", name, tasks, 0, None)
+        self.start_with(Path::new(env!("CARGO_BIN_EXE_mosaic")), "", name, tasks, 0, None, &[])
             .await
     }
 
     /// Starts `bin` as instance `name` (its database tagged `set`, with
     /// `tasks` tasks and `entries` knowledge entries), reaching PostgreSQL
-    /// through `relay` if given.
+    /// through `relay` if given, served with the settings `extra` besides.
+    #[allow(clippy::too_many_arguments)]
     async fn start_with(
         &self,
         bin: &Path,
@@ -121,6 +125,7 @@ impl Bench {
         tasks: usize,
         entries: usize,
         relay: Option<&relay::Relay>,
+        extra: &[(&str, &str)],
     ) -> Instance {
         let db = format!("bench_{}{}_{}", name, set, std::process::id());
         let mut admin = sqlx::PgConnection::connect(&self.pg_template.replace("DBNAME", "postgres"))
@@ -152,6 +157,7 @@ impl Bench {
             .arg("serve")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("DATABASE_URL", &served_url)
+            .envs(extra.iter().copied())
             .env("RUST_LOG", "warn,rustls=error")
             .stdout(Stdio::null())
             .spawn()
@@ -514,6 +520,10 @@ async fn run() {
         }
     }
 
+    if which.is_empty() || which == "governance" {
+        governance(&bench).await;
+    }
+
     if which.is_empty() || which == "knowledge-federated" {
         let entries = 10_000;
         println!(
@@ -522,7 +532,7 @@ async fn run() {
         let mut instances = Vec::new();
         let bin = Path::new(env!("CARGO_BIN_EXE_mosaic"));
         for name in ["khome", "kpeer1", "kpeer2"] {
-            instances.push(bench.start_with(bin, "", name, 0, entries, None).await);
+            instances.push(bench.start_with(bin, "", name, 0, entries, None, &[]).await);
         }
         bench.peer(&instances[0], &instances[1], false);
         bench.peer(&instances[0], &instances[2], false);
@@ -632,6 +642,57 @@ async fn run() {
 const LOCAL: &str = "{ tasks(first: 50) { edges { cursor node { id title priority createdAt instance { name } } } pageInfo { hasNextPage endCursor } } }";
 const FEDERATED: &str = "{ tasks(scope: {all: true}, first: 50) { edges { cursor node { id title priority createdAt instance { name } } } pageInfo { hasNextPage endCursor } } }";
 
+/// Issue 16: what governance on the serving side (rate limits, the request
+/// audit) costs a federated read. Two demo chains home -> work -> hq, one
+/// with both on (limits too high to refuse anything: the bucket is still
+/// taken on every request), one with both off; runs interleaved, medians.
+async fn governance(bench: &Bench) {
+    let seconds = bench.seconds;
+    println!(
+        "\n== governance: federated tasks(first: 50) through home, rate limits and audit on vs off, {seconds} s per run, 3 runs each, interleaved =="
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_mosaic"));
+    let on: &[(&str, &str)] = &[("MOSAIC_PEER_RATE_LIMIT_PER_SECOND", "100000")];
+    let off: &[(&str, &str)] = &[
+        ("MOSAIC_PEER_RATE_LIMIT_PER_SECOND", "0"),
+        ("MOSAIC_FEDERATION_AUDIT_QUEUE", "0"),
+    ];
+    let mut chains = Vec::new();
+    for (set, extra) in [("_gov", on), ("_ungov", off)] {
+        let hq = bench.start_with(bin, set, "hq", 1_000, 0, None, extra).await;
+        let work = bench.start_with(bin, set, "work", 1_000, 0, None, extra).await;
+        let home = bench.start_with(bin, set, "home", 1_000, 0, None, extra).await;
+        bench.peer(&work, &hq, true);
+        bench.peer(&home, &work, true);
+        let body = bench.check(&home, FEDERATED).await;
+        assert_eq!(
+            body["extensions"]["federation"]["succeeded"].as_u64(),
+            Some(3),
+            "{body}"
+        );
+        chains.push([home, work, hq]);
+    }
+    for connections in [1u32, 8] {
+        let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..3 {
+            for (k, chain) in chains.iter().enumerate() {
+                runs[k].push(bench.wrk(&chain[0], FEDERATED, connections));
+            }
+        }
+        let median = |rs: &[Run], f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = rs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (on_rps, off_rps) = (median(&runs[0], |r| r.rps), median(&runs[1], |r| r.rps));
+        let (on_p50, off_p50) = (median(&runs[0], |r| r.p50), median(&runs[1], |r| r.p50));
+        println!(
+            "{connections} connection(s): on {on_rps:.1} req/s p50 {on_p50:.2} ms, off {off_rps:.1} req/s p50 {off_p50:.2} ms; on/off throughput {:.3} (aim: above 0.95)",
+            on_rps / off_rps
+        );
+    }
+}
+
 async fn demo_or_not(bench: &Bench, which: &str) {
     if !(which.is_empty() || which == "demo") {
         return;
@@ -649,9 +710,9 @@ async fn demo_chain(bench: &Bench, bin: &Path, set: &str, label: &str) {
     println!(
         "\n== demo chain home -> work -> hq, {label}: tasks(first: 50) directly and through home (scope all), {seconds} s per run =="
     );
-    let hq = bench.start_with(bin, set, "hq", 1_000, 0, None).await;
-    let work = bench.start_with(bin, set, "work", 1_000, 0, None).await;
-    let home = bench.start_with(bin, set, "home", 1_000, 0, None).await;
+    let hq = bench.start_with(bin, set, "hq", 1_000, 0, None, &[]).await;
+    let work = bench.start_with(bin, set, "work", 1_000, 0, None, &[]).await;
+    let home = bench.start_with(bin, set, "home", 1_000, 0, None, &[]).await;
     bench.peer(&work, &hq, true);
     bench.peer(&home, &work, true);
     let body = bench.check(&home, FEDERATED).await;
@@ -723,7 +784,7 @@ async fn local_costs(bench: &Bench, bin: &Path, set: &str) {
     };
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench/relay{set}"));
     let relay = relay::Relay::start(&socket, &tmp);
-    let counted = bench.start_with(bin, set, "counted", 1_000, 0, Some(&relay)).await;
+    let counted = bench.start_with(bin, set, "counted", 1_000, 0, Some(&relay), &[]).await;
     for _ in 0..50 {
         bench.check(&counted, LOCAL).await;
     }

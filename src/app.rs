@@ -107,6 +107,15 @@ impl Application {
             name,
         });
         let metrics = Arc::new(Metrics::default());
+        let audit = Arc::new(crate::federation::audit::Audit::new(
+            config.federation.audit_queue,
+            metrics.federation_audit_dropped.clone(),
+        ));
+        tokio::spawn({
+            let (audit, pool, closing) = (audit.clone(), db.app.clone(), live.closing());
+            let retention = config.federation.audit_retention_days;
+            async move { audit.write_until(&pool, retention, closing).await }
+        });
         let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
         let executor = Arc::new(Executor {
             schema,
@@ -133,6 +142,7 @@ impl Application {
             instance,
             metrics,
             federation,
+            audit,
             sso,
             executor,
             lifecycle,
@@ -200,6 +210,9 @@ impl Application {
         live.stopped().await;
         if let Err(e) = self.state.federation.stats.flush(&self.state.pool).await {
             tracing::warn!(error = %e, "adding peer statistics to the shared totals at shutdown");
+        }
+        if let Err(e) = self.state.audit.flush(&self.state.pool).await {
+            tracing::warn!(error = %e, "writing the federation audit at shutdown");
         }
         let stopped = self.db.shutdown().await;
         served.and(stopped)

@@ -85,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         command: BudgetCommand,
     },
+    /// The request audit: what peers asked this instance (same database variables as `serve`).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The reference agent: works agent tasks of an instance until stopped
     /// (SIGTERM, Ctrl-C), through the worker API with an agent token
     /// (createAgentToken).
@@ -271,6 +276,24 @@ struct BudgetScope {
     /// Only the tasks this member created (their e-mail).
     #[arg(long)]
     user: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The newest requests first: time, verb, outcome and code, peer, rows, bytes, latency.
+    List {
+        /// Only requests from this instance (its id).
+        #[arg(long)]
+        peer: Option<String>,
+        /// allowed, refused or failed.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// At most this many (1 to 10000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Delete the rows older than `federation.audit_retention_days` now.
+    Prune,
 }
 
 #[derive(Subcommand)]
@@ -500,6 +523,69 @@ async fn budget_scope(
     Ok((workspace, scope))
 }
 
+async fn audit_command(command: AuditCommand, config: Config) -> Result<()> {
+    use mosaic::federation::audit::{self, Outcome};
+    use mosaic::peers::audit::{Selection, page};
+    let selection = match &command {
+        AuditCommand::List { peer, outcome, limit } => {
+            if !(1..=10_000).contains(limit) {
+                anyhow::bail!("--limit: {limit} is outside 1..=10000");
+            }
+            Selection {
+                peer: peer
+                    .as_deref()
+                    .map(|p| {
+                        p.parse()
+                            .map_err(|_| anyhow::anyhow!("--peer: '{p}' is not an instance id"))
+                    })
+                    .transpose()?,
+                outcome: outcome
+                    .as_deref()
+                    .map(|o| {
+                        Outcome::try_from(o.to_ascii_uppercase())
+                            .map_err(|_| anyhow::anyhow!("--outcome: '{o}' is not allowed, refused or failed"))
+                    })
+                    .transpose()?,
+            }
+        }
+        AuditCommand::Prune => Selection::default(),
+    };
+    let db = open_existing(&config).await?;
+    let done = async {
+        let mut conn = db.admin().await?;
+        match command {
+            AuditCommand::List { limit, .. } => {
+                for e in page(&mut conn, selection, None, limit).await? {
+                    println!(
+                        "{}  {:<10} {:<8} {:<22} peer {}{}  rows {} bytes {} {} ms  {}",
+                        e.at,
+                        e.verb,
+                        e.outcome.as_str(),
+                        e.code.as_deref().unwrap_or("-"),
+                        e.peer_id.map_or("-".into(), |p| p.to_string()),
+                        if e.verified { "" } else { " (unverified)" },
+                        e.rows,
+                        e.bytes,
+                        e.latency_ms,
+                        e.query_hash.as_deref().map_or("-", |h| &h[..16]),
+                    );
+                }
+            }
+            AuditCommand::Prune => {
+                let pruned = audit::prune(&mut conn, config.federation.audit_retention_days).await?;
+                eprintln!(
+                    "pruned {pruned} rows older than {} days",
+                    config.federation.audit_retention_days
+                );
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.shutdown().await?;
+    done
+}
+
 async fn budget_command(command: BudgetCommand, config: Config) -> Result<()> {
     use mosaic::agent_tasks::budgets::{self, BudgetUnit, BudgetWindow, Setting};
     let db = open_existing(&config).await?;
@@ -697,6 +783,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
         Command::Peer { command } => peer_command(command, config).await,
         Command::Knowledge { command } => knowledge_command(command, config).await,
         Command::Budget { command } => budget_command(command, config).await,
+        Command::Audit { command } => audit_command(command, config).await,
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {

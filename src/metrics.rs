@@ -33,6 +33,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabels, Histogram>,
     pub graphql_errors: Family<CodeLabels, Counter>,
+    /// Peer requests the request audit could not keep (its queue was full).
+    pub federation_audit_dropped: Counter,
     pool_size: Gauge<u64, AtomicU64>,
     pool_idle: Gauge<u64, AtomicU64>,
 }
@@ -45,6 +47,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
         let graphql_errors = Family::<CodeLabels, Counter>::default();
+        let federation_audit_dropped = Counter::default();
         let pool_size = Gauge::<u64, AtomicU64>::default();
         let pool_idle = Gauge::<u64, AtomicU64>::default();
         registry.register("http_requests", "HTTP requests served", http_requests.clone());
@@ -54,6 +57,11 @@ impl Default for Metrics {
             http_latency.clone(),
         );
         registry.register("graphql_errors", "GraphQL errors by code", graphql_errors.clone());
+        registry.register(
+            "federation_audit_dropped",
+            "Peer requests the request audit dropped because its queue was full",
+            federation_audit_dropped.clone(),
+        );
         registry.register("db_pool_connections", "Open database connections", pool_size.clone());
         registry.register(
             "db_pool_idle_connections",
@@ -65,6 +73,7 @@ impl Default for Metrics {
             http_requests,
             http_latency,
             graphql_errors,
+            federation_audit_dropped,
             pool_size,
             pool_idle,
         }

@@ -43,6 +43,20 @@ settings! {
         /// CONNECT requests accepted per source address and minute.
         connects_per_minute: usize = 10;
             "federation.connects_per_minute", "MOSAIC_CONNECTS_PER_MINUTE", range(1, 100_000);
+        /// A peer's requests (QUERY, COMMAND) per second, refilling its bucket,
+        /// unless its grant sets its own (shared by the replicas); 0: no limit.
+        rate_limit_per_second: f64 = 200.0;
+            "federation.rate_limit_per_second", "MOSAIC_PEER_RATE_LIMIT_PER_SECOND", per_second;
+        /// How many requests a peer may make at once beyond that rate.
+        rate_limit_burst: u32 = 400;
+            "federation.rate_limit_burst", "MOSAIC_PEER_RATE_LIMIT_BURST", range(1, 1_000_000);
+        /// Peer requests the audit holds in memory until written; beyond, new
+        /// entries are dropped (counted). 0: no audit.
+        audit_queue: usize = 10_000;
+            "federation.audit_queue", "MOSAIC_FEDERATION_AUDIT_QUEUE", range(0, 1_000_000);
+        /// Days the request audit keeps a row.
+        audit_retention_days: u32 = 90;
+            "federation.audit_retention_days", "MOSAIC_FEDERATION_AUDIT_RETENTION_DAYS", range(1, 36_500);
         /// The most peers waiting for approval; further new CONNECTs are refused.
         max_pending_peers: i64 = 100;
             "federation.max_pending_peers", "MOSAIC_MAX_PENDING_PEERS", range(0, 1_000_000);
@@ -53,4 +67,13 @@ settings! {
         max_parallel_subrequests: usize = 16;
             "federation.max_parallel_subrequests", "MOSAIC_MAX_PARALLEL_SUBREQUESTS", range(1, 1_000);
     }
+}
+
+/// Requests per second: 0 (no limit), or a number from 0.001 to a million.
+fn per_second(value: &str) -> Result<f64, String> {
+    let v: f64 = super::setting::parsed()(value)?;
+    if v != 0.0 && !(0.001..=1_000_000.0).contains(&v) {
+        return Err(format!("{value} is neither 0 nor within 0.001..=1000000"));
+    }
+    Ok(v)
 }

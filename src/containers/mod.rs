@@ -8,6 +8,9 @@
 //!   the agent's health check, and records timings.
 //! * [`reaper`] stops idle agents and restarts running ones whose configuration
 //!   changed; [`reconcile`] adopts or removes this instance's containers at start.
+//! * Replicas of one instance share one Docker engine; each agent is managed
+//!   (started, restarted, stopped) by the replica holding its lease in
+//!   PostgreSQL (migration 0078), and the others proxy to the container it runs.
 //! * [`proxy`] serves `ANY /agent/*path` to the user's container on 127.0.0.1.
 //!
 //! The GraphQL resolvers reach the service of their instance through
@@ -120,8 +123,12 @@ impl Slot {
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live.lock().expect("slot lock")
     }
-    fn ready(&self) -> Option<(u16, i64)> {
-        self.live().ready
+    /// The port, if ready and built from `version`.
+    fn ready_at(&self, version: Option<i64>) -> Option<u16> {
+        self.live()
+            .ready
+            .filter(|&(_, v)| Some(v) == version)
+            .map(|(port, _)| port)
     }
     fn set_ready(&self, value: Option<(u16, i64)>) {
         self.live().ready = value;
@@ -175,6 +182,8 @@ pub struct AgentService {
     pub lifecycle: ContainerLifecycle,
     pub(crate) pool: PgPool,
     pub instance_id: Uuid,
+    /// This process, as the holder of agent leases (a fresh id each start).
+    pub replica_id: Uuid,
     pub settings: AgentSettings,
     sealer: Sealer,
     slots: std::sync::Mutex<HashMap<Uuid, Arc<Slot>>>,
@@ -204,6 +213,7 @@ impl AgentService {
             lifecycle: ContainerLifecycle::new(&settings.docker_host, instance_id),
             pool,
             instance_id,
+            replica_id: Uuid::new_v4(),
             settings: settings.clone(),
             sealer: Sealer::new(secret, SECRET_PURPOSE),
             slots: Default::default(),
@@ -268,27 +278,79 @@ impl AgentService {
     }
 
     /// Makes sure the user's agent runs, healthy, on its current configuration;
-    /// returns its loopback port. Concurrent callers for one user share one start.
+    /// returns its loopback port. Concurrent callers for one user share one
+    /// start: in this process by the user's lock, across replicas by the
+    /// agent's lease (the replica holding it starts the container, the others
+    /// use the one it runs).
     pub async fn ensure_running(&self, user_id: Uuid) -> Result<u16, AgentError> {
         let slot = self.slot(user_id);
-        if let Some((port, version)) = slot.ready()
-            && store::desired_version(&self.pool, user_id).await? == Some(version)
-        {
+        let wait_until = Instant::now() + self.settings.start_timeout;
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let agent = store::managed(&self.pool, user_id, self.replica_id).await?;
+            match agent.manager {
+                store::Manager::This => {
+                    if let Some(port) = slot.ready_at(agent.desired_version) {
+                        slot.touch();
+                        return Ok(port);
+                    }
+                }
+                store::Manager::Other => {
+                    if let Some(port) = agent.current_port {
+                        slot.touch();
+                        return Ok(port);
+                    }
+                    // The other replica is starting or restarting it.
+                    if Instant::now() >= wait_until {
+                        return Err(AgentError::StartFailed(
+                            "another replica of this instance is starting the agent and it did not come up in time"
+                                .into(),
+                        ));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+                store::Manager::Nobody => {}
+            }
+            let _guard = slot.lock.lock().await;
+            let name = self.container_name(user_id);
+            match store::lease(&self.pool, user_id, &name, self.replica_id, self.lease_ttl()).await? {
+                store::Lease::Refused => continue,
+                // Someone in this process may have started it while this request waited.
+                store::Lease::Renewed => {
+                    let desired = store::desired_version(&self.pool, user_id).await?;
+                    if let Some(port) = slot.ready_at(desired) {
+                        slot.touch();
+                        return Ok(port);
+                    }
+                }
+                // Whatever this process knew may be stale: another replica managed it.
+                store::Lease::Taken => {}
+            }
+            slot.set_ready(None);
+            let started = self.start_locked(user_id).await;
+            if started.is_err() {
+                // Let another replica (or the next request) try at once.
+                let _ = store::release(&self.pool, user_id, Some(self.replica_id)).await;
+            }
+            let port = started?;
             slot.touch();
             return Ok(port);
         }
-        let _guard = slot.lock.lock().await;
-        // Someone else may have started it while this request waited.
-        if let Some((port, version)) = slot.ready()
-            && store::desired_version(&self.pool, user_id).await? == Some(version)
-        {
-            slot.touch();
-            return Ok(port);
-        }
-        slot.set_ready(None);
-        let port = self.start_locked(user_id).await?;
-        slot.touch();
-        Ok(port)
+    }
+
+    /// How long a lease lasts unrenewed: a start, plus three reaper ticks.
+    fn lease_ttl(&self) -> Duration {
+        self.settings
+            .start_timeout
+            .saturating_add(self.settings.reaper_interval.saturating_mul(3))
+    }
+
+    /// Takes or renews the lease on the user's agent (the reaper, before it manages one).
+    pub(crate) async fn lease(&self, user_id: Uuid) -> Result<store::Lease, AgentError> {
+        let name = self.container_name(user_id);
+        store::lease(&self.pool, user_id, &name, self.replica_id, self.lease_ttl()).await
     }
 
     /// Starts (or recreates) the container; the caller holds the user's lock.
@@ -368,6 +430,8 @@ impl AgentService {
         slot.set_ready(None);
         self.lifecycle.stop(&self.container_name(user_id), STOP_GRACE_S).await?;
         store::record_stopped(&self.pool, user_id, slot.last_active()).await?;
+        // Stopped, by whichever replica: nobody manages it until it is needed.
+        store::release(&self.pool, user_id, None).await?;
         tracing::info!(user = %user_id, "agent stopped");
         Ok(())
     }
@@ -417,7 +481,13 @@ impl AgentService {
             slots
                 .iter()
                 .filter_map(|(u, s)| {
-                    let last = s.last_active()?;
+                    // A request still under way is activity now: the replica
+                    // managing the agent may be another one, which sees only this.
+                    let last = if s.in_flight() > 0 {
+                        Some(OffsetDateTime::now_utc())
+                    } else {
+                        s.last_active()
+                    }?;
                     let mut done = s.persisted_active.lock().expect("slot lock");
                     if *done == Some(last) {
                         return None;

@@ -1,6 +1,7 @@
 //! The background loop: reconcile with the engine until that has succeeded
-//! once, then on every tick persist activity, stop idle agents (never one with
-//! a proxied request in flight) and restart running agents whose configuration
+//! once, then on every tick persist activity and, for the running agents whose
+//! lease this replica holds (renewed here) or takes over, stop idle ones (never
+//! one with a proxied request in flight) and restart those whose configuration
 //! changed. It ends when the service is dropped or its pool closed, and an
 //! unreachable engine only costs a warning.
 
@@ -69,6 +70,20 @@ pub async fn tick(svc: &Arc<AgentService>) {
     };
     let now = OffsetDateTime::now_utc();
     for row in rows.into_iter().filter(|r| r.status == "RUNNING") {
+        // Only the replica holding an agent's lease manages it; this one
+        // renews its own and takes over those whose holder stopped renewing.
+        if row.lease_live && row.managed_by != Some(svc.replica_id) {
+            continue;
+        }
+        match svc.lease(row.user_id).await {
+            Ok(store::Lease::Refused) => continue,
+            Ok(store::Lease::Taken) => tracing::info!(user = %row.user_id, "managing an agent whose lease lapsed"),
+            Ok(store::Lease::Renewed) => {}
+            Err(e) => {
+                tracing::warn!(user = %row.user_id, code = e.code(), error = %e.message(), "renewing an agent lease failed");
+                continue;
+            }
+        }
         let idle = Duration::from_secs(row.idle_timeout_s.max(1) as u64);
         let last = svc.last_active(row.user_id).max(row.last_active_at);
         let idle_for = last.map(|t| now - t);

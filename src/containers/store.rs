@@ -60,6 +60,114 @@ pub async fn desired_version(pool: &PgPool, user_id: Uuid) -> Result<Option<i64>
     Ok(v)
 }
 
+/// Who manages a user's agent now: the replica holding its lease, if the lease is live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manager {
+    This,
+    Other,
+    Nobody,
+}
+
+/// What a request needs to know before it uses a user's agent.
+pub struct Managed {
+    pub manager: Manager,
+    /// The effective configuration version; None before the user's first start.
+    pub desired_version: Option<i64>,
+    /// The published port of a running container built from `desired_version`.
+    pub current_port: Option<u16>,
+}
+
+/// The user's agent as `replica` sees it (one query).
+pub async fn managed(pool: &PgPool, user_id: Uuid, replica: Uuid) -> Result<Managed, AgentError> {
+    let mut tx = scoped(pool, user_id).await?;
+    let row: Option<(i64, Option<Uuid>, bool, Option<i32>)> = sqlx::query_as(
+        "SELECT greatest(a.settings_version, c.version), a.managed_by, coalesce(a.lease_until > now(), false),
+                CASE WHEN a.status = 'RUNNING' AND a.running_version = greatest(a.settings_version, c.version)
+                     THEN a.host_port END
+         FROM agents a CROSS JOIN agent_config c WHERE a.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(match row {
+        None => Managed {
+            manager: Manager::Nobody,
+            desired_version: None,
+            current_port: None,
+        },
+        Some((desired, holder, live, port)) => Managed {
+            manager: match holder {
+                Some(h) if live && h == replica => Manager::This,
+                Some(_) if live => Manager::Other,
+                _ => Manager::Nobody,
+            },
+            desired_version: Some(desired),
+            current_port: port.and_then(|p| u16::try_from(p).ok()),
+        },
+    })
+}
+
+/// The outcome of asking for a user's agent lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// This replica held it and still does, for `ttl` more.
+    Renewed,
+    /// This replica holds it now; before, nobody did (or a lapsed holder).
+    Taken,
+    /// Another replica holds it.
+    Refused,
+}
+
+/// Takes or renews the lease on the user's agent for `ttl` (creating the
+/// agent row if needed), unless another replica holds a live one.
+pub async fn lease(
+    pool: &PgPool,
+    user_id: Uuid,
+    container_name: &str,
+    replica: Uuid,
+    ttl: std::time::Duration,
+) -> Result<Lease, AgentError> {
+    let mut tx = scoped(pool, user_id).await?;
+    ensure_row(&mut tx, user_id, container_name).await?;
+    let renewed: Option<bool> = sqlx::query_scalar(
+        "WITH before AS (
+             SELECT managed_by = $2 AND lease_until > now() AS held FROM agents WHERE user_id = $1 FOR UPDATE
+         )
+         UPDATE agents a SET managed_by = $2, lease_until = now() + make_interval(secs => $3)
+         FROM before
+         WHERE a.user_id = $1 AND (a.managed_by IS NULL OR a.managed_by = $2 OR a.lease_until <= now())
+         RETURNING coalesce(before.held, false)",
+    )
+    .bind(user_id)
+    .bind(replica)
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(match renewed {
+        Some(true) => Lease::Renewed,
+        Some(false) => Lease::Taken,
+        None => Lease::Refused,
+    })
+}
+
+/// Lets the lease go: `replica`'s only, or whoever holds it (None: the agent
+/// was stopped on purpose, so nobody manages it any more).
+pub async fn release(pool: &PgPool, user_id: Uuid, replica: Option<Uuid>) -> Result<(), AgentError> {
+    let mut tx = scoped(pool, user_id).await?;
+    sqlx::query(
+        "UPDATE agents SET managed_by = NULL, lease_until = NULL
+         WHERE user_id = $1 AND managed_by IS NOT NULL AND ($2::uuid IS NULL OR managed_by = $2)",
+    )
+    .bind(user_id)
+    .bind(replica)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub struct Desired {
     pub spec: ContainerSpec,
     pub health_path: String,
@@ -220,7 +328,8 @@ pub async fn record_adopted(pool: &PgPool, user_id: Uuid, o: Option<&Observed>) 
         None => {
             sqlx::query(
                 "UPDATE agents SET status = 'STOPPED', container_id = NULL, host_port = NULL, running_version = NULL,
-                        stopped_at = CASE WHEN status = 'STOPPED' THEN stopped_at ELSE now() END
+                        stopped_at = CASE WHEN status = 'STOPPED' THEN stopped_at ELSE now() END,
+                        managed_by = NULL, lease_until = NULL
                  WHERE user_id = $1",
             )
             .bind(user_id)
@@ -248,6 +357,9 @@ pub struct OverviewRow {
     pub stopped_at: Option<OffsetDateTime>,
     pub last_active_at: Option<OffsetDateTime>,
     pub last_error: Option<String>,
+    /// The replica holding the lease, and whether the lease is still live.
+    pub managed_by: Option<Uuid>,
+    pub lease_live: bool,
 }
 
 pub async fn overview(conn: impl sqlx::PgExecutor<'_>) -> Result<Vec<OverviewRow>, sqlx::Error> {

@@ -4,6 +4,7 @@
 //! protocol parts (`signing`, `document`, `protocol`, `provenance`,
 //! `grant`, `fanout`). This file holds the service and its identity.
 
+pub mod audit;
 mod client;
 pub mod document;
 pub mod fanout;
@@ -125,6 +126,16 @@ impl Federation {
             key_refreshes: Default::default(),
             unknown_key_refreshes: Default::default(),
             connects: Default::default(),
+        })
+    }
+
+    /// How often `peer` may ask: its grant's limit, else the instance's
+    /// (None: the instance sets none).
+    pub fn rate_limit(&self, peer: &registry::PeerRecord) -> Option<grant::RateLimit> {
+        let _ = peer; // the grant's own limit arrives with scope documents
+        (self.settings.rate_limit_per_second > 0.0).then_some(grant::RateLimit {
+            per_second: self.settings.rate_limit_per_second,
+            burst: self.settings.rate_limit_burst,
         })
     }
 

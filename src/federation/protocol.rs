@@ -168,6 +168,9 @@ pub enum Refusal {
     Unavailable,
     /// The sender asks too often (CONNECT per source address).
     TooManyRequests,
+    /// The peer is over its grant's rate limit; a token is free in this many
+    /// milliseconds (sent as `Retry-After`, in seconds rounded up).
+    RateLimited(u64),
 }
 
 /// The one answer to every request refused before its signature verified.
@@ -193,6 +196,7 @@ impl Refusal {
             Self::BadRequest => "BAD_REQUEST",
             Self::Unavailable => "SERVICE_UNAVAILABLE",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
+            Self::RateLimited(_) => "RATE_LIMITED",
         }
     }
 
@@ -218,7 +222,7 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Self::Unavailable => 503,
-            Self::TooManyRequests => 429,
+            Self::TooManyRequests | Self::RateLimited(_) => 429,
             Self::MalformedSignature | Self::BadRequest | Self::WrongDestination => 400,
             Self::UnknownKey
             | Self::KeyExpired

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use sqlx::PgPool;
 
+use super::grant::RateLimit;
+
 /// All origins together hold at most this many nonces (or `per_origin`, if larger).
 pub const TOTAL_NONCES: usize = 200_000;
 
@@ -54,6 +56,8 @@ pub enum Recorded {
     Expired,
     /// The origin (or the cache) holds as many nonces as it may.
     Full,
+    /// New, but the origin is over its rate limit: a token is free after this.
+    Limited(std::time::Duration),
 }
 
 impl ReplayCache {
@@ -67,7 +71,9 @@ impl ReplayCache {
         }
     }
 
-    /// Records `(origin, nonce)` here, then where every replica sees it.
+    /// Records `(origin, nonce)` here, then where every replica sees it, and
+    /// in the same round trip takes a token from the origin's bucket when a
+    /// `limit` applies (migration 0079: shared by the replicas too).
     /// Pruning of the shared nonces rides on a request about once a minute
     /// per replica, skipped while another replica prunes.
     pub async fn record(
@@ -77,17 +83,21 @@ impl ReplayCache {
         nonce: &str,
         keep_until: i64,
         now: i64,
+        limit: Option<RateLimit>,
     ) -> Result<Recorded, sqlx::Error> {
         let here = self.check_and_record(origin, nonce, keep_until, now);
         if here != Recorded::New {
             return Ok(here);
         }
-        let shared: String = sqlx::query_scalar("SELECT record_peer_nonce($1, $2, $3)")
-            .bind(origin)
-            .bind(nonce)
-            .bind(keep_until)
-            .fetch_one(pool)
-            .await?;
+        let (shared, retry_after_ms): (String, Option<i64>) =
+            sqlx::query_as("SELECT * FROM admit_peer_request($1, $2, $3, $4, $5)")
+                .bind(origin)
+                .bind(nonce)
+                .bind(keep_until)
+                .bind(limit.map(|l| l.per_second))
+                .bind(limit.map(|l| f64::from(l.burst)))
+                .fetch_one(pool)
+                .await?;
         let last = self.pruned_at.load(Ordering::Relaxed);
         if now - last >= PRUNE_EVERY_S
             && self
@@ -101,6 +111,9 @@ impl ReplayCache {
         Ok(match shared.as_str() {
             "new" => Recorded::New,
             "replayed" => Recorded::Replayed,
+            "limited" => Recorded::Limited(std::time::Duration::from_millis(
+                retry_after_ms.unwrap_or(1000).max(1) as u64
+            )),
             _ => Recorded::Expired,
         })
     }

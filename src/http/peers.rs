@@ -7,9 +7,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{OperationType, Selection};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 use super::{AppState, error_response, execution_failed};
 use crate::db::Scope;
+use crate::federation::audit::{self, Entry, Outcome};
 use crate::federation::protocol::{self, ConnectRequest, Disconnect, Envelope, Event, Hop, Refusal, SubRequest};
 use crate::federation::registry::{self, KeyLookup, PeerRecord, PeerState};
 use crate::federation::replay::Recorded;
@@ -36,6 +38,17 @@ impl IntoResponse for Refused {
             );
         }
         let status = StatusCode::from_u16(self.0.status()).expect("valid status");
+        if let Refusal::RateLimited(ms) = self.0 {
+            let body = json!({ "errors": [{ "message": self.1,
+                "extensions": { "code": self.0.code(), "retryAfterMs": ms } }] });
+            let seconds = ms.div_ceil(1000).max(1);
+            return (
+                status,
+                [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+                Json(body),
+            )
+                .into_response();
+        }
         error_response(status, self.0.code(), self.1)
     }
 }
@@ -58,6 +71,7 @@ pub async fn verify(
     headers: &HeaderMap,
     body: &[u8],
     need: Need,
+    entry: &mut Entry,
 ) -> Result<PeerRecord, Refused> {
     let expect = verify::Expect {
         destination: fed.instance_id,
@@ -67,6 +81,7 @@ pub async fn verify(
     };
     let header = headers.get(signing::HEADER).and_then(|v| v.to_str().ok());
     let Verified { peer, params, now } = verify::verify(fed, &expect, header, body, now_unix).await?;
+    (entry.peer_id, entry.verified) = (Some(peer.id), true);
     // Only a verified sender learns the state of its peering; a message its
     // state does not allow never reaches the replay cache.
     let allowed = match need {
@@ -82,7 +97,9 @@ pub async fn verify(
             ),
         ));
     }
-    record_nonce(fed, &params, now).await?;
+    // Only the verbs that cost (QUERY, COMMAND) spend from the peer's bucket.
+    let limit = (need == Need::ActiveGrant).then(|| fed.rate_limit(&peer)).flatten();
+    record_nonce(fed, &params, now, limit).await?;
     Ok(peer)
 }
 
@@ -110,17 +127,26 @@ impl<'a> verify::PeerKeys for Presented<'a> {
 
 /// Records the nonce (with the same clock reading as the time window), so
 /// only verified requests of allowed peers fill the bounded replay cache.
-async fn record_nonce(fed: &Federation, params: &signing::SignatureParams, now: i64) -> Result<(), Refused> {
+async fn record_nonce(
+    fed: &Federation,
+    params: &signing::SignatureParams,
+    now: i64,
+    limit: Option<grant::RateLimit>,
+) -> Result<(), Refused> {
     let keep_until = params.expires + fed.settings.clock_skew_s;
     let recorded = fed
         .replay
-        .record(&fed.pool, &params.origin, &params.nonce, keep_until, now)
+        .record(&fed.pool, &params.origin, &params.nonce, keep_until, now, limit)
         .await
         .map_err(recording_failed("nonce"))?;
     match recorded {
         Recorded::New => Ok(()),
         Recorded::Replayed => Err(refuse(Refusal::ReplayedNonce, "this request was already received")),
         Recorded::Expired => Err(refuse(Refusal::OutsideTimeWindow, "expired")),
+        Recorded::Limited(wait) => Err(refuse(
+            Refusal::RateLimited(wait.as_millis() as u64),
+            "this instance's grant allows fewer requests; retry after the time given",
+        )),
         Recorded::Full => Err(refuse(
             Refusal::Unavailable,
             "too many requests from this instance within one request lifetime; retry later",
@@ -158,6 +184,18 @@ pub async fn connect(
     source: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    let mut entry = Entry::begin("CONNECT");
+    let answer = connect_request(&state, source, &headers, body, &mut entry).await;
+    finish(&state, entry, protocol::CONNECT_PATH, &headers, answer)
+}
+
+async fn connect_request(
+    state: &AppState,
+    source: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    body: Bytes,
+    entry: &mut Entry,
 ) -> Result<Response, Refused> {
     let fed = &state.federation;
     if let Some(Extension(ConnectInfo(source))) = source
@@ -183,7 +221,8 @@ pub async fn connect(
     };
     let header = headers.get(signing::HEADER).and_then(|v| v.to_str().ok());
     let Verified { params, now, .. } = verify::verify(&Presented(doc), &expect, header, &body, now_unix).await?;
-    record_nonce(fed, &params, now).await?;
+    entry.verified = true;
+    record_nonce(fed, &params, now, None).await?;
     document::check_bounds(doc).map_err(|e| refuse(Refusal::BadRequest, e))?;
     let origin: Uuid = doc
         .instance_id
@@ -269,23 +308,67 @@ pub async fn connect(
     Ok(Json(json!({ "state": state_after.as_str() })).into_response())
 }
 
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
-    sub_request(state, headers, body, false).await
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut entry = Entry::begin("QUERY");
+    let answer = sub_request(&state, &headers, body, false, &mut entry).await;
+    finish(&state, entry, protocol::QUERY_PATH, &headers, answer)
 }
 
-pub async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
-    sub_request(state, headers, body, true).await
+pub async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut entry = Entry::begin("COMMAND");
+    let answer = sub_request(&state, &headers, body, true, &mut entry).await;
+    finish(&state, entry, protocol::COMMAND_PATH, &headers, answer)
+}
+
+/// Records a peer's request in the request audit (federation/audit.rs) and
+/// answers it. A refusal is recorded with its precise code, even one that
+/// answers alike from outside; an unverified request with the origin it
+/// claims. An answer without data (nothing ran) or a 5xx is a failure.
+fn finish(
+    state: &AppState,
+    mut entry: Entry,
+    path: &str,
+    headers: &HeaderMap,
+    answer: Result<Response, Refused>,
+) -> Response {
+    if entry.peer_id.is_none() {
+        entry.peer_id = headers
+            .get(signing::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| signing::parse_header(h, "POST", path).ok())
+            .and_then(|(params, _)| params.origin.parse().ok());
+    }
+    let response = match answer {
+        Ok(response) => {
+            if response.status().is_server_error() {
+                entry.set(Outcome::Failed, "INTERNAL_SERVER_ERROR");
+            }
+            response
+        }
+        Err(refused) => {
+            entry.set(Outcome::Refused, refused.0.code());
+            refused.into_response()
+        }
+    };
+    state.audit.record(entry.finish());
+    response
 }
 
 /// QUERY and COMMAND: run the GraphQL request under the peer's grant.
-async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: bool) -> Result<Response, Refused> {
+async fn sub_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    command: bool,
+    entry: &mut Entry,
+) -> Result<Response, Refused> {
     let fed = state.federation.clone();
     let path = if command {
         protocol::COMMAND_PATH
     } else {
         protocol::QUERY_PATH
     };
-    let peer = verify(&fed, path, &headers, &body, Need::ActiveGrant).await?;
+    let peer = verify(&fed, path, headers, &body, Need::ActiveGrant, entry).await?;
     let request: SubRequest =
         serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed request: {e}")))?;
     protocol::check_envelope(&request.envelope, &fed.instance_id.to_string(), fed.settings.hop_limit).map_err(|r| {
@@ -305,15 +388,24 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
             "envelope.visited must end with the sending instance",
         ));
     }
+    entry.query_hash = Some(audit::query_hash(&request.query));
     let mut gql =
         async_graphql::Request::new(request.query).variables(async_graphql::Variables::from_json(request.variables));
     // Parsed once, through the executor's cache of documents.
     state.executor.documents.prepare(&mut gql);
-    let mutation = gql.parsed_query().is_ok_and(|doc| {
-        doc.operations
-            .iter()
-            .any(|(_, op)| op.node.ty == OperationType::Mutation)
-    });
+    let mut mutation = false;
+    if let Ok(doc) = gql.parsed_query() {
+        for (_, op) in doc.operations.iter() {
+            mutation |= op.node.ty == OperationType::Mutation;
+            for item in &op.node.selection_set.node.items {
+                if let Selection::Field(field) = &item.node
+                    && !entry.resources.iter().any(|r| *r == field.node.name.node.as_str())
+                {
+                    entry.resources.push(field.node.name.node.to_string());
+                }
+            }
+        }
+    }
     if mutation && !command {
         return Err(refuse(Refusal::BadRequest, "mutations travel as COMMAND"));
     }
@@ -336,6 +428,7 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
     let actor = actor.map(|a| match a {
         protocol::ActorClaim::Vouched(a) | protocol::ActorClaim::Relayed(a) => a,
     });
+    entry.remote_user = actor.as_ref().map(|a| a.user.clone());
     let envelope = Envelope {
         hop_limit: request.envelope.hop_limit.min(fed.settings.hop_limit),
         deadline_ms: request
@@ -353,15 +446,39 @@ async fn sub_request(state: AppState, headers: HeaderMap, body: Bytes, command: 
         actor,
     });
     Ok(match state.executor.execute(caller, scope, hop, gql).await {
-        Ok(response) => Json(response).into_response(),
+        Ok(response) => {
+            entry.rows = audit::rows_in(&response.data);
+            // Answered, but nothing of it ran (an invalid document, every field failed).
+            if let (async_graphql::Value::Null, Some(first)) = (&response.data, response.errors.first()) {
+                let code = first.extensions.as_ref().and_then(|e| e.get("code"));
+                match code {
+                    Some(async_graphql::Value::String(code)) => entry.set(Outcome::Failed, code),
+                    _ => entry.set(Outcome::Failed, "GRAPHQL_ERROR"),
+                }
+            }
+            let body = serde_json::to_vec(&response).expect("a GraphQL response serialises");
+            entry.bytes = body.len() as i64;
+            ([(CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Err(e) => execution_failed(e),
     })
 }
 
 /// EVENT: the peer tells us what it decided about our CONNECT.
-pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut entry = Entry::begin("EVENT");
+    let answer = event_request(&state, &headers, body, &mut entry).await;
+    finish(&state, entry, protocol::EVENT_PATH, &headers, answer)
+}
+
+async fn event_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    entry: &mut Entry,
+) -> Result<Response, Refused> {
     let fed: Arc<Federation> = state.federation.clone();
-    let peer = verify(&fed, protocol::EVENT_PATH, &headers, &body, Need::Live).await?;
+    let peer = verify(&fed, protocol::EVENT_PATH, headers, &body, Need::Live, entry).await?;
     let event: Event =
         serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed EVENT: {e}")))?;
     // A peer decides only about a request we made: events change our outbound
@@ -405,9 +522,20 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, body: Byte
 }
 
 /// DISCONNECT: the peer ends the peering; both directions are revoked at once.
-pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Refused> {
+pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut entry = Entry::begin("DISCONNECT");
+    let answer = disconnect_request(&state, &headers, body, &mut entry).await;
+    finish(&state, entry, protocol::DISCONNECT_PATH, &headers, answer)
+}
+
+async fn disconnect_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    entry: &mut Entry,
+) -> Result<Response, Refused> {
     let fed = state.federation.clone();
-    let peer = verify(&fed, protocol::DISCONNECT_PATH, &headers, &body, Need::Live).await?;
+    let peer = verify(&fed, protocol::DISCONNECT_PATH, headers, &body, Need::Live, entry).await?;
     let notice: Disconnect = serde_json::from_slice(&body).unwrap_or_default();
     if let Some(reason) = &notice.reason
         && (reason.chars().count() > protocol::MAX_REASON_CHARS || reason.chars().any(char::is_control))

@@ -18,6 +18,8 @@ pub struct AppState {
     pub instance: Arc<InstanceInfo>,
     pub metrics: Arc<Metrics>,
     pub federation: Arc<Federation>,
+    /// The request audit of what peers ask (written off the request path).
+    pub audit: Arc<crate::federation::audit::Audit>,
     /// Single sign-on, when `oidc.issuer_url` is configured.
     pub sso: Option<Arc<crate::auth::oidc::Sso>>,
     /// Per-user agent containers; a Docker engine that is down fails only their operations.

@@ -1,5 +1,8 @@
 //! Instance administration of peers: list, connect, approve, reject,
-//! suspend, revoke, delete. Instance administrators only.
+//! suspend, revoke, delete; and the request audit (audit.rs). Instance
+//! administrators only.
+
+pub mod audit;
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use time::OffsetDateTime;

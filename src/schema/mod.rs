@@ -83,6 +83,7 @@ pub struct QueryRoot(
     tasks::TaskQuery,
     activity::ActivityQuery,
     peers::PeerQuery,
+    peers::audit::AuditQuery,
     agents::AgentQuery,
     knowledge::KnowledgeQuery,
     knowledge::tags::KnowledgeTagQuery,

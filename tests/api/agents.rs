@@ -15,7 +15,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
 };
 use common::{Cleanup, TestApp, code, spawn_app_with, spawn_config, test_config};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mosaic::config::Config;
 use mosaic::containers::reaper;
 use serde_json::{Value, json};
@@ -640,4 +640,98 @@ async fn engine_down_fails_agent_operations_only() {
     assert_eq!(d["tasks"]["totalCount"], 0);
     assert_eq!(d["myAgent"]["status"], "STOPPED");
     app.stop().await;
+}
+
+/// Who holds the user's agent lease now (None: nobody, or it lapsed).
+async fn lease_holder(conn: &mut sqlx::PgConnection, user: Uuid) -> Option<Uuid> {
+    sqlx::query_scalar("SELECT managed_by FROM agents WHERE user_id = $1 AND lease_until > now()")
+        .bind(user)
+        .fetch_optional(conn)
+        .await
+        .unwrap()
+        .flatten()
+}
+
+#[tokio::test]
+async fn replicas_share_one_agent_managed_by_the_lease_holder() {
+    let docker = docker().await;
+    let mut config = test_config(common::fresh_database().await);
+    agent_config(&mut config);
+    config.agents.start_timeout = Duration::from_secs(5);
+    let (a, b) = (spawn_config(config.clone()).await, spawn_config(config.clone()).await);
+    assert_eq!(a.state.instance_id, b.state.instance_id, "two replicas of one instance");
+    let _cleanup = Cleanup(a.state.instance_id);
+    let (user, token) = a.user("ivy@example.com").await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app_db(&config))
+        .await
+        .unwrap();
+
+    // The first requests arrive at both replicas at once: one container.
+    let (via_a, via_b) = tokio::join!(get(&a, &token, "/"), get(&b, &token, "/"));
+    assert_eq!((via_a.0, via_b.0), (200, 200), "{via_a:?} {via_b:?}");
+    let containers = containers_of_user(&docker, user).await;
+    assert_eq!(containers.len(), 1, "one container for the user across replicas");
+    let holder = lease_holder(&mut conn, user).await.expect("a live lease");
+    let (manager, other) = if holder == a.state.agents.replica_id {
+        (a, b)
+    } else {
+        assert_eq!(holder, b.state.agents.replica_id);
+        (b, a)
+    };
+    let started_at = |docker: Docker, id: String| async move {
+        let c = docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+            .unwrap();
+        c.state.unwrap().started_at.unwrap()
+    };
+    let first_start = started_at(docker.clone(), containers[0].clone()).await;
+    // The other replica uses the container the manager runs: not started again.
+    assert_eq!(get(&other, &token, "/").await.0, 200);
+    assert_eq!(containers_of_user(&docker, user).await, containers);
+    assert_eq!(started_at(docker.clone(), containers[0].clone()).await, first_start);
+
+    // The manager goes away without letting go; once its lease lapses, the
+    // other replica takes the agent over (here: stops it, idle), never before.
+    manager.stop().await;
+    let lapses: time::OffsetDateTime = sqlx::query_scalar("SELECT lease_until FROM agents WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE agents SET idle_timeout_s = 1 WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let name = other.state.agents.container_name(user);
+    eventually(
+        Duration::from_secs(30),
+        "the lapsed agent taken over and stopped",
+        || container_running(&docker, &name).map(|running| !running),
+    )
+    .await;
+    let stopped = docker
+        .inspect_container(&name, None::<InspectContainerOptions>)
+        .await
+        .unwrap()
+        .state
+        .unwrap()
+        .finished_at
+        .unwrap();
+    let stopped = time::OffsetDateTime::parse(&stopped, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(
+        stopped >= lapses,
+        "stopped at {stopped}, while the lease held until {lapses}"
+    );
+    let conn = tokio::sync::Mutex::new(conn);
+    eventually(Duration::from_secs(10), "a stopped agent let go", || async {
+        lease_holder(&mut *conn.lock().await, user).await.is_none()
+    })
+    .await;
+    let mut conn = conn.into_inner();
+    // The survivor now starts and manages it.
+    assert_eq!(get(&other, &token, "/").await.0, 200);
+    assert_eq!(lease_holder(&mut conn, user).await, Some(other.state.agents.replica_id));
+    other.stop().await;
 }

@@ -1258,3 +1258,71 @@ async fn unsolicited_events_cannot_make_us_query_a_peer() {
         assert_eq!(outbound(&a, b_id).await, "none", "{event:?} changed nothing");
     }
 }
+
+#[tokio::test]
+async fn a_peer_over_its_rate_limit_gets_429_and_others_are_unaffected() {
+    let (a, b, c) = tokio::join!(
+        spawn_instance("alpha"),
+        spawn_instance_with("beta", |c| {
+            // A token every 5 s: the burst is spent long before one comes back.
+            c.federation.rate_limit_per_second = 0.2;
+            c.federation.rate_limit_burst = 3;
+        }),
+        spawn_instance("gamma"),
+    );
+    let (_, owner) = b.user("owner@beta.example").await;
+    let granted = b.create_workspace(&owner, "granted").await;
+    b.create_task(&owner, &granted, "granted task").await;
+    peer(&a, &b, &[&granted], false).await;
+    peer(&c, &b, &[&granted], false).await;
+
+    // The burst, then 429 with when to come back.
+    for _ in 0..3 {
+        assert_ok(&send_signed(&a, &b, QUERY, tasks_body(&a)).await);
+    }
+    let body = tasks_body(&a);
+    let header = a.state.federation.sign(id(&b), QUERY, &body).await.unwrap();
+    let refused = a
+        .client
+        .post(format!("{}{QUERY}", b.base))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(signing::HEADER, header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(code(&answer), "RATE_LIMITED", "{answer}");
+    let wait = answer["errors"][0]["extensions"]["retryAfterMs"].as_u64().unwrap();
+    assert!(
+        (1..=5000).contains(&wait),
+        "a token at 0.2/s is at most 5 s away: {wait}"
+    );
+    assert_eq!(
+        retry_after,
+        wait.div_ceil(1000),
+        "Retry-After is the wait in whole seconds"
+    );
+
+    // Another peer has its own bucket.
+    assert_ok(&send_signed(&c, &b, QUERY, tasks_body(&c)).await);
+    // A replayed request spends no token, and is refused as a replay.
+    let body = tasks_body(&c);
+    let captured = c.state.federation.sign(id(&b), QUERY, &body).await.unwrap();
+    assert_ok(&post(&c, &b, QUERY, Some(&captured), body.clone()).await);
+    for _ in 0..3 {
+        assert_refused(
+            &post(&c, &b, QUERY, Some(&captured), body.clone()).await,
+            401,
+            "REPLAYED_NONCE",
+        );
+    }
+    assert_ok(&send_signed(&c, &b, QUERY, tasks_body(&c)).await);
+
+    // Waiting as told is enough.
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    assert_ok(&send_signed(&a, &b, QUERY, tasks_body(&a)).await);
+    assert_refused(&send_signed(&a, &b, QUERY, tasks_body(&a)).await, 429, "RATE_LIMITED");
+}

@@ -20,6 +20,7 @@ mod demo;
 mod deploy;
 mod embedding;
 mod events;
+mod federation_audit;
 mod federation_merge;
 mod federation_protocol;
 mod first_hour;

@@ -334,3 +334,38 @@ async fn peer_statistics_add_up_across_replicas() {
     one.stats.flush(&one.pool).await.unwrap();
     assert_eq!(other.stats.get(&other.pool, peer).await.unwrap().successes, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_rate_limit_holds_across_replicas() {
+    let (_, apps, lb) = replicas_with(2, |c| {
+        // A token every 5 s: none comes back while the test runs.
+        c.federation.rate_limit_per_second = 0.2;
+        c.federation.rate_limit_burst = 4;
+        // They fetch the asking instance's identity (HTTPS, the tests' CA).
+        c.federation.ca_file = Some(common::pki().ca_cert.clone());
+        c.federation.allowed_peer_networks = common::loopback_networks();
+    })
+    .await;
+    // The replicas serve plain HTTP behind HAProxy here.
+    let asking = common::spawn_instance_with("asking", |c| c.federation.allow_http = true).await;
+    let (_, owner) = apps[0].user("owner@example.com").await;
+    let shared = apps[0].create_workspace(&owner, "shared").await;
+    // Peered at the instance's one address, the load balancer's.
+    let fed = &asking.state.federation;
+    fed.connect(&lb.base, "test").await.expect("CONNECT accepted");
+    let terms = common::grant(&[common::local_id(&shared)], false, None);
+    apps[0]
+        .state
+        .federation
+        .approve(fed.instance_id, &terms, "test")
+        .await
+        .unwrap();
+    const TASKS: &str = "{ tasks(first: 5) { edges { node { title } } } }";
+    use mosaic::federation::protocol::QUERY_PATH;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(common::signed(&asking, &apps[i % 2], QUERY_PATH, TASKS).await.0);
+    }
+    // The burst of four is spent across both replicas, then each refuses.
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+}

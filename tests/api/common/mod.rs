@@ -237,6 +237,40 @@ pub async fn peer_with(asking: &TestApp, asked: &TestApp, terms: Terms) {
     assert_eq!(now.outbound_state, "active", "the approval reached the asking instance");
 }
 
+/// A QUERY or COMMAND (`path`) of `document` from `from`, signed for `to`'s
+/// instance and sent to `to` itself; (status, JSON answer).
+pub async fn signed(from: &TestApp, to: &TestApp, path: &str, document: &str) -> (u16, Value) {
+    use mosaic::federation::protocol::{Envelope, SubRequest};
+    let body = serde_json::to_vec(&SubRequest {
+        query: document.into(),
+        variables: json!({}),
+        envelope: Envelope {
+            visited: vec![from.state.instance_id.to_string()],
+            exclude: Vec::new(),
+            hop_limit: 3,
+            deadline_ms: 5_000,
+            actor: None,
+        },
+    })
+    .unwrap();
+    let header = from
+        .state
+        .federation
+        .sign(to.state.instance_id, path, &body)
+        .await
+        .unwrap();
+    let r = from
+        .client
+        .post(format!("{}{path}", to.base))
+        .header("content-type", "application/json")
+        .header(mosaic::federation::signing::HEADER, header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
 /// Registers a peer at `url` on `app` as one it may query (outbound active),
 /// as CONNECT and approval would, for peers that are test servers rather
 /// than instances. Returns its instance id.
