@@ -9,7 +9,6 @@ use crate::common;
 use common::{TestApp, code, codes, peer_with, spawn_instance, spawn_instance_with};
 use mosaic::federation::grant::Terms;
 use mosaic::federation::protocol::{self, Actor, Envelope, SubRequest};
-use mosaic::federation::signing;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -32,16 +31,7 @@ async fn send_signed(
         envelope,
     })
     .unwrap();
-    let header = from.state.federation.sign(id(to), path, &body).await.unwrap();
-    let response = from
-        .client
-        .post(format!("{}{path}", to.base))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(signing::HEADER, header)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_signed(from, to, path, body).await;
     (response.status().as_u16(), response.json().await.unwrap())
 }
 

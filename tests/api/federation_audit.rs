@@ -198,15 +198,7 @@ async fn a_full_audit_queue_drops_and_counts_and_never_holds_a_request_up() {
     assert!(dropped >= 2, "dropped {dropped}");
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
     until_rows(&b, 1 + 6 - dropped as i64).await;
-    let metrics = b
-        .client
-        .get(format!("{}/metrics", b.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.get_text("/metrics").await;
     assert!(
         metrics.contains(&format!("mosaic_federation_audit_dropped_total {dropped}")),
         "{metrics}"

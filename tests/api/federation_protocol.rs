@@ -292,15 +292,7 @@ async fn a_disconnect_received_by_one_replica_is_honoured_by_another() {
 
 /// How many times `app` served its identity document (its own metrics).
 async fn documents_served(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     let route = format!("route=\"{}\"", protocol::WELL_KNOWN_PATH);
     text.lines()
         .filter(|l| l.starts_with("mosaic_http_requests") && l.contains(&route) && l.contains("status=\"200\""))
@@ -1280,17 +1272,7 @@ async fn a_peer_over_its_rate_limit_gets_429_and_others_are_unaffected() {
     for _ in 0..3 {
         assert_ok(&send_signed(&a, &b, QUERY, tasks_body(&a)).await);
     }
-    let body = tasks_body(&a);
-    let header = a.state.federation.sign(id(&b), QUERY, &body).await.unwrap();
-    let refused = a
-        .client
-        .post(format!("{}{QUERY}", b.base))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(signing::HEADER, header)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let refused = common::post_signed(&a, &b, QUERY, tasks_body(&a)).await;
     assert_eq!(refused.status().as_u16(), 429);
     let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     let answer: Value = refused.json().await.unwrap();

@@ -308,15 +308,7 @@ async fn tokens_for_deactivated_users_are_refused_and_new_ones_expire() {
 #[tokio::test]
 async fn without_single_sign_on_the_ide_offers_no_sign_in_but_says_where_tokens_come_from() {
     let app = spawn_app().await;
-    let page = app
-        .client
-        .get(format!("{}/graphql", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/graphql").await;
     assert!(page.contains("var SSO = false;"), "{page}");
     assert!(page.contains("mosaic token create"), "{page}");
     let r = app.client.get(format!("{}/auth/login", app.base)).send().await.unwrap();

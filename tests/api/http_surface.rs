@@ -16,15 +16,7 @@ async fn health_ready_and_metrics_answer() {
     let (_, token) = app.user("m@example.com").await;
     app.gql(&token, "{ me { id } }", json!({})).await;
     app.gql(&token, "{ nope }", json!({})).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     assert!(
         text.contains("mosaic_http_requests_total{method=\"POST\",route=\"/graphql\",status=\"200\"} 2"),
         "{text}"

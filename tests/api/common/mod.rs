@@ -237,8 +237,27 @@ pub async fn peer_with(asking: &TestApp, asked: &TestApp, terms: Terms) {
     assert_eq!(now.outbound_state, "active", "the approval reached the asking instance");
 }
 
-/// A QUERY or COMMAND (`path`) of `document` from `from`, signed for `to`'s
-/// instance and sent to `to` itself; (status, JSON answer).
+/// POSTs `body` from `from` to `to`'s `path`, signed for `to`'s instance
+/// with `from`'s current key.
+pub async fn post_signed(from: &TestApp, to: &TestApp, path: &str, body: Vec<u8>) -> reqwest::Response {
+    let header = from
+        .state
+        .federation
+        .sign(to.state.instance_id, path, &body)
+        .await
+        .unwrap();
+    from.client
+        .post(format!("{}{path}", to.base))
+        .header("content-type", "application/json")
+        .header(mosaic::federation::signing::HEADER, header)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A QUERY or COMMAND (`path`) of `document` from `from`, signed for `to`;
+/// (status, JSON answer).
 pub async fn signed(from: &TestApp, to: &TestApp, path: &str, document: &str) -> (u16, Value) {
     use mosaic::federation::protocol::{Envelope, SubRequest};
     let body = serde_json::to_vec(&SubRequest {
@@ -253,21 +272,7 @@ pub async fn signed(from: &TestApp, to: &TestApp, path: &str, document: &str) ->
         },
     })
     .unwrap();
-    let header = from
-        .state
-        .federation
-        .sign(to.state.instance_id, path, &body)
-        .await
-        .unwrap();
-    let r = from
-        .client
-        .post(format!("{}{path}", to.base))
-        .header("content-type", "application/json")
-        .header(mosaic::federation::signing::HEADER, header)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_signed(from, to, path, body).await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -405,6 +410,12 @@ impl TestApp {
 
     pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
         self.gql_status(token, query, variables).await.1
+    }
+
+    /// GET `path` (e.g. `/metrics`) on this app; the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        r.text().await.unwrap()
     }
 
     /// Like `gql`, but fails the test on any error.
