@@ -262,9 +262,8 @@ impl GrantArgs {
         for w in &self.workspaces {
             workspaces.push(workspace_id(&mut conn, w).await?);
         }
-        let resources = |flag: &str, names: &[String]| {
-            grant::parse_resources(flag, names).map_err(|e| anyhow::anyhow!(e))
-        };
+        let resources =
+            |flag: &str, names: &[String]| grant::parse_resources(flag, names).map_err(|e| anyhow::anyhow!(e));
         let mut user_mappings = Vec::new();
         for m in &self.mappings {
             let Some((remote, local)) = m.split_once('=') else {
@@ -296,7 +295,10 @@ impl GrantArgs {
                 .then(|| resources("--write-resource", &self.write_resources))
                 .transpose()?,
             max_rows_per_query: self.max_rows,
-            rate_limit: self.rate.zip(self.burst).map(|(per_second, burst)| RateLimit { per_second, burst }),
+            rate_limit: self
+                .rate
+                .zip(self.burst)
+                .map(|(per_second, burst)| RateLimit { per_second, burst }),
             user_mappings,
             unmapped: Unmapped::parse(&self.unmapped)
                 .ok_or_else(|| anyhow::anyhow!("--unmapped: '{}' is neither guest nor refuse", self.unmapped))?,

@@ -56,7 +56,8 @@ fn pg_array(ids: &[Uuid]) -> String {
 fn peer_settings(p: &PeerScope) -> String {
     let names = |rs: &[&'static str]| {
         assert!(
-            rs.iter().all(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+            rs.iter()
+                .all(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
             "resource names are lower-case words"
         );
         format!("{{{}}}", rs.join(","))

@@ -150,7 +150,10 @@ impl Terms {
         let users = self.users.as_deref().map(normalise_users).transpose()?;
         let resources = self.resources.as_deref().map(sorted);
         let excluded = sorted(&self.excluded_resources);
-        if let Some(both) = excluded.iter().find(|r| resources.as_ref().is_some_and(|rs| rs.contains(r))) {
+        if let Some(both) = excluded
+            .iter()
+            .find(|r| resources.as_ref().is_some_and(|rs| rs.contains(r)))
+        {
             return Err(format!(
                 "excludedResources: '{}' is also in resources; name it in one of them",
                 both.as_str()
@@ -186,7 +189,9 @@ impl Terms {
         }
         if let Some(RateLimit { per_second, burst }) = terms.rate_limit {
             if !(per_second > 0.0 && per_second <= MAX_PER_SECOND) {
-                return Err(format!("rateLimit.perSecond: must be above 0 and at most {MAX_PER_SECOND}"));
+                return Err(format!(
+                    "rateLimit.perSecond: must be above 0 and at most {MAX_PER_SECOND}"
+                ));
             }
             if !(1..=MAX_BURST).contains(&burst) {
                 return Err(format!("rateLimit.burst: must be within 1..={MAX_BURST}"));
@@ -394,7 +399,12 @@ mod tests {
         let t = scope().checked().unwrap();
         assert_eq!(t.readable(), Resource::ALL.to_vec());
         assert!(t.writable().is_empty());
-        let rw = Terms { read_write: true, ..scope() }.checked().unwrap();
+        let rw = Terms {
+            read_write: true,
+            ..scope()
+        }
+        .checked()
+        .unwrap();
         assert_eq!(rw.writable(), Resource::ALL.to_vec());
     }
 
@@ -402,14 +412,22 @@ mod tests {
     fn scopes_narrow_by_resources_exclusions_and_write_resources() {
         let t = Terms {
             read_write: true,
-            resources: Some(vec![Resource::Tasks, Resource::Members, Resource::Tasks, Resource::Projects]),
+            resources: Some(vec![
+                Resource::Tasks,
+                Resource::Members,
+                Resource::Tasks,
+                Resource::Projects,
+            ]),
             excluded_resources: vec![],
             write_resources: Some(vec![Resource::Tasks]),
             ..scope()
         }
         .checked()
         .unwrap();
-        assert_eq!(t.readable(), vec![Resource::Tasks, Resource::Projects, Resource::Members]);
+        assert_eq!(
+            t.readable(),
+            vec![Resource::Tasks, Resource::Projects, Resource::Members]
+        );
         assert_eq!(t.writable(), vec![Resource::Tasks]);
         let all_but = Terms {
             excluded_resources: vec![Resource::Members, Resource::Activity],
@@ -425,7 +443,13 @@ mod tests {
     fn bad_scopes_are_refused_naming_the_field() {
         let cases: Vec<(Terms, &str)> = vec![
             (Terms::default(), "workspaceIds:"),
-            (Terms { resources: Some(vec![]), ..scope() }, "resources:"),
+            (
+                Terms {
+                    resources: Some(vec![]),
+                    ..scope()
+                },
+                "resources:",
+            ),
             (
                 Terms {
                     excluded_resources: Resource::ALL.to_vec(),
@@ -457,7 +481,13 @@ mod tests {
                 },
                 "writeResources:",
             ),
-            (Terms { max_rows_per_query: Some(0), ..scope() }, "maxRowsPerQuery:"),
+            (
+                Terms {
+                    max_rows_per_query: Some(0),
+                    ..scope()
+                },
+                "maxRowsPerQuery:",
+            ),
             (
                 Terms {
                     max_rows_per_query: Some(MAX_ROWS_PER_QUERY + 1),
@@ -467,29 +497,47 @@ mod tests {
             ),
             (
                 Terms {
-                    rate_limit: Some(RateLimit { per_second: 0.0, burst: 1 }),
+                    rate_limit: Some(RateLimit {
+                        per_second: 0.0,
+                        burst: 1,
+                    }),
                     ..scope()
                 },
                 "rateLimit.perSecond:",
             ),
             (
                 Terms {
-                    rate_limit: Some(RateLimit { per_second: f64::NAN, burst: 1 }),
+                    rate_limit: Some(RateLimit {
+                        per_second: f64::NAN,
+                        burst: 1,
+                    }),
                     ..scope()
                 },
                 "rateLimit.perSecond:",
             ),
             (
                 Terms {
-                    rate_limit: Some(RateLimit { per_second: 1.0, burst: 0 }),
+                    rate_limit: Some(RateLimit {
+                        per_second: 1.0,
+                        burst: 0,
+                    }),
                     ..scope()
                 },
                 "rateLimit.burst:",
             ),
-            (Terms { unmapped: Unmapped::Refuse, ..scope() }, "unmapped:"),
             (
                 Terms {
-                    user_mappings: vec![UserMapping { remote: "nobody".into(), local_user: Uuid::nil() }],
+                    unmapped: Unmapped::Refuse,
+                    ..scope()
+                },
+                "unmapped:",
+            ),
+            (
+                Terms {
+                    user_mappings: vec![UserMapping {
+                        remote: "nobody".into(),
+                        local_user: Uuid::nil(),
+                    }],
                     ..scope()
                 },
                 "userMappings.remote:",
@@ -497,8 +545,14 @@ mod tests {
             (
                 Terms {
                     user_mappings: vec![
-                        UserMapping { remote: "A@x.org".into(), local_user: Uuid::nil() },
-                        UserMapping { remote: "a@x.org".into(), local_user: Uuid::max() },
+                        UserMapping {
+                            remote: "A@x.org".into(),
+                            local_user: Uuid::nil(),
+                        },
+                        UserMapping {
+                            remote: "a@x.org".into(),
+                            local_user: Uuid::max(),
+                        },
                     ],
                     ..scope()
                 },
@@ -521,7 +575,10 @@ mod tests {
     fn only_a_vouched_mapped_person_acts_as_a_local_user() {
         let local = Uuid::max();
         let t = Terms {
-            user_mappings: vec![UserMapping { remote: "Ada@Example.org".into(), local_user: local }],
+            user_mappings: vec![UserMapping {
+                remote: "Ada@Example.org".into(),
+                local_user: local,
+            }],
             unmapped: Unmapped::Refuse,
             ..scope()
         }
@@ -532,7 +589,10 @@ mod tests {
         assert_eq!(t.mapped_user(Some(&actor(None))), None, "no verified address");
         assert_eq!(t.mapped_user(None), None);
         let by_id = Terms {
-            user_mappings: vec![UserMapping { remote: ID.into(), local_user: local }],
+            user_mappings: vec![UserMapping {
+                remote: ID.into(),
+                local_user: local,
+            }],
             ..scope()
         };
         assert_eq!(by_id.mapped_user(Some(&actor(None))), Some(local));

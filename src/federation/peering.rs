@@ -142,7 +142,13 @@ impl Federation {
 
     /// Checks a grant, writes it with its audit entry in one transaction,
     /// then tells the peer.
-    async fn write_grant(&self, peer: &PeerRecord, terms: &grant::Terms, actor: &str, action: &str) -> Result<PeerRecord> {
+    async fn write_grant(
+        &self,
+        peer: &PeerRecord,
+        terms: &grant::Terms,
+        actor: &str,
+        action: &str,
+    ) -> Result<PeerRecord> {
         let terms = terms.checked().map_err(invalid)?;
         let mut tx = self.change_registry().await?;
         let missing: Vec<Uuid> = sqlx::query_scalar("SELECT missing_workspaces($1)")

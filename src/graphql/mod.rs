@@ -90,7 +90,9 @@ impl RequestContext {
     /// own client asked.
     pub fn page_size(&self, first: Option<i32>) -> AppResult<usize> {
         match &self.caller {
-            Caller::Peer(_) => pagination::page_size(first.map(|n| n.min(self.max_page_size as i32)), self.max_page_size),
+            Caller::Peer(_) => {
+                pagination::page_size(first.map(|n| n.min(self.max_page_size as i32)), self.max_page_size)
+            }
             Caller::User(_) => pagination::page_size(first, self.max_page_size),
         }
     }
@@ -98,7 +100,9 @@ impl RequestContext {
     /// A `totalCount` as the caller may learn it: at most a peer's `maxRowsPerQuery`.
     pub fn cap_total(&self, total: i64) -> i64 {
         match &self.caller {
-            Caller::Peer(PeerCaller { max_rows: Some(max), .. }) => total.min(*max as i64),
+            Caller::Peer(PeerCaller {
+                max_rows: Some(max), ..
+            }) => total.min(*max as i64),
             _ => total,
         }
     }

@@ -244,7 +244,8 @@ pub struct PeerGrantInput {
 impl PeerGrantInput {
     /// The terms as given; `Terms::checked` (in the operation) refuses bad ones.
     fn terms(&self, rc: &RequestContext) -> AppResult<Terms> {
-        let resources = |field: &str, names: &[String]| grant::parse_resources(field, names).map_err(AppError::BadInput);
+        let resources =
+            |field: &str, names: &[String]| grant::parse_resources(field, names).map_err(AppError::BadInput);
         Ok(Terms {
             workspaces: self
                 .workspace_ids
@@ -254,7 +255,11 @@ impl PeerGrantInput {
             read_write: self.read_write,
             users: self.users.clone(),
             forward: self.forward,
-            resources: self.resources.as_deref().map(|r| resources("resources", r)).transpose()?,
+            resources: self
+                .resources
+                .as_deref()
+                .map(|r| resources("resources", r))
+                .transpose()?,
             excluded_resources: resources("excludedResources", &self.excluded_resources)?,
             write_resources: self
                 .write_resources

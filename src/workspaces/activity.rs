@@ -62,16 +62,18 @@ impl ActivityQuery {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(actor, action, entity_type, entity_id, changes, at, peer, remote_actor)| ActivityEntry {
-                actor_id: actor.map(|a| rc.global_id(Kind::User, a)),
-                action,
-                entity_type,
-                entity_id: entity_id.to_string(),
-                changes: Json(changes),
-                at,
-                peer_id: peer.map(|p| p.to_string()),
-                remote_actor,
-            })
+            .map(
+                |(actor, action, entity_type, entity_id, changes, at, peer, remote_actor)| ActivityEntry {
+                    actor_id: actor.map(|a| rc.global_id(Kind::User, a)),
+                    action,
+                    entity_type,
+                    entity_id: entity_id.to_string(),
+                    changes: Json(changes),
+                    at,
+                    peer_id: peer.map(|p| p.to_string()),
+                    remote_actor,
+                },
+            )
             .collect())
     }
 }

@@ -23,6 +23,7 @@ mod events;
 mod federation_merge;
 mod federation_protocol;
 mod first_hour;
+mod grant_scopes;
 mod graphql_over_http;
 mod http_surface;
 mod ide;
