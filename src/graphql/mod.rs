@@ -107,6 +107,17 @@ impl RequestContext {
         }
     }
 
+    /// A LIMIT for a list without pages (a workspace's members, projects,
+    /// teams): a peer's `maxRowsPerQuery`; None (no limit) otherwise.
+    pub fn row_limit(&self) -> Option<i64> {
+        match &self.caller {
+            Caller::Peer(PeerCaller {
+                max_rows: Some(max), ..
+            }) => Some(*max as i64),
+            _ => None,
+        }
+    }
+
     /// The local user behind the request; peers are refused.
     pub fn user(&self) -> AppResult<&Principal> {
         match &self.caller {

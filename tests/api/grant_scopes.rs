@@ -316,6 +316,8 @@ async fn max_rows_per_query_caps_every_page_and_total() {
         ws,
         ..
     } = hq_with_everything().await;
+    hq.user("carl@hq.example").await;
+    hq.add_member(&owner_token, &ws, "carl@hq.example", "GUEST").await;
     for i in 0..4 {
         hq.create_task(&owner_token, &ws, &format!("more {i}")).await;
     }
@@ -330,7 +332,8 @@ async fn max_rows_per_query_caps_every_page_and_total() {
     .await;
     let page = "query($ws: ID!, $after: String) { tasks(workspaceId: $ws, first: 50, after: $after) {
         totalCount edges { node { title } } pageInfo { hasNextPage endCursor } }
-      activity(workspaceId: $ws, first: 50) { entityType } }";
+      activity(workspaceId: $ws, first: 50) { entityType }
+      workspace(id: $ws) { members { role } } }";
     let (status, body) = ask(&work, &hq, page, json!({ "ws": ws }), None, false).await;
     assert_eq!(status, 200, "{body}");
     let tasks = &body["data"]["tasks"];
@@ -338,6 +341,11 @@ async fn max_rows_per_query_caps_every_page_and_total() {
     assert_eq!(tasks["totalCount"], 2, "the total is capped too: {body}");
     assert_eq!(tasks["pageInfo"]["hasNextPage"], true);
     assert_eq!(body["data"]["activity"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(
+        body["data"]["workspace"]["members"].as_array().unwrap().len(),
+        2,
+        "lists without pages too (three members): {body}"
+    );
     // The next page is capped as well, and resumes where the first stopped.
     let after = tasks["pageInfo"]["endCursor"].as_str().unwrap();
     let (_, next) = ask(&work, &hq, page, json!({ "ws": ws, "after": after }), None, false).await;
@@ -599,4 +607,92 @@ async fn bad_scope_documents_are_refused_naming_the_field_and_change_nothing() {
     let body = hq.gql(&admin, SET_GRANT, input(json!({}))).await;
     assert_eq!(common::code(&body), "BAD_USER_INPUT", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().starts_with("peer:"));
+}
+
+/// `mosaic peer grant set|show` against `app`'s database; (exit code, stdout, stderr).
+async fn cli(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mosaic"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.database_url)
+        .env("MOSAIC_SECRET_KEY", "test-secret-key-that-is-long-enough-0123456789")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("command ran");
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_and_shows_a_grant_and_names_the_flag_it_refuses() {
+    let hq = spawn_instance("hq").await;
+    let work = spawn_instance("work").await;
+    let (_, owner_token) = hq.user("owner@hq.example").await;
+    hq.user("carol@hq.example").await;
+    let ws = hq.create_workspace(&owner_token, "plans").await;
+    common::peer(&work, &hq, &[&ws], false).await;
+    let peer = id(&work).to_string();
+    let set = |extra: &[&str]| {
+        let mut args = vec!["peer", "grant", "set", peer.as_str(), "--workspace", ws.as_str()];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let before = hq.state.federation.peer(id(&work)).await.unwrap().unwrap().terms();
+    for (extra, flag) in [
+        (&["--resource", "secrets"][..], "--resource:"),
+        (
+            &["--resource", "tasks", "--exclude-resource", "tasks"],
+            "--exclude-resource:",
+        ),
+        (&["--max-rows", "0"], "--max-rows:"),
+        (&["--write-resource", "tasks"], "--write-resource:"),
+        (&["--unmapped", "refuse"], "--unmapped:"),
+        (&["--map", "ann@work.example=nobody@hq.example"], "--map:"),
+    ] {
+        let args = set(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, stderr) = cli(&hq, &args).await;
+        assert_ne!(code, Some(0), "{extra:?}");
+        assert!(stderr.contains(flag), "{extra:?}: {stderr}");
+        let now = hq.state.federation.peer(id(&work)).await.unwrap().unwrap().terms();
+        assert_eq!(now, before, "{extra:?}: nothing changed");
+    }
+    let args = set(&[
+        "--resource",
+        "tasks",
+        "--resource",
+        "projects",
+        "--max-rows",
+        "5",
+        "--rate",
+        "3",
+        "--burst",
+        "6",
+        "--map",
+        "Ann@work.example=carol@hq.example",
+        "--unmapped",
+        "refuse",
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, stderr) = cli(&hq, &args).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, shown, stderr) = cli(&hq, &["peer", "grant", "show", &peer]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["resources"], json!(["tasks", "projects"]));
+    assert_eq!(shown["max_rows_per_query"], 5);
+    assert_eq!(shown["rate_limit"], json!({ "per_second": 3.0, "burst": 6 }));
+    assert_eq!(shown["user_mappings"][0]["remote"], "ann@work.example");
+    assert_eq!(shown["unmapped"], "refuse");
+    let audit = mosaic::federation::registry::audit_log(&hq.state.federation.pool, id(&work))
+        .await
+        .unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!((last.actor.as_str(), last.action.as_str()), ("cli", "grant_changed"));
+    assert_eq!(last.details["was"]["resources"], Value::Null, "the grant it replaced");
 }
