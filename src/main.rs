@@ -169,6 +169,8 @@ enum PeerCommand {
     },
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum GrantCommand {
     /// Print the peer's grant as JSON.
@@ -188,43 +190,48 @@ enum GrantCommand {
 /// A grant's scope document on the command line (README: "Grants").
 #[derive(clap::Args)]
 struct GrantArgs {
-    /// A workspace (id, global ID or exact name); repeat for several.
-    #[arg(long = "workspace", required = true)]
+    /// A workspace (id, global ID or exact name); repeat.
+    #[arg(long = "workspace", value_name = "WS", required = true)]
     workspaces: Vec<String>,
-    /// Let the peer change its writable resources, not only read them.
+    /// Let the peer change its writable resources.
     #[arg(long)]
     read_write: bool,
-    /// Limit the grant to these remote users (e-mail or global User ID); repeat for several.
-    #[arg(long = "user")]
+    /// A remote user the grant covers (e-mail or global User ID); repeat.
+    #[arg(long = "user", value_name = "USER")]
     users: Vec<String>,
-    /// Let the peer's reads go on to this instance's own peers (writes never are).
+    /// Let the peer's reads go on to this instance's own peers.
+    ///
+    /// Writes never are.
     #[arg(long)]
     forward: bool,
-    /// A resource granted (tasks, projects, events, teams, members, activity,
-    /// knowledge, agent_tasks); repeat for several; none given: all.
-    #[arg(long = "resource")]
+    /// A resource granted; repeat; none given: all.
+    ///
+    /// tasks, projects, events, teams, members, activity, knowledge or agent_tasks.
+    #[arg(long = "resource", value_name = "NAME")]
     resources: Vec<String>,
-    /// A resource taken out of the granted ones; repeat for several.
-    #[arg(long = "exclude-resource")]
+    /// A resource taken out of the granted ones; repeat.
+    #[arg(long = "exclude-resource", value_name = "NAME")]
     excluded_resources: Vec<String>,
-    /// A resource a read-write grant may change; repeat; none given: every readable one.
-    #[arg(long = "write-resource")]
+    /// A resource a read-write grant may change; repeat; none: all readable.
+    #[arg(long = "write-resource", value_name = "NAME")]
     write_resources: Vec<String>,
     /// Most rows one page or total may hold for the peer.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     max_rows: Option<u32>,
-    /// The peer's own rate limit: requests per second (with --burst).
-    #[arg(long, requires = "burst")]
+    /// The peer's rate limit: requests per second (with --burst).
+    #[arg(long, value_name = "N", requires = "burst")]
     rate: Option<f64>,
-    /// The peer's own rate limit: requests at once (with --rate).
-    #[arg(long, requires = "rate")]
+    /// The peer's rate limit: requests at once (with --rate).
+    #[arg(long, value_name = "N", requires = "rate")]
     burst: Option<u32>,
-    /// REMOTE=LOCAL: a remote person (verified e-mail or global User ID) acts
-    /// as the local user LOCAL (e-mail or id) within the grant; repeat for several.
-    #[arg(long = "map")]
+    /// A remote person acting as a local user; repeat.
+    ///
+    /// REMOTE is a verified e-mail address or a global User ID of the peer's
+    /// instance; LOCAL a local user's e-mail or id. They act within the grant.
+    #[arg(long = "map", value_name = "REMOTE=LOCAL")]
     mappings: Vec<String>,
-    /// Remote people no --map names: guest (the grant's guest) or refuse.
-    #[arg(long, default_value = "guest")]
+    /// Remote people no --map names: guest or refuse.
+    #[arg(long, value_name = "HOW", default_value = "guest")]
     unmapped: String,
 }
 
