@@ -184,6 +184,7 @@ async fn prepare(running: &[Running], data_dir: &Path, ca: &Path) -> Result<()> 
             read_write: true,
             users: None,
             forward: true,
+            ..Default::default()
         };
         asked
             .federation

@@ -140,22 +140,17 @@ enum PeerCommand {
     },
     /// List peers with state, grant, keys.
     List,
-    /// Grant a peer that asked to connect access to workspaces.
+    /// Grant a peer that asked to connect a scope document (see `peer grant set`).
     Approve {
         /// The peer's instance id (see `peer list`).
         id: String,
-        /// A workspace (id, global ID or exact name); repeat for several.
-        #[arg(long = "workspace", required = true)]
-        workspaces: Vec<String>,
-        /// Let the peer change tasks and projects, not only read them.
-        #[arg(long)]
-        read_write: bool,
-        /// Limit the grant to these remote users (e-mail); repeat for several.
-        #[arg(long = "user")]
-        users: Vec<String>,
-        /// Let the peer's reads go on to this instance's own peers (writes never are).
-        #[arg(long)]
-        forward: bool,
+        #[command(flatten)]
+        grant: GrantArgs,
+    },
+    /// Show or replace an active peer's grant.
+    Grant {
+        #[command(subcommand)]
+        command: GrantCommand,
     },
     /// Refuse a peer's request to connect.
     Reject {
@@ -177,6 +172,150 @@ enum PeerCommand {
         /// The peer's instance id (see `peer list`).
         id: String,
     },
+}
+
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum GrantCommand {
+    /// Print the peer's grant as JSON.
+    Show {
+        /// The peer's instance id (see `peer list`).
+        id: String,
+    },
+    /// Replace the peer's grant with this one (audited).
+    Set {
+        /// The peer's instance id (see `peer list`).
+        id: String,
+        #[command(flatten)]
+        grant: GrantArgs,
+    },
+}
+
+/// A grant's scope document on the command line (README: "Grants").
+#[derive(clap::Args)]
+struct GrantArgs {
+    /// A workspace (id, global ID or exact name); repeat.
+    #[arg(long = "workspace", value_name = "WS", required = true)]
+    workspaces: Vec<String>,
+    /// Let the peer change its writable resources.
+    #[arg(long)]
+    read_write: bool,
+    /// A remote user the grant covers (e-mail or global User ID); repeat.
+    #[arg(long = "user", value_name = "USER")]
+    users: Vec<String>,
+    /// Let the peer's reads go on to this instance's own peers.
+    ///
+    /// Writes never are.
+    #[arg(long)]
+    forward: bool,
+    /// A resource granted; repeat; none given: all.
+    ///
+    /// tasks, projects, events, teams, members, activity, knowledge or agent_tasks.
+    #[arg(long = "resource", value_name = "NAME")]
+    resources: Vec<String>,
+    /// A resource taken out of the granted ones; repeat.
+    #[arg(long = "exclude-resource", value_name = "NAME")]
+    excluded_resources: Vec<String>,
+    /// A resource a read-write grant may change; repeat; none: all readable.
+    #[arg(long = "write-resource", value_name = "NAME")]
+    write_resources: Vec<String>,
+    /// Most rows one page or total may hold for the peer.
+    #[arg(long, value_name = "N")]
+    max_rows: Option<u32>,
+    /// The peer's rate limit: requests per second (with --burst).
+    #[arg(long, value_name = "N", requires = "burst")]
+    rate: Option<f64>,
+    /// The peer's rate limit: requests at once (with --rate).
+    #[arg(long, value_name = "N", requires = "rate")]
+    burst: Option<u32>,
+    /// A remote person acting as a local user; repeat.
+    ///
+    /// REMOTE is a verified e-mail address or a global User ID of the peer's
+    /// instance; LOCAL a local user's e-mail or id. They act within the grant.
+    #[arg(long = "map", value_name = "REMOTE=LOCAL")]
+    mappings: Vec<String>,
+    /// Remote people no --map names: guest or refuse.
+    #[arg(long, value_name = "HOW", default_value = "guest")]
+    unmapped: String,
+}
+
+/// The flag a grant field's message is about, for messages of `Terms::checked`.
+const GRANT_FLAGS: [(&str, &str); 12] = [
+    ("workspaceIds", "--workspace"),
+    ("users", "--user"),
+    ("resources", "--resource"),
+    ("excludedResources", "--exclude-resource"),
+    ("writeResources", "--write-resource"),
+    ("maxRowsPerQuery", "--max-rows"),
+    ("rateLimit.perSecond", "--rate"),
+    ("rateLimit.burst", "--burst"),
+    ("userMappings.remote", "--map"),
+    ("userMappings.localUserId", "--map"),
+    ("userMappings", "--map"),
+    ("unmapped", "--unmapped"),
+];
+
+fn flag_message(message: &str) -> String {
+    match message.split_once(':') {
+        Some((field, rest)) => match GRANT_FLAGS.iter().find(|(f, _)| *f == field) {
+            Some((_, flag)) => format!("{flag}:{rest}"),
+            None => message.to_string(),
+        },
+        None => message.to_string(),
+    }
+}
+
+impl GrantArgs {
+    async fn terms(self, db: &Database) -> Result<mosaic::federation::grant::Terms> {
+        use mosaic::federation::grant::{self, RateLimit, Unmapped, UserMapping};
+        let mut conn = db.admin().await?;
+        let mut workspaces = Vec::new();
+        for w in &self.workspaces {
+            workspaces.push(workspace_id(&mut conn, w).await?);
+        }
+        let resources =
+            |flag: &str, names: &[String]| grant::parse_resources(flag, names).map_err(|e| anyhow::anyhow!(e));
+        let mut user_mappings = Vec::new();
+        for m in &self.mappings {
+            let Some((remote, local)) = m.split_once('=') else {
+                anyhow::bail!("--map: '{m}' is not REMOTE=LOCAL");
+            };
+            let local_user = match local.parse::<Uuid>() {
+                Ok(id) => id,
+                Err(_) => sqlx::query_scalar("SELECT id FROM users WHERE email = lower($1)")
+                    .bind(local)
+                    .fetch_optional(&mut conn)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("--map: no local user '{local}'"))?,
+            };
+            user_mappings.push(UserMapping {
+                remote: remote.to_string(),
+                local_user,
+            });
+        }
+        Ok(grant::Terms {
+            workspaces,
+            read_write: self.read_write,
+            users: (!self.users.is_empty()).then_some(self.users),
+            forward: self.forward,
+            resources: (!self.resources.is_empty())
+                .then(|| resources("--resource", &self.resources))
+                .transpose()?,
+            excluded_resources: resources("--exclude-resource", &self.excluded_resources)?,
+            write_resources: (!self.write_resources.is_empty())
+                .then(|| resources("--write-resource", &self.write_resources))
+                .transpose()?,
+            max_rows_per_query: self.max_rows,
+            rate_limit: self
+                .rate
+                .zip(self.burst)
+                .map(|(per_second, burst)| RateLimit { per_second, burst }),
+            user_mappings,
+            unmapped: Unmapped::parse(&self.unmapped)
+                .ok_or_else(|| anyhow::anyhow!("--unmapped: '{}' is neither guest nor refuse", self.unmapped))?,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -853,25 +992,25 @@ async fn peer_action(fed: &Federation, db: &Database, command: PeerCommand) -> R
             }
             return Ok(());
         }
-        PeerCommand::Approve {
-            id,
-            workspaces,
-            read_write,
-            users,
-            forward,
+        PeerCommand::Approve { id, grant } => {
+            let terms = grant.terms(db).await?;
+            fed.approve(parse_id(&id)?, &terms, actor).await.map_err(cli_error)?
+        }
+        PeerCommand::Grant {
+            command: GrantCommand::Show { id },
         } => {
-            let mut ids = Vec::new();
-            let mut conn = db.admin().await?;
-            for w in &workspaces {
-                ids.push(workspace_id(&mut conn, w).await?);
-            }
-            let terms = mosaic::federation::grant::Terms {
-                workspaces: ids,
-                read_write,
-                users: (!users.is_empty()).then_some(users),
-                forward,
-            };
-            fed.approve(parse_id(&id)?, &terms, actor).await?
+            let peer = mosaic::federation::registry::get(&fed.pool, parse_id(&id)?)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("ID: no peer {id}"))?;
+            let grant = mosaic::federation::registry::grant_details(&peer.terms());
+            println!("{}", serde_json::to_string_pretty(&grant)?);
+            return Ok(());
+        }
+        PeerCommand::Grant {
+            command: GrantCommand::Set { id, grant },
+        } => {
+            let terms = grant.terms(db).await?;
+            fed.set_grant(parse_id(&id)?, &terms, actor).await.map_err(cli_error)?
         }
         PeerCommand::Reject { id } => fed.reject(parse_id(&id)?, actor).await?,
         PeerCommand::Suspend { id } => fed.suspend(parse_id(&id)?, actor).await?,
@@ -884,6 +1023,14 @@ async fn peer_action(fed: &Federation, db: &Database, command: PeerCommand) -> R
     };
     print_peer(&shown);
     Ok(())
+}
+
+/// A refused grant names its flag rather than its GraphQL field.
+fn cli_error(e: mosaic::federation::peering::PeeringError) -> anyhow::Error {
+    match e {
+        mosaic::federation::peering::PeeringError::Invalid(m) => anyhow::anyhow!(flag_message(&m)),
+        other => other.into(),
+    }
 }
 
 /// A workspace given as a UUID, a global ID, or an exact name (which must be unique).

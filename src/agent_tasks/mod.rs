@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::pagination::{Cursor, PageInfo, page_size, push_after};
+use crate::graphql::pagination::{Cursor, PageInfo, push_after};
 use crate::graphql::{InstanceInfo, RequestContext, limits};
 
 pub use mutations::{AgentTaskMutation, CreateAgentTaskInput};
@@ -481,7 +481,7 @@ async fn page(
     let total_count = if with_total {
         let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM agent_tasks");
         conditions.push(&mut count);
-        Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
+        Some(rc.cap_total(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?))
     } else {
         None
     };
@@ -530,7 +530,7 @@ impl AgentTaskQuery {
         scope: Option<InstanceScope>,
     ) -> AppResult<AgentTaskConnection> {
         let rc = RequestContext::of(ctx);
-        let first = page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         let filter = filter.unwrap_or_default();
         let with_total = ctx.look_ahead().field("totalCount").exists();
         let owner = match &workspace_id {

@@ -14,7 +14,6 @@ use super::dispatch::StartRefusal;
 use crate::error::{AppError, AppResult};
 use crate::graphql::RequestContext;
 use crate::graphql::ids::Kind;
-use crate::graphql::pagination::page_size;
 use crate::workspaces;
 
 /// An agent and its token (never the secret).
@@ -58,7 +57,7 @@ pub(super) async fn list(
 ) -> AppResult<Vec<AgentToken>> {
     rc.user()?;
     let ws = rc.local_id_of("workspaceId", &workspace_id, Kind::Workspace)?;
-    let first = page_size(first, rc.max_page_size)?;
+    let first = rc.page_size(first)?;
     workspaces::require_visible(rc, ws).await?;
     let mut conn = rc.db.conn().await?;
     let admin: bool = sqlx::query_scalar("SELECT $1 = ANY (admin_workspace_ids())")

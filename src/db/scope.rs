@@ -20,6 +20,20 @@ pub struct Scope {
     pub read_workspaces: Vec<Uuid>,
     /// Workspaces a read-write peer grant lets the peer change.
     pub write_workspaces: Vec<Uuid>,
+    /// Set for a peer's request: what its grant lets it reach.
+    pub peer: Option<PeerScope>,
+}
+
+/// A peer's request: the resources its grant names (the policies of each
+/// resource's tables require it), and who asked, for the activity log.
+#[derive(Clone, Debug)]
+pub struct PeerScope {
+    pub peer_id: Uuid,
+    /// Resource names (lower case and `_` only); never empty.
+    pub resources: Vec<&'static str>,
+    pub write_resources: Vec<&'static str>,
+    /// The remote person's global User ID, as (instance, user).
+    pub remote_actor: Option<(Uuid, Uuid)>,
 }
 
 impl Scope {
@@ -34,6 +48,31 @@ impl Scope {
 fn pg_array(ids: &[Uuid]) -> String {
     let items: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     format!("{{{}}}", items.join(","))
+}
+
+/// The peer's settings for the BEGIN statement: resource names are checked
+/// to be lower-case words (they are constants of `federation::grant`), the
+/// rest are UUIDs.
+fn peer_settings(p: &PeerScope) -> String {
+    let names = |rs: &[&'static str]| {
+        assert!(
+            rs.iter()
+                .all(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+            "resource names are lower-case words"
+        );
+        format!("{{{}}}", rs.join(","))
+    };
+    let actor = p
+        .remote_actor
+        .map(|(instance, user)| format!("User:{instance}:{user}"))
+        .unwrap_or_default();
+    format!(
+        ", set_config('mosaic.resources', '{}', true), set_config('mosaic.write_resources', '{}', true), \
+         set_config('mosaic.peer_id', '{}', true), set_config('mosaic.remote_actor', '{actor}', true)",
+        names(&p.resources),
+        names(&p.write_resources),
+        p.peer_id
+    )
 }
 
 /// The request's transaction, shared by its resolvers.
@@ -82,11 +121,13 @@ impl RequestDb {
             "BEGIN"
         };
         let user = self.scope.user_id.map(|u| u.to_string()).unwrap_or_default();
+        // A local user's request sets no peer settings: its statement is as before.
+        let peer = self.scope.peer.as_ref().map(peer_settings).unwrap_or_default();
         AssertSqlSafe(format!(
             "{begin}; SELECT set_config('mosaic.user_id', '{user}', true), \
              set_config('mosaic.workspace_ids', '{}', true), \
              set_config('mosaic.write_workspace_ids', '{}', true), \
-             set_config('statement_timeout', '{}', true)",
+             set_config('statement_timeout', '{}', true){peer}",
             pg_array(&self.scope.read_workspaces),
             pg_array(&self.scope.write_workspaces),
             self.statement_timeout.as_millis()

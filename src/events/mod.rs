@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated;
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::pagination::{Cursor, MAX_CURSOR_BYTES, PageInfo, page_size};
+use crate::graphql::pagination::{Cursor, MAX_CURSOR_BYTES, PageInfo};
 use crate::graphql::wire::{decode, owned};
 use crate::graphql::{InstanceInfo, RequestContext, optional_text, required_text};
 use crate::users::User;
@@ -197,7 +197,7 @@ impl EventsRequest {
         {
             return Err(AppError::BadInput("from must be before to".into()));
         }
-        let first = page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         // Only the instance that issued a cursor can check it; the size
         // is checked wherever it arrives.
         if after.as_ref().is_some_and(|a| a.len() > MAX_CURSOR_BYTES) {
@@ -279,7 +279,7 @@ pub async fn page(rc: &RequestContext, workspace: Uuid, r: &EventsRequest) -> Ap
         let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM events e WHERE e.workspace_id = ");
         count.push_bind(workspace);
         r.push_window(&mut count);
-        Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
+        Some(rc.cap_total(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?))
     } else {
         None
     };

@@ -132,10 +132,11 @@ impl Federation {
     /// How often `peer` may ask: its grant's limit, else the instance's
     /// (None: the instance sets none).
     pub fn rate_limit(&self, peer: &registry::PeerRecord) -> Option<grant::RateLimit> {
-        let _ = peer; // the grant's own limit arrives with scope documents
-        (self.settings.rate_limit_per_second > 0.0).then_some(grant::RateLimit {
-            per_second: self.settings.rate_limit_per_second,
-            burst: self.settings.rate_limit_burst,
+        peer.grant_rate_limit.or_else(|| {
+            (self.settings.rate_limit_per_second > 0.0).then_some(grant::RateLimit {
+                per_second: self.settings.rate_limit_per_second,
+                burst: self.settings.rate_limit_burst,
+            })
         })
     }
 

@@ -116,7 +116,7 @@ impl Federation {
         registry::get(&self.pool, id).await?.ok_or(PeeringError::NotFound(id))
     }
 
-    /// Grants a pending (or suspended, or active) peer access to workspaces.
+    /// Grants a pending (or suspended, or active) peer a scope document.
     pub async fn approve(&self, id: Uuid, terms: &grant::Terms, actor: &str) -> Result<PeerRecord> {
         let peer = self.require_peer(id).await?;
         if !(peer.inbound_state == PeerState::Pending || peer.inbound_state.approved()) {
@@ -125,18 +125,31 @@ impl Federation {
                 peer.name, peer.inbound_state
             )));
         }
-        if terms.workspaces.is_empty() {
-            return Err(invalid("workspace: grant at least one workspace"));
+        self.write_grant(&peer, terms, actor, "approved").await
+    }
+
+    /// Replaces an active peer's grant with another scope document.
+    pub async fn set_grant(&self, id: Uuid, terms: &grant::Terms, actor: &str) -> Result<PeerRecord> {
+        let peer = self.require_peer(id).await?;
+        if peer.inbound_state != PeerState::Active {
+            return Err(invalid(format!(
+                "peer: {} is {}; only an active peer's grant is replaced (approve a pending or suspended one)",
+                peer.name, peer.inbound_state
+            )));
         }
-        let terms = grant::Terms {
-            users: terms
-                .users
-                .as_deref()
-                .map(grant::normalise_users)
-                .transpose()
-                .map_err(invalid)?,
-            ..terms.clone()
-        };
+        self.write_grant(&peer, terms, actor, "grant_changed").await
+    }
+
+    /// Checks a grant, writes it with its audit entry in one transaction,
+    /// then tells the peer.
+    async fn write_grant(
+        &self,
+        peer: &PeerRecord,
+        terms: &grant::Terms,
+        actor: &str,
+        action: &str,
+    ) -> Result<PeerRecord> {
+        let terms = terms.checked().map_err(invalid)?;
         let mut tx = self.change_registry().await?;
         let missing: Vec<Uuid> = sqlx::query_scalar("SELECT missing_workspaces($1)")
             .bind(&terms.workspaces)
@@ -144,33 +157,31 @@ impl Federation {
             .await?;
         if !missing.is_empty() {
             return Err(invalid(format!(
-                "workspace: no workspace {}",
+                "workspaceIds: no workspace {}",
                 missing.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
             )));
         }
+        let mapped: Vec<Uuid> = terms.user_mappings.iter().map(|m| m.local_user).collect();
+        let unknown: Vec<Uuid> = sqlx::query_scalar("SELECT missing_users($1)")
+            .bind(&mapped)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(u) = unknown.first() {
+            return Err(invalid(format!("userMappings.localUserId: no local user {u}")));
+        }
         // Approving also applies a name or base URL the peer announced since.
-        registry::set_grant(&mut tx, id, &terms).await?;
-        registry::audit(
-            &mut tx,
-            id,
-            actor,
-            "approved",
-            json!({
-                "workspaces": terms.workspaces,
-                "read_write": terms.read_write,
-                "users": terms.users,
-                "forward": terms.forward,
-                "name": peer.pending_name,
-                "base_url": peer.pending_base_url,
-            }),
-        )
-        .await?;
+        registry::set_grant(&mut tx, peer.id, &terms).await?;
+        let mut details = registry::grant_details(&terms);
+        details["was"] = registry::grant_details(&peer.terms());
+        details["name"] = json!(peer.pending_name);
+        details["base_url"] = json!(peer.pending_base_url);
+        registry::audit(&mut tx, peer.id, actor, action, details).await?;
         tx.commit().await?;
         let event = Event::Granted {
             read_write: terms.read_write,
             workspaces: terms.workspaces.iter().map(Uuid::to_string).collect(),
         };
-        let peer = self.require_peer(id).await?;
+        let peer = self.require_peer(peer.id).await?;
         self.notify(&peer, protocol::EVENT_PATH, &event).await;
         Ok(peer)
     }

@@ -262,6 +262,16 @@ pub enum ActorClaim {
 }
 
 impl ActorClaim {
+    /// The (instance, user) of the actor's global User ID (checked by `check_actor`).
+    pub fn user_ids(&self) -> Option<(uuid::Uuid, uuid::Uuid)> {
+        let (Self::Vouched(a) | Self::Relayed(a)) = self;
+        let mut parts = a.user.splitn(3, ':').skip(1).map(uuid::Uuid::parse_str);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(instance)), Some(Ok(user))) => Some((instance, user)),
+            _ => None,
+        }
+    }
+
     /// The actor a grant may rely on.
     pub fn vouched(&self) -> Option<&Actor> {
         match self {

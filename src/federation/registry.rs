@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::document::{IdentityDocument, PublicKey};
-use super::grant::Terms;
+use super::grant::{self, RateLimit, Resource, Terms, Unmapped, UserMapping};
 use crate::db::cache::Forget;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -29,6 +29,17 @@ pub struct PeerRecord {
     pub grant_read_write: bool,
     pub grant_users: Option<Vec<String>>,
     pub grant_forward: bool,
+    /// The scope document's resources, as stored (`Terms` reads them: `terms`).
+    pub grant_resources: Option<Vec<String>>,
+    pub grant_excluded_resources: Vec<String>,
+    pub grant_write_resources: Option<Vec<String>>,
+    pub grant_max_rows: Option<i32>,
+    /// The peer's own rate limit (None: the instance's defaults).
+    #[sqlx(json(nullable))]
+    pub grant_rate_limit: Option<RateLimit>,
+    #[sqlx(json)]
+    pub grant_user_mappings: Vec<UserMapping>,
+    pub grant_unmapped: String,
     /// A new name the peer announced, waiting for an admin's approval.
     pub pending_name: Option<String>,
     /// A new base URL the peer announced, waiting for an admin's approval.
@@ -107,6 +118,24 @@ impl std::fmt::Display for PeerState {
 }
 
 impl PeerRecord {
+    /// The grant as a scope document (the database keeps out unknown names).
+    pub fn terms(&self) -> Terms {
+        let known = |names: &[String]| -> Vec<Resource> { names.iter().filter_map(|n| Resource::parse(n)).collect() };
+        Terms {
+            workspaces: self.grant_workspaces.clone(),
+            read_write: self.grant_read_write,
+            users: self.grant_users.clone(),
+            forward: self.grant_forward,
+            resources: self.grant_resources.as_deref().map(known),
+            excluded_resources: known(&self.grant_excluded_resources),
+            write_resources: self.grant_write_resources.as_deref().map(known),
+            max_rows_per_query: self.grant_max_rows.and_then(|n| u32::try_from(n).ok()),
+            rate_limit: self.grant_rate_limit,
+            user_mappings: self.grant_user_mappings.clone(),
+            unmapped: Unmapped::parse(&self.grant_unmapped).unwrap_or(Unmapped::Refuse),
+        }
+    }
+
     /// The key the peer signs with now, as we hold it (no expiry).
     pub fn current_key(&self) -> Option<&PublicKey> {
         self.keys.iter().find(|k| k.valid_until.is_none())
@@ -135,7 +164,8 @@ pub enum KeyLookup<'a> {
 }
 
 const COLUMNS: &str = "id, name, base_url, keys, schema_hash, inbound_state, outbound_state, grant_workspaces,
-    grant_read_write, grant_users, grant_forward, pending_name, pending_base_url, created_at, updated_at";
+    grant_read_write, grant_users, grant_forward, grant_resources, grant_excluded_resources, grant_write_resources,
+    grant_max_rows, grant_rate_limit, grant_user_mappings, grant_unmapped, pending_name, pending_base_url, created_at, updated_at";
 
 /// A transaction that changes the registry. Committing it forgets the
 /// cached registry at once, so that this instance's next request sees the
@@ -371,10 +401,14 @@ pub async fn revoke_both(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Resul
     Ok(())
 }
 
+/// Writes a grant (already checked: `Terms::checked`) and makes the peer active.
 pub async fn set_grant(conn: &mut PgConnection, id: Uuid, terms: &Terms) -> sqlx::Result<()> {
+    let names = |rs: &[Resource]| grant::resource_names(rs);
     sqlx::query(
         "UPDATE peers SET inbound_state = 'active', grant_workspaces = $2, grant_read_write = $3,
-             grant_users = $4, grant_forward = $5, name = coalesce(pending_name, name),
+             grant_users = $4, grant_forward = $5, grant_resources = $6, grant_excluded_resources = $7,
+             grant_write_resources = $8, grant_max_rows = $9, grant_rate_limit = $10,
+             grant_user_mappings = $11, grant_unmapped = $12, name = coalesce(pending_name, name),
              base_url = coalesce(pending_base_url, base_url), pending_name = NULL, pending_base_url = NULL,
              updated_at = now() WHERE id = $1",
     )
@@ -383,9 +417,33 @@ pub async fn set_grant(conn: &mut PgConnection, id: Uuid, terms: &Terms) -> sqlx
     .bind(terms.read_write)
     .bind(terms.users.as_deref())
     .bind(terms.forward)
+    .bind(terms.resources.as_deref().map(names))
+    .bind(names(&terms.excluded_resources))
+    .bind(terms.write_resources.as_deref().map(names))
+    .bind(terms.max_rows_per_query.map(|n| n as i32))
+    .bind(terms.rate_limit.map(sqlx::types::Json))
+    .bind(sqlx::types::Json(&terms.user_mappings))
+    .bind(terms.unmapped.as_str())
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A grant as the audit trail records it.
+pub fn grant_details(terms: &Terms) -> Value {
+    json!({
+        "workspaces": terms.workspaces,
+        "read_write": terms.read_write,
+        "users": terms.users,
+        "forward": terms.forward,
+        "resources": terms.resources.as_deref().map(grant::resource_names),
+        "excluded_resources": grant::resource_names(&terms.excluded_resources),
+        "write_resources": terms.write_resources.as_deref().map(grant::resource_names),
+        "max_rows_per_query": terms.max_rows_per_query,
+        "rate_limit": terms.rate_limit,
+        "user_mappings": terms.user_mappings,
+        "unmapped": terms.unmapped.as_str(),
+    })
 }
 
 pub async fn audit(conn: &mut PgConnection, peer: Uuid, actor: &str, action: &str, details: Value) -> sqlx::Result<()> {

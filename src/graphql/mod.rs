@@ -43,6 +43,8 @@ pub struct PeerCaller {
     pub instance_id: Uuid,
     pub name: String,
     pub actor: Option<crate::federation::protocol::Actor>,
+    /// The grant's `maxRowsPerQuery`: pages and totals are cut to it.
+    pub max_rows: Option<usize>,
 }
 
 /// Everything a resolver needs about the request it serves.
@@ -80,6 +82,40 @@ impl RequestContext {
     pub fn open_cursor(&self, after: &str, ordering: &str) -> AppResult<pagination::Cursor> {
         self.cursor_key
             .open(after, ordering, matches!(self.caller, Caller::Peer(_)))
+    }
+
+    /// A page's size for `first`: a local user asking for more than the
+    /// page size is refused; a peer's pages are cut to its grant's
+    /// `maxRowsPerQuery` (and the page size), as its merge asks for what its
+    /// own client asked.
+    pub fn page_size(&self, first: Option<i32>) -> AppResult<usize> {
+        match &self.caller {
+            Caller::Peer(_) => {
+                pagination::page_size(first.map(|n| n.min(self.max_page_size as i32)), self.max_page_size)
+            }
+            Caller::User(_) => pagination::page_size(first, self.max_page_size),
+        }
+    }
+
+    /// A `totalCount` as the caller may learn it: at most a peer's `maxRowsPerQuery`.
+    pub fn cap_total(&self, total: i64) -> i64 {
+        match &self.caller {
+            Caller::Peer(PeerCaller {
+                max_rows: Some(max), ..
+            }) => total.min(*max as i64),
+            _ => total,
+        }
+    }
+
+    /// A LIMIT for a list without pages (a workspace's members, projects,
+    /// teams): a peer's `maxRowsPerQuery`; None (no limit) otherwise.
+    pub fn row_limit(&self) -> Option<i64> {
+        match &self.caller {
+            Caller::Peer(PeerCaller {
+                max_rows: Some(max), ..
+            }) => Some(*max as i64),
+            _ => None,
+        }
     }
 
     /// The local user behind the request; peers are refused.

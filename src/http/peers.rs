@@ -18,7 +18,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{AppState, error_response, execution_failed};
-use crate::db::Scope;
+use crate::db::{PeerScope, Scope};
 use crate::federation::audit::{self, Entry, Outcome};
 use crate::federation::protocol::{self, ConnectRequest, Disconnect, Envelope, Event, Hop, Refusal, SubRequest};
 use crate::federation::registry::{self, KeyLookup, PeerRecord, PeerState};
@@ -409,21 +409,40 @@ async fn sub_request(
     if mutation && !command {
         return Err(refuse(Refusal::BadRequest, "mutations travel as COMMAND"));
     }
-    if command && !peer.grant_read_write {
+    let terms = peer.terms();
+    let writable = if command { terms.writable() } else { Vec::new() };
+    if command && writable.is_empty() {
         return Err(refuse(Refusal::GrantDenied, "the grant is read-only"));
     }
     let actor = protocol::check_actor(&request.envelope).map_err(|m| refuse(Refusal::BadRequest, m))?;
-    if !grant::covers(peer.grant_users.as_deref(), actor.as_ref().and_then(|a| a.vouched())) {
+    let vouched = actor.as_ref().and_then(|a| a.vouched());
+    if !grant::covers(terms.users.as_deref(), vouched) {
         return Err(refuse(Refusal::GrantDenied, "the grant does not cover this user"));
     }
+    // A mapped person acts as a local user, within the grant (the policies
+    // intersect); anyone else is the grant's guest, unless it refuses them.
+    let mapped = terms.mapped_user(vouched);
+    if mapped.is_none() && terms.unmapped == grant::Unmapped::Refuse {
+        return Err(refuse(
+            Refusal::GrantDenied,
+            "the grant maps no local user to this person and refuses unmapped people",
+        ));
+    }
+    let names = |rs: Vec<grant::Resource>| rs.into_iter().map(grant::Resource::as_str).collect();
     let scope = Scope {
-        user_id: None,
+        user_id: mapped,
         read_workspaces: peer.grant_workspaces.clone(),
         write_workspaces: if command {
             peer.grant_workspaces.clone()
         } else {
             Vec::new()
         },
+        peer: Some(PeerScope {
+            peer_id: peer.id,
+            resources: names(terms.readable()),
+            write_resources: names(writable),
+            remote_actor: actor.as_ref().and_then(|a| a.user_ids()),
+        }),
     };
     let actor = actor.map(|a| match a {
         protocol::ActorClaim::Vouched(a) | protocol::ActorClaim::Relayed(a) => a,
@@ -444,6 +463,7 @@ async fn sub_request(
         instance_id: peer.id,
         name: peer.name.clone(),
         actor,
+        max_rows: terms.max_rows_per_query.map(|n| n as usize),
     });
     Ok(match state.executor.execute(caller, scope, hop, gql).await {
         Ok(response) => {

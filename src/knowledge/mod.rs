@@ -37,7 +37,7 @@ use crate::config::KnowledgeSettings;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated::InstanceScope;
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::pagination::{Cursor, PageInfo, page_size, push_after};
+use crate::graphql::pagination::{Cursor, PageInfo, push_after};
 use crate::graphql::wire::owned_list;
 use crate::graphql::{InstanceInfo, RequestContext, limits};
 use crate::users::{self, User};
@@ -388,7 +388,7 @@ impl KnowledgeEntry {
         after: Option<String>,
     ) -> AppResult<KnowledgeVersionConnection> {
         let rc = RequestContext::of(ctx);
-        let first = page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         if self.is_remote(rc) {
             // The owner's cursors go back to it as they are.
             let selection = "versions(first: $first, after: $after) { totalCount edges { cursor node { ...KnowledgeVersionFields } }
@@ -709,7 +709,7 @@ async fn page(
     let total_count = if with_total {
         let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM knowledge_entries e WHERE true");
         conditions.push(&mut count);
-        Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
+        Some(rc.cap_total(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?))
     } else {
         None
     };
@@ -757,7 +757,7 @@ impl KnowledgeQuery {
         scope: Option<InstanceScope>,
     ) -> AppResult<KnowledgeEntryConnection> {
         let rc = RequestContext::of(ctx);
-        let first = page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         let order = order_by.unwrap_or_default();
         let filter = filter.unwrap_or_default();
         let with_total = ctx.look_ahead().field("totalCount").exists();
@@ -808,7 +808,7 @@ impl KnowledgeQuery {
         first: Option<i32>,
     ) -> AppResult<Vec<KnowledgeBrokenLink>> {
         let rc = RequestContext::of(ctx);
-        let first = page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         let ws = workspace_here(rc, "workspaceId", &workspace_id).await?;
         let mut conn = rc.db.conn().await?;
         let rows = store::broken_links(&mut conn, ws, first).await?;

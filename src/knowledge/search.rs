@@ -25,7 +25,6 @@ use super::{Conditions, KnowledgeEntry, KnowledgeFilter, federated, input, store
 use crate::embedding::vectors;
 use crate::error::{AppError, AppResult};
 use crate::graphql::federated::InstanceScope;
-use crate::graphql::pagination::page_size;
 use crate::graphql::{RequestContext, limits};
 
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -358,7 +357,7 @@ impl KnowledgeSearchQuery {
     ) -> AppResult<Vec<KnowledgeSearchHit>> {
         let rc = RequestContext::of(ctx);
         let query = input::query(&query)?;
-        let first = page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         let mode = mode.unwrap_or_default();
         let filter = filter.unwrap_or_default();
         let (plan, ws) = federated::route(rc, workspace_id.as_ref(), scope.as_ref()).await?;

@@ -4,12 +4,12 @@
 
 pub mod audit;
 
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
-use crate::federation::grant::Terms;
+use crate::federation::grant::{self, RateLimit, Terms, Unmapped, UserMapping};
 use crate::federation::peering::PeeringError;
 use crate::federation::registry::{self, PeerRecord};
 use crate::graphql::RequestContext;
@@ -25,6 +25,56 @@ pub struct PeerGrant {
     pub users: Option<Vec<String>>,
     /// The peer's reads may reach this instance's own peers (never its writes).
     pub forward: bool,
+    /// Resources granted, as written (null: all).
+    pub resources: Option<Vec<String>>,
+    pub excluded_resources: Vec<String>,
+    /// Resources a read-write grant may change, as written (null: every readable one).
+    pub write_resources: Option<Vec<String>>,
+    /// What the peer may read: `resources` (or all) less `excludedResources`.
+    pub readable_resources: Vec<String>,
+    /// What the peer may change (empty unless read-write).
+    pub writable_resources: Vec<String>,
+    /// Most rows in one page or total the peer gets (null: the page size).
+    pub max_rows_per_query: Option<i32>,
+    /// The peer's own rate limit (null: the instance's defaults).
+    pub rate_limit: Option<PeerRateLimit>,
+    /// Remote people who act here as local users, within the grant.
+    pub user_mappings: Vec<PeerUserMapping>,
+    pub unmapped: UnmappedPeople,
+}
+
+#[derive(SimpleObject, InputObject, Clone, Copy, Debug)]
+#[graphql(input_name = "RateLimitInput")]
+pub struct PeerRateLimit {
+    /// Requests refilled per second (above 0).
+    pub per_second: f64,
+    /// Requests that may come at once (at least 1).
+    pub burst: i32,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PeerUserMapping {
+    /// A verified e-mail address or a global User ID of the peer's instance.
+    pub remote: String,
+    pub local_user_id: ID,
+}
+
+#[derive(InputObject, Clone, Debug)]
+pub struct UserMappingInput {
+    /// A verified e-mail address (the peer must vouch for it) or a global
+    /// User ID of the peer's instance.
+    pub remote: String,
+    /// The local user they act as (a User ID of this instance).
+    pub local_user_id: ID,
+}
+
+/// What happens to a remote person the grant maps to no local user.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UnmappedPeople {
+    /// They run as a guest of the grant (its workspaces and resources).
+    Guest,
+    /// They are refused (GRANT_DENIED).
+    Refuse,
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -74,6 +124,7 @@ async fn to_peer(rc: &RequestContext, p: PeerRecord) -> AppResult<Peer> {
             at: a.at,
         })
         .collect();
+    let grant = grant_of(rc, &p.terms());
     Ok(Peer {
         id: p.id.to_string(),
         name: p.name,
@@ -82,16 +133,7 @@ async fn to_peer(rc: &RequestContext, p: PeerRecord) -> AppResult<Peer> {
         pending_base_url: p.pending_base_url,
         inbound_state: p.inbound_state.as_str().into(),
         outbound_state: p.outbound_state.as_str().into(),
-        grant: PeerGrant {
-            workspaces: p
-                .grant_workspaces
-                .iter()
-                .map(|w| rc.global_id(Kind::Workspace, *w))
-                .collect(),
-            read_write: p.grant_read_write,
-            users: p.grant_users,
-            forward: p.grant_forward,
-        },
+        grant,
         key_fingerprints: p.keys.iter().map(|k| k.key_id.clone()).collect(),
         last_contact_at: stat.last_contact,
         recent_latency_ms: stat.median_latency_ms(),
@@ -99,6 +141,37 @@ async fn to_peer(rc: &RequestContext, p: PeerRecord) -> AppResult<Peer> {
         success_count: stat.successes,
         audit,
     })
+}
+
+fn grant_of(rc: &RequestContext, t: &Terms) -> PeerGrant {
+    PeerGrant {
+        workspaces: t.workspaces.iter().map(|w| rc.global_id(Kind::Workspace, *w)).collect(),
+        read_write: t.read_write,
+        users: t.users.clone(),
+        forward: t.forward,
+        resources: t.resources.as_deref().map(grant::resource_names),
+        excluded_resources: grant::resource_names(&t.excluded_resources),
+        write_resources: t.write_resources.as_deref().map(grant::resource_names),
+        readable_resources: grant::resource_names(&t.readable()),
+        writable_resources: grant::resource_names(&t.writable()),
+        max_rows_per_query: t.max_rows_per_query.map(|n| n as i32),
+        rate_limit: t.rate_limit.map(|r| PeerRateLimit {
+            per_second: r.per_second,
+            burst: r.burst as i32,
+        }),
+        user_mappings: t
+            .user_mappings
+            .iter()
+            .map(|m| PeerUserMapping {
+                remote: m.remote.clone(),
+                local_user_id: rc.global_id(Kind::User, m.local_user),
+            })
+            .collect(),
+        unmapped: match t.unmapped {
+            Unmapped::Guest => UnmappedPeople::Guest,
+            Unmapped::Refuse => UnmappedPeople::Refuse,
+        },
+    }
 }
 
 fn peer_id(id: &str) -> AppResult<Uuid> {
@@ -137,10 +210,11 @@ impl PeerQuery {
     }
 }
 
+/// A grant's scope document, as `approvePeer` and `setPeerGrant` take it.
 #[derive(InputObject)]
-pub struct ApprovePeerInput {
-    pub peer_id: String,
+pub struct PeerGrantInput {
     pub workspace_ids: Vec<ID>,
+    /// COMMANDs (writes) allowed, on `writeResources`.
     #[graphql(default)]
     pub read_write: bool,
     /// Limit the grant to these remote users: e-mail addresses (matched only
@@ -150,6 +224,87 @@ pub struct ApprovePeerInput {
     /// default; writes are never forwarded on a peer's behalf).
     #[graphql(default)]
     pub forward: bool,
+    /// Resources granted, in lower case: tasks, projects, events, teams,
+    /// members, activity, knowledge, agent_tasks (absent: all of them).
+    pub resources: Option<Vec<String>>,
+    /// Resources taken out of `resources` (or of all).
+    #[graphql(default)]
+    pub excluded_resources: Vec<String>,
+    /// Resources a read-write grant may change (absent: every readable one).
+    pub write_resources: Option<Vec<String>>,
+    /// Most rows one page or total may hold for the peer (1..=10000).
+    pub max_rows_per_query: Option<i32>,
+    /// The peer's own rate limit (absent: the instance's defaults).
+    pub rate_limit: Option<PeerRateLimit>,
+    /// Remote people who act here as local users, within the grant.
+    #[graphql(default)]
+    pub user_mappings: Vec<UserMappingInput>,
+    /// Remote people no mapping names: GUEST (the default) or REFUSE.
+    #[graphql(default_with = "UnmappedPeople::Guest")]
+    pub unmapped: UnmappedPeople,
+}
+
+impl PeerGrantInput {
+    /// The terms as given; `Terms::checked` (in the operation) refuses bad ones.
+    fn terms(&self, rc: &RequestContext) -> AppResult<Terms> {
+        let resources =
+            |field: &str, names: &[String]| grant::parse_resources(field, names).map_err(AppError::BadInput);
+        Ok(Terms {
+            workspaces: self
+                .workspace_ids
+                .iter()
+                .map(|w| rc.local_id_of("workspaceIds", w, Kind::Workspace))
+                .collect::<AppResult<Vec<_>>>()?,
+            read_write: self.read_write,
+            users: self.users.clone(),
+            forward: self.forward,
+            resources: self
+                .resources
+                .as_deref()
+                .map(|r| resources("resources", r))
+                .transpose()?,
+            excluded_resources: resources("excludedResources", &self.excluded_resources)?,
+            write_resources: self
+                .write_resources
+                .as_deref()
+                .map(|r| resources("writeResources", r))
+                .transpose()?,
+            // Out of range (negative included) is refused by `checked`.
+            max_rows_per_query: self.max_rows_per_query.map(|n| u32::try_from(n).unwrap_or(0)),
+            rate_limit: self.rate_limit.map(|r| RateLimit {
+                per_second: r.per_second,
+                burst: u32::try_from(r.burst).unwrap_or(0),
+            }),
+            user_mappings: self
+                .user_mappings
+                .iter()
+                .map(|m| {
+                    Ok(UserMapping {
+                        remote: m.remote.clone(),
+                        local_user: rc.local_id_of("userMappings.localUserId", &m.local_user_id, Kind::User)?,
+                    })
+                })
+                .collect::<AppResult<Vec<_>>>()?,
+            unmapped: match self.unmapped {
+                UnmappedPeople::Guest => Unmapped::Guest,
+                UnmappedPeople::Refuse => Unmapped::Refuse,
+            },
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct ApprovePeerInput {
+    pub peer_id: String,
+    #[graphql(flatten)]
+    pub grant: PeerGrantInput,
+}
+
+#[derive(InputObject)]
+pub struct SetPeerGrantInput {
+    pub peer_id: String,
+    #[graphql(flatten)]
+    pub grant: PeerGrantInput,
 }
 
 #[derive(Default)]
@@ -165,24 +320,27 @@ impl PeerMutation {
         to_peer(rc, p).await
     }
 
-    /// Grants a peer that asked to connect access to workspaces of this instance.
+    /// Grants a peer that asked to connect a scope document of this instance.
     async fn approve_peer(&self, ctx: &Context<'_>, input: ApprovePeerInput) -> AppResult<Peer> {
         let rc = RequestContext::of(ctx);
         let actor = rc.admin()?.email.clone();
-        let workspaces = input
-            .workspace_ids
-            .iter()
-            .map(|w| rc.local_id(w, Kind::Workspace))
-            .collect::<AppResult<Vec<_>>>()?;
-        let terms = Terms {
-            workspaces,
-            read_write: input.read_write,
-            users: input.users,
-            forward: input.forward,
-        };
+        let terms = input.grant.terms(rc)?;
         let p = rc
             .federation
             .approve(peer_id(&input.peer_id)?, &terms, &actor)
+            .await
+            .map_err(refused)?;
+        to_peer(rc, p).await
+    }
+
+    /// Replaces an active peer's grant with another scope document (audited).
+    async fn set_peer_grant(&self, ctx: &Context<'_>, input: SetPeerGrantInput) -> AppResult<Peer> {
+        let rc = RequestContext::of(ctx);
+        let actor = rc.admin()?.email.clone();
+        let terms = input.grant.terms(rc)?;
+        let p = rc
+            .federation
+            .set_grant(peer_id(&input.peer_id)?, &terms, &actor)
             .await
             .map_err(refused)?;
         to_peer(rc, p).await

@@ -77,9 +77,10 @@ pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Project>> {
 
 pub async fn list(rc: &RequestContext, workspace: Uuid) -> AppResult<Vec<Project>> {
     let rows: Vec<ProjectRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM projects WHERE workspace_id = $1 ORDER BY name, id"
+        "SELECT {COLUMNS} FROM projects WHERE workspace_id = $1 ORDER BY name, id LIMIT $2"
     )))
     .bind(workspace)
+    .bind(rc.row_limit())
     .fetch_all(&mut *rc.db.conn().await?)
     .await?;
     Ok(rows.into_iter().map(|r| Project::from_row(rc, r)).collect())

@@ -88,12 +88,17 @@ impl Executor {
 
     /// What the resolvers of one request see.
     pub fn context(&self, db: Arc<RequestDb>, caller: Caller, hop: Hop) -> RequestContext {
+        // A peer's grant may cap its pages below the instance's page size.
+        let max_page_size = match &caller {
+            Caller::Peer(p) => p.max_rows.map_or(self.max_page_size, |m| m.min(self.max_page_size)),
+            Caller::User(_) => self.max_page_size,
+        };
         RequestContext {
             db,
             caller,
             instance_id: self.instance_id,
             instance: self.instance.clone(),
-            max_page_size: self.max_page_size,
+            max_page_size,
             federation: self.federation.clone(),
             hop,
             report: Arc::default(),

@@ -24,7 +24,7 @@ use crate::error::{AppError, AppResult};
 use crate::federation::fanout::SourcePage;
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::pagination::{Cursor, PageInfo, page_size, push_after};
+use crate::graphql::pagination::{Cursor, PageInfo, push_after};
 use crate::graphql::wire::{decode, owned};
 use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::projects::{Project, ProjectRow};
@@ -112,7 +112,7 @@ pub struct Task {
 const SELECT: &str = "SELECT t.id, t.title, t.description, t.status, t.priority, t.due_date,
         t.created_at, t.updated_at, t.workspace_id, t.project_id,
         w.name AS w_name, w.created_at AS w_created_at, w.updated_at AS w_updated_at,
-        p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at,
+        p.id AS p_id, p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at,
         u.id AS u_id, u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin";
 const JOINS: &str = " JOIN workspaces w ON w.id = t.workspace_id
         LEFT JOIN projects p ON p.id = t.project_id
@@ -131,7 +131,9 @@ impl Task {
                 updated_at: r.try_get("w_updated_at")?,
             },
         );
-        let project = match r.try_get::<Option<Uuid>, _>("project_id")? {
+        // The project's row, not the task's project_id: a grant without
+        // projects leaves the task, but not its project, visible.
+        let project = match r.try_get::<Option<Uuid>, _>("p_id")? {
             None => None,
             Some(pid) => Some(Project::from_row(
                 rc,
@@ -528,7 +530,7 @@ async fn page(
     let total_count = if with_total {
         let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM tasks t");
         conditions.push(&mut count);
-        Some(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?)
+        Some(rc.cap_total(count.build_query_scalar::<i64>().fetch_one(&mut *conn).await?))
     } else {
         None
     };
@@ -571,7 +573,7 @@ impl TaskQuery {
         scope: Option<InstanceScope>,
     ) -> AppResult<TaskConnection> {
         let rc = RequestContext::of(ctx);
-        let first = page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         let filter = filter.unwrap_or_default();
         let order = order_by.unwrap_or_default();
         let with_total = ctx.look_ahead().field("totalCount").exists();

@@ -126,9 +126,10 @@ async fn require(rc: &RequestContext, id: Uuid) -> AppResult<Team> {
 /// The teams of a workspace of this instance, by name, then id.
 pub async fn list(rc: &RequestContext, workspace: Uuid) -> AppResult<Vec<Team>> {
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "{SELECT} WHERE t.workspace_id = $1 ORDER BY t.name, t.id"
+        "{SELECT} WHERE t.workspace_id = $1 ORDER BY t.name, t.id LIMIT $2"
     )))
     .bind(workspace)
+    .bind(rc.row_limit())
     .fetch_all(&mut *rc.db.conn().await?)
     .await?;
     rows.iter().map(|r| Team::from_row(rc, r)).collect()
@@ -160,10 +161,11 @@ async fn members_of(rc: &RequestContext, team: Uuid, only_user: Option<Uuid>) ->
         "SELECT u.id, u.email, u.name, u.is_admin, m.role
          FROM team_members m JOIN users u ON u.id = m.user_id
          WHERE m.team_id = $1 AND ($2::uuid IS NULL OR m.user_id = $2)
-         ORDER BY u.email, u.id",
+         ORDER BY u.email, u.id LIMIT $3",
     )
     .bind(team)
     .bind(only_user)
+    .bind(rc.row_limit())
     .fetch_all(&mut *rc.db.conn().await?)
     .await?;
     rows.into_iter()

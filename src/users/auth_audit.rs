@@ -55,7 +55,7 @@ impl AuthAuditQuery {
     ) -> AppResult<Vec<AuthAuditEntry>> {
         let rc = RequestContext::of(ctx);
         rc.admin()?;
-        let first = crate::graphql::pagination::page_size(first, rc.max_page_size)?;
+        let first = rc.page_size(first)?;
         let action = crate::graphql::optional_text("action", action, 100)?;
         let email = crate::graphql::optional_text("email", email, 320)?;
         let before = before

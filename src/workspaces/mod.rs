@@ -125,10 +125,11 @@ async fn members_of(rc: &RequestContext, ws: Uuid, only_user: Option<Uuid>) -> A
         "SELECT u.id, u.email, u.name, u.is_admin, m.role, m.created_at
          FROM workspace_members m JOIN users u ON u.id = m.user_id
          WHERE m.workspace_id = $1 AND ($2::uuid IS NULL OR m.user_id = $2)
-         ORDER BY u.email",
+         ORDER BY u.email LIMIT $3",
     )
     .bind(ws)
     .bind(only_user)
+    .bind(rc.row_limit())
     .fetch_all(&mut *rc.db.conn().await?)
     .await?;
     rows.into_iter()

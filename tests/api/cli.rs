@@ -836,6 +836,8 @@ async fn help_describes_every_argument_and_where_the_settings_are() {
         &["peer", "connect"],
         &["peer", "list"],
         &["peer", "approve"],
+        &["peer", "grant", "show"],
+        &["peer", "grant", "set"],
         &["peer", "reject"],
         &["peer", "suspend"],
         &["peer", "revoke"],

@@ -1266,7 +1266,15 @@ async fn a_peer_over_its_rate_limit_gets_429_and_others_are_unaffected() {
     let granted = b.create_workspace(&owner, "granted").await;
     b.create_task(&owner, &granted, "granted task").await;
     peer(&a, &b, &[&granted], false).await;
-    peer(&c, &b, &[&granted], false).await;
+    // Gamma's grant sets its own limit: a burst of five, not the instance's three.
+    let own = mosaic::federation::grant::Terms {
+        rate_limit: Some(mosaic::federation::grant::RateLimit {
+            per_second: 0.2,
+            burst: 5,
+        }),
+        ..common::grant(&[common::local_id(&granted)], false, None)
+    };
+    common::peer_with(&c, &b, own).await;
 
     // The burst, then 429 with when to come back.
     for _ in 0..3 {
@@ -1288,7 +1296,7 @@ async fn a_peer_over_its_rate_limit_gets_429_and_others_are_unaffected() {
         "Retry-After is the wait in whole seconds"
     );
 
-    // Another peer has its own bucket.
+    // Another peer has its own bucket, and here its grant's own size.
     assert_ok(&send_signed(&c, &b, QUERY, tasks_body(&c)).await);
     // A replayed request spends no token, and is refused as a replay.
     let body = tasks_body(&c);
@@ -1301,7 +1309,10 @@ async fn a_peer_over_its_rate_limit_gets_429_and_others_are_unaffected() {
             "REPLAYED_NONCE",
         );
     }
-    assert_ok(&send_signed(&c, &b, QUERY, tasks_body(&c)).await);
+    for _ in 0..3 {
+        assert_ok(&send_signed(&c, &b, QUERY, tasks_body(&c)).await);
+    }
+    assert_refused(&send_signed(&c, &b, QUERY, tasks_body(&c)).await, 429, "RATE_LIMITED");
 
     // Waiting as told is enough.
     tokio::time::sleep(Duration::from_millis(wait)).await;

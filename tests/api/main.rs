@@ -24,6 +24,7 @@ mod federation_audit;
 mod federation_merge;
 mod federation_protocol;
 mod first_hour;
+mod grant_scopes;
 mod graphql_over_http;
 mod http_surface;
 mod ide;

@@ -216,6 +216,7 @@ pub fn grant(workspaces: &[Uuid], read_write: bool, users: Option<&[String]>) ->
         read_write,
         users: users.map(<[String]>::to_vec),
         forward: false,
+        ..Terms::default()
     }
 }
 
