@@ -106,7 +106,7 @@ impl Application {
             id: instance_id.to_string(),
             name,
         });
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&federation.metrics));
         let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
         let executor = Arc::new(Executor {
             schema,

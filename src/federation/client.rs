@@ -12,8 +12,23 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::breaker::{Admission, Breaker, BreakerSettings, Outcome, State};
 use super::document::{self, IdentityDocument, SignedDocument};
-use super::{Federation, PeerError, netguard, now_unix, protocol, signing};
+use super::metrics::{FailureLabels, PeerLabels};
+use super::{Federation, PeerError, netguard, now_unix, protocol, retry, signing};
+
+/// The code of a peer's 429: it limits our rate, it is not down.
+pub const RATE_LIMITED: &str = "PEER_RATE_LIMITED";
+
+fn breaker_settings(s: &crate::config::FederationSettings) -> BreakerSettings {
+    BreakerSettings {
+        window: s.breaker_window,
+        min_requests: s.breaker_min_requests,
+        failure_percent: s.breaker_failure_percent,
+        cooldown: s.breaker_cooldown,
+        probes: s.breaker_probes,
+    }
+}
 
 impl Federation {
     /// Refuses, before connecting, a URL whose host is an address peers may
@@ -55,7 +70,10 @@ impl Federation {
         Ok(signed.document)
     }
 
-    /// Sends one signed request and returns the peer's JSON answer.
+    /// Sends one signed request and returns the peer's JSON answer. Requests
+    /// for a peer's data (QUERY, COMMAND) pass its circuit breaker; a read
+    /// that failed transiently is sent again, signed afresh, while the
+    /// deadline leaves room and the retry budget allows (`retry.rs`).
     pub async fn send<T: Serialize>(
         &self,
         peer_id: Uuid,
@@ -65,23 +83,166 @@ impl Federation {
         timeout: Duration,
     ) -> Result<Value, PeerError> {
         let started = Instant::now();
-        let result = self
-            .send_uncounted(peer_id, base_url, path, body, timeout, started)
-            .await;
-        self.stats
-            .record(peer_id, started.elapsed().as_millis() as u64, result.is_ok());
+        let guarded = path == protocol::QUERY_PATH || path == protocol::COMMAND_PATH;
+        let read = path == protocol::QUERY_PATH;
+        let peer = PeerLabels {
+            peer: self.peer_label(peer_id),
+        };
+        if read {
+            self.retry_budget
+                .lock()
+                .expect("budget lock")
+                .request(self.opened.elapsed());
+        }
+        let mut attempt = 0;
+        let result = loop {
+            let admitted = if guarded {
+                match self.admit(peer_id, &peer) {
+                    Ok(a) => Some(a),
+                    Err(e) => break Err(e),
+                }
+            } else {
+                None
+            };
+            let attempt_started = Instant::now();
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let result = self
+                .send_once(peer_id, base_url, path, body, remaining, &peer)
+                .await;
+            self.count(peer_id, &peer, admitted, &result, attempt_started.elapsed());
+            let e = match result {
+                Ok(answer) => break Ok(answer),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let wait = retry::wait_before(attempt, e.retry_after);
+            if !read
+                || !e.transient
+                || attempt >= retry::MAX_ATTEMPTS
+                || !retry::fits(wait, timeout.saturating_sub(started.elapsed()))
+                || !self
+                    .retry_budget
+                    .lock()
+                    .expect("budget lock")
+                    .try_retry(self.opened.elapsed())
+            {
+                break Err(e);
+            }
+            self.metrics.retries.get_or_create(&peer).inc();
+            tokio::time::sleep(wait).await;
+        };
+        // A breaker's refusal is not a contact.
+        if result.as_ref().err().is_none_or(|e| e.breaker.is_none()) {
+            self.stats
+                .record(peer_id, started.elapsed().as_millis() as u64, result.is_ok());
+        }
         result
     }
 
-    async fn send_uncounted<T: Serialize>(
+    /// The `peer` label: the peer's name, or its id when it has none yet.
+    fn peer_label(&self, peer_id: Uuid) -> String {
+        self.peers
+            .get(&())
+            .and_then(|all| all.iter().find(|p| p.id == peer_id).map(|p| p.name.clone()))
+            .unwrap_or_else(|| peer_id.to_string())
+    }
+
+    /// Asks the peer's breaker whether a request may go.
+    fn admit(&self, peer_id: Uuid, peer: &PeerLabels) -> Result<Admission, PeerError> {
+        let now = Instant::now();
+        let mut breakers = self.breakers.lock().expect("breaker lock");
+        let breaker = breakers
+            .entry(peer_id)
+            .or_insert_with(|| Breaker::new(breaker_settings(&self.settings), now));
+        let admitted = breaker.admit(now);
+        let state = breaker.state(now);
+        drop(breakers);
+        self.metrics.breaker_state.get_or_create(peer).set(state.gauge());
+        match admitted {
+            Admission::Refused { retry_in } => {
+                self.metrics
+                    .failures
+                    .get_or_create(&FailureLabels {
+                        peer: peer.peer.clone(),
+                        code: "BREAKER_OPEN",
+                    })
+                    .inc();
+                Err(PeerError {
+                    breaker: Some(state),
+                    ..PeerError::new(
+                        "PEER_UNAVAILABLE",
+                        format!(
+                            "circuit breaker {}: the peer failed too often recently; next probe in {} ms",
+                            state.as_str(),
+                            retry_in.as_millis()
+                        ),
+                    )
+                })
+            }
+            admitted => Ok(admitted),
+        }
+    }
+
+    /// Counts one attempt in the metrics and, when it passed the breaker, in
+    /// the breaker: timeouts and unavailability are failures, a 429 says
+    /// nothing of the peer's health, any other answer shows it is up.
+    fn count(
+        &self,
+        peer_id: Uuid,
+        peer: &PeerLabels,
+        admitted: Option<Admission>,
+        result: &Result<Value, PeerError>,
+        took: Duration,
+    ) {
+        let m = &self.metrics;
+        m.requests.get_or_create(peer).inc();
+        m.latency.get_or_create(peer).observe(took.as_secs_f64());
+        let outcome = match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => {
+                m.failures
+                    .get_or_create(&FailureLabels {
+                        peer: peer.peer.clone(),
+                        code: e.code,
+                    })
+                    .inc();
+                match e.code {
+                    RATE_LIMITED => {
+                        m.rate_limited.get_or_create(peer).inc();
+                        Outcome::Neutral
+                    }
+                    "PEER_UNAVAILABLE" | "PEER_TIMEOUT" => Outcome::Failure,
+                    _ => Outcome::Success,
+                }
+            }
+        };
+        let Some(admitted) = admitted else { return };
+        let now = Instant::now();
+        let mut breakers = self.breakers.lock().expect("breaker lock");
+        let Some(breaker) = breakers.get_mut(&peer_id) else { return };
+        breaker.record(now, admitted, outcome);
+        let state = breaker.state(now);
+        drop(breakers);
+        m.breaker_state.get_or_create(peer).set(state.gauge());
+    }
+
+    /// The state of each peer's breaker on this replica, for those asked.
+    pub fn breaker_states(&self) -> Vec<(Uuid, State)> {
+        let now = Instant::now();
+        let breakers = self.breakers.lock().expect("breaker lock");
+        breakers.iter().map(|(id, b)| (*id, b.state(now))).collect()
+    }
+
+    async fn send_once<T: Serialize>(
         &self,
         peer_id: Uuid,
         base_url: &str,
         path: &str,
         body: &T,
         timeout: Duration,
-        started: Instant,
+        peer: &PeerLabels,
     ) -> Result<Value, PeerError> {
+        let started = Instant::now();
         let body = serde_json::to_vec(body).expect("request bodies serialise");
         self.reachable(base_url)?;
         let header = self
@@ -100,20 +261,30 @@ impl Federation {
                 return Err(PeerError::new(
                     "PEER_TIMEOUT",
                     format!("no answer within {} ms", timeout.as_millis()),
-                ));
+                )
+                .transient());
             }
-            Ok(Err(e)) if e.is_timeout() => return Err(PeerError::new("PEER_TIMEOUT", "timed out")),
+            Ok(Err(e)) if e.is_timeout() => return Err(PeerError::new("PEER_TIMEOUT", "timed out").transient()),
             Ok(Err(e)) => return Err(transport_error(&e)),
             Ok(Ok(r)) => r,
         };
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
         // The body gets only what is left of the deadline, not a fresh one.
         let remaining = timeout.saturating_sub(started.elapsed());
         let limit = self.settings.max_answer_bytes;
         let bytes = match tokio::time::timeout(remaining, read_capped(response, limit)).await {
-            Err(_) => return Err(PeerError::new("PEER_TIMEOUT", "answer did not finish in time")),
+            Err(_) => return Err(PeerError::new("PEER_TIMEOUT", "answer did not finish in time").transient()),
             Ok(result) => result?,
         };
+        self.metrics
+            .received_bytes
+            .get_or_create(peer)
+            .inc_by(bytes.len() as u64);
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return parsed.ok_or_else(|| PeerError::new("PEER_BAD_RESPONSE", "answer is not JSON"));
@@ -129,16 +300,21 @@ impl Federation {
             .to_string();
         let code = match status.as_u16() {
             401 | 403 => "PEER_FORBIDDEN",
+            429 => RATE_LIMITED,
             500..=599 => "PEER_UNAVAILABLE",
             _ => "PEER_BAD_RESPONSE",
         };
+        let wait = retry_after.map_or(String::new(), |d| format!(" (retry after {} s)", d.as_secs()));
         Err(PeerError {
             code,
             message: format!(
-                "peer answered {status}{}{message}",
+                "peer answered {status}{wait}{}{message}",
                 if message.is_empty() { "" } else { ": " }
             ),
             refusal,
+            retry_after: retry_after.filter(|_| code == RATE_LIMITED),
+            transient: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            breaker: None,
         })
     }
 
@@ -183,7 +359,7 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Ve
 
 fn transport_error(e: &reqwest::Error) -> PeerError {
     if e.is_timeout() {
-        return PeerError::new("PEER_TIMEOUT", "timed out");
+        return PeerError::new("PEER_TIMEOUT", "timed out").transient();
     }
     // The full chain says which part failed (connect, TLS, closed connection).
     let mut message = e.to_string();
@@ -204,6 +380,8 @@ fn transport_error(e: &reqwest::Error) -> PeerError {
             e.url()
                 .map_or_else(|| "the peer".to_string(), |u| u.origin().ascii_serialization())
         );
+        return PeerError::new("PEER_UNAVAILABLE", message);
     }
-    PeerError::new("PEER_UNAVAILABLE", message)
+    // Refused, reset or closed: asking again may find it up.
+    PeerError::new("PEER_UNAVAILABLE", message).transient()
 }
