@@ -243,7 +243,7 @@ mod tests {
         let later = t0 + Duration::from_secs(11);
         run(&mut b, later, Outcome::Failure);
         assert_eq!(b.state(later), State::Closed, "only one failure within the window");
-        for _ in 0..3 {
+        for _ in 0..2 {
             run(&mut b, later, Outcome::Success);
         }
         run(&mut b, later, Outcome::Failure);

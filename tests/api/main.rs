@@ -22,6 +22,7 @@ mod embedding;
 mod events;
 mod federation_merge;
 mod federation_protocol;
+mod federation_resilience;
 mod first_hour;
 mod graphql_over_http;
 mod http_surface;
