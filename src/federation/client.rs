@@ -42,6 +42,15 @@ impl Federation {
     /// Fetches and verifies a peer's identity document: at most
     /// `MAX_DOCUMENT_BYTES`, within `federation.deadline`.
     pub async fn fetch_identity(&self, base_url: &str) -> Result<IdentityDocument, PeerError> {
+        Ok(self.fetch_identity_dated(base_url).await?.0)
+    }
+
+    /// `fetch_identity`, with the time the peer's clock said (its HTTP
+    /// `Date` header), for `mosaic doctor`.
+    pub async fn fetch_identity_dated(
+        &self,
+        base_url: &str,
+    ) -> Result<(IdentityDocument, Option<std::time::SystemTime>), PeerError> {
         let url = format!("{base_url}{}", protocol::WELL_KNOWN_PATH);
         self.reachable(&url)?;
         let fetch = async {
@@ -52,11 +61,17 @@ impl Federation {
                     format!("{url} answered {}", response.status()),
                 ));
             }
+            let date = response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok());
             let bytes = read_capped(response, document::MAX_DOCUMENT_BYTES).await?;
             serde_json::from_slice::<SignedDocument>(&bytes)
+                .map(|signed| (signed, date))
                 .map_err(|e| PeerError::new("PEER_BAD_RESPONSE", format!("identity document is not valid: {e}")))
         };
-        let signed = tokio::time::timeout(self.settings.deadline, fetch)
+        let (signed, date) = tokio::time::timeout(self.settings.deadline, fetch)
             .await
             .map_err(|_| PeerError::new("PEER_TIMEOUT", "identity document did not arrive in time"))??;
         document::check_bounds(&signed.document).map_err(|e| PeerError::new("PEER_BAD_RESPONSE", e))?;
@@ -67,7 +82,7 @@ impl Federation {
                 format!("{url} claims base URL {}", signed.document.base_url),
             ));
         }
-        Ok(signed.document)
+        Ok((signed.document, date))
     }
 
     /// Sends one signed request and returns the peer's JSON answer. Requests
@@ -95,6 +110,7 @@ impl Federation {
                 .request(self.opened.elapsed());
         }
         let mut attempt = 0;
+        let mut breaker = None;
         let result = loop {
             let admitted = if guarded {
                 match self.admit(peer_id, &peer) {
@@ -109,7 +125,7 @@ impl Federation {
             let result = self
                 .send_once(peer_id, base_url, path, body, remaining, &peer)
                 .await;
-            self.count(peer_id, &peer, admitted, &result, attempt_started.elapsed());
+            breaker = self.count(peer_id, &peer, admitted, &result, attempt_started.elapsed());
             let e = match result {
                 Ok(answer) => break Ok(answer),
                 Err(e) => e,
@@ -133,8 +149,9 @@ impl Federation {
         };
         // A breaker's refusal is not a contact.
         if result.as_ref().err().is_none_or(|e| e.breaker.is_none()) {
-            self.stats
-                .record(peer_id, started.elapsed().as_millis() as u64, result.is_ok());
+            let error = result.as_ref().err().map(|e| format!("{}: {}", e.code, e.message));
+            let ms = started.elapsed().as_millis() as u64;
+            self.stats.record(peer_id, ms, error, breaker.map(State::as_str));
         }
         result
     }
@@ -193,7 +210,7 @@ impl Federation {
         admitted: Option<Admission>,
         result: &Result<Value, PeerError>,
         took: Duration,
-    ) {
+    ) -> Option<State> {
         let m = &self.metrics;
         m.requests.get_or_create(peer).inc();
         m.latency.get_or_create(peer).observe(took.as_secs_f64());
@@ -216,21 +233,15 @@ impl Federation {
                 }
             }
         };
-        let Some(admitted) = admitted else { return };
+        let admitted = admitted?;
         let now = Instant::now();
         let mut breakers = self.breakers.lock().expect("breaker lock");
-        let Some(breaker) = breakers.get_mut(&peer_id) else { return };
+        let breaker = breakers.get_mut(&peer_id)?;
         breaker.record(now, admitted, outcome);
         let state = breaker.state(now);
         drop(breakers);
         m.breaker_state.get_or_create(peer).set(state.gauge());
-    }
-
-    /// The state of each peer's breaker on this replica, for those asked.
-    pub fn breaker_states(&self) -> Vec<(Uuid, State)> {
-        let now = Instant::now();
-        let breakers = self.breakers.lock().expect("breaker lock");
-        breakers.iter().map(|(id, b)| (*id, b.state(now))).collect()
+        Some(state)
     }
 
     async fn send_once<T: Serialize>(

@@ -9,6 +9,7 @@ mod client;
 pub mod document;
 pub mod fanout;
 pub mod grant;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod netguard;

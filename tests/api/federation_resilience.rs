@@ -7,7 +7,7 @@
 use crate::common;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ enum Answer {
 struct ScriptedPeer {
     id: Uuid,
     hits: Arc<AtomicUsize>,
+    /// Seconds its clock is ahead, as its identity document's `Date` says.
+    skew: Arc<AtomicI64>,
     script: Arc<Mutex<VecDeque<Answer>>>,
     server: tokio::task::AbortHandle,
 }
@@ -50,12 +52,23 @@ impl ScriptedPeer {
         let hits = Arc::new(AtomicUsize::new(0));
         let script = Arc::new(Mutex::new(VecDeque::from(script.to_vec())));
         let me: Arc<OnceLock<Uuid>> = Default::default();
+        let skew = Arc::new(AtomicI64::new(0));
         let pki = common::pki();
         let tls = mosaic::federation::tls::server_config(&pki.cert, &pki.key).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let router = axum::Router::new().fallback({
+        let key = ed25519_dalek::SigningKey::from_bytes(&Uuid::new_v4().as_u128().to_le_bytes().repeat(2).try_into().unwrap());
+        let identity = {
+            let (me, skew, url, name) = (me.clone(), skew.clone(), url.clone(), name.to_string());
+            move || {
+                let (me, skew, url, name, key) = (me.clone(), skew.clone(), url.clone(), name.clone(), key.clone());
+                async move { identity(*me.get().unwrap(), &key, &name, &url, skew.load(Ordering::SeqCst)) }
+            }
+        };
+        let router = axum::Router::new()
+            .route(mosaic::federation::protocol::WELL_KNOWN_PATH, axum::routing::get(identity))
+            .fallback({
             let (hits, script, me) = (hits.clone(), script.clone(), me.clone());
             move || {
                 let (hits, script, me) = (hits.clone(), script.clone(), me.clone());
@@ -107,6 +120,7 @@ impl ScriptedPeer {
         Self {
             id,
             hits,
+            skew,
             script,
             server: server.abort_handle(),
         }
@@ -116,9 +130,43 @@ impl ScriptedPeer {
         *self.script.lock().unwrap() = VecDeque::from(script.to_vec());
     }
 
+    fn skew_clock(&self, seconds: i64) {
+        self.skew.store(seconds, Ordering::SeqCst);
+    }
+
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// A signed identity document of `id` at `url`, with a `Date` header
+/// `skew` seconds off.
+fn identity(id: Uuid, key: &ed25519_dalek::SigningKey, name: &str, url: &str, skew: i64) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use base64::Engine;
+    use mosaic::federation::{document, signing};
+    let vk = key.verifying_key();
+    let doc = document::sign_document(
+        document::IdentityDocument {
+            protocol: document::PROTOCOL.into(),
+            instance_id: id.to_string(),
+            name: name.into(),
+            base_url: url.into(),
+            current_key: document::PublicKey {
+                key_id: signing::key_id(&vk),
+                public_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vk.as_bytes()),
+                valid_until: None,
+            },
+            old_keys: Vec::new(),
+            schema_hash: "0".repeat(32),
+            capabilities: vec!["connect".into(), "query".into()],
+            issued_at: mosaic::federation::now_unix(),
+        },
+        key,
+    );
+    let (now, off) = (std::time::SystemTime::now(), Duration::from_secs(skew.unsigned_abs()));
+    let date = if skew < 0 { now - off } else { now + off };
+    ([(axum::http::header::DATE, httpdate::fmt_http_date(date))], axum::Json(doc)).into_response()
 }
 
 fn page(edges: &[Value]) -> Value {
@@ -479,4 +527,88 @@ async fn counts_add_up_and_a_required_peer_that_fails_fails_the_query() {
         )
         .await;
     assert!(body["data"]["tasks"]["edges"].is_array(), "{body}");
+}
+
+/// `mosaic federation status` and `mosaic doctor` against an instance with
+/// a healthy peer, one that is down and one whose clock is 10 minutes ahead:
+/// status shows each peer's states and last failure (flushed by the
+/// server); doctor names the two that are wrong, says what to fix and exits
+/// non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_and_doctor_show_a_peer_down_and_a_skewed_clock() {
+    let (master, _healthy, token) = master_and_healthy(|_| {}).await;
+    let skewed = ScriptedPeer::start(&master, "skewed", &[Answer::Row]).await;
+    skewed.skew_clock(600);
+    let down = ScriptedPeer::start(&master, "down", &[Answer::Unavailable]).await;
+    master.gql(&token, ALL_TASKS, json!({})).await;
+    drop(down);
+    // What the server flushes every few seconds, now.
+    master.state.federation.stats.flush(&master.state.pool).await.unwrap();
+
+    let pki = common::pki();
+    let ca = pki.ca_cert.to_str().unwrap();
+    let env = [
+        ("DATABASE_URL", master.database_url.as_str()),
+        ("MOSAIC_SECRET_KEY", "test-secret-key-that-is-long-enough-0123456789"),
+        ("MOSAIC_INSTANCE_NAME", "master"),
+        ("MOSAIC_PEER_CA", ca),
+        ("MOSAIC_ALLOWED_PEER_NETWORKS", "127.0.0.0/8, ::1/128"),
+    ];
+    let run = |args: &'static [&'static str]| {
+        let env = env;
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mosaic"))
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .envs(env)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8(out.stdout).unwrap(),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        }
+    };
+
+    let (code, out, err) = run(&["federation", "status"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let block = |name: &str| {
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name}: {out}"));
+        format!("{}\n{}", lines[i], lines[i + 1])
+    };
+    let down_block = block("down");
+    assert!(down_block.contains("outbound=active"), "{down_block}");
+    assert!(down_block.contains("errors=1"), "{down_block}");
+    assert!(down_block.contains("(PEER_UNAVAILABLE: "), "{down_block}");
+    assert!(down_block.contains("last_success=never"), "{down_block}");
+    let healthy_block = block("healthy");
+    assert!(healthy_block.contains(" errors=0"), "{healthy_block}");
+    assert!(healthy_block.contains("(current)"), "its key fingerprint: {healthy_block}");
+    assert!(healthy_block.contains("last_failure=never"), "{healthy_block}");
+    assert!(healthy_block.contains("breaker=closed"), "{healthy_block}");
+
+    let (code, out, err) = run(&["doctor"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let line = |what: &str| {
+        out.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what}: {out}"))
+            .to_string()
+    };
+    assert!(line("peer healthy").starts_with("ok"), "{out}");
+    assert!(line("peer healthy").contains("protocol mosaic/1"), "{out}");
+    let down_line = line("peer down");
+    assert!(down_line.starts_with("FAIL") && down_line.contains("unreachable"), "{out}");
+    let skewed_line = line("peer skewed");
+    assert!(skewed_line.starts_with("FAIL"), "{out}");
+    assert!(skewed_line.contains("ahead") && skewed_line.contains("fix the clock"), "{out}");
+    assert!(line("database").starts_with("ok"), "{out}");
+    assert!(err.contains("2 problem(s) to fix"), "{err}");
 }
