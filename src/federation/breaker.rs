@@ -55,7 +55,9 @@ pub enum Admission {
     /// Allowed as one of the half-open breaker's probes: its outcome decides.
     Probe,
     /// Refused; the breaker may let a probe through after `retry_in`.
-    Refused { retry_in: Duration },
+    Refused {
+        retry_in: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +122,9 @@ impl Breaker {
                     self.probes_out += 1;
                     Admission::Probe
                 } else {
-                    Admission::Refused { retry_in: Duration::ZERO }
+                    Admission::Refused {
+                        retry_in: Duration::ZERO,
+                    }
                 }
             }
         }
@@ -271,10 +275,7 @@ mod tests {
         assert_eq!(b.state(t1), State::HalfOpen);
         let probe = b.admit(t1);
         assert_eq!(probe, Admission::Probe);
-        assert!(
-            matches!(b.admit(t1), Admission::Refused { .. }),
-            "one probe at a time"
-        );
+        assert!(matches!(b.admit(t1), Admission::Refused { .. }), "one probe at a time");
         b.record(t1, probe, Outcome::Failure);
         assert_eq!(b.state(t1), State::Open, "a failed probe opens it again");
         let t2 = t1 + Duration::from_secs(5);

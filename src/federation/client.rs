@@ -122,9 +122,7 @@ impl Federation {
             };
             let attempt_started = Instant::now();
             let remaining = timeout.saturating_sub(started.elapsed());
-            let result = self
-                .send_once(peer_id, base_url, path, body, remaining, &peer)
-                .await;
+            let result = self.send_once(peer_id, base_url, path, body, remaining, &peer).await;
             breaker = self.count(peer_id, &peer, admitted, &result, attempt_started.elapsed());
             let e = match result {
                 Ok(answer) => break Ok(answer),
@@ -269,11 +267,9 @@ impl Federation {
             .send();
         let response = match tokio::time::timeout(timeout, request).await {
             Err(_) => {
-                return Err(PeerError::new(
-                    "PEER_TIMEOUT",
-                    format!("no answer within {} ms", timeout.as_millis()),
-                )
-                .transient());
+                return Err(
+                    PeerError::new("PEER_TIMEOUT", format!("no answer within {} ms", timeout.as_millis())).transient(),
+                );
             }
             Ok(Err(e)) if e.is_timeout() => return Err(PeerError::new("PEER_TIMEOUT", "timed out").transient()),
             Ok(Err(e)) => return Err(transport_error(&e)),

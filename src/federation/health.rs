@@ -13,7 +13,8 @@ use super::{Federation, document};
 use crate::config::Config;
 
 fn at(t: Option<OffsetDateTime>) -> String {
-    t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| "never".into())
+    t.and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "never".into())
 }
 
 /// One line per peer (and an indented one with its contacts).

@@ -57,7 +57,9 @@ impl RetryBudget {
             .slices
             .iter()
             .filter(|s| s.index + SLICES > newest && s.index <= newest)
-            .fold((0u64, 0u64), |(q, r), s| (q + u64::from(s.requests), r + u64::from(s.retries)));
+            .fold((0u64, 0u64), |(q, r), s| {
+                (q + u64::from(s.requests), r + u64::from(s.retries))
+            });
         let allowed = u64::from(self.floor) + requests * u64::from(self.percent) / 100;
         if retries >= allowed {
             return false;

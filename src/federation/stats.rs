@@ -109,15 +109,17 @@ impl PeerStats {
             .await?;
         let mut stat = shared
             .map(
-                |(successes, errors, last_contact, latencies, last_failure, last_error, breaker, breaker_at)| PeerStat {
-                    last_contact,
-                    recent_latency_ms: latencies.into_iter().map(|l| l.max(0) as u64).collect(),
-                    successes: successes.max(0) as u64,
-                    errors: errors.max(0) as u64,
-                    last_failure,
-                    last_error,
-                    breaker,
-                    breaker_at,
+                |(successes, errors, last_contact, latencies, last_failure, last_error, breaker, breaker_at)| {
+                    PeerStat {
+                        last_contact,
+                        recent_latency_ms: latencies.into_iter().map(|l| l.max(0) as u64).collect(),
+                        successes: successes.max(0) as u64,
+                        errors: errors.max(0) as u64,
+                        last_failure,
+                        last_error,
+                        breaker,
+                        breaker_at,
+                    }
                 },
             )
             .unwrap_or_default();

@@ -58,7 +58,9 @@ impl ScriptedPeer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let key = ed25519_dalek::SigningKey::from_bytes(&Uuid::new_v4().as_u128().to_le_bytes().repeat(2).try_into().unwrap());
+        let key = ed25519_dalek::SigningKey::from_bytes(
+            &Uuid::new_v4().as_u128().to_le_bytes().repeat(2).try_into().unwrap(),
+        );
         let identity = {
             let (me, skew, url, name) = (me.clone(), skew.clone(), url.clone(), name.to_string());
             move || {
@@ -67,48 +69,51 @@ impl ScriptedPeer {
             }
         };
         let router = axum::Router::new()
-            .route(mosaic::federation::protocol::WELL_KNOWN_PATH, axum::routing::get(identity))
+            .route(
+                mosaic::federation::protocol::WELL_KNOWN_PATH,
+                axum::routing::get(identity),
+            )
             .fallback({
-            let (hits, script, me) = (hits.clone(), script.clone(), me.clone());
-            move || {
                 let (hits, script, me) = (hits.clone(), script.clone(), me.clone());
-                async move {
-                    use axum::response::IntoResponse;
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    let answer = {
-                        let mut script = script.lock().unwrap();
-                        if script.len() > 1 {
-                            script.pop_front().unwrap()
-                        } else {
-                            script[0]
-                        }
-                    };
-                    let unavailable = || {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(json!({ "errors": [{ "message": "down" }] })),
-                        )
-                            .into_response()
-                    };
-                    match answer {
-                        Answer::Row => axum::Json(page(&[task_edge(*me.get().unwrap())])).into_response(),
-                        Answer::Empty => axum::Json(page(&[])).into_response(),
-                        Answer::Unavailable => unavailable(),
-                        Answer::SlowUnavailable(after) => {
-                            tokio::time::sleep(after).await;
-                            unavailable()
-                        }
-                        Answer::RateLimited(seconds) => (
-                            axum::http::StatusCode::TOO_MANY_REQUESTS,
-                            [(axum::http::header::RETRY_AFTER, seconds.to_string())],
-                            axum::Json(json!({ "errors": [{ "message": "slow down",
+                move || {
+                    let (hits, script, me) = (hits.clone(), script.clone(), me.clone());
+                    async move {
+                        use axum::response::IntoResponse;
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let answer = {
+                            let mut script = script.lock().unwrap();
+                            if script.len() > 1 {
+                                script.pop_front().unwrap()
+                            } else {
+                                script[0]
+                            }
+                        };
+                        let unavailable = || {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(json!({ "errors": [{ "message": "down" }] })),
+                            )
+                                .into_response()
+                        };
+                        match answer {
+                            Answer::Row => axum::Json(page(&[task_edge(*me.get().unwrap())])).into_response(),
+                            Answer::Empty => axum::Json(page(&[])).into_response(),
+                            Answer::Unavailable => unavailable(),
+                            Answer::SlowUnavailable(after) => {
+                                tokio::time::sleep(after).await;
+                                unavailable()
+                            }
+                            Answer::RateLimited(seconds) => (
+                                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                                [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+                                axum::Json(json!({ "errors": [{ "message": "slow down",
                                 "extensions": { "code": "RATE_LIMITED" } }] })),
-                        )
-                            .into_response(),
+                            )
+                                .into_response(),
+                        }
                     }
                 }
-            }
-        });
+            });
         let server = tokio::spawn(async move {
             let _ = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
                 .unwrap()
@@ -166,7 +171,11 @@ fn identity(id: Uuid, key: &ed25519_dalek::SigningKey, name: &str, url: &str, sk
     );
     let (now, off) = (std::time::SystemTime::now(), Duration::from_secs(skew.unsigned_abs()));
     let date = if skew < 0 { now - off } else { now + off };
-    ([(axum::http::header::DATE, httpdate::fmt_http_date(date))], axum::Json(doc)).into_response()
+    (
+        [(axum::http::header::DATE, httpdate::fmt_http_date(date))],
+        axum::Json(doc),
+    )
+        .into_response()
 }
 
 fn page(edges: &[Value]) -> Value {
@@ -277,25 +286,44 @@ async fn a_flapping_peer_opens_its_breaker_and_a_probe_closes_it() {
 
     for _ in 0..3 {
         let body = master.gql(&token, ALL_TASKS, json!({})).await;
-        assert_eq!(errors(&body), [("PEER_UNAVAILABLE".into(), flaky.id.to_string())], "{body}");
+        assert_eq!(
+            errors(&body),
+            [("PEER_UNAVAILABLE".into(), flaky.id.to_string())],
+            "{body}"
+        );
         assert!(entry(&body, flaky.id).get("breaker").is_none(), "{body}");
     }
     assert_eq!(flaky.hits(), 3);
-    assert_eq!(metric(&master, r#"mosaic_federation_breaker_state{peer="flaky"}"#).await, 2.0);
+    assert_eq!(
+        metric(&master, r#"mosaic_federation_breaker_state{peer="flaky"}"#).await,
+        2.0
+    );
 
     // Open: answered at once, the peer not asked, the healthy rows there.
     let started = Instant::now();
     let body = master.gql(&token, ALL_TASKS, json!({})).await;
-    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(flaky.hits(), 3, "an open breaker does not ask the peer");
-    assert_eq!(errors(&body), [("PEER_UNAVAILABLE".into(), flaky.id.to_string())], "{body}");
+    assert_eq!(
+        errors(&body),
+        [("PEER_UNAVAILABLE".into(), flaky.id.to_string())],
+        "{body}"
+    );
     let flaky_entry = entry(&body, flaky.id);
     assert_eq!(flaky_entry["breaker"], "open", "{body}");
     assert_eq!(flaky_entry["status"], "failed", "{body}");
     assert_eq!(flaky_entry["errorCode"], "PEER_UNAVAILABLE", "{body}");
     assert!(row_instances(&body).contains(&healthy_id), "{body}");
     assert_eq!(
-        metric(&master, r#"mosaic_federation_failures_total{peer="flaky",code="BREAKER_OPEN"}"#).await,
+        metric(
+            &master,
+            r#"mosaic_federation_failures_total{peer="flaky",code="BREAKER_OPEN"}"#
+        )
+        .await,
         1.0
     );
 
@@ -312,23 +340,41 @@ async fn a_flapping_peer_opens_its_breaker_and_a_probe_closes_it() {
     };
     assert_eq!(flaky.hits(), 4, "one probe");
     assert!(row_instances(&recovered).contains(&flaky.id.to_string()), "{recovered}");
-    assert_eq!(metric(&master, r#"mosaic_federation_breaker_state{peer="flaky"}"#).await, 0.0);
+    assert_eq!(
+        metric(&master, r#"mosaic_federation_breaker_state{peer="flaky"}"#).await,
+        0.0
+    );
     let body = master.gql(&token, ALL_TASKS, json!({})).await;
     assert_eq!(errors(&body), [], "{body}");
     assert_eq!(flaky.hits(), 5, "closed: every request asks it again");
 
     // The metrics of both peers.
     assert!(metric(&master, r#"mosaic_federation_requests_total{peer="healthy"}"#).await >= 6.0);
-    assert_eq!(metric(&master, r#"mosaic_federation_requests_total{peer="flaky"}"#).await, 5.0);
     assert_eq!(
-        metric(&master, r#"mosaic_federation_failures_total{peer="flaky",code="PEER_UNAVAILABLE"}"#).await,
+        metric(&master, r#"mosaic_federation_requests_total{peer="flaky"}"#).await,
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &master,
+            r#"mosaic_federation_failures_total{peer="flaky",code="PEER_UNAVAILABLE"}"#
+        )
+        .await,
         3.0
     );
     assert!(metric(&master, r#"mosaic_federation_received_bytes_total{peer="healthy"}"#).await > 100.0);
     assert!(
-        metric(&master, r#"mosaic_federation_request_duration_seconds_count{peer="healthy"}"#).await >= 6.0
+        metric(
+            &master,
+            r#"mosaic_federation_request_duration_seconds_count{peer="healthy"}"#
+        )
+        .await
+            >= 6.0
     );
-    assert_eq!(metric(&master, r#"mosaic_federation_breaker_state{peer="healthy"}"#).await, 0.0);
+    assert_eq!(
+        metric(&master, r#"mosaic_federation_breaker_state{peer="healthy"}"#).await,
+        0.0
+    );
 }
 
 /// p99 of the healthy peer's latency (as the report gives it) over `n`
@@ -357,7 +403,11 @@ async fn the_healthy_peers_p99_does_not_rise_while_one_flaps() {
     let before = healthy_p99(&master, &token, &healthy_id, 30).await;
     flaky.answer(&[Answer::SlowUnavailable(Duration::from_millis(200))]);
     let flapping = healthy_p99(&master, &token, &healthy_id, 30).await;
-    assert!(flaky.hits() > 30, "the flapping peer was asked (probes): {}", flaky.hits());
+    assert!(
+        flaky.hits() > 30,
+        "the flapping peer was asked (probes): {}",
+        flaky.hits()
+    );
     assert!(
         flapping <= before * 3 + 50,
         "healthy p99 {before} ms with all healthy, {flapping} ms while one flaps"
@@ -393,7 +443,11 @@ async fn retries_stop_at_the_budget_and_at_the_deadline() {
     let (_, token) = master.user("ann@master.example").await;
     let down = ScriptedPeer::start(&master, "down", &[Answer::Unavailable]).await;
     let body = master.gql(&token, ALL_TASKS, json!({})).await;
-    assert_eq!(errors(&body), [("PEER_UNAVAILABLE".into(), down.id.to_string())], "{body}");
+    assert_eq!(
+        errors(&body),
+        [("PEER_UNAVAILABLE".into(), down.id.to_string())],
+        "{body}"
+    );
     assert_eq!(down.hits(), 2, "one retry");
     master.gql(&token, ALL_TASKS, json!({})).await;
     assert_eq!(down.hits(), 3, "the budget is spent: no retry");
@@ -403,16 +457,14 @@ async fn retries_stop_at_the_budget_and_at_the_deadline() {
     // (2 s leave 1.75 s for the peer; 1.65 s leave no room for a retry.)
     let master = spawn_instance_with("master", |c| c.federation.deadline = Duration::from_secs(2)).await;
     let (_, token) = master.user("ann@master.example").await;
-    let slow = ScriptedPeer::start(
-        &master,
-        "slow",
-        &[Answer::SlowUnavailable(Duration::from_millis(1650))],
-    )
-    .await;
+    let slow = ScriptedPeer::start(&master, "slow", &[Answer::SlowUnavailable(Duration::from_millis(1650))]).await;
     let body = master.gql(&token, ALL_TASKS, json!({})).await;
     let errs = errors(&body);
     assert_eq!(errs.len(), 1, "{body}");
-    assert!(["PEER_UNAVAILABLE", "PEER_TIMEOUT"].contains(&errs[0].0.as_str()), "{body}");
+    assert!(
+        ["PEER_UNAVAILABLE", "PEER_TIMEOUT"].contains(&errs[0].0.as_str()),
+        "{body}"
+    );
     assert_eq!(slow.hits(), 1, "no room for another attempt before the deadline");
 }
 
@@ -450,14 +502,26 @@ async fn rate_limited_peers_are_retried_within_the_deadline_and_never_open_the_b
         let started = Instant::now();
         let body = master.gql(&token, ALL_TASKS, json!({})).await;
         assert!(started.elapsed() < Duration::from_secs(2), "not waited for");
-        assert_eq!(errors(&body), [("PEER_RATE_LIMITED".into(), limited.id.to_string())], "{body}");
+        assert_eq!(
+            errors(&body),
+            [("PEER_RATE_LIMITED".into(), limited.id.to_string())],
+            "{body}"
+        );
         let error = &body["errors"][0]["extensions"];
         assert_eq!(error["retryAfterMs"], 30_000, "{body}");
         assert_eq!(error["peerCode"], "RATE_LIMITED", "{body}");
         let e = entry(&body, limited.id);
-        assert_eq!((&e["status"], &e["errorCode"], &e["retryAfterMs"]), (&json!("failed"), &json!("PEER_RATE_LIMITED"), &json!(30_000)), "{body}");
+        assert_eq!(
+            (&e["status"], &e["errorCode"], &e["retryAfterMs"]),
+            (&json!("failed"), &json!("PEER_RATE_LIMITED"), &json!(30_000)),
+            "{body}"
+        );
         assert!(e.get("breaker").is_none(), "{body}");
-        assert_eq!(limited.hits(), round, "30 s is beyond the deadline: not retried, and the breaker stays closed");
+        assert_eq!(
+            limited.hits(),
+            round,
+            "30 s is beyond the deadline: not retried, and the breaker stays closed"
+        );
     }
     assert_eq!(
         metric(&master, r#"mosaic_federation_rate_limited_total{peer="limited"}"#).await,
@@ -496,7 +560,11 @@ async fn counts_add_up_and_a_required_peer_that_fails_fails_the_query() {
         .collect();
     assert_eq!(counts, [4, 0, 0, 1], "{fed}");
     assert_eq!(fed["total"], counts.iter().sum::<u64>(), "{fed}");
-    assert_eq!(entry(&body, empty.id)["status"], "succeeded", "no rows is a success: {fed}");
+    assert_eq!(
+        entry(&body, empty.id)["status"],
+        "succeeded",
+        "no rows is a success: {fed}"
+    );
     assert_eq!(entry(&body, down.id)["errorCode"], "PEER_UNAVAILABLE", "{fed}");
     assert!(entry(&body, healthy.state.instance_id)["latencyMs"].is_u64(), "{fed}");
     assert_eq!(row_instances(&body).len(), 2, "healthy's and needed's: {body}");
@@ -555,7 +623,6 @@ async fn status_and_doctor_show_a_peer_down_and_a_skewed_clock() {
         ("MOSAIC_ALLOWED_PEER_NETWORKS", "127.0.0.0/8, ::1/128"),
     ];
     let run = |args: &'static [&'static str]| {
-        let env = env;
         async move {
             let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mosaic"))
                 .args(args)
@@ -590,7 +657,10 @@ async fn status_and_doctor_show_a_peer_down_and_a_skewed_clock() {
     assert!(down_block.contains("last_success=never"), "{down_block}");
     let healthy_block = block("healthy");
     assert!(healthy_block.contains(" errors=0"), "{healthy_block}");
-    assert!(healthy_block.contains("(current)"), "its key fingerprint: {healthy_block}");
+    assert!(
+        healthy_block.contains("(current)"),
+        "its key fingerprint: {healthy_block}"
+    );
     assert!(healthy_block.contains("last_failure=never"), "{healthy_block}");
     assert!(healthy_block.contains("breaker=closed"), "{healthy_block}");
 
@@ -605,10 +675,16 @@ async fn status_and_doctor_show_a_peer_down_and_a_skewed_clock() {
     assert!(line("peer healthy").starts_with("ok"), "{out}");
     assert!(line("peer healthy").contains("protocol mosaic/1"), "{out}");
     let down_line = line("peer down");
-    assert!(down_line.starts_with("FAIL") && down_line.contains("unreachable"), "{out}");
+    assert!(
+        down_line.starts_with("FAIL") && down_line.contains("unreachable"),
+        "{out}"
+    );
     let skewed_line = line("peer skewed");
     assert!(skewed_line.starts_with("FAIL"), "{out}");
-    assert!(skewed_line.contains("ahead") && skewed_line.contains("fix the clock"), "{out}");
+    assert!(
+        skewed_line.contains("ahead") && skewed_line.contains("fix the clock"),
+        "{out}"
+    );
     assert!(line("database").starts_with("ok"), "{out}");
     assert!(err.contains("2 problem(s) to fix"), "{err}");
 }

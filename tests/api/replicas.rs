@@ -314,7 +314,8 @@ async fn peer_statistics_add_up_across_replicas() {
     let (one, other) = (&apps[0].state.federation, &apps[1].state.federation);
     let peer = common::register_active_peer(&apps[0], "spoke", "https://127.0.0.1:9").await;
     one.stats.record(peer, 10, None, None);
-    one.stats.record(peer, 30, Some("PEER_TIMEOUT: slow".into()), Some("closed"));
+    one.stats
+        .record(peer, 30, Some("PEER_TIMEOUT: slow".into()), Some("closed"));
     other.stats.record(peer, 20, None, None);
     // Each replica sees its own counts at once, the other's once it has added them.
     let seen = other.stats.get(&other.pool, peer).await.unwrap();
