@@ -106,7 +106,7 @@ impl Application {
             id: instance_id.to_string(),
             name,
         });
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&federation.metrics));
         let audit = Arc::new(crate::federation::audit::Audit::new(
             config.federation.audit_queue,
             metrics.federation_audit_dropped.clone(),

@@ -70,6 +70,14 @@ enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
+    /// The health of federation (same database variables as `serve`).
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
+    /// Check configuration, database, TLS, signing key and each peer (reachable,
+    /// protocol, clock skew); print what to fix; exit 1 when something is wrong.
+    Doctor,
     /// This instance's signing keys.
     Keys {
         #[command(subcommand)]
@@ -316,6 +324,13 @@ impl GrantArgs {
                 .ok_or_else(|| anyhow::anyhow!("--unmapped: '{}' is neither guest nor refuse", self.unmapped))?,
         })
     }
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// One line per peer: states, grant, keys, then last success and failure,
+    /// latency and breaker state (as the serving replicas last flushed them).
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -920,6 +935,34 @@ async fn run(command: Command, config: Config) -> Result<()> {
             unreachable!("handled before the runtime starts")
         }
         Command::Peer { command } => peer_command(command, config).await,
+        Command::Federation {
+            command: FederationCommand::Status,
+        } => {
+            let (db, fed) = open_federation(&config).await?;
+            let lines = mosaic::federation::health::status(&fed).await;
+            db.shutdown().await?;
+            let lines = lines?;
+            if lines.is_empty() {
+                eprintln!("no peers yet (mosaic peer connect https://OTHER-INSTANCE)");
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Doctor => {
+            let (db, fed) = open_federation(&config).await?;
+            let checks = mosaic::federation::health::doctor(&config, &fed).await;
+            db.shutdown().await?;
+            let checks = checks?;
+            for c in &checks {
+                println!("{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.what, c.detail);
+            }
+            match checks.iter().filter(|c| !c.ok).count() {
+                0 => Ok(()),
+                failed => Err(anyhow::anyhow!("{failed} problem(s) to fix (FAIL above)")),
+            }
+        }
         Command::Knowledge { command } => knowledge_command(command, config).await,
         Command::Budget { command } => budget_command(command, config).await,
         Command::Audit { command } => audit_command(command, config).await,
@@ -954,6 +997,31 @@ async fn run(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
         Command::Demo { port_base, data_dir } => mosaic::demo::run(port_base, data_dir, shutdown_signal()).await,
+    }
+}
+
+/// The database and the federation service, as `serve` opens them.
+async fn open_federation(config: &Config) -> Result<(Database, Federation)> {
+    mosaic::federation::tls::install_crypto_provider();
+    let secret = config.require_secret()?;
+    let db = open_existing(config).await?;
+    let opened = async {
+        let me = mosaic::app::load_instance(
+            config,
+            &db,
+            config.base_url(config.listen),
+            &mosaic::schema::build_schema(&config.limits),
+        )
+        .await?;
+        Federation::open(config, &db, &secret, &me).await
+    }
+    .await;
+    match opened {
+        Ok(fed) => Ok((db, fed)),
+        Err(e) => {
+            db.shutdown().await?;
+            Err(e)
+        }
     }
 }
 

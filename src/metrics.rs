@@ -39,9 +39,11 @@ pub struct Metrics {
     pool_idle: Gauge<u64, AtomicU64>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The app's metrics, with those of its requests to peers.
+    pub fn new(federation: &crate::federation::metrics::FederationMetrics) -> Self {
         let mut registry = Registry::with_prefix("mosaic");
+        federation.register(&mut registry);
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))

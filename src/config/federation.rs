@@ -66,6 +66,31 @@ settings! {
         /// The most of them in flight at once.
         max_parallel_subrequests: usize = 16;
             "federation.max_parallel_subrequests", "MOSAIC_MAX_PARALLEL_SUBREQUESTS", range(1, 1_000);
+        /// The window a peer's circuit breaker counts failures over.
+        breaker_window: Duration = Duration::from_secs(30);
+            "federation.breaker_window_ms", "MOSAIC_BREAKER_WINDOW_MS", millis();
+        /// Requests that must have ended within the window before it may open.
+        breaker_min_requests: u32 = 10;
+            "federation.breaker_min_requests", "MOSAIC_BREAKER_MIN_REQUESTS", range(1, 1_000_000);
+        /// The share of failures (percent) within the window that opens it.
+        breaker_failure_percent: u32 = 50;
+            "federation.breaker_failure_percent", "MOSAIC_BREAKER_FAILURE_PERCENT", range(1, 100);
+        /// How long an open breaker refuses before it lets a probe through.
+        breaker_cooldown: Duration = Duration::from_secs(10);
+            "federation.breaker_cooldown_ms", "MOSAIC_BREAKER_COOLDOWN_MS", millis();
+        /// Probes a half-open breaker lets through at once.
+        breaker_probes: u32 = 1; "federation.breaker_probes", "MOSAIC_BREAKER_PROBES", range(1, 100);
+        /// Retries of reads allowed, as a percent of the requests to peers in
+        /// the last 10 s, on top of `retry_budget_floor`.
+        retry_budget_percent: u32 = 10;
+            "federation.retry_budget_percent", "MOSAIC_RETRY_BUDGET_PERCENT", range(0, 100);
+        /// Retries of reads always allowed within 10 s.
+        retry_budget_floor: u32 = 3;
+            "federation.retry_budget_floor", "MOSAIC_RETRY_BUDGET_FLOOR", range(0, 10_000);
+        /// Peers (names or instance ids) whose failure fails the whole query
+        /// (REQUIRED_PEER_FAILED, data null).
+        required_peers: Vec<String> = Vec::new();
+            "federation.required_peers", "MOSAIC_REQUIRED_PEERS", list();
     }
 }
 

@@ -167,6 +167,18 @@ pub fn some<T>(parse: impl Fn(&str) -> Result<T, String>) -> impl Fn(&str) -> Re
     move |value| parse(value).map(Some)
 }
 
+/// Comma-separated names, blanks dropped.
+pub fn list() -> impl Fn(&str) -> Result<Vec<String>, String> {
+    |value| {
+        Ok(value
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .collect())
+    }
+}
+
 /// An http(s) URL.
 pub fn http_url() -> impl Fn(&str) -> Result<String, String> {
     |value| {

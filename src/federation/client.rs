@@ -12,8 +12,23 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::breaker::{Admission, Breaker, BreakerSettings, Outcome, State};
 use super::document::{self, IdentityDocument, SignedDocument};
-use super::{Federation, PeerError, netguard, now_unix, protocol, signing};
+use super::metrics::{FailureLabels, PeerLabels};
+use super::{Federation, PeerError, netguard, now_unix, protocol, retry, signing};
+
+/// The code of a peer's 429: it limits our rate, it is not down.
+pub const RATE_LIMITED: &str = "PEER_RATE_LIMITED";
+
+fn breaker_settings(s: &crate::config::FederationSettings) -> BreakerSettings {
+    BreakerSettings {
+        window: s.breaker_window,
+        min_requests: s.breaker_min_requests,
+        failure_percent: s.breaker_failure_percent,
+        cooldown: s.breaker_cooldown,
+        probes: s.breaker_probes,
+    }
+}
 
 impl Federation {
     /// Refuses, before connecting, a URL whose host is an address peers may
@@ -27,6 +42,15 @@ impl Federation {
     /// Fetches and verifies a peer's identity document: at most
     /// `MAX_DOCUMENT_BYTES`, within `federation.deadline`.
     pub async fn fetch_identity(&self, base_url: &str) -> Result<IdentityDocument, PeerError> {
+        Ok(self.fetch_identity_dated(base_url).await?.0)
+    }
+
+    /// `fetch_identity`, with the time the peer's clock said (its HTTP
+    /// `Date` header), for `mosaic doctor`.
+    pub async fn fetch_identity_dated(
+        &self,
+        base_url: &str,
+    ) -> Result<(IdentityDocument, Option<std::time::SystemTime>), PeerError> {
         let url = format!("{base_url}{}", protocol::WELL_KNOWN_PATH);
         self.reachable(&url)?;
         let fetch = async {
@@ -37,11 +61,17 @@ impl Federation {
                     format!("{url} answered {}", response.status()),
                 ));
             }
+            let date = response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok());
             let bytes = read_capped(response, document::MAX_DOCUMENT_BYTES).await?;
             serde_json::from_slice::<SignedDocument>(&bytes)
+                .map(|signed| (signed, date))
                 .map_err(|e| PeerError::new("PEER_BAD_RESPONSE", format!("identity document is not valid: {e}")))
         };
-        let signed = tokio::time::timeout(self.settings.deadline, fetch)
+        let (signed, date) = tokio::time::timeout(self.settings.deadline, fetch)
             .await
             .map_err(|_| PeerError::new("PEER_TIMEOUT", "identity document did not arrive in time"))??;
         document::check_bounds(&signed.document).map_err(|e| PeerError::new("PEER_BAD_RESPONSE", e))?;
@@ -52,10 +82,13 @@ impl Federation {
                 format!("{url} claims base URL {}", signed.document.base_url),
             ));
         }
-        Ok(signed.document)
+        Ok((signed.document, date))
     }
 
-    /// Sends one signed request and returns the peer's JSON answer.
+    /// Sends one signed request and returns the peer's JSON answer. Requests
+    /// for a peer's data (QUERY, COMMAND) pass its circuit breaker; a read
+    /// that failed transiently is sent again, signed afresh, while the
+    /// deadline leaves room and the retry budget allows (`retry.rs`).
     pub async fn send<T: Serialize>(
         &self,
         peer_id: Uuid,
@@ -65,23 +98,160 @@ impl Federation {
         timeout: Duration,
     ) -> Result<Value, PeerError> {
         let started = Instant::now();
-        let result = self
-            .send_uncounted(peer_id, base_url, path, body, timeout, started)
-            .await;
-        self.stats
-            .record(peer_id, started.elapsed().as_millis() as u64, result.is_ok());
+        let guarded = path == protocol::QUERY_PATH || path == protocol::COMMAND_PATH;
+        let read = path == protocol::QUERY_PATH;
+        let peer = PeerLabels {
+            peer: self.peer_label(peer_id),
+        };
+        if read {
+            self.retry_budget
+                .lock()
+                .expect("budget lock")
+                .request(self.opened.elapsed());
+        }
+        let mut attempt = 0;
+        let mut breaker = None;
+        let result = loop {
+            let admitted = if guarded {
+                match self.admit(peer_id, &peer) {
+                    Ok(a) => Some(a),
+                    Err(e) => break Err(e),
+                }
+            } else {
+                None
+            };
+            let attempt_started = Instant::now();
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let result = self.send_once(peer_id, base_url, path, body, remaining, &peer).await;
+            breaker = self.count(peer_id, &peer, admitted, &result, attempt_started.elapsed());
+            let e = match result {
+                Ok(answer) => break Ok(answer),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let wait = retry::wait_before(attempt, e.retry_after);
+            if !read
+                || !e.transient
+                || attempt >= retry::MAX_ATTEMPTS
+                || !retry::fits(wait, timeout.saturating_sub(started.elapsed()))
+                || !self
+                    .retry_budget
+                    .lock()
+                    .expect("budget lock")
+                    .try_retry(self.opened.elapsed())
+            {
+                break Err(e);
+            }
+            self.metrics.retries.get_or_create(&peer).inc();
+            tokio::time::sleep(wait).await;
+        };
+        // A breaker's refusal is not a contact.
+        if result.as_ref().err().is_none_or(|e| e.breaker.is_none()) {
+            let error = result.as_ref().err().map(|e| format!("{}: {}", e.code, e.message));
+            let ms = started.elapsed().as_millis() as u64;
+            self.stats.record(peer_id, ms, error, breaker.map(State::as_str));
+        }
         result
     }
 
-    async fn send_uncounted<T: Serialize>(
+    /// The `peer` label: the peer's name, or its id when it has none yet.
+    fn peer_label(&self, peer_id: Uuid) -> String {
+        self.peers
+            .get(&())
+            .and_then(|all| all.iter().find(|p| p.id == peer_id).map(|p| p.name.clone()))
+            .unwrap_or_else(|| peer_id.to_string())
+    }
+
+    /// Asks the peer's breaker whether a request may go.
+    fn admit(&self, peer_id: Uuid, peer: &PeerLabels) -> Result<Admission, PeerError> {
+        let now = Instant::now();
+        let mut breakers = self.breakers.lock().expect("breaker lock");
+        let breaker = breakers
+            .entry(peer_id)
+            .or_insert_with(|| Breaker::new(breaker_settings(&self.settings), now));
+        let admitted = breaker.admit(now);
+        let state = breaker.state(now);
+        drop(breakers);
+        self.metrics.breaker_state.get_or_create(peer).set(state.gauge());
+        match admitted {
+            Admission::Refused { retry_in } => {
+                self.metrics
+                    .failures
+                    .get_or_create(&FailureLabels {
+                        peer: peer.peer.clone(),
+                        code: "BREAKER_OPEN",
+                    })
+                    .inc();
+                Err(PeerError {
+                    breaker: Some(state),
+                    ..PeerError::new(
+                        "PEER_UNAVAILABLE",
+                        format!(
+                            "circuit breaker {}: the peer failed too often recently; next probe in {} ms",
+                            state.as_str(),
+                            retry_in.as_millis()
+                        ),
+                    )
+                })
+            }
+            admitted => Ok(admitted),
+        }
+    }
+
+    /// Counts one attempt in the metrics and, when it passed the breaker, in
+    /// the breaker: timeouts and unavailability are failures, a 429 says
+    /// nothing of the peer's health, any other answer shows it is up.
+    fn count(
+        &self,
+        peer_id: Uuid,
+        peer: &PeerLabels,
+        admitted: Option<Admission>,
+        result: &Result<Value, PeerError>,
+        took: Duration,
+    ) -> Option<State> {
+        let m = &self.metrics;
+        m.requests.get_or_create(peer).inc();
+        m.latency.get_or_create(peer).observe(took.as_secs_f64());
+        let outcome = match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => {
+                m.failures
+                    .get_or_create(&FailureLabels {
+                        peer: peer.peer.clone(),
+                        code: e.code,
+                    })
+                    .inc();
+                match e.code {
+                    RATE_LIMITED => {
+                        m.rate_limited.get_or_create(peer).inc();
+                        Outcome::Neutral
+                    }
+                    "PEER_UNAVAILABLE" | "PEER_TIMEOUT" => Outcome::Failure,
+                    _ => Outcome::Success,
+                }
+            }
+        };
+        let admitted = admitted?;
+        let now = Instant::now();
+        let mut breakers = self.breakers.lock().expect("breaker lock");
+        let breaker = breakers.get_mut(&peer_id)?;
+        breaker.record(now, admitted, outcome);
+        let state = breaker.state(now);
+        drop(breakers);
+        m.breaker_state.get_or_create(peer).set(state.gauge());
+        Some(state)
+    }
+
+    async fn send_once<T: Serialize>(
         &self,
         peer_id: Uuid,
         base_url: &str,
         path: &str,
         body: &T,
         timeout: Duration,
-        started: Instant,
+        peer: &PeerLabels,
     ) -> Result<Value, PeerError> {
+        let started = Instant::now();
         let body = serde_json::to_vec(body).expect("request bodies serialise");
         self.reachable(base_url)?;
         let header = self
@@ -97,23 +267,31 @@ impl Federation {
             .send();
         let response = match tokio::time::timeout(timeout, request).await {
             Err(_) => {
-                return Err(PeerError::new(
-                    "PEER_TIMEOUT",
-                    format!("no answer within {} ms", timeout.as_millis()),
-                ));
+                return Err(
+                    PeerError::new("PEER_TIMEOUT", format!("no answer within {} ms", timeout.as_millis())).transient(),
+                );
             }
-            Ok(Err(e)) if e.is_timeout() => return Err(PeerError::new("PEER_TIMEOUT", "timed out")),
+            Ok(Err(e)) if e.is_timeout() => return Err(PeerError::new("PEER_TIMEOUT", "timed out").transient()),
             Ok(Err(e)) => return Err(transport_error(&e)),
             Ok(Ok(r)) => r,
         };
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
         // The body gets only what is left of the deadline, not a fresh one.
         let remaining = timeout.saturating_sub(started.elapsed());
         let limit = self.settings.max_answer_bytes;
         let bytes = match tokio::time::timeout(remaining, read_capped(response, limit)).await {
-            Err(_) => return Err(PeerError::new("PEER_TIMEOUT", "answer did not finish in time")),
+            Err(_) => return Err(PeerError::new("PEER_TIMEOUT", "answer did not finish in time").transient()),
             Ok(result) => result?,
         };
+        self.metrics
+            .received_bytes
+            .get_or_create(peer)
+            .inc_by(bytes.len() as u64);
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return parsed.ok_or_else(|| PeerError::new("PEER_BAD_RESPONSE", "answer is not JSON"));
@@ -129,16 +307,21 @@ impl Federation {
             .to_string();
         let code = match status.as_u16() {
             401 | 403 => "PEER_FORBIDDEN",
+            429 => RATE_LIMITED,
             500..=599 => "PEER_UNAVAILABLE",
             _ => "PEER_BAD_RESPONSE",
         };
+        let wait = retry_after.map_or(String::new(), |d| format!(" (retry after {} s)", d.as_secs()));
         Err(PeerError {
             code,
             message: format!(
-                "peer answered {status}{}{message}",
+                "peer answered {status}{wait}{}{message}",
                 if message.is_empty() { "" } else { ": " }
             ),
             refusal,
+            retry_after: retry_after.filter(|_| code == RATE_LIMITED),
+            transient: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            breaker: None,
         })
     }
 
@@ -183,7 +366,7 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Ve
 
 fn transport_error(e: &reqwest::Error) -> PeerError {
     if e.is_timeout() {
-        return PeerError::new("PEER_TIMEOUT", "timed out");
+        return PeerError::new("PEER_TIMEOUT", "timed out").transient();
     }
     // The full chain says which part failed (connect, TLS, closed connection).
     let mut message = e.to_string();
@@ -204,6 +387,8 @@ fn transport_error(e: &reqwest::Error) -> PeerError {
             e.url()
                 .map_or_else(|| "the peer".to_string(), |u| u.origin().ascii_serialization())
         );
+        return PeerError::new("PEER_UNAVAILABLE", message);
     }
-    PeerError::new("PEER_UNAVAILABLE", message)
+    // Refused, reset or closed: asking again may find it up.
+    PeerError::new("PEER_UNAVAILABLE", message).transient()
 }

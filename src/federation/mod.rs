@@ -5,17 +5,21 @@
 //! `grant`, `fanout`). This file holds the service and its identity.
 
 pub mod audit;
+pub mod breaker;
 mod client;
 pub mod document;
 pub mod fanout;
 pub mod grant;
+pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod netguard;
 pub mod peering;
 pub mod protocol;
 pub mod provenance;
 pub mod registry;
 pub mod replay;
+pub mod retry;
 pub mod signing;
 pub mod stats;
 pub mod tls;
@@ -28,6 +32,8 @@ use anyhow::Result;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub use client::RATE_LIMITED;
+
 use crate::config::FederationSettings;
 use crate::db::cache::Cache;
 use document::{IdentityDocument, PROTOCOL, SignedDocument};
@@ -35,22 +41,35 @@ use replay::ReplayCache;
 use stats::PeerStats;
 
 /// Why a request to a peer failed, as the client sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PeerError {
-    /// PEER_UNAVAILABLE, PEER_TIMEOUT, PEER_FORBIDDEN or PEER_BAD_RESPONSE.
+    /// PEER_UNAVAILABLE, PEER_TIMEOUT, PEER_FORBIDDEN, PEER_BAD_RESPONSE or
+    /// PEER_RATE_LIMITED.
     pub code: &'static str,
     pub message: String,
     /// The peer's own refusal code, when it refused.
     pub refusal: Option<String>,
+    /// When the peer said it may be asked again (429's `Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// Asking again may succeed: the connection failed or was reset, the
+    /// peer answered 429, 502, 503 or 504, or it timed out.
+    pub transient: bool,
+    /// The state of the peer's circuit breaker, when it refused the request.
+    pub breaker: Option<breaker::State>,
 }
 
 impl PeerError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
-            refusal: None,
+            ..Self::default()
         }
+    }
+
+    fn transient(mut self) -> Self {
+        self.transient = true;
+        self
     }
 }
 
@@ -64,6 +83,14 @@ pub struct Federation {
     pub http: reqwest::Client,
     pub replay: ReplayCache,
     pub stats: PeerStats,
+    pub metrics: metrics::FederationMetrics,
+    /// Each peer's circuit breaker, shared by every request of this replica
+    /// (held only to admit or count, never across an await).
+    breakers: std::sync::Mutex<std::collections::HashMap<Uuid, breaker::Breaker>>,
+    /// Retries of reads, shared by every request of this replica; counted
+    /// from `opened`.
+    retry_budget: std::sync::Mutex<retry::RetryBudget>,
+    opened: Instant,
     pub settings: FederationSettings,
     /// Every peer as the registry holds it, so that a request does not read
     /// the registry (cleared on every change to it: `db::cache`).
@@ -121,6 +148,13 @@ impl Federation {
             )?,
             replay: ReplayCache::starting_at(now_unix(), config.federation.nonces_per_peer),
             stats: PeerStats::default(),
+            metrics: Default::default(),
+            breakers: Default::default(),
+            retry_budget: std::sync::Mutex::new(retry::RetryBudget::new(
+                config.federation.retry_budget_percent,
+                config.federation.retry_budget_floor,
+            )),
+            opened: Instant::now(),
             settings: config.federation.clone(),
             peers: Arc::new(Cache::new(1)),
             key_refreshes: Default::default(),

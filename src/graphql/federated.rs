@@ -60,14 +60,13 @@ impl Subrequests {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_err()
         {
-            return Err(PeerError {
-                code: "SUBREQUEST_LIMIT",
-                message: format!(
+            return Err(PeerError::new(
+                "SUBREQUEST_LIMIT",
+                format!(
                     "this request already sent the {} subrequests one request may send (federation.max_subrequests)",
                     self.total
                 ),
-                refusal: None,
-            });
+            ));
         }
         Ok(self.in_flight.acquire().await.expect("the semaphore is never closed"))
     }
@@ -84,6 +83,12 @@ struct Outcome {
     name: String,
     status: &'static str,
     latency_ms: Option<u64>,
+    /// The code of its first failure.
+    error_code: Option<String>,
+    /// When a peer that limits our rate may be asked again.
+    retry_after_ms: Option<u64>,
+    /// Its circuit breaker's state, when the breaker refused it.
+    breaker: Option<&'static str>,
 }
 
 /// Per-instance outcomes of everything this request fanned out.
@@ -102,14 +107,15 @@ struct ReportedError {
     instance: String,
     /// The peer's own refusal code (e.g. GRANT_DENIED), when it refused.
     peer_code: Option<String>,
+    retry_after_ms: Option<u64>,
 }
 
-fn rank(status: &str) -> u8 {
-    match status {
-        "failed" => 2,
-        "skipped" => 1,
-        _ => 0,
-    }
+/// The statuses of an instance in the report, worst last. `partial`: it
+/// answered, but some of what it sent could not be used.
+const STATUSES: [&str; 4] = ["succeeded", "partial", "skipped", "failed"];
+
+fn rank(status: &str) -> usize {
+    STATUSES.iter().position(|s| *s == status).unwrap_or(0)
 }
 
 impl Report {
@@ -119,6 +125,9 @@ impl Report {
             name: name.to_string(),
             status,
             latency_ms,
+            error_code: None,
+            retry_after_ms: None,
+            breaker: None,
         });
         if rank(status) > rank(entry.status) {
             entry.status = status;
@@ -140,7 +149,32 @@ impl Report {
         peer_code: Option<&str>,
     ) {
         self.note(id, name, status, latency_ms);
+        if let Some(entry) = self.instances.get_mut(id) {
+            entry.error_code.get_or_insert_with(|| code.to_string());
+        }
         self.push_error(code, format!("{name}: {message}"), id, peer_code);
+    }
+
+    /// A peer's own failure, with what the client knows of it.
+    fn fail_peer(&mut self, peer: &PeerRecord, e: &PeerError, latency_ms: Option<u64>) {
+        let id = peer.id.to_string();
+        self.fail(
+            &id,
+            &peer.name,
+            "failed",
+            e.code,
+            &e.message,
+            latency_ms,
+            e.refusal.as_deref(),
+        );
+        let retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64);
+        if let Some(entry) = self.instances.get_mut(&id) {
+            entry.retry_after_ms = entry.retry_after_ms.or(retry_after_ms);
+            entry.breaker = entry.breaker.or(e.breaker.map(|b| b.as_str()));
+        }
+        if let Some(error) = self.errors.iter_mut().find(|r| r.instance == id && r.code == e.code) {
+            error.retry_after_ms = error.retry_after_ms.or(retry_after_ms);
+        }
     }
 
     fn push_error(&mut self, code: &str, message: String, instance: &str, peer_code: Option<&str>) {
@@ -150,6 +184,7 @@ impl Report {
                 message,
                 instance: instance.to_string(),
                 peer_code: peer_code.map(String::from),
+                retry_after_ms: None,
             });
         }
     }
@@ -167,11 +202,10 @@ impl Report {
                 if id == peer.id.to_string() || foreign(id) {
                     continue;
                 }
-                let status = match i["status"].as_str() {
-                    Some("failed") => "failed",
-                    Some("skipped") => "skipped",
-                    _ => "succeeded",
-                };
+                let status = STATUSES
+                    .into_iter()
+                    .find(|s| i["status"].as_str() == Some(*s))
+                    .unwrap_or("succeeded");
                 self.note(id, name, status, i["latencyMs"].as_u64());
             }
         }
@@ -221,15 +255,51 @@ impl Report {
         let instances: Vec<Value> = self
             .instances
             .iter()
-            .map(|(id, o)| json!({ "id": id, "name": o.name, "status": o.status, "latencyMs": o.latency_ms }))
+            .map(|(id, o)| {
+                let mut entry = json!({ "id": id, "name": o.name, "status": o.status, "latencyMs": o.latency_ms });
+                let optional = [
+                    ("errorCode", o.error_code.as_deref().map(Value::from)),
+                    ("retryAfterMs", o.retry_after_ms.map(Value::from)),
+                    ("breaker", o.breaker.map(Value::from)),
+                ];
+                for (key, value) in optional {
+                    if let Some(value) = value {
+                        entry[key] = value;
+                    }
+                }
+                entry
+            })
             .collect();
+        // Like Elasticsearch's `_clusters`: the counts add up to the total.
         Some(json!({
             "total": self.instances.len(),
             "succeeded": count("succeeded"),
-            "failed": count("failed"),
+            "partial": count("partial"),
             "skipped": count("skipped"),
+            "failed": count("failed"),
             "instances": instances,
         }))
+    }
+
+    /// The error that fails the whole request when an instance listed in
+    /// `federation.required_peers` (by name or id) failed or was skipped.
+    pub fn required_failure(&self, required: &[String]) -> Option<ServerError> {
+        let (id, o) = self.instances.iter().find(|(id, o)| {
+            matches!(o.status, "failed" | "skipped") && required.iter().any(|r| r == *id || *r == o.name)
+        })?;
+        let code = o.error_code.as_deref().unwrap_or("UNKNOWN");
+        let mut e = ServerError::new(
+            format!(
+                "{}: a required peer (federation.required_peers) {} ({code}); no data is returned without it",
+                o.name, o.status
+            ),
+            None,
+        );
+        let ext = e.extensions.get_or_insert_with(Default::default);
+        ext.set("code", "REQUIRED_PEER_FAILED");
+        ext.set("instance", id.as_str());
+        ext.set("peerCode", code);
+        Some(e)
     }
 
     /// One error per failed or skipped instance, with `extensions { code,
@@ -244,6 +314,9 @@ impl Report {
                 ext.set("instance", r.instance.as_str());
                 if let Some(peer_code) = &r.peer_code {
                     ext.set("peerCode", peer_code.as_str());
+                }
+                if let Some(ms) = r.retry_after_ms {
+                    ext.set("retryAfterMs", ms);
                 }
                 e
             })
@@ -448,11 +521,10 @@ async fn ask(
     let _slot = rc.subrequests.start().await?;
     let timeout = rc.hop.forwardable();
     if timeout.is_zero() {
-        return Err(PeerError {
-            code: "PEER_TIMEOUT",
-            message: "the deadline passed before the peer was asked".into(),
-            refusal: None,
-        });
+        return Err(PeerError::new(
+            "PEER_TIMEOUT",
+            "the deadline passed before the peer was asked",
+        ));
     }
     let body = SubRequest {
         query: query.to_string(),
@@ -487,6 +559,7 @@ async fn ask(
         .as_mut()
         .map_or(0, |d| crate::federation::provenance::prune(d, &may_speak_for));
     if removed > 0 {
+        report.note(&peer_id, &peer.name, "partial", None);
         report.push_error(
             "PEER_BAD_RESPONSE",
             format!(
@@ -511,6 +584,7 @@ async fn ask(
                 .unwrap_or("the peer reported an error")
                 .to_string(),
             refusal: e["extensions"]["code"].as_str().map(String::from),
+            ..PeerError::default()
         });
     }
     match data {
@@ -518,11 +592,7 @@ async fn ask(
             data: d,
             reached: reached.into_iter().map(String::from).collect(),
         }),
-        _ => Err(PeerError {
-            code: "PEER_BAD_RESPONSE",
-            message: "the answer has no data".into(),
-            refusal: None,
-        }),
+        _ => Err(PeerError::new("PEER_BAD_RESPONSE", "the answer has no data")),
     }
 }
 
@@ -559,15 +629,7 @@ pub async fn ask_all(
                     (peer.clone(), Some(data))
                 }
                 Err(e) => {
-                    report.fail(
-                        &id,
-                        &peer.name,
-                        "failed",
-                        e.code,
-                        &e.message,
-                        Some(ms),
-                        e.refusal.as_deref(),
-                    );
+                    report.fail_peer(peer, &e, Some(ms));
                     (peer.clone(), None)
                 }
             }

@@ -160,6 +160,14 @@ impl Executor {
         let report = context.report.clone();
         let extensions = context.extensions.clone();
         let mut response = self.schema.execute(request.data(context)).await;
+        let required = report
+            .lock()
+            .expect("report lock")
+            .required_failure(&self.federation.settings.required_peers);
+        if let Some(e) = required {
+            response.data = async_graphql::Value::Null;
+            response.errors.push(e);
+        }
         // All or nothing: any error rolls back every write of the request, and a
         // rolled-back mutation returns no data (it would name rows that do not exist).
         let finished = if response.errors.is_empty() {

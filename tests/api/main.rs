@@ -23,6 +23,7 @@ mod events;
 mod federation_audit;
 mod federation_merge;
 mod federation_protocol;
+mod federation_resilience;
 mod first_hour;
 mod grant_scopes;
 mod graphql_over_http;

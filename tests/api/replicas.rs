@@ -313,9 +313,10 @@ async fn peer_statistics_add_up_across_replicas() {
     let (_, apps, _lb) = replicas(2).await;
     let (one, other) = (&apps[0].state.federation, &apps[1].state.federation);
     let peer = common::register_active_peer(&apps[0], "spoke", "https://127.0.0.1:9").await;
-    one.stats.record(peer, 10, true);
-    one.stats.record(peer, 30, false);
-    other.stats.record(peer, 20, true);
+    one.stats.record(peer, 10, None, None);
+    one.stats
+        .record(peer, 30, Some("PEER_TIMEOUT: slow".into()), Some("closed"));
+    other.stats.record(peer, 20, None, None);
     // Each replica sees its own counts at once, the other's once it has added them.
     let seen = other.stats.get(&other.pool, peer).await.unwrap();
     assert_eq!((seen.successes, seen.errors), (1, 0));
@@ -323,6 +324,10 @@ async fn peer_statistics_add_up_across_replicas() {
     let seen = other.stats.get(&other.pool, peer).await.unwrap();
     assert_eq!((seen.successes, seen.errors), (2, 1));
     assert_eq!(seen.recent_latency_ms, [10, 30, 20]);
+    // The last failure and breaker state travel with the counts (migration 0076).
+    assert_eq!(seen.last_error.as_deref(), Some("PEER_TIMEOUT: slow"));
+    assert_eq!(seen.breaker.as_deref(), Some("closed"));
+    assert!(seen.last_failure.is_some() && seen.breaker_at.is_some());
     other.stats.flush(&other.pool).await.unwrap();
     let seen = one.stats.get(&one.pool, peer).await.unwrap();
     assert_eq!(
