@@ -100,7 +100,7 @@ impl Application {
         let federation = Arc::new(federation);
         tokio::spawn({
             let (federation, pool, closing) = (federation.clone(), db.app.clone(), live.closing());
-            async move { federation.stats.flush_until(&pool, closing).await }
+            async move { federation.share_until(&pool, closing).await }
         });
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),

@@ -163,6 +163,20 @@ impl Breaker {
         }
     }
 
+    /// How long it stays open (None unless open).
+    pub fn open_for(&self, now: Instant) -> Option<Duration> {
+        (self.state(now) == State::Open).then(|| self.open_until - now)
+    }
+
+    /// Opens a closed breaker for `remaining`: another replica opened its
+    /// own. One already open or probing keeps its course.
+    pub fn opened_elsewhere(&mut self, now: Instant, remaining: Duration) {
+        if self.state(now) == State::Closed {
+            self.open(now);
+            self.open_until = now + remaining;
+        }
+    }
+
     fn open(&mut self, now: Instant) {
         self.state = State::Open;
         self.open_until = now + self.settings.cooldown;
@@ -217,6 +231,27 @@ mod tests {
             b.record(now, admitted, outcome);
         }
         admitted
+    }
+
+    #[test]
+    fn a_breaker_opened_elsewhere_opens_a_closed_one_for_what_remains() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(SETTINGS, t0);
+        assert_eq!(b.open_for(t0), None);
+        b.opened_elsewhere(t0, Duration::from_secs(2));
+        assert_eq!(b.open_for(t0), Some(Duration::from_secs(2)));
+        assert!(matches!(
+            b.admit(t0 + Duration::from_secs(1)),
+            Admission::Refused { .. }
+        ));
+        // Then it probes as if it had opened itself.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(b.admit(later), Admission::Probe);
+        // While probing, another replica's report changes nothing.
+        b.opened_elsewhere(later, Duration::from_secs(60));
+        assert_eq!(b.state(later), State::HalfOpen);
+        b.record(later, Admission::Probe, Outcome::Success);
+        assert_eq!(b.state(later), State::Closed);
     }
 
     #[test]

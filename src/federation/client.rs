@@ -162,6 +162,34 @@ impl Federation {
             .unwrap_or_else(|| peer_id.to_string())
     }
 
+    /// Shares open breakers with the other replicas (migration 0081): says
+    /// which of this replica's are open and for how long, and opens those
+    /// another replica opened, for what remains of their cooldown.
+    pub async fn share_breakers(&self, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        let now = Instant::now();
+        let (open, remaining_ms): (Vec<Uuid>, Vec<i64>) = self
+            .breakers
+            .lock()
+            .expect("breaker lock")
+            .iter()
+            .filter_map(|(peer, b)| b.open_for(now).map(|d| (*peer, d.as_millis() as i64)))
+            .unzip();
+        let elsewhere: Vec<(Uuid, i64)> = sqlx::query_as("SELECT * FROM peer_breakers_share($1, $2)")
+            .bind(open)
+            .bind(remaining_ms)
+            .fetch_all(pool)
+            .await?;
+        let now = Instant::now();
+        let mut breakers = self.breakers.lock().expect("breaker lock");
+        for (peer, ms) in elsewhere {
+            breakers
+                .entry(peer)
+                .or_insert_with(|| Breaker::new(breaker_settings(&self.settings), now))
+                .opened_elsewhere(now, Duration::from_millis(ms.max(0) as u64));
+        }
+        Ok(())
+    }
+
     /// Asks the peer's breaker whether a request may go.
     fn admit(&self, peer_id: Uuid, peer: &PeerLabels) -> Result<Admission, PeerError> {
         let now = Instant::now();

@@ -163,6 +163,27 @@ impl Federation {
         })
     }
 
+    /// Every [`stats::FLUSH_EVERY`] until `closing` resolves: adds this
+    /// replica's peer statistics to the shared totals and shares its open
+    /// breakers (the last flush is the shutdown's, `app.rs`).
+    pub async fn share_until(&self, pool: &PgPool, closing: impl Future<Output = ()>) {
+        tokio::pin!(closing);
+        let mut tick = tokio::time::interval(stats::FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut closing => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.stats.flush(pool).await {
+                tracing::warn!(error = %e, "adding peer statistics to the shared totals");
+            }
+            if let Err(e) = self.share_breakers(pool).await {
+                tracing::warn!(error = %e, "sharing circuit breakers with the other replicas");
+            }
+        }
+    }
+
     /// How often `peer` may ask: its grant's limit, else the instance's
     /// (None: the instance sets none).
     pub fn rate_limit(&self, peer: &registry::PeerRecord) -> Option<grant::RateLimit> {

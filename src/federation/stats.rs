@@ -174,23 +174,6 @@ impl PeerStats {
         }
         failed.map_or(Ok(()), Err)
     }
-
-    /// Flushes every [`FLUSH_EVERY`] until `closing` resolves (the last
-    /// flush is the shutdown's, once the last request has ended).
-    pub async fn flush_until(&self, pool: &PgPool, closing: impl Future<Output = ()>) {
-        tokio::pin!(closing);
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut closing => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = self.flush(pool).await {
-                tracing::warn!(error = %e, "adding peer statistics to the shared totals");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -374,3 +374,76 @@ async fn a_peers_rate_limit_holds_across_replicas() {
     // The burst of four is spent across both replicas, then each refuses.
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
 }
+
+/// A GraphQL request to this replica itself, not through the load balancer.
+async fn gql_at(app: &TestApp, token: &str, query: &str) -> Value {
+    app.client
+        .post(format!("http://{}/graphql", app.state.config.listen))
+        .bearer_auth(token)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_one_replica_opened_is_open_on_the_other() {
+    let (_, apps, _lb) = replicas_with(2, |c| {
+        c.federation.breaker_min_requests = 2;
+        c.federation.breaker_cooldown = Duration::from_secs(60);
+        // One attempt per query: what opens a breaker is counted exactly.
+        c.federation.retry_budget_percent = 0;
+        c.federation.retry_budget_floor = 0;
+        c.federation.allowed_peer_networks = common::loopback_networks();
+    })
+    .await;
+    // A peer nobody answers for (connections refused).
+    let down = common::register_active_peer(&apps[0], "down", &format!("https://127.0.0.1:{}", free_port())).await;
+    let (_, token) = apps[0].user("ada@example.com").await;
+    const QUERY: &str = "{ tasks(scope: {all: true}) { edges { node { id } } } }";
+    let breaker_of = |body: &Value| {
+        body["extensions"]["federation"]["instances"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["id"] == down.to_string().as_str()))
+            .map(|i| i["breaker"].clone())
+            .unwrap_or_else(|| panic!("no entry for the peer: {body}"))
+    };
+    // Its failures open the breaker on the first replica.
+    let mut opened = false;
+    for _ in 0..10 {
+        let body = gql_at(&apps[0], &token, QUERY).await;
+        if breaker_of(&body) == "open" {
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "the first replica's breaker opened");
+    // Shared (every few seconds in the background; here at once): the
+    // second replica refuses without ever having asked the peer.
+    for app in &apps {
+        app.state.federation.share_breakers(&app.state.pool).await.unwrap();
+    }
+    let body = gql_at(&apps[1], &token, QUERY).await;
+    assert_eq!(breaker_of(&body), "open", "{body}");
+    assert_eq!(common::code(&body), "PEER_UNAVAILABLE");
+    let metrics = apps[1]
+        .client
+        .get(format!("http://{}/metrics", apps[1].state.config.listen))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains(r#"mosaic_federation_requests_total{peer="down"}"#),
+        "the second replica never asked the peer: {metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mosaic_federation_failures_total{peer="down",code="BREAKER_OPEN"} 1"#),
+        "{metrics}"
+    );
+}
