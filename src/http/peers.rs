@@ -145,7 +145,7 @@ async fn record_nonce(
         Recorded::Expired => Err(refuse(Refusal::OutsideTimeWindow, "expired")),
         Recorded::Limited(wait) => Err(refuse(
             Refusal::RateLimited(wait.as_millis() as u64),
-            "this instance's grant allows fewer requests; retry after the time given",
+            "over the rate limit of your grant; retry after the time given",
         )),
         Recorded::Full => Err(refuse(
             Refusal::Unavailable,
