@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, deactivated, error_response};
+use super::{AppState, deactivated, error_response, too_many_requests};
 use crate::auth::Principal;
 use crate::auth::oidc::{Identity, LoginError};
 use crate::auth::sessions::{self, CSRF_COOKIE, LOGIN_COOKIE, Method, SESSION_COOKIE, SessionRejection};
@@ -526,13 +526,11 @@ pub async fn breakglass(State(state): State<AppState>, body: Result<Json<BreakGl
         }
         Ok(LoginOutcome::Throttled(wait)) => {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut r = error_response(
-                StatusCode::TOO_MANY_REQUESTS,
+            return too_many_requests(
                 "TOO_MANY_ATTEMPTS",
                 format!("too many sign-in attempts for this address; try again in {seconds} s"),
+                wait,
             );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            return r;
         }
         Err(e) => return internal(&state, e),
     };

@@ -26,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use caller::authenticate;
-pub use error::{deactivated, error_response, execution_failed};
+pub use error::{deactivated, error_response, error_response_with, execution_failed, too_many_requests};
 pub use state::AppState;
 
 use crate::federation::protocol;

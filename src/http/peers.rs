@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::parser::types::{OperationType, Selection};
 use axum::body::Bytes;
@@ -17,7 +18,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{AppState, error_response, execution_failed};
+use super::{AppState, error_response, execution_failed, too_many_requests};
 use crate::db::{PeerScope, Scope};
 use crate::federation::audit::{self, Entry, Outcome};
 use crate::federation::protocol::{self, ConnectRequest, Disconnect, Envelope, Event, Hop, Refusal, SubRequest};
@@ -37,18 +38,10 @@ impl IntoResponse for Refused {
                 protocol::NOT_ACCEPTED,
             );
         }
-        let status = StatusCode::from_u16(self.0.status()).expect("valid status");
         if let Refusal::RateLimited(ms) = self.0 {
-            let body = json!({ "errors": [{ "message": self.1,
-                "extensions": { "code": self.0.code(), "retryAfterMs": ms } }] });
-            let seconds = ms.div_ceil(1000).max(1);
-            return (
-                status,
-                [(axum::http::header::RETRY_AFTER, seconds.to_string())],
-                Json(body),
-            )
-                .into_response();
+            return too_many_requests(self.0.code(), self.1, Duration::from_millis(ms));
         }
+        let status = StatusCode::from_u16(self.0.status()).expect("valid status");
         error_response(status, self.0.code(), self.1)
     }
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::AppState;
+use super::{AppState, error_response_with};
 use crate::agent_tasks::mutations::TOKEN_PREFIX;
 use crate::agent_tasks::queue::{Claimed, Queue, Refusal, Report};
 use crate::graphql::ids::{GlobalId, Kind};
@@ -27,24 +27,15 @@ const MAX_ERROR_CHARS: usize = 2000;
 const MAX_USAGE: i64 = 1_000_000_000;
 
 fn refuse(r: Refusal) -> Response {
-    let mut extensions = json!({ "code": r.code });
+    let mut extensions = serde_json::Map::new();
     if let Some(status) = &r.task_status {
-        extensions["status"] = json!(status);
+        extensions.insert("status".into(), json!(status));
     }
-    let body = json!({ "errors": [{ "message": r.message, "extensions": extensions }] });
-    let mut response = (r.status, Json(body)).into_response();
-    match r.status {
-        StatusCode::UNAUTHORIZED => {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        StatusCode::TOO_MANY_REQUESTS => {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        _ => {}
+    let mut response = error_response_with(r.status, r.code, r.message, extensions);
+    if r.status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

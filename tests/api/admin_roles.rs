@@ -39,7 +39,7 @@ use crate::common;
 
 use common::{TestApp, code, codes, fingerprint, local_id, peer, spawn_app, spawn_instance_with};
 use mosaic::federation::protocol::{self, Actor, Envelope, SubRequest};
-use mosaic::federation::{registry, signing};
+use mosaic::federation::registry;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -537,23 +537,7 @@ impl World {
             },
         })
         .unwrap();
-        let header = self
-            .grantee
-            .state
-            .federation
-            .sign(self.hub.state.instance_id, path, &body)
-            .await
-            .unwrap();
-        let response = self
-            .grantee
-            .client
-            .post(format!("{}{path}", self.hub.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(signing::HEADER, header)
-            .body(body)
-            .send()
-            .await
-            .expect("request sent");
+        let response = common::post_signed(&self.grantee, &self.hub, path, body).await;
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON body"))
     }

@@ -457,21 +457,6 @@ fn node_ids(nodes: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Every error of a body, as (code, instance).
-fn errors(body: &Value) -> Vec<(String, String)> {
-    body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["extensions"]["code"].as_str().unwrap_or("<none>").to_string(),
-                e["extensions"]["instance"].as_str().unwrap_or("<none>").to_string(),
-            )
-        })
-        .collect()
-}
-
 /// `extensions.federation.instances` as id → (name, status).
 fn reported(body: &Value) -> BTreeMap<String, (String, String)> {
     body["extensions"]["federation"]["instances"]
@@ -682,7 +667,7 @@ async fn named_scope_asks_exactly_the_named_instances() {
         )
         .await;
     assert_eq!(
-        errors(&body),
+        common::errors(&body),
         vec![("UNKNOWN_INSTANCE".to_string(), "nowhere".to_string())],
         "{body}"
     );
@@ -820,7 +805,7 @@ async fn faulty_peers_fail_alone_and_the_hang_is_cut_at_the_deadline() {
     assert_eq!(got, want, "{body}");
     assert_eq!(body["data"]["tasks"]["totalCount"], 6, "{body}");
 
-    let errs = errors(&body);
+    let errs = common::errors(&body);
     assert_eq!(errs.len(), 4, "one error per faulty peer: {body}");
     for (id, (name, code)) in &fake_ids {
         let mine: Vec<&(String, String)> = errs.iter().filter(|(_, i)| i == id).collect();
@@ -894,7 +879,7 @@ async fn a_peer_that_stalls_its_body_is_cut_at_the_deadline() {
     let elapsed = started.elapsed();
     assert_eq!(node_ids(&nodes(std::slice::from_ref(&body))), vec![mine], "{body}");
     assert_eq!(
-        errors(&body),
+        common::errors(&body),
         vec![("PEER_TIMEOUT".to_string(), slow.to_string())],
         "{body}"
     );
@@ -937,7 +922,11 @@ async fn a_straggler_behind_a_peer_is_cut_within_the_deadline_passed_on() {
     assert!(elapsed < deadline + Duration::from_millis(1500), "{elapsed:?}");
     let got: BTreeSet<String> = node_ids(&nodes(std::slice::from_ref(&body))).into_iter().collect();
     assert_eq!(got, BTreeSet::from([a_task, c_task]), "{body}");
-    assert_eq!(errors(&body), vec![("PEER_TIMEOUT".to_string(), d.clone())], "{body}");
+    assert_eq!(
+        common::errors(&body),
+        vec![("PEER_TIMEOUT".to_string(), d.clone())],
+        "{body}"
+    );
     let report = reported(&body);
     assert_eq!(report[&c.state.instance_id.to_string()].1, "succeeded", "{body}");
     assert_eq!(report[&d], ("far".to_string(), "failed".to_string()), "{body}");
@@ -1152,7 +1141,7 @@ async fn objects_and_writes_are_forwarded_to_their_owner() {
     ] {
         let body = a.gql(&token, query, vars).await;
         assert_eq!(
-            errors(&body),
+            common::errors(&body),
             vec![("PEER_FORBIDDEN".to_string(), r_id.clone())],
             "{query}: {body}"
         );
@@ -1231,7 +1220,7 @@ async fn revocation_takes_effect_on_the_next_query() {
         )
         .await;
     assert_eq!(
-        errors(&body),
+        common::errors(&body),
         vec![("UNKNOWN_INSTANCE".to_string(), b.state.instance.name.clone())],
         "{body}"
     );
@@ -1244,7 +1233,7 @@ async fn revocation_takes_effect_on_the_next_query() {
         )
         .await;
     assert_eq!(
-        errors(&body),
+        common::errors(&body),
         vec![("PEER_FORBIDDEN".to_string(), b_id.clone())],
         "{body}"
     );
@@ -1275,7 +1264,7 @@ async fn revocation_takes_effect_on_the_next_query() {
     a.caught_up().await;
     let body = a.gql(&world.token, TASKS, vars(None)).await;
     assert_eq!(
-        errors(&body),
+        common::errors(&body),
         vec![("PEER_FORBIDDEN".to_string(), b_id.clone())],
         "{body}"
     );
@@ -1458,7 +1447,7 @@ async fn events_of_a_peers_workspace_are_read_and_written_at_their_owner() {
     ] {
         let body = a.gql(&token, query, vars).await;
         assert_eq!(
-            errors(&body),
+            common::errors(&body),
             vec![("PEER_FORBIDDEN".to_string(), r_id.clone())],
             "{query}: {body}"
         );

@@ -9,7 +9,6 @@ use crate::common;
 use common::{TestApp, local_id, spawn_instance};
 use mosaic::federation::grant::{RateLimit, Resource, Terms, Unmapped, UserMapping};
 use mosaic::federation::protocol::{self, Actor, Envelope, SubRequest};
-use mosaic::federation::signing;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -44,16 +43,7 @@ async fn ask(
         },
     })
     .unwrap();
-    let header = from.state.federation.sign(id(to), path, &body).await.unwrap();
-    let response = from
-        .client
-        .post(format!("{}{path}", to.base))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(signing::HEADER, header)
-        .body(body)
-        .send()
-        .await
-        .expect("request sent");
+    let response = common::post_signed(from, to, path, body).await;
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON answer"))
 }

@@ -92,21 +92,6 @@ async fn page_through(app: &TestApp, token: &str, order: &str, size: usize) -> V
     panic!("paging never ended");
 }
 
-/// (error code, instance) of each error.
-fn errors(body: &Value) -> Vec<(String, String)> {
-    body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["extensions"]["code"].as_str().unwrap_or("").to_string(),
-                e["extensions"]["instance"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
 /// An instance's own ranking for `query`, asked there by one of its users.
 async fn own_ranking(app: &TestApp, token: &str, ws: &str, query: &str) -> Vec<String> {
     let d = app.gql_ok(token, SEARCH, json!({ "q": query, "w": ws, "n": 50 })).await;
@@ -365,7 +350,11 @@ async fn lists_and_search_merge_three_instances() {
         .gql(&w.token, SEARCH, json!({ "q": "orbit", "w": w.bravo_private, "n": 20 }))
         .await;
     assert_eq!(body["data"]["searchKnowledge"], json!([]), "{body}");
-    assert_eq!(errors(&body), [("PEER_BAD_RESPONSE".to_string(), bravo_id)], "{body}");
+    assert_eq!(
+        common::errors(&body),
+        [("PEER_BAD_RESPONSE".to_string(), bravo_id)],
+        "{body}"
+    );
     assert_eq!(body["errors"][0]["extensions"]["peerCode"], "UNKNOWN_WORKSPACE");
     assert!(!body.to_string().contains("Orbit private"), "{body}");
 
@@ -381,7 +370,7 @@ async fn lists_and_search_merge_three_instances() {
     assert_eq!(ids(&edges(&body)), want, "{body}");
     assert_eq!(body["data"]["knowledgeEntries"]["totalCount"], 7, "{body}");
     assert_eq!(
-        errors(&body),
+        common::errors(&body),
         [("PEER_UNAVAILABLE".to_string(), charlie_id.clone())],
         "{body}"
     );
@@ -398,7 +387,7 @@ async fn lists_and_search_merge_three_instances() {
     let want: Vec<String> = fused.iter().filter(|id| !id.contains(&charlie_id)).cloned().collect();
     assert_eq!(got, want, "{body}");
     assert_eq!(
-        errors(&body),
+        common::errors(&body),
         [("PEER_UNAVAILABLE".to_string(), charlie_id.clone())],
         "{body}"
     );
@@ -556,7 +545,7 @@ async fn remote_entries_are_read_and_written_at_their_owner() {
     ] {
         let body = w.home.gql(&w.token, query, vars).await;
         assert_eq!(
-            errors(&body),
+            common::errors(&body),
             [("PEER_FORBIDDEN".to_string(), charlie_id.clone())],
             "{body}"
         );

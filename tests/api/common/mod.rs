@@ -538,6 +538,21 @@ pub fn codes(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Every error of a response as (code, instance), in order; `<none>` for what is absent.
+pub fn errors(body: &Value) -> Vec<(String, String)> {
+    body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["extensions"]["code"].as_str().unwrap_or("<none>").to_string(),
+                e["extensions"]["instance"].as_str().unwrap_or("<none>").to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The local UUID inside a global ID (`Type:instance:uuid`).
 pub fn local_id(global: &str) -> Uuid {
     global
