@@ -682,6 +682,26 @@ async fn the_federation_console_connects_approves_audits_and_revokes_in_chromium
         "{seen}"
     );
 
+    // Edited: the form showed the grant as it was, and saved the change.
+    assert_eq!(
+        seen["editForm"],
+        json!({
+            "title": "Edit the grant of master",
+            "submit": "Save the grant",
+            "workspaces": [ws],
+            "resourcesMode": "only",
+            "resources": ["tasks"],
+            "excluded": [],
+            "maxRows": "2",
+            "valid": "true",
+        }),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["edited"]["grant"], "shared; reads tasks; read-only; max 3 rows",
+        "{seen}"
+    );
+
     // Revoked after a confirmation (nothing sent before it), both ways.
     assert!(
         seen["confirm"]["text"].as_str().is_some_and(|t| t.contains("master")),
@@ -689,14 +709,20 @@ async fn the_federation_console_connects_approves_audits_and_revokes_in_chromium
     );
     assert_eq!(
         seen["confirm"]["mutations"],
-        json!(["connectPeer", "connectPeer", "approvePeer"]),
+        json!(["connectPeer", "connectPeer", "approvePeer", "setPeerGrant"]),
         "{seen}"
     );
     assert_eq!(seen["revoked"]["inbound"], "revoked", "{seen}");
     assert_eq!(seen["revoked"]["outbound"], "revoked", "{seen}");
     assert_eq!(
         seen["mutations"],
-        json!(["connectPeer", "connectPeer", "approvePeer", "revokePeer"]),
+        json!([
+            "connectPeer",
+            "connectPeer",
+            "approvePeer",
+            "setPeerGrant",
+            "revokePeer"
+        ]),
         "{seen}"
     );
 

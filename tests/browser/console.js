@@ -14,7 +14,8 @@
 //    at most 2 rows. Waits for the test (a federated query from the master).
 // 4. Filters the request audit to the master's allowed requests and reads
 //    the QUERY row; with every outcome shown, pages on with "More".
-// 5. Revokes the master, through the confirmation step.
+// 5. Edits the grant: the form shows it as it is; saves 3 rows instead of 2.
+// 6. Revokes the master, through the confirmation step.
 //
 // Talks to the test by handshakes (driver.js), and reports, and bounds its
 // waits, as driver.js says.
@@ -191,6 +192,28 @@ async function main(d) {
     observed.paging.afterMore = (await rows()).length;
     observed.paging.count = await page.evaluate(() => document.getElementById('audit-count').textContent);
   }
+
+  d.step = 'edit the grant';
+  await page.click(`#peers tr[data-peer-id="${master}"] button[data-action="edit"]`);
+  await page.waitForFunction(() => !document.getElementById('grant-section').hidden);
+  observed.editForm = await page.evaluate(() => {
+    const ticked = (name) => Array.from(document.querySelectorAll(`#grant input[name="${name}"]:checked`)).map((b) => b.value);
+    return {
+      title: document.getElementById('grant-title').textContent,
+      submit: document.getElementById('grant-submit').textContent,
+      workspaces: ticked('workspace'),
+      resourcesMode: ticked('resources-mode')[0],
+      resources: ticked('resource'),
+      excluded: ticked('excluded'),
+      maxRows: document.getElementById('grant-max-rows').value,
+      valid: document.getElementById('grant').dataset.valid,
+    };
+  });
+  await page.click('#grant-max-rows', { clickCount: 3 });
+  await page.type('#grant-max-rows', '3');
+  await page.click('#grant-submit');
+  await untilRow(page, master, "(cell) => cell('grant').includes('max 3 rows')");
+  observed.edited = await peerRow(page, master);
 
   d.step = 'revoke';
   await page.click(`#peers tr[data-peer-id="${master}"] button[data-action="revoke"]`);
