@@ -8,20 +8,17 @@
 use std::sync::LazyLock;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
+use super::signed_in_page::{self, SignedInPage};
 
 /// The page, its asset URLs naming the embedded assets' version.
 static PAGE: LazyLock<String> = LazyLock::new(|| {
     include_str!("../../ide/knowledge-graph/index.html").replace("ASSETS_VERSION", env!("MOSAIC_IDE_ASSETS_VERSION"))
 });
 const SCRIPT: &str = include_str!("../../ide/knowledge-graph/graph.js");
-
-/// Scripts only from this server, none inline; requests only to it.
-const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const SIGNED_OUT: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Mosaic knowledge graph</title></head>
@@ -41,36 +38,24 @@ const MISSING_ASSETS: &str = r#"<!doctype html>
 </body></html>
 "#;
 
-pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    // A page load sends no CSRF header; the page's own requests do.
-    let signed_in = matches!(
-        super::auth::session_principal(&state, &headers, false).await,
-        Some(Ok(_))
-    );
-    let mut response = match (signed_in, state.sso.is_some()) {
-        (false, true) => return Redirect::to("/auth/login?return_to=%2Fknowledge%2Fgraph").into_response(),
-        (false, false) => (StatusCode::UNAUTHORIZED, Html(SIGNED_OUT)).into_response(),
-        (true, _) if !crate::ide::ASSETS_PRESENT => {
-            (StatusCode::SERVICE_UNAVAILABLE, Html(MISSING_ASSETS)).into_response()
-        }
-        (true, _) => Html(PAGE.as_str()).into_response(),
-    };
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+const GRAPH: SignedInPage = SignedInPage {
+    login: "/auth/login?return_to=%2Fknowledge%2Fgraph",
+    signed_out: SIGNED_OUT,
+};
+
+pub async fn page(state: State<AppState>, headers: HeaderMap) -> Response {
+    GRAPH
+        .respond(state, headers, |_| {
+            if crate::ide::ASSETS_PRESENT {
+                Html(PAGE.as_str()).into_response()
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, Html(MISSING_ASSETS)).into_response()
+            }
+        })
+        .await
 }
 
-/// `GET /knowledge/graph/graph.js`: the page's script (small, so not cached
-/// long: a new build is picked up at once).
+/// `GET /knowledge/graph/graph.js`: the page's script.
 pub async fn script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        SCRIPT,
-    )
-        .into_response()
+    signed_in_page::script(SCRIPT)
 }

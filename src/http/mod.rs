@@ -7,10 +7,12 @@ pub mod agent;
 pub mod auth;
 mod caller;
 mod error;
+mod federation_console;
 pub mod graphql;
 mod knowledge_graph;
 mod ops;
 pub mod peers;
+mod signed_in_page;
 mod state;
 pub mod subscriptions;
 mod worker;
@@ -41,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/ide/{file}", get(crate::ide::asset))
         .route("/knowledge/graph", get(knowledge_graph::page))
         .route("/knowledge/graph/graph.js", get(knowledge_graph::script))
+        .route("/admin/federation", get(federation_console::page))
+        .route("/admin/federation/console.js", get(federation_console::script))
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))

@@ -193,6 +193,24 @@ fn refused(e: PeeringError) -> AppError {
     }
 }
 
+/// What a grant's scope document may name and the bounds of its numbers,
+/// as `Terms::checked` enforces them (so a form need not repeat them).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct GrantOptions {
+    /// Every resource a grant may name, in lower case.
+    pub resources: Vec<String>,
+    /// The largest `maxRowsPerQuery` (the smallest is 1).
+    pub max_rows_per_query: i32,
+    /// The largest `rateLimit.perSecond` (it must be above 0).
+    pub max_per_second: f64,
+    /// The largest `rateLimit.burst` (the smallest is 1).
+    pub max_burst: i32,
+    /// Most remote users one grant may be limited to.
+    pub max_users: i32,
+    /// Most remote people one grant may map to local users.
+    pub max_user_mappings: i32,
+}
+
 #[derive(Default)]
 pub struct PeerQuery;
 
@@ -207,6 +225,19 @@ impl PeerQuery {
             out.push(to_peer(rc, p).await?);
         }
         Ok(out)
+    }
+
+    /// What a grant's scope document may name, and its numbers' bounds.
+    async fn grant_options(&self, ctx: &Context<'_>) -> AppResult<GrantOptions> {
+        RequestContext::of(ctx).admin()?;
+        Ok(GrantOptions {
+            resources: grant::resource_names(&grant::Resource::ALL),
+            max_rows_per_query: grant::MAX_ROWS_PER_QUERY as i32,
+            max_per_second: grant::MAX_PER_SECOND,
+            max_burst: grant::MAX_BURST as i32,
+            max_users: grant::MAX_GRANT_USERS as i32,
+            max_user_mappings: grant::MAX_USER_MAPPINGS as i32,
+        })
     }
 }
 

@@ -102,6 +102,7 @@ const ROLES: [Role; 7] = [
 #[derive(Clone, Copy, Debug)]
 enum Op {
     Peers,
+    GrantOptions,
     Agents,
     AgentConfig,
     AgentLogs,
@@ -131,6 +132,8 @@ const RULES: &[(Op, [Outcome; 7])] = &[
     //                   admin token admin session  no CSRF      owner      no workspace anonymous        peer
     // peers: instance admins only (PeerQuery::peers)
     (Peers,             [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
+    // grantOptions: instance admins only (PeerQuery::grant_options)
+    (GrantOptions,      [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
     // agents: instance admins only (AgentQuery::agents)
     (Agents,            [Allowed,    Allowed,       CsrfRefused, Forbidden, Forbidden,   Unauthenticated, Forbidden]),
     // agentConfig: instance admins only, though RLS lets every local user read the row
@@ -209,6 +212,25 @@ impl Op {
                                 && p["grant"]["readWrite"] == true
                         })
                     })
+                },
+            },
+            GrantOptions => Spec {
+                document: "{ grantOptions { resources maxRowsPerQuery maxPerSecond maxBurst maxUsers maxUserMappings } }",
+                needs: Needs::Nothing,
+                effect: None,
+                // The one list of resources and the bounds Terms::checked enforces.
+                answer: |d, _| {
+                    use mosaic::federation::grant::{self, Resource};
+                    let names: Vec<&str> = Resource::ALL.iter().map(|r| r.as_str()).collect();
+                    d["grantOptions"]
+                        == json!({
+                            "resources": names,
+                            "maxRowsPerQuery": grant::MAX_ROWS_PER_QUERY,
+                            "maxPerSecond": grant::MAX_PER_SECOND,
+                            "maxBurst": grant::MAX_BURST,
+                            "maxUsers": grant::MAX_GRANT_USERS,
+                            "maxUserMappings": grant::MAX_USER_MAPPINGS,
+                        })
                 },
             },
             Agents => Spec {

@@ -366,3 +366,387 @@ async fn the_knowledge_graph_page_draws_the_workspace_in_chromium() {
     assert_eq!(seen["externalRequests"], json!([]), "{seen}");
     app.stop().await;
 }
+
+/// A driver the test talks to while it runs: it prints `{"waiting": step}`
+/// and waits for `go` on its stdin; its last line is its observations.
+struct Conversation {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stdin: tokio::process::ChildStdin,
+    stderr: tokio::task::JoinHandle<String>,
+    deadline: Instant,
+}
+
+impl Conversation {
+    fn start(dir: &Path, chromium: &Path, script: &str, args: &[&str], timeout: Duration) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(dir)
+            .env("PUPPETEER_EXECUTABLE_PATH", chromium)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("node runs tests/browser/{script}: {e}"));
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdin = child.stdin.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text).await;
+            text
+        });
+        Self {
+            child,
+            lines,
+            stdin,
+            stderr,
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// The driver's next line (JSON), or its failure report.
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout_at(self.deadline.into(), self.lines.next_line()).await;
+        match line {
+            Ok(Ok(Some(line))) => serde_json::from_str(&line).unwrap_or_else(|_| panic!("the driver printed {line:?}")),
+            Ok(_) => {
+                let status = self.child.wait().await.unwrap();
+                let stderr = (&mut self.stderr).await.unwrap();
+                panic!("the browser run ended ({status}) early:\n{stderr}")
+            }
+            Err(_) => panic!("the browser run did not finish in time"),
+        }
+    }
+
+    /// Waits until the driver reaches `step`.
+    async fn at(&mut self, step: &str) {
+        let line = self.next().await;
+        assert_eq!(line, json!({ "waiting": step }), "the driver's handshake");
+    }
+
+    async fn go(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(b"go\n").await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Its observations, once it exits successfully.
+    async fn finish(mut self) -> Value {
+        let seen = self.next().await;
+        let status = tokio::time::timeout_at(self.deadline.into(), self.child.wait())
+            .await
+            .expect("the driver exits")
+            .unwrap();
+        assert!(
+            status.success(),
+            "the browser run failed ({status}):\n{}",
+            self.stderr.await.unwrap()
+        );
+        seen
+    }
+}
+
+/// Requests to the spoke the audit holds, of one verb.
+async fn audited(app: &common::TestApp, verb: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM federation_audit WHERE verb = $1")
+        .bind(verb)
+        .fetch_one(&mut app.admin().await)
+        .await
+        .unwrap()
+}
+
+/// The federation console (issue 16), in Chromium against two real
+/// instances over HTTPS. The spoke's admin, in the spoke's console:
+/// connects to the master; (the master connects back, so the spoke holds
+/// its request) approves it with a scope made in the form (tasks only, at
+/// most 2 rows), after the form refused to send contradictions; the
+/// master's federated query gets only that; the audit shows the request;
+/// revoking (confirmed) cuts the master off. Nothing in the page is loaded
+/// from elsewhere, breaks the content security policy or throws.
+#[tokio::test]
+async fn the_federation_console_connects_approves_audits_and_revokes_in_chromium() {
+    use mosaic::federation::protocol::QUERY_PATH;
+
+    let (dir, chromium) = prerequisites();
+    let (spoke, master) = tokio::join!(common::spawn_instance("spoke"), common::spawn_instance("master"));
+    let admin = "admin@spoke.example";
+    let session = spoke.break_glass_session(admin, "a long break-glass password").await;
+    let token = mosaic::auth::tokens::create(&mut spoke.admin().await, admin, None)
+        .await
+        .unwrap();
+    let ws = spoke.create_workspace(&token, "shared").await;
+    for title in ["one", "two", "three"] {
+        spoke.create_task(&token, &ws, title).await;
+    }
+    let (_, reader) = master.user("reader@master.example").await;
+    let cookie = |name: &str| {
+        session
+            .set_cookies
+            .iter()
+            .find_map(|c| c.strip_prefix(&format!("{name}=")))
+            .and_then(|c| c.split(';').next())
+            .unwrap_or_else(|| panic!("no {name} cookie: {:?}", session.set_cookies))
+            .to_string()
+    };
+    let master_id = master.state.instance_id.to_string();
+    let started = Instant::now();
+    let mut driver = Conversation::start(
+        &dir,
+        &chromium,
+        "console.js",
+        &[
+            &spoke.base,
+            &cookie("mosaic_session"),
+            &cookie("mosaic_csrf"),
+            &master.base,
+            &master_id,
+            &ws,
+        ],
+        Duration::from_secs(120),
+    );
+
+    driver.at("connected").await;
+    // The page's CONNECT reached the master, which now holds the spoke's request.
+    let at_master = mosaic::federation::registry::get(&master.state.federation.pool, spoke.state.instance_id)
+        .await
+        .unwrap()
+        .expect("the master knows the spoke");
+    assert_eq!(at_master.inbound_state, "pending");
+    let back = master
+        .state
+        .federation
+        .connect(&spoke.base, "test")
+        .await
+        .expect("the master's CONNECT");
+    assert_eq!(back.outbound_state, "requested");
+    driver.go().await;
+
+    driver.at("approved").await;
+    // The scope the form made is the spoke's grant.
+    let granted = mosaic::federation::registry::get(&spoke.state.federation.pool, master.state.instance_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .terms();
+    assert_eq!(granted.workspaces, [common::local_id(&ws)]);
+    assert_eq!(
+        granted.resources,
+        Some(vec![mosaic::federation::grant::Resource::Tasks])
+    );
+    assert_eq!(granted.max_rows_per_query, Some(2));
+    let tasks = "{ tasks(scope: {all: true}, first: 10) { edges { node { title instance { name } } } } }";
+    // Enough other requests that the audit has a second page.
+    for _ in 0..20 {
+        let (status, _) = common::signed(
+            &master,
+            &spoke,
+            QUERY_PATH,
+            "{ tasks(first: 1) { edges { node { title } } } }",
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let answer = master.gql_ok(&reader, tasks, json!({})).await;
+    let from_spoke: Vec<&Value> = answer["tasks"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node"]["instance"]["name"] == "spoke")
+        .collect();
+    assert_eq!(from_spoke.len(), 2, "the grant's row cap: {answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while audited(&spoke, "QUERY").await < 21 {
+        assert!(Instant::now() < deadline, "the audit rows were not written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    driver.go().await;
+
+    let seen = driver.finish().await;
+    eprintln!("browser run: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("observed: {seen:#}");
+
+    assert_eq!(seen["signedOut"]["status"], 401, "{seen}");
+    assert!(
+        seen["signedOut"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("administrator")),
+        "{seen}"
+    );
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert_eq!(seen["initialPeers"], 0, "{seen}");
+    // Connected: the row names the master, its key and the request.
+    let connected = &seen["connected"];
+    assert_eq!(connected["name"], "master", "{seen}");
+    assert_eq!(connected["baseUrl"], master.base, "{seen}");
+    assert_eq!(connected["inbound"], "none", "{seen}");
+    let key = master
+        .state
+        .federation
+        .identity()
+        .await
+        .unwrap()
+        .document
+        .current_key
+        .key_id;
+    assert_eq!(connected["keys"], key, "{seen}");
+    assert_eq!(seen["connectResult"], "master: requested", "{seen}");
+    assert!(
+        seen["refusedConnect"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("BAD_USER_INPUT: url: plain http to peers is refused")),
+        "{seen}"
+    );
+    assert_eq!(seen["pending"]["inbound"], "pending", "{seen}");
+    assert!(
+        seen["pending"]["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("approve")),
+        "{seen}"
+    );
+
+    // The form refused what the server would, field by field, and sent nothing.
+    let form = &seen["form"];
+    assert_eq!(
+        form["fresh"],
+        json!({ "submitDisabled": true, "problemFields": ["workspaceIds"] }),
+        "{seen}"
+    );
+    assert_eq!(
+        form["noResource"],
+        json!({ "submitDisabled": true, "problemFields": ["resources"] }),
+        "{seen}"
+    );
+    assert_eq!(
+        form["excludeIncluded"],
+        json!({ "disabled": true, "checked": false }),
+        "{seen}"
+    );
+    assert_eq!(
+        form["forcedContradiction"]["submitDisabled"], true,
+        "a resource both included and excluded: {seen}"
+    );
+    assert!(
+        form["forcedContradiction"]["problemFields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("excludedResources")),
+        "{seen}"
+    );
+    assert_eq!(
+        form["mutationsAfterForcedSubmit"],
+        json!(["connectPeer", "connectPeer"]),
+        "nothing sent: {seen}"
+    );
+    assert_eq!(
+        form["zeroRows"],
+        json!({ "submitDisabled": true, "problemFields": ["maxRowsPerQuery"] }),
+        "{seen}"
+    );
+    assert_eq!(
+        form["valid"],
+        json!({ "submitDisabled": false, "problemFields": [] }),
+        "{seen}"
+    );
+
+    // Approved with that scope: the page says so.
+    assert_eq!(seen["approved"]["inbound"], "active", "{seen}");
+    assert_eq!(seen["approved"]["outbound"], "requested", "{seen}");
+    assert_eq!(
+        seen["approved"]["grant"], "shared; reads tasks; read-only; max 2 rows",
+        "{seen}"
+    );
+    assert_eq!(seen["formHidden"], true, "{seen}");
+
+    // The audit, filtered to the master's allowed requests: newest first,
+    // the federated query (2 rows), then the 20 signed ones.
+    let audit = seen["audit"].as_array().unwrap();
+    assert_eq!(audit.len(), 20, "one page: {seen}");
+    assert_eq!(audit[0]["peer"], "master", "{seen}");
+    assert_eq!(audit[0]["verb"], "QUERY", "{seen}");
+    assert_eq!(audit[0]["outcome"], "ALLOWED", "{seen}");
+    assert_eq!(audit[0]["rows"], "2", "{seen}");
+    assert!(
+        audit[1..].iter().all(|r| r["verb"] == "QUERY" && r["rows"] == "1"),
+        "{seen}"
+    );
+    // Everything (the master's CONNECT too) takes a second page.
+    let total = audited(&spoke, "QUERY").await + audited(&spoke, "CONNECT").await;
+    assert_eq!(
+        seen["paging"],
+        json!({ "firstPage": 20, "more": true, "afterMore": total, "count": format!("{total} of {total}") }),
+        "{seen}"
+    );
+
+    // Edited: the form showed the grant as it was, and saved the change.
+    assert_eq!(
+        seen["editForm"],
+        json!({
+            "title": "Edit the grant of master",
+            "submit": "Save the grant",
+            "workspaces": [ws],
+            "resourcesMode": "only",
+            "resources": ["tasks"],
+            "excluded": [],
+            "maxRows": "2",
+            "valid": "true",
+        }),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["edited"]["grant"], "shared; reads tasks; read-only; max 3 rows",
+        "{seen}"
+    );
+
+    // Revoked after a confirmation (nothing sent before it), both ways.
+    assert!(
+        seen["confirm"]["text"].as_str().is_some_and(|t| t.contains("master")),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["confirm"]["mutations"],
+        json!(["connectPeer", "connectPeer", "approvePeer", "setPeerGrant"]),
+        "{seen}"
+    );
+    assert_eq!(seen["revoked"]["inbound"], "revoked", "{seen}");
+    assert_eq!(seen["revoked"]["outbound"], "revoked", "{seen}");
+    assert_eq!(
+        seen["mutations"],
+        json!([
+            "connectPeer",
+            "connectPeer",
+            "approvePeer",
+            "setPeerGrant",
+            "revokePeer"
+        ]),
+        "{seen}"
+    );
+
+    // The master is cut off: its merged view leaves the spoke out, and a
+    // request it signs anyway is refused.
+    let answer = master.gql_ok(&reader, tasks, json!({})).await;
+    assert!(
+        answer["tasks"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["node"]["instance"]["name"] != "spoke"),
+        "{answer}"
+    );
+    let (status, body) = common::signed(&master, &spoke, QUERY_PATH, "{ tasks { edges { node { title } } } }").await;
+    assert_eq!(
+        (status, common::code(&body).as_str()),
+        (403, "PEER_NOT_ACTIVE"),
+        "{body}"
+    );
+
+    assert_eq!(seen["pageErrors"], json!([]), "{seen}");
+    assert_eq!(seen["cspViolations"], json!([]), "{seen}");
+    assert_eq!(seen["externalRequests"], json!([]), "{seen}");
+    spoke.stop().await;
+    master.stop().await;
+}

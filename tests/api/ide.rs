@@ -195,3 +195,127 @@ async fn the_knowledge_graph_page_needs_a_session_and_loads_nothing_from_elsewhe
     app.stop().await;
     provider.stop().await;
 }
+
+/// The federation console is served like the knowledge graph page, to an
+/// instance administrator's session: signed out 401 here (a redirect to sign
+/// in with single sign-on), 403 with a note for a signed-in non-admin. Its
+/// one script comes from this instance; it allows no inline script.
+#[tokio::test]
+async fn the_federation_console_is_for_administrators_and_loads_nothing_from_elsewhere() {
+    let app = spawn_app().await;
+    let url = format!("{}/admin/federation", app.base);
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()[reqwest::header::CACHE_CONTROL], "no-store");
+    assert!(r.text().await.unwrap().contains("id=\"signed-out\""));
+    let admin = app
+        .break_glass_session("fed@example.com", "a long break-glass password")
+        .await;
+    // A signed-in user who is not (any longer) an administrator.
+    let user = {
+        let mut conn = app.admin().await;
+        mosaic::auth::breakglass::create_admin(&mut conn, "plain@example.com", "another long password")
+            .await
+            .unwrap();
+        let session = app
+            .break_glass_sign_in("plain@example.com", "another long password")
+            .await;
+        sqlx::query("UPDATE users SET is_admin = false WHERE email = 'plain@example.com'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        session
+    };
+    let r = app
+        .client
+        .get(&url)
+        .header("cookie", &user.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()[reqwest::header::CACHE_CONTROL], "no-store");
+    assert!(r.text().await.unwrap().contains("id=\"not-admin\""));
+    // The API agrees: only administrators read the peers.
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .header("cookie", &user.cookie)
+        .header("x-mosaic-csrf", &user.csrf)
+        .json(&serde_json::json!({ "query": "{ peers { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(common::code(&r.json().await.unwrap()), "FORBIDDEN");
+
+    let r = app
+        .client
+        .get(&url)
+        .header("cookie", &admin.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let policy = r.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("script-src 'self';") && policy.contains("connect-src 'self';"),
+        "{policy}"
+    );
+    assert_eq!(r.headers()[reqwest::header::CACHE_CONTROL], "no-store");
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    assert!(!html.contains("<script>"), "no inline script: {html}");
+    let scripts: Vec<&str> = html
+        .match_indices("<script src=\"")
+        .map(|(at, m)| {
+            let rest = &html[at + m.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(scripts, ["/admin/federation/console.js"]);
+    let r = app
+        .client
+        .get(format!("{}/admin/federation/console.js", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/javascript"), "{content_type}");
+    assert_eq!(r.headers()[reqwest::header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let script = r.text().await.unwrap();
+    assert!(!script.contains("innerHTML"), "server data is set as text only");
+    app.stop().await;
+
+    let port = common::oidc::free_port();
+    let provider = common::oidc::Provider::start(&format!("http://127.0.0.1:{port}/auth/callback")).await;
+    let issuer = provider.issuer.clone();
+    let app = common::spawn_app_with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.oidc = Some(common::oidc::settings(
+            issuer,
+            vec![],
+            mosaic::config::OidcSettings::DEFAULT_DISCOVERY_REFRESH,
+        ));
+    })
+    .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(format!("{}/admin/federation", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()[reqwest::header::LOCATION],
+        "/auth/login?return_to=%2Fadmin%2Ffederation"
+    );
+    app.stop().await;
+    provider.stop().await;
+}
