@@ -84,14 +84,27 @@ pub fn init_with_export(config: &Config, runtime: &tokio::runtime::Handle) -> an
 
 fn install(format: LogFormat, tracer: Option<SdkTracer>) -> Result<(), tracing_subscriber::util::TryInitError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // Colour codes only for a terminal, never into a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    subscriber(format, filter, ansi, std::io::stderr, tracer).try_init()
+}
+
+/// The logs (through `filter`, to `writer`) and, given a tracer, the spans
+/// exported.
+fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    ansi: bool,
+    writer: W,
+    tracer: Option<SdkTracer>,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     // bollard's debug logs carry container definitions, environment (user
     // secrets) included: never below info, whatever RUST_LOG asks.
     let filter = filter.add_directive("bollard=info".parse().expect("static directive"));
-    // Colour codes only for a terminal, never into a log file.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer);
     let logs = match format {
         LogFormat::Json => logs.json().with_filter(filter).boxed(),
         LogFormat::Text => logs.with_filter(filter).boxed(),
@@ -106,7 +119,7 @@ fn install(format: LogFormat, tracer: Option<SdkTracer>) -> Result<(), tracing_s
             .with_target(false)
             .with_filter(tracing_subscriber::filter::filter_fn(exported))
     });
-    tracing_subscriber::registry().with(logs).with(otel).try_init()
+    tracing_subscriber::registry().with(logs).with(otel)
 }
 
 fn exported(meta: &tracing::Metadata<'_>) -> bool {
@@ -160,4 +173,92 @@ pub fn traceparent(span: &Span) -> Option<String> {
         }
         .to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What the log layer writes, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged_inside_spans(format: LogFormat) -> (String, String) {
+        EXPORTING.store(true, Ordering::Relaxed);
+        let out = Captured::default();
+        let writer = out.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber(
+            format,
+            EnvFilter::new("info"),
+            false,
+            move || writer.clone(),
+            Some(provider.tracer("test")),
+        );
+        let trace_id = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(REQUEST, trace_id = tracing::field::Empty);
+            mark_trace(&span);
+            let _in = span.enter();
+            // A child span, as a peer call is: the line still carries the id.
+            let call = tracing::info_span!(PEER_CALL);
+            let _in_call = call.enter();
+            tracing::info!("inside");
+            span.context().span().span_context().trace_id().to_string()
+        });
+        (String::from_utf8(out.0.lock().unwrap().clone()).unwrap(), trace_id)
+    }
+
+    #[test]
+    fn log_lines_inside_a_request_carry_its_trace_id() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let (logged, trace_id) = logged_inside_spans(format);
+            assert_eq!(trace_id.len(), 32, "{trace_id}");
+            assert_ne!(trace_id, TraceId::INVALID.to_string());
+            let line = logged.lines().find(|l| l.contains("inside")).expect("the line is logged");
+            let expected = match format {
+                LogFormat::Text => format!("trace_id={trace_id}"),
+                LogFormat::Json => format!("\"trace_id\":\"{trace_id}\""),
+            };
+            assert!(line.contains(&expected), "{format:?}: {line}");
+        }
+    }
+
+    #[test]
+    fn a_peers_traceparent_is_continued_and_a_malformed_one_ignored() {
+        EXPORTING.store(true, Ordering::Relaxed);
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber(
+            LogFormat::Text,
+            EnvFilter::new("off"),
+            false,
+            std::io::sink,
+            Some(provider.tracer("test")),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let span = tracing::info_span!(PEER_REQUEST, trace_id = tracing::field::Empty);
+            continue_trace(&span, Some(remote));
+            let next = traceparent(&span).expect("a sampled span has one");
+            let next = TraceParent::parse(&next).unwrap();
+            let remote = TraceParent::parse(remote).unwrap();
+            assert_eq!(next.trace_id, remote.trace_id, "the trace goes on");
+            assert_ne!(next.span_id, remote.span_id, "as a new span");
+
+            let span = tracing::info_span!(PEER_REQUEST, trace_id = tracing::field::Empty);
+            continue_trace(&span, Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+            let own = TraceParent::parse(&traceparent(&span).unwrap()).unwrap();
+            assert_ne!(own.trace_id, remote.trace_id, "a malformed one starts a trace of its own");
+        });
+    }
 }
