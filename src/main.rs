@@ -962,7 +962,12 @@ async fn run(command: Command, config: Config) -> Result<()> {
             db.shutdown().await?;
             let checks = checks?;
             for c in &checks {
-                println!("{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.what, c.detail);
+                let level = match (c.ok, c.warning) {
+                    (false, _) => "FAIL",
+                    (true, true) => "WARN",
+                    (true, false) => "ok  ",
+                };
+                println!("{level} {}: {}", c.what, c.detail);
             }
             match checks.iter().filter(|c| !c.ok).count() {
                 0 => Ok(()),

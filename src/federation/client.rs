@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use base64::Engine;
-use bytes::Bytes;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use rand::RngCore;
 use serde::Serialize;
 use serde_json::Value;

@@ -476,23 +476,25 @@ async fn sub_request(
         actor,
         max_rows: terms.max_rows_per_query.map(|n| n as usize),
     });
-    Ok(match state.executor.execute(caller, scope, hop, gql).instrument(span).await {
-        Ok(response) => {
-            entry.rows = audit::rows_in(&response.data);
-            // Answered, but nothing of it ran (an invalid document, every field failed).
-            if let (async_graphql::Value::Null, Some(first)) = (&response.data, response.errors.first()) {
-                let code = first.extensions.as_ref().and_then(|e| e.get("code"));
-                match code {
-                    Some(async_graphql::Value::String(code)) => entry.set(Outcome::Failed, code),
-                    _ => entry.set(Outcome::Failed, "GRAPHQL_ERROR"),
+    Ok(
+        match state.executor.execute(caller, scope, hop, gql).instrument(span).await {
+            Ok(response) => {
+                entry.rows = audit::rows_in(&response.data);
+                // Answered, but nothing of it ran (an invalid document, every field failed).
+                if let (async_graphql::Value::Null, Some(first)) = (&response.data, response.errors.first()) {
+                    let code = first.extensions.as_ref().and_then(|e| e.get("code"));
+                    match code {
+                        Some(async_graphql::Value::String(code)) => entry.set(Outcome::Failed, code),
+                        _ => entry.set(Outcome::Failed, "GRAPHQL_ERROR"),
+                    }
                 }
+                let body = serde_json::to_vec(&response).expect("a GraphQL response serialises");
+                entry.bytes = body.len() as i64;
+                ([(CONTENT_TYPE, "application/json")], body).into_response()
             }
-            let body = serde_json::to_vec(&response).expect("a GraphQL response serialises");
-            entry.bytes = body.len() as i64;
-            ([(CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Err(e) => execution_failed(e),
-    })
+            Err(e) => execution_failed(e),
+        },
+    )
 }
 
 /// EVENT: the peer tells us what it decided about our CONNECT.

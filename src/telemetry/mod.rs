@@ -225,7 +225,10 @@ mod tests {
             let (logged, trace_id) = logged_inside_spans(format);
             assert_eq!(trace_id.len(), 32, "{trace_id}");
             assert_ne!(trace_id, TraceId::INVALID.to_string());
-            let line = logged.lines().find(|l| l.contains("inside")).expect("the line is logged");
+            let line = logged
+                .lines()
+                .find(|l| l.contains("inside"))
+                .expect("the line is logged");
             let expected = match format {
                 LogFormat::Text => format!("trace_id={trace_id}"),
                 LogFormat::Json => format!("\"trace_id\":\"{trace_id}\""),
@@ -258,7 +261,10 @@ mod tests {
             let span = tracing::info_span!(PEER_REQUEST, trace_id = tracing::field::Empty);
             continue_trace(&span, Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
             let own = TraceParent::parse(&traceparent(&span).unwrap()).unwrap();
-            assert_ne!(own.trace_id, remote.trace_id, "a malformed one starts a trace of its own");
+            assert_ne!(
+                own.trace_id, remote.trace_id,
+                "a malformed one starts a trace of its own"
+            );
         });
     }
 }

@@ -40,7 +40,11 @@ pub fn provider(config: &Config, endpoint: &str, runtime: tokio::runtime::Handle
         .build();
     Ok(SdkTracerProvider::builder()
         .with_span_processor(batches)
-        .with_resource(Resource::builder().with_service_name(config.instance_name.clone()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(config.instance_name.clone())
+                .build(),
+        )
         .build())
 }
 

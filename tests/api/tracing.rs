@@ -285,8 +285,14 @@ async fn one_trace_follows_a_query_through_three_instances() {
     for s in [&master_call, &spoke_server, &spoke_call, &far_server] {
         assert_eq!(&s.trace_id, trace, "one trace id: {s:?}");
     }
-    assert_eq!(spoke_server.parent, master_call.span_id, "spoke continues master's call");
-    assert_eq!(spoke_call.parent, spoke_server.span_id, "spoke's call is inside its request");
+    assert_eq!(
+        spoke_server.parent, master_call.span_id,
+        "spoke continues master's call"
+    );
+    assert_eq!(
+        spoke_call.parent, spoke_server.span_id,
+        "spoke's call is inside its request"
+    );
     assert_eq!(far_server.parent, spoke_call.span_id, "far continues spoke's call");
 
     // Every span of that trace is one of the five, and no hop began another
