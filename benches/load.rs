@@ -23,6 +23,11 @@
 //!    embeds the query; the entries' vectors are generated), beside the same
 //!    search sent directly to the slowest of them, at 1 and 8 connections.
 //!
+//! 6. (`flapping`) a master with three spokes, federated `tasks(first: 50)`:
+//!    p50/p99 with all three healthy, then with one flapping (a TCP proxy in
+//!    front of it that alternately forwards and refuses, cutting open
+//!    connections, every BENCH_FLAP_MS, default 1000), and the ratio (issue 17).
+//!
 //! Each instance is a `mosaic serve` child process with its own database on
 //! one private PostgreSQL cluster. Set BENCH_SECONDS to change the run length.
 
@@ -524,6 +529,10 @@ async fn run() {
         governance(&bench).await;
     }
 
+    if which.is_empty() || which == "flapping" {
+        flapping(&bench).await;
+    }
+
     if which.is_empty() || which == "knowledge-federated" {
         let entries = 10_000;
         println!(
@@ -690,6 +699,103 @@ async fn governance(bench: &Bench) {
             "{connections} connection(s): on {on_rps:.1} req/s p50 {on_p50:.2} ms, off {off_rps:.1} req/s p50 {off_p50:.2} ms; on/off throughput {:.3} (aim: above 0.95)",
             on_rps / off_rps
         );
+    }
+}
+
+/// Issue 17: a federated read's latency at a master with three spokes, all
+/// healthy, then with one flapping, in one run.
+async fn flapping(bench: &Bench) {
+    let seconds = bench.seconds;
+    let period = Duration::from_millis(
+        std::env::var("BENCH_FLAP_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1000),
+    );
+    println!(
+        "\n== flapping: federated tasks(first: 50) at a master with 3 spokes, healthy vs one flapping every {} ms, {seconds} s per phase, 8 connections ==",
+        period.as_millis()
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_mosaic"));
+    let master = bench.start("fmaster", 1_000).await;
+    let steady1 = bench.start("fsteady1", 1_000).await;
+    let steady2 = bench.start("fsteady2", 1_000).await;
+    // The flapping spoke is known to its peers at the proxy's address.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("https://127.0.0.1:{}", proxy.local_addr().unwrap().port());
+    let mut flaky = bench
+        .start_with(bin, "", "fflaky", 1_000, 0, None, &[("MOSAIC_PUBLIC_URL", &proxy_url)])
+        .await;
+    let flap = Flapper::start(proxy, ([127, 0, 0, 1], flaky.port).into(), period);
+    flaky.url = proxy_url;
+    for spoke in [&steady1, &steady2, &flaky] {
+        bench.peer(&master, spoke, false);
+    }
+    let body = bench.check(&master, FEDERATED).await;
+    assert_eq!(
+        body["extensions"]["federation"]["succeeded"].as_u64(),
+        Some(4),
+        "the master and its three spokes answered: {body}"
+    );
+    let healthy = tokio::task::block_in_place(|| bench.wrk(&master, FEDERATED, 8));
+    row("all three spokes healthy", healthy);
+    flap.flapping(true);
+    let flapping = tokio::task::block_in_place(|| bench.wrk(&master, FEDERATED, 8));
+    flap.flapping(false);
+    row("one of three flapping", flapping);
+    println!(
+        "flapping/healthy: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+        flapping.p50 / healthy.p50,
+        flapping.p99 / healthy.p99,
+        flapping.rps / healthy.rps
+    );
+}
+
+/// A TCP proxy to `target` that, while flapping, alternates every `period`
+/// between forwarding and refusing (new connections closed at once, open
+/// ones cut): a peer that goes down and comes back, over and over.
+struct Flapper {
+    flapping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Flapper {
+    fn start(listener: tokio::net::TcpListener, target: std::net::SocketAddr, period: Duration) -> Self {
+        let (up_tx, up) = tokio::sync::watch::channel(true);
+        let (flapping, flapping_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                // Up while not flapping; while flapping, the other state.
+                let up = !*flapping_rx.borrow() || !*up_tx.borrow();
+                up_tx.send_replace(up);
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut up = up.clone();
+                if !*up.borrow() {
+                    continue; // dropped: closed at once
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = up.wait_for(|u| !*u) => {}
+                    }
+                });
+            }
+        });
+        Self { flapping }
+    }
+
+    fn flapping(&self, on: bool) {
+        self.flapping.send_replace(on);
     }
 }
 

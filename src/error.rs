@@ -23,6 +23,8 @@ pub enum AppError {
         instance: String,
         /// The peer's own refusal code (e.g. GRANT_DENIED), when it refused.
         peer_code: Option<String>,
+        /// When a peer that limits our rate (PEER_RATE_LIMITED) may be asked again.
+        retry_after_ms: Option<u64>,
     },
     /// A per-caller limit is reached (TOO_MANY_SUBSCRIPTIONS, ...).
     Limit {
@@ -119,11 +121,14 @@ impl From<AppError> for async_graphql::Error {
             tracing::error!(error = ?inner, "internal error");
         }
         let code = e.code();
-        let (instance, peer_code) = match &e {
+        let (instance, peer_code, retry_after_ms) = match &e {
             AppError::Peer {
-                instance, peer_code, ..
-            } => (Some(instance.clone()), peer_code.clone()),
-            _ => (None, None),
+                instance,
+                peer_code,
+                retry_after_ms,
+                ..
+            } => (Some(instance.clone()), peer_code.clone(), *retry_after_ms),
+            _ => (None, None, None),
         };
         async_graphql::Error::new(e.message()).extend_with(|_, ext| {
             ext.set("code", code);
@@ -132,6 +137,9 @@ impl From<AppError> for async_graphql::Error {
             }
             if let Some(p) = &peer_code {
                 ext.set("peerCode", p.as_str());
+            }
+            if let Some(ms) = retry_after_ms {
+                ext.set("retryAfterMs", ms);
             }
         })
     }

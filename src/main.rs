@@ -551,9 +551,15 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         };
     }
-    mosaic::telemetry::init(config.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(cli.command, config)) {
+    let exporter = match mosaic::telemetry::init_with_export(&config, runtime.handle()) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let result = runtime.block_on(run(cli.command, config));
+    // While the runtime still runs: the last batch of spans goes out.
+    exporter.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
@@ -956,7 +962,12 @@ async fn run(command: Command, config: Config) -> Result<()> {
             db.shutdown().await?;
             let checks = checks?;
             for c in &checks {
-                println!("{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.what, c.detail);
+                let level = match (c.ok, c.warning) {
+                    (false, _) => "FAIL",
+                    (true, true) => "WARN",
+                    (true, false) => "ok  ",
+                };
+                println!("{level} {}: {}", c.what, c.detail);
             }
             match checks.iter().filter(|c| !c.ok).count() {
                 0 => Ok(()),

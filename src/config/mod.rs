@@ -65,6 +65,13 @@ settings! {
         database_url: Option<String> = None; "database_url", "DATABASE_URL", some(database_url);
         instance_name: String = "mosaic".into(); "instance_name", "MOSAIC_INSTANCE_NAME", instance_name;
         log_format: LogFormat = LogFormat::Text; "log_format", "MOSAIC_LOG_FORMAT", parsed();
+        /// Where spans go (OTLP over HTTP, protobuf): a collector's base URL,
+        /// `/v1/traces` appended. No export when unset.
+        otlp_endpoint: Option<String> = None; "telemetry.otlp_endpoint", "MOSAIC_OTLP_ENDPOINT", some(http_url());
+        /// How long finished spans wait to be sent in one batch (a full batch,
+        /// and shutdown, send at once).
+        otlp_export_interval: Duration = Duration::from_secs(5);
+            "telemetry.otlp_export_interval_ms", "MOSAIC_OTLP_EXPORT_INTERVAL_MS", millis();
         pool_size: u32 = 10; "db.pool_size", "MOSAIC_DB_POOL_SIZE", range(1, 1000);
         statement_timeout: Duration = Duration::from_secs(10);
             "db.statement_timeout_ms", "MOSAIC_DB_STATEMENT_TIMEOUT_MS", millis();

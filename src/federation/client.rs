@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use rand::RngCore;
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::breaker::{Admission, Breaker, BreakerSettings, Outcome, State};
@@ -97,12 +99,42 @@ impl Federation {
         body: &T,
         timeout: Duration,
     ) -> Result<Value, PeerError> {
-        let started = Instant::now();
-        let guarded = path == protocol::QUERY_PATH || path == protocol::COMMAND_PATH;
-        let read = path == protocol::QUERY_PATH;
         let peer = PeerLabels {
             peer: self.peer_label(peer_id),
         };
+        let span = tracing::info_span!(
+            crate::telemetry::PEER_CALL,
+            otel.kind = "client",
+            otel.name = verb(path),
+            peer = %peer.peer,
+            status = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let body = encode(body, crate::telemetry::traceparent(&span));
+        let result = self
+            .send_attempts(peer_id, base_url, path, &body, timeout, peer)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(_) => span.record("outcome", "ok"),
+            Err(e) => span.record("outcome", e.code).record("otel.status_code", "error"),
+        };
+        result
+    }
+
+    async fn send_attempts(
+        &self,
+        peer_id: Uuid,
+        base_url: &str,
+        path: &str,
+        body: &Bytes,
+        timeout: Duration,
+        peer: PeerLabels,
+    ) -> Result<Value, PeerError> {
+        let started = Instant::now();
+        let guarded = path == protocol::QUERY_PATH || path == protocol::COMMAND_PATH;
+        let read = path == protocol::QUERY_PATH;
         if read {
             self.retry_budget
                 .lock()
@@ -270,20 +302,19 @@ impl Federation {
         Some(state)
     }
 
-    async fn send_once<T: Serialize>(
+    async fn send_once(
         &self,
         peer_id: Uuid,
         base_url: &str,
         path: &str,
-        body: &T,
+        body: &Bytes,
         timeout: Duration,
         peer: &PeerLabels,
     ) -> Result<Value, PeerError> {
         let started = Instant::now();
-        let body = serde_json::to_vec(body).expect("request bodies serialise");
         self.reachable(base_url)?;
         let header = self
-            .sign(peer_id, path, &body)
+            .sign(peer_id, path, body)
             .await
             .map_err(|e| PeerError::new("PEER_UNAVAILABLE", format!("cannot sign: {e}")))?;
         let request = self
@@ -291,7 +322,7 @@ impl Federation {
             .post(format!("{base_url}{path}"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(signing::HEADER, header)
-            .body(body)
+            .body(body.clone())
             .send();
         let response = match tokio::time::timeout(timeout, request).await {
             Err(_) => {
@@ -304,6 +335,7 @@ impl Federation {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -373,6 +405,32 @@ impl Federation {
         let sig = signing::sign(&key, &params);
         Ok(signing::header_value(&params, &sig))
     }
+}
+
+/// The verb a path names, for the span.
+fn verb(path: &str) -> &'static str {
+    match path {
+        protocol::QUERY_PATH => "QUERY",
+        protocol::COMMAND_PATH => "COMMAND",
+        protocol::CONNECT_PATH => "CONNECT",
+        protocol::EVENT_PATH => "EVENT",
+        protocol::DISCONNECT_PATH => "DISCONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// The request's bytes. With a trace being exported, the envelope of a
+/// QUERY or COMMAND gets the call's `traceparent`: inside the signed body,
+/// so the receiver can rely on it no more and no less than on the rest.
+fn encode<T: Serialize>(body: &T, traceparent: Option<String>) -> Bytes {
+    let Some(traceparent) = traceparent else {
+        return serde_json::to_vec(body).expect("request bodies serialise").into();
+    };
+    let mut value = serde_json::to_value(body).expect("request bodies serialise");
+    if let Some(envelope) = value.get_mut("envelope").and_then(Value::as_object_mut) {
+        envelope.insert("traceparent".into(), traceparent.into());
+    }
+    serde_json::to_vec(&value).expect("request bodies serialise").into()
 }
 
 /// Reads a body of at most `limit` bytes, stopping as soon as it would exceed

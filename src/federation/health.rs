@@ -79,10 +79,12 @@ fn grant_summary(p: &PeerRecord) -> String {
     s
 }
 
-/// One finding of `mosaic doctor`: `fix` is what to do when it is wrong.
+/// One finding of `mosaic doctor`: `detail` says what to do when it is wrong.
 pub struct Check {
     pub what: String,
     pub ok: bool,
+    /// Fine for now, soon not (a certificate about to expire).
+    pub warning: bool,
     pub detail: String,
 }
 
@@ -95,9 +97,57 @@ impl Check {
         Self {
             what: what.into(),
             ok,
+            warning: false,
             detail,
         }
     }
+}
+
+/// A certificate expiring sooner than this is warned about.
+pub const EXPIRY_WARNING: time::Duration = time::Duration::days(30);
+
+/// The TLS files load, and the certificate is not expired (a failure) nor
+/// expiring within [`EXPIRY_WARNING`] (a warning).
+pub fn tls_check(tls: Option<&crate::config::TlsFiles>, now: OffsetDateTime) -> Check {
+    let Some(files) = tls else {
+        return Check::new(
+            "tls",
+            Ok("not configured: serving plain HTTP (peers need HTTPS in front of it)".into()),
+        );
+    };
+    let fix = "fix tls.cert_file / tls.key_file";
+    let loaded = super::tls::server_config(&files.cert_file, &files.key_file)
+        .and_then(|_| super::tls::certificate_expiry(&files.cert_file));
+    let not_after = match loaded {
+        Ok(t) => t,
+        Err(e) => return Check::new("tls", Err(format!("{e:#}: {fix}"))),
+    };
+    let cert = files.cert_file.display();
+    let until = at(Some(not_after));
+    let left = not_after - now;
+    if left <= time::Duration::ZERO {
+        return Check::new(
+            "tls",
+            Err(format!(
+                "{cert} expired on {until}: peers and clients refuse it; renew it"
+            )),
+        );
+    }
+    let mut check = Check::new(
+        "tls",
+        Ok(format!(
+            "{cert} and its key load; valid until {until} ({} days)",
+            left.whole_days()
+        )),
+    );
+    if left < EXPIRY_WARNING {
+        check.warning = true;
+        check.detail.push_str(&format!(
+            ": expires in less than {} days, renew it soon",
+            EXPIRY_WARNING.whole_days()
+        ));
+    }
+    check
 }
 
 /// Checks the TLS files, this instance's signing key and, for every peer we
@@ -106,15 +156,7 @@ impl Check {
 /// database were checked by getting this far.
 pub async fn doctor(config: &Config, fed: &Federation) -> anyhow::Result<Vec<Check>> {
     let mut checks = vec![Check::new("database", Ok("reachable, migrations applied".into()))];
-    checks.push(Check::new(
-        "tls",
-        match &config.tls {
-            Some(files) => super::tls::server_config(&files.cert_file, &files.key_file)
-                .map(|_| format!("{} and its key load", files.cert_file.display()))
-                .map_err(|e| format!("{e:#}: fix tls.cert_file / tls.key_file")),
-            None => Ok("not configured: serving plain HTTP (peers need HTTPS in front of it)".into()),
-        },
-    ));
+    checks.push(tls_check(config.tls.as_ref(), OffsetDateTime::now_utc()));
     checks.push(Check::new(
         "signing key",
         fed.keys
@@ -170,4 +212,62 @@ pub async fn doctor(config: &Config, fed: &Federation) -> anyhow::Result<Vec<Che
         checks.push(Check::new(what, result));
     }
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsFiles;
+
+    /// A self-signed certificate valid until `not_after`, and its key, written
+    /// under `dir`.
+    fn certificate(dir: &std::path::Path, not_after: OffsetDateTime) -> TlsFiles {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = not_after - time::Duration::days(400);
+        params.not_after = not_after;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let files = TlsFiles {
+            cert_file: dir.join("cert.pem"),
+            key_file: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert_file, cert.pem()).unwrap();
+        std::fs::write(&files.key_file, key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn certificate_expiry_is_ok_then_a_warning_then_a_failure() {
+        crate::federation::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let cases = [
+            (time::Duration::days(200), true, false, "valid until"),
+            (time::Duration::days(10), true, true, "renew it soon"),
+            (-time::Duration::days(1), false, false, "expired on"),
+        ];
+        for (left, ok, warning, says) in cases {
+            let files = certificate(dir.path(), now + left);
+            let check = tls_check(Some(&files), now);
+            assert_eq!((check.ok, check.warning), (ok, warning), "{left}: {}", check.detail);
+            assert!(check.detail.contains(says), "{left}: {}", check.detail);
+            assert!(
+                check.detail.contains(&at(Some(now + left))),
+                "the date: {}",
+                check.detail
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_file_that_is_not_one_fails_with_what_to_fix() {
+        crate::federation::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = certificate(dir.path(), OffsetDateTime::now_utc() + time::Duration::days(90));
+        std::fs::write(dir.path().join("garbage.pem"), "not a certificate").unwrap();
+        files.cert_file = dir.path().join("garbage.pem");
+        let check = tls_check(Some(&files), OffsetDateTime::now_utc());
+        assert!(!check.ok);
+        assert!(check.detail.contains("fix tls.cert_file"), "{}", check.detail);
+    }
 }

@@ -23,6 +23,7 @@ pub mod retry;
 pub mod signing;
 pub mod stats;
 pub mod tls;
+pub mod traceparent;
 pub mod verify;
 
 use std::sync::Arc;

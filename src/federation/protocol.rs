@@ -30,6 +30,10 @@ pub struct Envelope {
     /// Who the request acts for, when a person started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
+    /// W3C `traceparent` of the sender's call (`traceparent.rs`): the
+    /// receiver's span continues that trace; a malformed one is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The routing state of the request being served: one shape with the
@@ -87,6 +91,8 @@ impl Hop {
             hop_limit: self.arrived.hop_limit,
             deadline_ms: self.forwardable().as_millis() as u64,
             actor: self.arrived.actor.clone(),
+            // Set by the client for each call, from that call's span.
+            traceparent: None,
         }
     }
 

@@ -77,6 +77,18 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::Se
     Ok(Arc::new(config))
 }
 
+/// When the (first) certificate in `cert_file` stops being valid: its notAfter.
+pub fn certificate_expiry(cert_file: &Path) -> Result<time::OffsetDateTime> {
+    let der = CertificateDer::pem_file_iter(cert_file)
+        .with_context(|| format!("cannot read {}", cert_file.display()))?
+        .next()
+        .with_context(|| format!("{} holds no certificate", cert_file.display()))?
+        .with_context(|| format!("{} is not PEM", cert_file.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{}: not an X.509 certificate: {e}", cert_file.display()))?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
 /// Files of a generated local CA and one server certificate for loopback.
 pub struct LocalPki {
     pub ca_cert: std::path::PathBuf,

@@ -717,6 +717,7 @@ async fn owner(rc: &RequestContext, instance: Uuid) -> AppResult<Option<PeerReco
             message: format!("peering with {} is {}, not active", p.name, p.outbound_state),
             instance: p.id.to_string(),
             peer_code: None,
+            retry_after_ms: None,
         }),
         _ => Ok(None),
     }
@@ -732,6 +733,7 @@ fn peer_failure(peer: &PeerRecord, e: PeerError) -> AppError {
         message: format!("{}: {}", peer.name, e.message),
         instance: peer.id.to_string(),
         peer_code: e.refusal,
+        retry_after_ms: e.retry_after.map(|d| d.as_millis() as u64),
     }
 }
 

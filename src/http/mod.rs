@@ -70,16 +70,37 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                }))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(
+                    |response: &axum::http::Response<_>, _: std::time::Duration, span: &tracing::Span| {
+                        span.record("status", response.status().as_u16());
+                    },
+                ))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
         )
         .with_state(state)
+}
+
+/// The span of one HTTP request, with the trace id its log lines carry. A
+/// QUERY or COMMAND gets a `peer door` span, not exported: its server span
+/// is the `peer request` that continues the sender's trace (`peers.rs`).
+fn request_span(req: &Request) -> tracing::Span {
+    use crate::telemetry::{PEER_DOOR, REQUEST};
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let path = req.uri().path();
+    let (method, empty) = (req.method(), tracing::field::Empty);
+    if path == protocol::QUERY_PATH || path == protocol::COMMAND_PATH {
+        return tracing::info_span!(PEER_DOOR, %method, path, request_id = %id, status = empty);
+    }
+    let span = tracing::info_span!(REQUEST, otel.kind = "server", otel.name = empty, %method, path, request_id = %id,
+        status = empty, trace_id = empty);
+    if crate::telemetry::exporting() {
+        span.record("otel.name", format!("{method} {path}"));
+        crate::telemetry::mark_trace(&span);
+    }
+    span
 }

@@ -27,6 +27,8 @@ use crate::federation::replay::Recorded;
 use crate::federation::verify::{self, Refused, Verified, refuse};
 use crate::federation::{Federation, document, grant, now_unix, signing};
 use crate::graphql::{Caller, PeerCaller};
+use crate::telemetry;
+use tracing::Instrument;
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
@@ -362,7 +364,7 @@ async fn sub_request(
         protocol::QUERY_PATH
     };
     let peer = verify(&fed, path, headers, &body, Need::ActiveGrant, entry).await?;
-    let request: SubRequest =
+    let mut request: SubRequest =
         serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed request: {e}")))?;
     protocol::check_envelope(&request.envelope, &fed.instance_id.to_string(), fed.settings.hop_limit).map_err(|r| {
         let why = match r {
@@ -441,6 +443,15 @@ async fn sub_request(
         protocol::ActorClaim::Vouched(a) | protocol::ActorClaim::Relayed(a) => a,
     });
     entry.remote_user = actor.as_ref().map(|a| a.user.clone());
+    // The server span of the sender's trace (its call's span is the parent).
+    let span = tracing::info_span!(
+        telemetry::PEER_REQUEST,
+        otel.kind = "server",
+        otel.name = if command { "COMMAND" } else { "QUERY" },
+        peer = %peer.name,
+        trace_id = tracing::field::Empty,
+    );
+    telemetry::continue_trace(&span, request.envelope.traceparent.take().as_deref());
     let envelope = Envelope {
         hop_limit: request.envelope.hop_limit.min(fed.settings.hop_limit),
         deadline_ms: request
@@ -458,23 +469,25 @@ async fn sub_request(
         actor,
         max_rows: terms.max_rows_per_query.map(|n| n as usize),
     });
-    Ok(match state.executor.execute(caller, scope, hop, gql).await {
-        Ok(response) => {
-            entry.rows = audit::rows_in(&response.data);
-            // Answered, but nothing of it ran (an invalid document, every field failed).
-            if let (async_graphql::Value::Null, Some(first)) = (&response.data, response.errors.first()) {
-                let code = first.extensions.as_ref().and_then(|e| e.get("code"));
-                match code {
-                    Some(async_graphql::Value::String(code)) => entry.set(Outcome::Failed, code),
-                    _ => entry.set(Outcome::Failed, "GRAPHQL_ERROR"),
+    Ok(
+        match state.executor.execute(caller, scope, hop, gql).instrument(span).await {
+            Ok(response) => {
+                entry.rows = audit::rows_in(&response.data);
+                // Answered, but nothing of it ran (an invalid document, every field failed).
+                if let (async_graphql::Value::Null, Some(first)) = (&response.data, response.errors.first()) {
+                    let code = first.extensions.as_ref().and_then(|e| e.get("code"));
+                    match code {
+                        Some(async_graphql::Value::String(code)) => entry.set(Outcome::Failed, code),
+                        _ => entry.set(Outcome::Failed, "GRAPHQL_ERROR"),
+                    }
                 }
+                let body = serde_json::to_vec(&response).expect("a GraphQL response serialises");
+                entry.bytes = body.len() as i64;
+                ([(CONTENT_TYPE, "application/json")], body).into_response()
             }
-            let body = serde_json::to_vec(&response).expect("a GraphQL response serialises");
-            entry.bytes = body.len() as i64;
-            ([(CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Err(e) => execution_failed(e),
-    })
+            Err(e) => execution_failed(e),
+        },
+    )
 }
 
 /// EVENT: the peer tells us what it decided about our CONNECT.

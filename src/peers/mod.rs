@@ -188,6 +188,7 @@ fn refused(e: PeeringError) -> AppError {
             message: format!("{target}: {}", error.message),
             instance: target,
             peer_code: error.refusal,
+            retry_after_ms: error.retry_after.map(|d| d.as_millis() as u64),
         },
         PeeringError::Internal(e) => AppError::internal(e),
     }

@@ -133,7 +133,8 @@ impl Executor {
             let _running = running;
             this.execute_to_the_end(caller, scope, hop, request).await
         };
-        match tokio::spawn(execution).await {
+        // In the request's span: its peer calls are children in its trace.
+        match tokio::spawn(tracing::Instrument::in_current_span(execution)).await {
             Ok(result) => result,
             Err(e) => Err(AppError::internal(anyhow::anyhow!(
                 "a request's execution panicked: {e}"

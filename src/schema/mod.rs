@@ -169,6 +169,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
             message: "the owner answered with another object than the one asked for".into(),
             instance: g.instance.to_string(),
             peer_code: None,
+            retry_after_ms: None,
         });
     }
     Ok(Some(match g.kind {

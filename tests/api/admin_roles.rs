@@ -556,6 +556,7 @@ impl World {
                 hop_limit: 3,
                 deadline_ms: 5_000,
                 actor: Some(self.actor.clone()),
+                traceparent: None,
             },
         })
         .unwrap();

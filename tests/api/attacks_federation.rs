@@ -42,6 +42,7 @@ fn envelope_from(from: &TestApp, actor: Option<Actor>) -> Envelope {
         hop_limit: 3,
         deadline_ms: 5_000,
         actor,
+        traceparent: None,
     }
 }
 

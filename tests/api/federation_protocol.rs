@@ -46,6 +46,7 @@ fn envelope(from: &TestApp) -> Envelope {
         hop_limit: 3,
         deadline_ms: 5_000,
         actor: None,
+        traceparent: None,
     }
 }
 

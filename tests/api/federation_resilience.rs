@@ -538,6 +538,39 @@ async fn rate_limited_peers_are_retried_within_the_deadline_and_never_open_the_b
     assert_eq!(limited.hits(), 5);
 }
 
+/// A peer's 429 to a forwarded `node(id:)` read or to a COMMAND (a write
+/// on its object) reaches the client as PEER_RATE_LIMITED with
+/// `retryAfterMs` from its `Retry-After`, as a fanned-out read's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarded_reads_and_commands_that_a_peer_rate_limits_say_when_to_retry() {
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let limited = ScriptedPeer::start(&master, "limited", &[Answer::RateLimited(30)]).await;
+    let task = format!("Task:{}:{}", limited.id, Uuid::new_v4());
+    let cases = [
+        ("query($id: ID!) { node(id: $id) { id } }", json!({ "id": task })),
+        (
+            "mutation($id: ID!) { updateTask(input: {id: $id, title: \"renamed\"}) { id } }",
+            json!({ "id": task }),
+        ),
+    ];
+    for (round, (query, variables)) in cases.into_iter().enumerate() {
+        let started = Instant::now();
+        let body = master.gql(&token, query, variables).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "not waited for: {body}");
+        let error = body["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["extensions"]["code"] == "PEER_RATE_LIMITED")
+            .unwrap_or_else(|| panic!("{query}: no PEER_RATE_LIMITED: {body}"));
+        assert_eq!(error["extensions"]["instance"], limited.id.to_string(), "{body}");
+        assert_eq!(error["extensions"]["retryAfterMs"], 30_000, "{body}");
+        assert_eq!(error["extensions"]["peerCode"], "RATE_LIMITED", "{body}");
+        assert_eq!(limited.hits(), round + 1, "asked once, not retried beyond the deadline");
+    }
+}
+
 /// `extensions.federation` counts add up to the total, a peer without rows
 /// is successful, and a peer listed in `federation.required_peers` that
 /// fails fails the whole query (data null, REQUIRED_PEER_FAILED).

@@ -44,4 +44,5 @@ mod shutdown;
 mod sso;
 mod subscriptions;
 mod teams;
+mod tracing;
 mod user_admin;

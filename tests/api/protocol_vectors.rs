@@ -382,6 +382,7 @@ fn query_body() -> String {
                 user: format!("User:{ORIGIN}:0196f2a4-7000-7000-8000-000000000001"),
                 email: Some("ada@example.org".into()),
             }),
+            traceparent: None,
         },
     };
     serde_json::to_string(&body).expect("serialises")
@@ -401,6 +402,7 @@ fn command_body() -> String {
             hop_limit: 2,
             deadline_ms: 1200,
             actor: None,
+            traceparent: None,
         },
     };
     serde_json::to_string(&body).expect("serialises")

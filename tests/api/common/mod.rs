@@ -270,6 +270,7 @@ pub async fn signed(from: &TestApp, to: &TestApp, path: &str, document: &str) ->
             hop_limit: 3,
             deadline_ms: 5_000,
             actor: None,
+            traceparent: None,
         },
     })
     .unwrap();
