@@ -166,34 +166,7 @@ async fn the_knowledge_graph_page_needs_a_session_and_loads_nothing_from_elsewhe
     }
     app.stop().await;
 
-    let port = common::oidc::free_port();
-    let provider = common::oidc::Provider::start(&format!("http://127.0.0.1:{port}/auth/callback")).await;
-    let issuer = provider.issuer.clone();
-    let app = common::spawn_app_with(|c| {
-        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        c.oidc = Some(common::oidc::settings(
-            issuer,
-            vec![],
-            mosaic::config::OidcSettings::DEFAULT_DISCOVERY_REFRESH,
-        ));
-    })
-    .await;
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = no_redirects
-        .get(format!("{}/knowledge/graph", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    assert_eq!(
-        r.headers()[reqwest::header::LOCATION],
-        "/auth/login?return_to=%2Fknowledge%2Fgraph"
-    );
-    app.stop().await;
-    provider.stop().await;
+    redirects_to_sign_in("/knowledge/graph", "/auth/login?return_to=%2Fknowledge%2Fgraph").await;
 }
 
 /// The federation console is served like the knowledge graph page, to an
@@ -290,6 +263,12 @@ async fn the_federation_console_is_for_administrators_and_loads_nothing_from_els
     assert!(!script.contains("innerHTML"), "server data is set as text only");
     app.stop().await;
 
+    redirects_to_sign_in("/admin/federation", "/auth/login?return_to=%2Fadmin%2Ffederation").await;
+}
+
+/// With single sign-on configured, a signed-out `GET path` is sent to sign in
+/// (303 to `location`).
+async fn redirects_to_sign_in(path: &str, location: &str) {
     let port = common::oidc::free_port();
     let provider = common::oidc::Provider::start(&format!("http://127.0.0.1:{port}/auth/callback")).await;
     let issuer = provider.issuer.clone();
@@ -306,16 +285,9 @@ async fn the_federation_console_is_for_administrators_and_loads_nothing_from_els
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = no_redirects
-        .get(format!("{}/admin/federation", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    assert_eq!(
-        r.headers()[reqwest::header::LOCATION],
-        "/auth/login?return_to=%2Fadmin%2Ffederation"
-    );
+    let r = no_redirects.get(format!("{}{path}", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{path}");
+    assert_eq!(r.headers()[reqwest::header::LOCATION], location, "{path}");
     app.stop().await;
     provider.stop().await;
 }
