@@ -14,6 +14,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod netguard;
+pub mod outbox;
 pub mod peering;
 pub mod protocol;
 pub mod provenance;
@@ -104,6 +105,11 @@ pub struct Federation {
     unknown_key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::VecDeque<Instant>>>,
     /// CONNECTs received in the last minute, per source address.
     connects: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<Instant>>>,
+    /// Woken when a transaction wrote to the outbox (the listener hears it):
+    /// the delivery worker numbers and sends (`outbox.rs`).
+    pub outbox_written: Arc<tokio::sync::Notify>,
+    /// Woken when a peer granted us access: subscribe to its events now.
+    pub subscribe_now: Arc<tokio::sync::Notify>,
 }
 
 /// Where changes to the registry and to this instance's keys are announced
@@ -160,6 +166,8 @@ impl Federation {
             key_refreshes: Default::default(),
             unknown_key_refreshes: Default::default(),
             connects: Default::default(),
+            outbox_written: Default::default(),
+            subscribe_now: Default::default(),
         })
     }
 
@@ -323,7 +331,7 @@ impl Federation {
             current_key,
             old_keys,
             schema_hash: self.schema_hash.clone(),
-            capabilities: ["connect", "query", "command", "event", "disconnect"]
+            capabilities: ["connect", "query", "command", "event", "disconnect", "subscribe"]
                 .map(String::from)
                 .to_vec(),
             issued_at: now_unix(),
