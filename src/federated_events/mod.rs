@@ -61,7 +61,8 @@ pub struct FederatedEventSubscription;
 #[Subscription]
 impl FederatedEventSubscription {
     /// Domain events of the instances in `scope` (no scope: this one only;
-    /// `all`: this one and every peer whose events it receives), of the
+    /// `all`: this one and every peer it may query; this instance subscribes
+    /// to a peer's events the first time someone asks for them), of the
     /// `types` given (default all), in order per instance. From now on, or
     /// after the place `after` (an event's `cursor`) names. This instance's
     /// events are those of workspaces you can read; peers' are what their
@@ -78,6 +79,9 @@ impl FederatedEventSubscription {
         let types = check_types(types)?;
         let live = ctx.data_unchecked::<Arc<Live>>();
         let (local, peers) = instances(rc, scope.as_ref()).await?;
+        // Subscribes to those peers' events if this instance does not yet.
+        rc.federation
+            .want_events(peers.iter().filter_map(|p| p.id.parse().ok()));
         let admission = live.admit_subscription(user.user_id)?;
         let positions = positions(rc, local, &peers, after.as_deref()).await;
         rc.db.rollback().await?;

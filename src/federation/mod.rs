@@ -108,8 +108,12 @@ pub struct Federation {
     /// Woken when a transaction wrote to the outbox (the listener hears it):
     /// the delivery worker numbers and sends (`outbox.rs`).
     pub outbox_written: Arc<tokio::sync::Notify>,
-    /// Woken when a peer granted us access: subscribe to its events now.
+    /// Woken when a peer granted us access or a client first asked for a
+    /// peer's events: subscribe now (`outbox.rs`).
     pub subscribe_now: Arc<tokio::sync::Notify>,
+    /// Peers whose events a client of this replica asked for (`events`):
+    /// the ones it subscribes to.
+    pub events_wanted: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 /// Where changes to the registry and to this instance's keys are announced
@@ -168,6 +172,7 @@ impl Federation {
             connects: Default::default(),
             outbox_written: Default::default(),
             subscribe_now: Default::default(),
+            events_wanted: Default::default(),
         })
     }
 

@@ -10,9 +10,12 @@
 //! tried again with exponential backoff. Delivery is at least once; the
 //! receiver ignores ids it processed (exactly-once processing).
 //!
-//! The master's side: it subscribes, always, to every peer that granted it
-//! access (on the grant, at start and every [`RESUBSCRIBE_EVERY`]), for all
-//! event types; the peer subscribes only what the grant lets it read.
+//! The master's side: it subscribes to a peer, for all event types, when a
+//! client first opens an `events` subscription covering it, and from then on
+//! keeps it: again on a new grant and every [`RESUBSCRIBE_EVERY`] while this
+//! process runs; the peer keeps delivering until the grant ends, also while
+//! the master is down. The peer subscribes only the types of resources the
+//! grant lets it read. So peers whose events nobody asked for send none.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -355,16 +358,31 @@ impl Federation {
         Ok(())
     }
 
+    /// Marks `peers` as ones whose events a client asked for; subscribes to
+    /// those not asked for before, now.
+    pub fn want_events(&self, peers: impl IntoIterator<Item = Uuid>) {
+        let mut wanted = self.events_wanted.lock().expect("wanted lock");
+        let before = wanted.len();
+        wanted.extend(peers);
+        if wanted.len() > before {
+            self.subscribe_now.notify_one();
+        }
+    }
+
     /// The master's side, until `closing`: subscribes to every peer we may
-    /// query, now, whenever a peer grants us access, and every
-    /// [`RESUBSCRIBE_EVERY`] (a peer that restarted or lost the
-    /// subscription with a grant change gets it back).
+    /// query whose events were asked for, when first asked, whenever a peer
+    /// grants us access, and every [`RESUBSCRIBE_EVERY`] (a peer that lost
+    /// the subscription with a grant change gets it back).
     pub async fn subscribe_until(self: Arc<Self>, closing: impl Future<Output = ()>) {
         tokio::pin!(closing);
         loop {
             match self.queryable_peers().await {
                 Ok(peers) => {
-                    let all = peers.iter().map(|p| self.subscribe_to(p));
+                    let wanted = self.events_wanted.lock().expect("wanted lock").clone();
+                    let all = peers
+                        .iter()
+                        .filter(|p| wanted.contains(&p.id))
+                        .map(|p| self.subscribe_to(p));
                     futures::future::join_all(all).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "listing peers to subscribe to"),

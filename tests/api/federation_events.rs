@@ -116,8 +116,9 @@ impl Ws {
 }
 
 /// Subscribes `token`'s user on `master` to `variables`' events and waits
-/// until the feed is in place (its positions read).
-async fn events_on(master: &TestApp, token: &str, variables: Value) -> Ws {
+/// until the feed is in place (its positions read) and `spokes` hold the
+/// master's subscription (asked for by the first feed covering them).
+async fn events_on(master: &TestApp, token: &str, variables: Value, spokes: &[&TestApp]) -> Ws {
     let before = master.state.live.event_feed_subscribers();
     let mut ws = Ws::open(master, token).await;
     ws.subscribe(variables).await;
@@ -127,6 +128,9 @@ async fn events_on(master: &TestApp, token: &str, variables: Value) -> Ws {
         async move { n > before }
     })
     .await;
+    for spoke in spokes {
+        subscribed(spoke, master).await;
+    }
     ws
 }
 
@@ -146,7 +150,6 @@ async fn pair(terms: impl FnOnce(Uuid) -> Terms) -> Pair {
     let (_, spoke_token) = spoke.user("bob@spoke.test").await;
     let workspace = spoke.create_workspace(&spoke_token, "Shared").await;
     peer_with(&master, &spoke, terms(local_id(&workspace))).await;
-    subscribed(&spoke, &master).await;
     Pair {
         master,
         spoke,
@@ -170,7 +173,7 @@ async fn a_task_made_on_a_spoke_reaches_the_masters_subscription_through_restart
         workspace,
     } = pair(|w| common::grant(&[w], false, None)).await;
     let spoke_id = spoke.state.instance_id.to_string();
-    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true } })).await;
+    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true } }), &[&spoke]).await;
 
     let started = Instant::now();
     let t1 = spoke.create_task(&spoke_token, &workspace, "First").await;
@@ -210,7 +213,7 @@ async fn a_task_made_on_a_spoke_reaches_the_masters_subscription_through_restart
     let t4 = spoke.create_task(&spoke_token, &workspace, "Also while down").await;
     let master = spawn_config(config).await;
     // The client reconnects and resumes after the last event it saw.
-    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true }, "after": cursor })).await;
+    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true }, "after": cursor }), &[&spoke]).await;
     let missed = [ws.event().await, ws.event().await];
     assert_eq!(
         missed.iter().map(|e| e["objectId"].as_str().unwrap()).collect::<Vec<_>>(),
@@ -267,8 +270,7 @@ async fn revocation_stops_delivery_at_once() {
     let (_, other_token) = other.user("cy@other.test").await;
     let other_ws = other.create_workspace(&other_token, "Other").await;
     peer(&master, &other, &[&other_ws], false).await;
-    subscribed(&other, &master).await;
-    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true } })).await;
+    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true } }), &[&spoke, &other]).await;
 
     spoke.create_task(&spoke_token, &workspace, "Before").await;
     assert_eq!(ws.event().await["instance"]["name"], "spoke");
@@ -321,7 +323,7 @@ async fn a_grant_without_tasks_never_delivers_task_events() {
         ..common::grant(&[w], false, None)
     })
     .await;
-    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true } })).await;
+    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true } }), &[&spoke]).await;
     // The task's event comes first in the spoke's order; only the project's arrives.
     spoke.create_task(&spoke_token, &workspace, "Not yours").await;
     let project = spoke
@@ -350,7 +352,7 @@ async fn this_instances_own_events_follow_what_the_subscriber_may_read_and_resum
     let (_, eve) = app.user("eve@solo.test").await;
     let mine = app.create_workspace(&ada, "Mine").await;
     let hers = app.create_workspace(&eve, "Hers").await;
-    let mut ws = events_on(&app, &ada, json!({ "types": ["task.created"] })).await;
+    let mut ws = events_on(&app, &ada, json!({ "types": ["task.created"] }), &[]).await;
     app.create_task(&eve, &hers, "Not visible to ada").await;
     let t1 = app.create_task(&ada, &mine, "One").await;
     let first = ws.event().await;
@@ -366,7 +368,7 @@ async fn this_instances_own_events_follow_what_the_subscriber_may_read_and_resum
     .await;
     let t2 = app.create_task(&ada, &mine, "Two").await;
     let t3 = app.create_task(&ada, &mine, "Three").await;
-    let mut ws = events_on(&app, &ada, json!({ "types": ["task.created"], "after": cursor })).await;
+    let mut ws = events_on(&app, &ada, json!({ "types": ["task.created"], "after": cursor }), &[]).await;
     let resumed = [ws.event().await, ws.event().await];
     assert_eq!(
         resumed.iter().map(|e| e["objectId"].as_str().unwrap()).collect::<Vec<_>>(),
