@@ -897,7 +897,9 @@ async fn subscription(
         .connect(name, tcp)
         .await
         .unwrap();
-    let mut request = format!("wss://127.0.0.1:{}/graphql", i.port).into_client_request().unwrap();
+    let mut request = format!("wss://127.0.0.1:{}/graphql", i.port)
+        .into_client_request()
+        .unwrap();
     let h = request.headers_mut();
     h.insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
     h.insert("authorization", format!("Bearer {}", i.token).parse().unwrap());
@@ -923,8 +925,14 @@ async fn events(bench: &Bench) {
     use futures::StreamExt;
     use std::collections::HashMap;
     use tokio_tungstenite::tungstenite::Message;
-    let n: usize = std::env::var("BENCH_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000);
-    let rate: f64 = std::env::var("BENCH_EVENT_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(100.0);
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000);
+    let rate: f64 = std::env::var("BENCH_EVENT_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0);
     println!("\n== events: {n} tasks created on a spoke at {rate}/s, commit → the master's events subscription ==");
     let master = bench.start("emaster", 0).await;
     let spoke = bench.start("espoke", 0).await;
@@ -948,7 +956,10 @@ async fn events(bench: &Bench) {
         .unwrap()
         == 0
     {
-        assert!(started.elapsed() < Duration::from_secs(30), "the master never subscribed");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the master never subscribed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -965,7 +976,12 @@ async fn events(bench: &Bench) {
     }));
     // Warm-up: tasks until one arrives, so the subscription is in place before the first measured commit.
     let create = |title: String| {
-        let (http, url, token, workspace) = (bench.http.clone(), spoke.url.clone(), spoke.token.clone(), workspace.clone());
+        let (http, url, token, workspace) = (
+            bench.http.clone(),
+            spoke.url.clone(),
+            spoke.token.clone(),
+            workspace.clone(),
+        );
         async move {
             let body: Value = http
                 .post(format!("{url}/graphql"))
@@ -983,7 +999,10 @@ async fn events(bench: &Bench) {
     };
     loop {
         create("warm-up".into()).await;
-        if tokio::time::timeout(Duration::from_secs(2), arrived.recv()).await.is_ok() {
+        if tokio::time::timeout(Duration::from_secs(2), arrived.recv())
+            .await
+            .is_ok()
+        {
             break;
         }
     }
@@ -1015,10 +1034,19 @@ async fn events(bench: &Bench) {
     }
     let mut latencies: Vec<f64> = commits
         .iter()
-        .filter_map(|(id, c)| arrivals.get(id).map(|a| a.saturating_duration_since(*c).as_secs_f64() * 1000.0))
+        .filter_map(|(id, c)| {
+            arrivals
+                .get(id)
+                .map(|a| a.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+        })
         .collect();
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     println!(
         "  delivered {}/{n}; commit → subscription latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),

@@ -125,7 +125,9 @@ fn check_types(types: Option<Vec<String>>) -> AppResult<Option<Vec<String>>> {
 /// Whether this instance is in the scope, and the peers (id and name) it
 /// names: those we may query, whose events we subscribe to.
 async fn instances(rc: &RequestContext, scope: Option<&InstanceScope>) -> AppResult<(bool, Vec<InstanceInfo>)> {
-    let Some(scope) = scope else { return Ok((true, Vec::new())) };
+    let Some(scope) = scope else {
+        return Ok((true, Vec::new()));
+    };
     let peers = rc.federation.queryable_peers().await?;
     let info = |p: &crate::federation::registry::PeerRecord| InstanceInfo {
         id: p.id.to_string(),
@@ -184,7 +186,10 @@ async fn positions(
         let now: i64 = sqlx::query_scalar("SELECT last_id FROM event_outbox_sequencer")
             .fetch_one(&mut *conn)
             .await?;
-        at.insert(rc.instance.id.clone(), given.get(&rc.instance.id).copied().unwrap_or(now));
+        at.insert(
+            rc.instance.id.clone(),
+            given.get(&rc.instance.id).copied().unwrap_or(now),
+        );
     }
     let ids: Vec<Uuid> = peers.iter().filter_map(|p| p.id.parse().ok()).collect();
     let processed: BTreeMap<String, i64> =
@@ -299,7 +304,12 @@ impl Feed<'_> {
             let (ids, after): (Vec<Uuid>, Vec<i64>) = self
                 .peers
                 .iter()
-                .filter_map(|p| Some((p.id.parse::<Uuid>().ok()?, self.positions.get(&p.id).copied().unwrap_or(0))))
+                .filter_map(|p| {
+                    Some((
+                        p.id.parse::<Uuid>().ok()?,
+                        self.positions.get(&p.id).copied().unwrap_or(0),
+                    ))
+                })
                 .unzip();
             let rows = sqlx::query(
                 "SELECT r.peer_id, r.id, r.type, r.workspace_id, r.object_id, r.changed, r.at \

@@ -145,7 +145,10 @@ impl Federation {
         let mut pruned = Instant::now() - PRUNE_EVERY;
         loop {
             // On the lock's own connection: if it is gone, so is the lock.
-            let last: i64 = match sqlx::query_scalar("SELECT outbox_sequence()").fetch_one(&mut *lock).await {
+            let last: i64 = match sqlx::query_scalar("SELECT outbox_sequence()")
+                .fetch_one(&mut *lock)
+                .await
+            {
                 Ok(last) => last,
                 Err(e) => {
                     tracing::warn!(error = %e, "numbering the outbox failed; delivery pauses");
@@ -170,7 +173,9 @@ impl Federation {
             }
             let wait = backoff
                 .next_due()
-                .map_or(Duration::from_secs(1), |at| at.saturating_duration_since(Instant::now()))
+                .map_or(Duration::from_secs(1), |at| {
+                    at.saturating_duration_since(Instant::now())
+                })
                 .clamp(Duration::from_millis(10), Duration::from_secs(1));
             let _ = tokio::time::timeout(wait, self.outbox_written.notified()).await;
         }
@@ -249,7 +254,12 @@ impl Federation {
     /// Sends `s` the next batch it may read (checked now: a grant revoked or
     /// narrowed since applies at once). Returns the acknowledged id and
     /// whether the batch was full.
-    async fn deliver_to(&self, s: &Subscription, last: i64, statement_timeout: Duration) -> Result<(i64, bool), String> {
+    async fn deliver_to(
+        &self,
+        s: &Subscription,
+        last: i64,
+        statement_timeout: Duration,
+    ) -> Result<(i64, bool), String> {
         let peer = self
             .peer(s.peer_id)
             .await
@@ -268,7 +278,11 @@ impl Federation {
         };
         let full = events.len() as i64 == BATCH;
         // A full batch covers ids up to its last; otherwise all up to `last`.
-        let through = if full { events.last().map_or(last, |e| e.id) } else { last };
+        let through = if full {
+            events.last().map_or(last, |e| e.id)
+        } else {
+            last
+        };
         let acked = if events.is_empty() {
             // Nothing in the range is the peer's to see: nothing to send.
             through
@@ -277,7 +291,13 @@ impl Federation {
             let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
             let body = Event::Domain { events, through };
             let answer = self
-                .send(peer.id, &peer.base_url, protocol::EVENT_PATH, &body, self.settings.deadline)
+                .send(
+                    peer.id,
+                    &peer.base_url,
+                    protocol::EVENT_PATH,
+                    &body,
+                    self.settings.deadline,
+                )
                 .await
                 .map_err(|e| format!("{}: {}", e.code, e.message))?;
             let ack: EventAck =
@@ -402,7 +422,13 @@ impl Federation {
             types: protocol::event_types().collect(),
         };
         if let Err(e) = self
-            .send(peer.id, &peer.base_url, protocol::SUBSCRIBE_PATH, &body, self.settings.deadline)
+            .send(
+                peer.id,
+                &peer.base_url,
+                protocol::SUBSCRIBE_PATH,
+                &body,
+                self.settings.deadline,
+            )
             .await
         {
             tracing::info!(peer = %peer.name, code = e.code, error = %e.message, "subscribing to events failed");
@@ -411,7 +437,12 @@ impl Federation {
 
     /// Records a domain batch from `peer` (already checked): one transaction
     /// with its cursor. Returns the last id processed.
-    pub async fn record_received(&self, peer: &PeerRecord, events: &[DomainEvent], through: i64) -> Result<i64, sqlx::Error> {
+    pub async fn record_received(
+        &self,
+        peer: &PeerRecord,
+        events: &[DomainEvent],
+        through: i64,
+    ) -> Result<i64, sqlx::Error> {
         let rows: Vec<serde_json::Value> = events
             .iter()
             .map(|e| {

@@ -210,9 +210,16 @@ pub fn event_resource(event_type: &str) -> Option<&'static str> {
 /// increasing up to `through`, known types, bounded names. Events claiming
 /// another instance are not the sender's to tell: they are left out, and
 /// counted in the second value.
-pub fn check_batch(events: Vec<DomainEvent>, through: i64, sender: uuid::Uuid) -> Result<(Vec<DomainEvent>, usize), String> {
+pub fn check_batch(
+    events: Vec<DomainEvent>,
+    through: i64,
+    sender: uuid::Uuid,
+) -> Result<(Vec<DomainEvent>, usize), String> {
     if events.len() > MAX_EVENT_BATCH {
-        return Err(format!("a batch holds at most {MAX_EVENT_BATCH} events, not {}", events.len()));
+        return Err(format!(
+            "a batch holds at most {MAX_EVENT_BATCH} events, not {}",
+            events.len()
+        ));
     }
     let mut previous = 0;
     for e in &events {
@@ -224,11 +231,16 @@ pub fn check_batch(events: Vec<DomainEvent>, through: i64, sender: uuid::Uuid) -
         }
         previous = e.id;
         if event_resource(&e.kind).is_none() {
-            return Err(format!("unknown event type {:?}", e.kind.chars().take(64).collect::<String>()));
+            return Err(format!(
+                "unknown event type {:?}",
+                e.kind.chars().take(64).collect::<String>()
+            ));
         }
         if e.changed.len() > MAX_CHANGED
             || e.changed.iter().any(|n| {
-                n.is_empty() || n.chars().count() > MAX_NAME_CHARS || !n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                n.is_empty()
+                    || n.chars().count() > MAX_NAME_CHARS
+                    || !n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
             })
         {
             return Err(format!(
@@ -435,18 +447,38 @@ mod tests {
             changed: vec!["title".into()],
             at: "2026-01-01T00:00:00Z".into(),
         };
-        let (kept, dropped) = check_batch(vec![e(1, "task.created", me), e(3, "agent_task.updated", me)], 5, me).unwrap();
+        let (kept, dropped) =
+            check_batch(vec![e(1, "task.created", me), e(3, "agent_task.updated", me)], 5, me).unwrap();
         assert_eq!((kept.len(), dropped), (2, 0));
-        let (kept, dropped) = check_batch(vec![e(1, "task.created", uuid::Uuid::new_v4()), e(2, "task.updated", me)], 2, me).unwrap();
+        let (kept, dropped) = check_batch(
+            vec![e(1, "task.created", uuid::Uuid::new_v4()), e(2, "task.updated", me)],
+            2,
+            me,
+        )
+        .unwrap();
         assert_eq!((kept.iter().map(|e| e.id).collect::<Vec<_>>(), dropped), (vec![2], 1));
-        assert!(check_batch(vec![e(2, "task.created", me), e(2, "task.updated", me)], 5, me).is_err(), "not increasing");
-        assert!(check_batch(vec![e(6, "task.created", me)], 5, me).is_err(), "beyond through");
-        assert!(check_batch(vec![e(0, "task.created", me)], 5, me).is_err(), "not positive");
-        assert!(check_batch(vec![e(1, "task.exploded", me)], 5, me).is_err(), "unknown type");
+        assert!(
+            check_batch(vec![e(2, "task.created", me), e(2, "task.updated", me)], 5, me).is_err(),
+            "not increasing"
+        );
+        assert!(
+            check_batch(vec![e(6, "task.created", me)], 5, me).is_err(),
+            "beyond through"
+        );
+        assert!(
+            check_batch(vec![e(0, "task.created", me)], 5, me).is_err(),
+            "not positive"
+        );
+        assert!(
+            check_batch(vec![e(1, "task.exploded", me)], 5, me).is_err(),
+            "unknown type"
+        );
         let mut bad = e(1, "task.created", me);
         bad.changed = vec!["Robert'); DROP".into()];
         assert!(check_batch(vec![bad], 5, me).is_err(), "column names only");
-        let many = (1..=MAX_EVENT_BATCH as i64 + 1).map(|i| e(i, "task.created", me)).collect();
+        let many = (1..=MAX_EVENT_BATCH as i64 + 1)
+            .map(|i| e(i, "task.created", me))
+            .collect();
         assert!(check_batch(many, 1_000, me).is_err(), "bounded");
         assert_eq!(event_types().count(), 15);
         assert_eq!(event_resource("knowledge_entry.deleted"), Some("knowledge"));

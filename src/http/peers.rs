@@ -597,8 +597,8 @@ async fn subscribe_request(
 ) -> Result<Response, Refused> {
     let fed = state.federation.clone();
     let peer = verify(&fed, protocol::SUBSCRIBE_PATH, headers, &body, Need::ActiveGrant, entry).await?;
-    let request: protocol::Subscribe = serde_json::from_slice(&body)
-        .map_err(|e| refuse(Refusal::BadRequest, format!("malformed SUBSCRIBE: {e}")))?;
+    let request: protocol::Subscribe =
+        serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed SUBSCRIBE: {e}")))?;
     let known: Vec<String> = protocol::event_types().collect();
     if request.types.len() > known.len() || request.types.iter().any(|t| !known.contains(t)) {
         return Err(refuse(
@@ -612,7 +612,12 @@ async fn subscribe_request(
             "events go to a whole instance: a grant limited to some people carries none",
         ));
     }
-    let readable: Vec<&str> = peer.terms().readable().into_iter().map(grant::Resource::as_str).collect();
+    let readable: Vec<&str> = peer
+        .terms()
+        .readable()
+        .into_iter()
+        .map(grant::Resource::as_str)
+        .collect();
     let mut types: Vec<String> = request
         .types
         .into_iter()

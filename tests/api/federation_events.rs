@@ -160,7 +160,10 @@ async fn pair(terms: impl FnOnce(Uuid) -> Terms) -> Pair {
 }
 
 fn id_list(events: &[Value]) -> Vec<i64> {
-    events.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect()
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -195,12 +198,17 @@ async fn a_task_made_on_a_spoke_reaches_the_masters_subscription_through_restart
         )
         .await;
     let updated = ws.event().await;
-    assert_eq!((updated["type"].as_str(), &updated["changed"]), (Some("task.updated"), &json!(["title"])));
+    assert_eq!(
+        (updated["type"].as_str(), &updated["changed"]),
+        (Some("task.updated"), &json!(["title"]))
+    );
     seen.push(updated);
 
     // The spoke restarts: delivery goes on from its outbox.
     let spoke = spawn_config(spoke.stop_for_restart().await).await;
-    let t2 = spoke.create_task(&spoke_token, &workspace, "After the spoke's restart").await;
+    let t2 = spoke
+        .create_task(&spoke_token, &workspace, "After the spoke's restart")
+        .await;
     let e = ws.event().await;
     assert_eq!(e["objectId"], t2.as_str());
     seen.push(e);
@@ -208,15 +216,29 @@ async fn a_task_made_on_a_spoke_reaches_the_masters_subscription_through_restart
     // The master goes down; events made meanwhile wait in the spoke's outbox.
     let cursor = seen.last().unwrap()["cursor"].as_str().unwrap().to_string();
     let config = master.stop_for_restart().await;
-    assert!(ws.message().await.is_none_or(|m| m["type"] != "next"), "nothing arrives from a stopped master");
-    let t3 = spoke.create_task(&spoke_token, &workspace, "While the master is down").await;
+    assert!(
+        ws.message().await.is_none_or(|m| m["type"] != "next"),
+        "nothing arrives from a stopped master"
+    );
+    let t3 = spoke
+        .create_task(&spoke_token, &workspace, "While the master is down")
+        .await;
     let t4 = spoke.create_task(&spoke_token, &workspace, "Also while down").await;
     let master = spawn_config(config).await;
     // The client reconnects and resumes after the last event it saw.
-    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true }, "after": cursor }), &[&spoke]).await;
+    let mut ws = events_on(
+        &master,
+        &master_token,
+        json!({ "scope": { "all": true }, "after": cursor }),
+        &[&spoke],
+    )
+    .await;
     let missed = [ws.event().await, ws.event().await];
     assert_eq!(
-        missed.iter().map(|e| e["objectId"].as_str().unwrap()).collect::<Vec<_>>(),
+        missed
+            .iter()
+            .map(|e| e["objectId"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         [t3.as_str(), t4.as_str()]
     );
     seen.extend(missed);
@@ -246,14 +268,20 @@ async fn a_task_made_on_a_spoke_reaches_the_masters_subscription_through_restart
         spoke.state.federation.outbox_backlog().await.unwrap().get(&master_id) == Some(&0)
     })
     .await;
-    let status = mosaic::federation::health::status(&spoke.state.federation).await.unwrap().join("\n");
+    let status = mosaic::federation::health::status(&spoke.state.federation)
+        .await
+        .unwrap()
+        .join("\n");
     assert!(status.contains("outbox_backlog=0"), "{status}");
     let metrics = spoke.get_text("/metrics").await;
     assert!(
         metrics.contains("mosaic_federation_events_delivered_total{peer=\"master\"}"),
         "{metrics}"
     );
-    assert!(metrics.contains("mosaic_federation_outbox_pending{peer=\"master\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("mosaic_federation_outbox_pending{peer=\"master\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -270,7 +298,13 @@ async fn revocation_stops_delivery_at_once() {
     let (_, other_token) = other.user("cy@other.test").await;
     let other_ws = other.create_workspace(&other_token, "Other").await;
     peer(&master, &other, &[&other_ws], false).await;
-    let mut ws = events_on(&master, &master_token, json!({ "scope": { "all": true } }), &[&spoke, &other]).await;
+    let mut ws = events_on(
+        &master,
+        &master_token,
+        json!({ "scope": { "all": true } }),
+        &[&spoke, &other],
+    )
+    .await;
 
     spoke.create_task(&spoke_token, &workspace, "Before").await;
     assert_eq!(ws.event().await["instance"]["name"], "spoke");
@@ -281,7 +315,9 @@ async fn revocation_stops_delivery_at_once() {
         .revoke(master.state.instance_id, "test")
         .await
         .unwrap();
-    let hidden = spoke.create_task(&spoke_token, &workspace, "After the revocation").await;
+    let hidden = spoke
+        .create_task(&spoke_token, &workspace, "After the revocation")
+        .await;
     let later = other.create_task(&other_token, &other_ws, "From the other peer").await;
     let next = ws.event().await;
     assert_eq!(
@@ -337,7 +373,10 @@ async fn a_grant_without_tasks_never_delivers_task_events() {
         .unwrap()
         .to_string();
     let e = ws.event().await;
-    assert_eq!((e["type"].as_str(), e["objectId"].as_str()), (Some("project.created"), Some(project.as_str())));
+    assert_eq!(
+        (e["type"].as_str(), e["objectId"].as_str()),
+        (Some("project.created"), Some(project.as_str()))
+    );
     let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM received_events WHERE type LIKE 'task.%'")
         .fetch_one(&mut master.admin().await)
         .await
@@ -356,7 +395,11 @@ async fn this_instances_own_events_follow_what_the_subscriber_may_read_and_resum
     app.create_task(&eve, &hers, "Not visible to ada").await;
     let t1 = app.create_task(&ada, &mine, "One").await;
     let first = ws.event().await;
-    assert_eq!(first["objectId"], t1.as_str(), "the other workspace's event is not ada's to see");
+    assert_eq!(
+        first["objectId"],
+        t1.as_str(),
+        "the other workspace's event is not ada's to see"
+    );
     assert_eq!(first["instance"]["name"], "solo");
     let cursor = first["cursor"].as_str().unwrap().to_string();
     drop(ws);
@@ -371,7 +414,10 @@ async fn this_instances_own_events_follow_what_the_subscriber_may_read_and_resum
     let mut ws = events_on(&app, &ada, json!({ "types": ["task.created"], "after": cursor }), &[]).await;
     let resumed = [ws.event().await, ws.event().await];
     assert_eq!(
-        resumed.iter().map(|e| e["objectId"].as_str().unwrap()).collect::<Vec<_>>(),
+        resumed
+            .iter()
+            .map(|e| e["objectId"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         [t2.as_str(), t3.as_str()]
     );
 }
@@ -425,10 +471,21 @@ async fn hostile_batches_are_refused_or_cut_and_duplicates_processed_once() {
     let (status, _) = send_batch(&spoke, &master, vec![huge], base).await;
     assert_eq!(status, 413);
     // Over the count limit, or out of order: 400, nothing recorded.
-    let many = (1..=protocol::MAX_EVENT_BATCH as i64 + 1).map(|i| event(base + i, me)).collect();
+    let many = (1..=protocol::MAX_EVENT_BATCH as i64 + 1)
+        .map(|i| event(base + i, me))
+        .collect();
     let (status, answer) = send_batch(&spoke, &master, many, base + 1_000).await;
-    assert_eq!((status, answer["errors"][0]["extensions"]["code"].as_str()), (400, Some("BAD_REQUEST")));
-    let (status, _) = send_batch(&spoke, &master, vec![event(base + 2, me), event(base + 1, me)], base + 2).await;
+    assert_eq!(
+        (status, answer["errors"][0]["extensions"]["code"].as_str()),
+        (400, Some("BAD_REQUEST"))
+    );
+    let (status, _) = send_batch(
+        &spoke,
+        &master,
+        vec![event(base + 2, me), event(base + 1, me)],
+        base + 2,
+    )
+    .await;
     assert_eq!(status, 400);
     let count = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM received_events WHERE id >= $1")
@@ -441,7 +498,10 @@ async fn hostile_batches_are_refused_or_cut_and_duplicates_processed_once() {
     // An event claiming another instance is dropped; the rest is recorded.
     let batch = vec![event(base + 1, Uuid::new_v4()), event(base + 2, me)];
     let (status, answer) = send_batch(&spoke, &master, batch.clone(), base + 2).await;
-    assert_eq!((status, &answer["processed"], &answer["dropped"]), (200, &json!(base + 2), &json!(1)));
+    assert_eq!(
+        (status, &answer["processed"], &answer["dropped"]),
+        (200, &json!(base + 2), &json!(1))
+    );
     assert_eq!(count().await, 1);
     // The same batch again: acknowledged, processed no second time.
     let (status, answer) = send_batch(&spoke, &master, batch, base + 2).await;
