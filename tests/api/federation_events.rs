@@ -120,7 +120,9 @@ impl Ws {
 /// master's subscription (asked for by the first feed covering them).
 async fn events_on(master: &TestApp, token: &str, variables: Value, spokes: &[&TestApp]) -> Ws {
     let before = master.state.live.event_feed_subscribers();
-    let mut ws = Ws::open(master, token).await;
+    let mut ws = tokio::time::timeout(WAIT, Ws::open(master, token))
+        .await
+        .expect("the WebSocket opens in time");
     ws.subscribe(variables).await;
     let live = master.state.live.clone();
     wait_for("the events subscription", || {
@@ -402,6 +404,7 @@ async fn this_instances_own_events_follow_what_the_subscriber_may_read_and_resum
     );
     assert_eq!(first["instance"]["name"], "solo");
     let cursor = first["cursor"].as_str().unwrap().to_string();
+    ws.0.close(None).await.unwrap();
     drop(ws);
     let live = app.state.live.clone();
     wait_for("the first feed to end", || {
