@@ -152,3 +152,12 @@ GRANT SELECT ON event_outbox_sequencer TO mosaic_app;
 -- The delivery worker's and the SUBSCRIBE handler's: bookkeeping of peers,
 -- no tenant data.
 GRANT SELECT, INSERT, UPDATE, DELETE ON event_subscriptions TO mosaic_app;
+
+-- Bookkeeping of peers, not tenant data, but every table has forced RLS:
+-- the application role (worker, SUBSCRIBE handler) may use them whole.
+ALTER TABLE event_outbox_sequencer ENABLE ROW LEVEL SECURITY;
+ALTER TABLE event_outbox_sequencer FORCE ROW LEVEL SECURITY;
+CREATE POLICY event_outbox_sequencer_all ON event_outbox_sequencer USING (true) WITH CHECK (true);
+ALTER TABLE event_subscriptions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE event_subscriptions FORCE ROW LEVEL SECURITY;
+CREATE POLICY event_subscriptions_all ON event_subscriptions USING (true) WITH CHECK (true);

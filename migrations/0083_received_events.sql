@@ -72,3 +72,8 @@ CREATE POLICY received_events_definer ON received_events
     USING (current_user <> 'mosaic_app') WITH CHECK (current_user <> 'mosaic_app');
 
 GRANT SELECT ON received_event_cursors TO mosaic_app;
+
+-- Bookkeeping (a peer and a number), but every table has forced RLS.
+ALTER TABLE received_event_cursors ENABLE ROW LEVEL SECURITY;
+ALTER TABLE received_event_cursors FORCE ROW LEVEL SECURITY;
+CREATE POLICY received_event_cursors_all ON received_event_cursors USING (true) WITH CHECK (true);
