@@ -22,6 +22,13 @@
 //!    over three instances of 10,000 entries each (the installed model
 //!    embeds the query; the entries' vectors are generated), beside the same
 //!    search sent directly to the slowest of them, at 1 and 8 connections.
+//! 6. (`events`) a master subscribed to one spoke's domain events, its
+//!    `events` subscription open over a WebSocket: BENCH_EVENTS tasks
+//!    (default 1,000) created on the spoke through GraphQL at BENCH_EVENT_RATE
+//!    a second (default 100), latency from the mutation's answer (its commit)
+//!    to the event on the master's subscription, p50/p99; then as many tasks
+//!    written on the spoke in one transaction, and the events per second
+//!    through the master until the last one arrives (issue 17).
 //!
 //! 6. (`flapping`) a master with three spokes, federated `tasks(first: 50)`:
 //!    p50/p99 with all three healthy, then with one flapping (a TCP proxy in
@@ -533,6 +540,10 @@ async fn run() {
         flapping(&bench).await;
     }
 
+    if which.is_empty() || which == "events" {
+        events(&bench).await;
+    }
+
     if which.is_empty() || which == "knowledge-federated" {
         let entries = 10_000;
         println!(
@@ -974,4 +985,211 @@ ROLLBACK;
             .unwrap_or(f64::NAN)
     };
     (number("tps = "), number("latency average = "))
+}
+
+/// A graphql-transport-ws connection over TLS, subscribed to `query`.
+async fn subscription(
+    bench: &Bench,
+    i: &Instance,
+    query: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let config = mosaic::federation::tls::client_config(Some(Path::new(&bench.pki.ca_cert))).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", i.port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut request = format!("wss://127.0.0.1:{}/graphql", i.port)
+        .into_client_request()
+        .unwrap();
+    let h = request.headers_mut();
+    h.insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    h.insert("authorization", format!("Bearer {}", i.token).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+    for m in [
+        json!({ "type": "connection_init", "payload": {} }),
+        json!({ "type": "subscribe", "id": "1", "payload": { "query": query } }),
+    ] {
+        ws.send(Message::text(m.to_string())).await.unwrap();
+    }
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m
+            && t.contains("connection_ack")
+        {
+            break;
+        }
+    }
+    ws
+}
+
+/// Issue 17: commit on a spoke → the event on a master's `events` subscription.
+async fn events(bench: &Bench) {
+    use futures::StreamExt;
+    use std::collections::HashMap;
+    use tokio_tungstenite::tungstenite::Message;
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000);
+    let rate: f64 = std::env::var("BENCH_EVENT_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0);
+    println!("\n== events: {n} tasks created on a spoke at {rate}/s, commit → the master's events subscription ==");
+    let master = bench.start("emaster", 0).await;
+    let spoke = bench.start("espoke", 0).await;
+    bench.peer(&master, &spoke, false);
+    let workspace = bench.check(&spoke, "{ workspaces { id } }").await["data"]["workspaces"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ws = subscription(
+        bench,
+        &master,
+        "subscription { events(scope: {all: true}, types: [\"task.created\"]) { objectId } }",
+    )
+    .await;
+    // The master subscribes when its client first asks; wait until the spoke holds it.
+    let mut db = sqlx::PgConnection::connect(&spoke.database_url).await.unwrap();
+    let started = Instant::now();
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM event_subscriptions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the master never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    tokio::spawn(ws.for_each(move |m| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            if let Ok(Message::Text(t)) = m
+                && let Ok(v) = serde_json::from_str::<Value>(&t)
+                && let Some(id) = v["payload"]["data"]["events"]["objectId"].as_str()
+            {
+                let _ = arrived_tx.send((id.to_string(), Instant::now()));
+            }
+        }
+    }));
+    // Warm-up: tasks until one arrives, so the subscription is in place before the first measured commit.
+    let create = |title: String| {
+        let (http, url, token, workspace) = (
+            bench.http.clone(),
+            spoke.url.clone(),
+            spoke.token.clone(),
+            workspace.clone(),
+        );
+        async move {
+            let body: Value = http
+                .post(format!("{url}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({ "query": "mutation($w: ID!, $t: String!) { createTask(input: {workspaceId: $w, title: $t}) { id } }",
+                               "variables": { "w": workspace, "t": title } }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["data"]["createTask"]["id"].as_str().expect("created").to_string()
+        }
+    };
+    loop {
+        create("warm-up".into()).await;
+        if tokio::time::timeout(Duration::from_secs(2), arrived.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    while arrived.try_recv().is_ok() {}
+    let (committed_tx, mut committed) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    for k in 0..n {
+        tick.tick().await;
+        let (created, committed_tx) = (create(format!("event {k}")), committed_tx.clone());
+        tokio::spawn(async move {
+            let id = created.await;
+            let _ = committed_tx.send((id, Instant::now()));
+        });
+    }
+    drop(committed_tx);
+    let mut commits = HashMap::new();
+    while let Some((id, at)) = committed.recv().await {
+        commits.insert(id, at);
+    }
+    let mut arrivals = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while arrivals.len() < n {
+        match tokio::time::timeout_at(deadline.into(), arrived.recv()).await {
+            Ok(Some((id, at))) => {
+                arrivals.insert(id, at);
+            }
+            _ => break,
+        }
+    }
+    let mut latencies: Vec<f64> = commits
+        .iter()
+        .filter_map(|(id, c)| {
+            arrivals
+                .get(id)
+                .map(|a| a.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "  delivered {}/{n}; commit → subscription latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+
+    // Throughput: n tasks in one transaction, all at once through the pipeline.
+    let (mut tx, user) = as_user(&spoke.database_url, &format!("user@{}.example", spoke.name)).await;
+    let written = Instant::now();
+    sqlx::query(
+        "INSERT INTO tasks (id, workspace_id, title, created_by) \
+         SELECT gen_random_uuid(), w.id, 'bulk ' || g, $1 FROM workspaces w, generate_series(1, $2) g",
+    )
+    .bind(user)
+    .bind(n as i32)
+    .execute(&mut tx)
+    .await
+    .unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut tx).await.unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last = written;
+    while got < n {
+        match tokio::time::timeout_at(deadline.into(), arrived.recv()).await {
+            Ok(Some((_, at))) => {
+                got += 1;
+                last = at;
+            }
+            _ => break,
+        }
+    }
+    let took = last.saturating_duration_since(written).as_secs_f64();
+    println!(
+        "  {got}/{n} events of one transaction through the master in {:.2} s: {:.0} events/s",
+        took,
+        got as f64 / took
+    );
 }

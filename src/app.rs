@@ -87,7 +87,13 @@ impl Application {
         if let Some(embeddings) = &knowledge.embeddings {
             caches.push((crate::knowledge::embeddings::CHANNEL, embeddings.clone()));
         }
-        let live = crate::live::Live::start(db.listener_pool(), &config.limits, caches).await?;
+        let live = crate::live::Live::start(
+            db.listener_pool(),
+            &config.limits,
+            caches,
+            federation.outbox_written.clone(),
+        )
+        .await?;
         let dispatcher = Arc::new(crate::agent_tasks::dispatch::Dispatcher::new(
             db.app.clone(),
             agents.clone(),
@@ -102,6 +108,12 @@ impl Application {
             let (federation, pool, closing) = (federation.clone(), db.app.clone(), live.closing());
             async move { federation.share_until(&pool, closing).await }
         });
+        tokio::spawn(
+            federation
+                .clone()
+                .deliver_events_until(config.statement_timeout, live.closing()),
+        );
+        tokio::spawn(federation.clone().subscribe_until(live.closing()));
         let instance = Arc::new(InstanceInfo {
             id: instance_id.to_string(),
             name,

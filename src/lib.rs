@@ -16,6 +16,7 @@ pub mod demo;
 pub mod embedding;
 pub mod error;
 pub mod events;
+pub mod federated_events;
 pub mod federation;
 pub mod graphql;
 pub mod healthcheck;

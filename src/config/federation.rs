@@ -57,6 +57,10 @@ settings! {
         /// Days the request audit keeps a row.
         audit_retention_days: u32 = 90;
             "federation.audit_retention_days", "MOSAIC_FEDERATION_AUDIT_RETENTION_DAYS", range(1, 36_500);
+        /// Days a domain event is kept: in the outbox (sooner once every
+        /// subscriber acknowledged it) and as received from peers.
+        events_retention_days: u32 = 7;
+            "federation.events_retention_days", "MOSAIC_EVENTS_RETENTION_DAYS", range(1, 3_650);
         /// The most peers waiting for approval; further new CONNECTs are refused.
         max_pending_peers: i64 = 100;
             "federation.max_pending_peers", "MOSAIC_MAX_PENDING_PEERS", range(0, 1_000_000);

@@ -187,7 +187,7 @@ impl Federation {
     }
 
     /// The `peer` label: the peer's name, or its id when it has none yet.
-    fn peer_label(&self, peer_id: Uuid) -> String {
+    pub(super) fn peer_label(&self, peer_id: Uuid) -> String {
         self.peers
             .get(&())
             .and_then(|all| all.iter().find(|p| p.id == peer_id).map(|p| p.name.clone()))

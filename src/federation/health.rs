@@ -20,6 +20,7 @@ fn at(t: Option<OffsetDateTime>) -> String {
 /// One line per peer (and an indented one with its contacts).
 pub async fn status(fed: &Federation) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
+    let backlog = fed.outbox_backlog().await?;
     for p in registry::list(&fed.pool).await? {
         let stat = fed.stats.get(&fed.pool, p.id).await?;
         let keys: Vec<String> = p
@@ -45,7 +46,7 @@ pub async fn status(fed: &Federation) -> anyhow::Result<Vec<String>> {
             p.base_url
         ));
         lines.push(format!(
-            "    successes={} errors={} last_success={} last_failure={}{} median_latency={} breaker={}{}",
+            "    successes={} errors={} last_success={} last_failure={}{} median_latency={} breaker={}{} outbox_backlog={}",
             stat.successes,
             stat.errors,
             at(stat.last_contact),
@@ -56,6 +57,9 @@ pub async fn status(fed: &Federation) -> anyhow::Result<Vec<String>> {
             stat.breaker.as_deref().unwrap_or("closed"),
             stat.breaker_at
                 .map_or(String::new(), |t| format!(" (as of {})", at(Some(t)))),
+            backlog
+                .get(&p.id)
+                .map_or_else(|| "none".into(), |n| n.to_string()),
         ));
     }
     Ok(lines)

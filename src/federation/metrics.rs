@@ -31,6 +31,12 @@ pub struct FederationMetrics {
     pub retries: Family<PeerLabels, Counter>,
     pub rate_limited: Family<PeerLabels, Counter>,
     pub received_bytes: Family<PeerLabels, Counter>,
+    /// Domain events a subscribed peer acknowledged (`outbox.rs`).
+    pub events_delivered: Family<PeerLabels, Counter>,
+    /// Outbox ids a subscribed peer has not acknowledged yet.
+    pub outbox_pending: Family<PeerLabels, Gauge>,
+    /// Domain events received from a peer and recorded (duplicates not counted).
+    pub events_received: Family<PeerLabels, Counter>,
 }
 
 impl Default for FederationMetrics {
@@ -43,6 +49,9 @@ impl Default for FederationMetrics {
             retries: Family::default(),
             rate_limited: Family::default(),
             received_bytes: Family::default(),
+            events_delivered: Family::default(),
+            outbox_pending: Family::default(),
+            events_received: Family::default(),
         }
     }
 }
@@ -84,6 +93,21 @@ impl FederationMetrics {
             "federation_received_bytes",
             "Bytes of answers read from peers",
             self.received_bytes.clone(),
+        );
+        registry.register(
+            "federation_events_delivered",
+            "Domain events delivered to a subscribed peer and acknowledged by it",
+            self.events_delivered.clone(),
+        );
+        registry.register(
+            "federation_outbox_pending",
+            "Outbox ids a subscribed peer has not acknowledged (its backlog)",
+            self.outbox_pending.clone(),
+        );
+        registry.register(
+            "federation_events_received",
+            "Domain events received from a peer and recorded once",
+            self.events_received.clone(),
         );
     }
 }

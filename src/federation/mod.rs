@@ -14,6 +14,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod netguard;
+pub mod outbox;
 pub mod peering;
 pub mod protocol;
 pub mod provenance;
@@ -105,6 +106,15 @@ pub struct Federation {
     unknown_key_refreshes: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::VecDeque<Instant>>>,
     /// CONNECTs received in the last minute, per source address.
     connects: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<Instant>>>,
+    /// Woken when a transaction wrote to the outbox (the listener hears it):
+    /// the delivery worker numbers and sends (`outbox.rs`).
+    pub outbox_written: Arc<tokio::sync::Notify>,
+    /// Woken when a peer granted us access or a client first asked for a
+    /// peer's events: subscribe now (`outbox.rs`).
+    pub subscribe_now: Arc<tokio::sync::Notify>,
+    /// Peers whose events a client of this replica asked for (`events`):
+    /// the ones it subscribes to.
+    pub events_wanted: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 /// Where changes to the registry and to this instance's keys are announced
@@ -161,6 +171,9 @@ impl Federation {
             key_refreshes: Default::default(),
             unknown_key_refreshes: Default::default(),
             connects: Default::default(),
+            outbox_written: Default::default(),
+            subscribe_now: Default::default(),
+            events_wanted: Default::default(),
         })
     }
 
@@ -324,7 +337,7 @@ impl Federation {
             current_key,
             old_keys,
             schema_hash: self.schema_hash.clone(),
-            capabilities: ["connect", "query", "command", "event", "disconnect"]
+            capabilities: ["connect", "query", "command", "event", "disconnect", "subscribe"]
                 .map(String::from)
                 .to_vec(),
             issued_at: now_unix(),

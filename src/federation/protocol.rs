@@ -12,6 +12,7 @@ pub const QUERY_PATH: &str = "/federation/query";
 pub const COMMAND_PATH: &str = "/federation/command";
 pub const EVENT_PATH: &str = "/federation/event";
 pub const DISCONNECT_PATH: &str = "/federation/disconnect";
+pub const SUBSCRIBE_PATH: &str = "/federation/subscribe";
 pub const WELL_KNOWN_PATH: &str = "/.well-known/mosaic";
 
 /// Routing facts every QUERY and COMMAND carries (covered by the signature,
@@ -141,6 +142,125 @@ pub enum Event {
     /// The sender rotated its key (this event is signed with the new one, so
     /// verifying it makes the receiver re-read the sender's identity document).
     KeysRotated,
+    /// Domain events of the sender's outbox that the receiver subscribed to,
+    /// in id order; the batch covers every id up to `through` (those not in
+    /// it are outside the receiver's scope). The answer is [`EventAck`].
+    Domain { events: Vec<DomainEvent>, through: i64 },
+}
+
+/// One change on the sending instance (`task.created`, ...): ids only, the
+/// receiver reads the object itself if it wants more.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DomainEvent {
+    /// The id in the sender's outbox: positive, increasing within a batch.
+    pub id: i64,
+    /// The instance the change happened on: the sender (others are dropped).
+    pub instance: uuid::Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub workspace: uuid::Uuid,
+    pub object: uuid::Uuid,
+    /// Columns an update changed (empty for creation and deletion).
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// When it was written, RFC 3339.
+    pub at: String,
+}
+
+/// The answer to a domain EVENT: the last id the receiver has processed
+/// (the sender moves its cursor to it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EventAck {
+    pub processed: i64,
+}
+
+/// SUBSCRIBE body: the domain event types the sender wants (all the grant
+/// allows of them are delivered). Answered with the types subscribed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscribe {
+    pub types: Vec<String>,
+}
+
+/// The kinds of object that have events, with the grant resource each
+/// belongs to.
+pub const EVENT_KINDS: [(&str, &str); 5] = [
+    ("task", "tasks"),
+    ("project", "projects"),
+    ("event", "events"),
+    ("knowledge_entry", "knowledge"),
+    ("agent_task", "agent_tasks"),
+];
+pub const EVENT_ACTIONS: [&str; 3] = ["created", "updated", "deleted"];
+
+/// The most events one EVENT batch may carry.
+pub const MAX_EVENT_BATCH: usize = 200;
+/// The most names in an event's `changed`, and their longest.
+const MAX_CHANGED: usize = 64;
+const MAX_NAME_CHARS: usize = 64;
+
+/// Every event type, `task.created` first.
+pub fn event_types() -> impl Iterator<Item = String> {
+    EVENT_KINDS
+        .iter()
+        .flat_map(|(kind, _)| EVENT_ACTIONS.iter().map(move |a| format!("{kind}.{a}")))
+}
+
+/// The grant resource of an event type; None for an unknown type.
+pub fn event_resource(event_type: &str) -> Option<&'static str> {
+    let (kind, action) = event_type.split_once('.')?;
+    EVENT_ACTIONS.contains(&action).then_some(())?;
+    EVENT_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, r)| *r)
+}
+
+/// Checks a domain batch from `sender` (pure): bounded, ids positive and
+/// increasing up to `through`, known types, bounded names. Events claiming
+/// another instance are not the sender's to tell: they are left out, and
+/// counted in the second value.
+pub fn check_batch(
+    events: Vec<DomainEvent>,
+    through: i64,
+    sender: uuid::Uuid,
+) -> Result<(Vec<DomainEvent>, usize), String> {
+    if events.len() > MAX_EVENT_BATCH {
+        return Err(format!(
+            "a batch holds at most {MAX_EVENT_BATCH} events, not {}",
+            events.len()
+        ));
+    }
+    let mut previous = 0;
+    for e in &events {
+        if e.id <= previous || e.id > through {
+            return Err(format!(
+                "event ids must be positive, increasing and at most through ({through}); {} is not",
+                e.id
+            ));
+        }
+        previous = e.id;
+        if event_resource(&e.kind).is_none() {
+            return Err(format!(
+                "unknown event type {:?}",
+                e.kind.chars().take(64).collect::<String>()
+            ));
+        }
+        if e.changed.len() > MAX_CHANGED
+            || e.changed.iter().any(|n| {
+                n.is_empty()
+                    || n.chars().count() > MAX_NAME_CHARS
+                    || !n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+        {
+            return Err(format!(
+                "changed holds at most {MAX_CHANGED} column names of lower-case letters and _"
+            ));
+        }
+        if time::OffsetDateTime::parse(&e.at, &time::format_description::well_known::Rfc3339).is_err() {
+            return Err(format!("event {}: at is not an RFC 3339 time", e.id));
+        }
+    }
+    let before = events.len();
+    let kept: Vec<DomainEvent> = events.into_iter().filter(|e| e.instance == sender).collect();
+    let dropped = before - kept.len();
+    Ok((kept, dropped))
 }
 
 /// Longest DISCONNECT reason, in characters.
@@ -320,6 +440,56 @@ pub fn check_actor(envelope: &Envelope) -> Result<Option<ActorClaim>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_batches_are_checked_and_foreign_claims_dropped() {
+        let me = uuid::Uuid::new_v4();
+        let e = |id: i64, kind: &str, instance| DomainEvent {
+            id,
+            instance,
+            kind: kind.into(),
+            workspace: uuid::Uuid::nil(),
+            object: uuid::Uuid::nil(),
+            changed: vec!["title".into()],
+            at: "2026-01-01T00:00:00Z".into(),
+        };
+        let (kept, dropped) =
+            check_batch(vec![e(1, "task.created", me), e(3, "agent_task.updated", me)], 5, me).unwrap();
+        assert_eq!((kept.len(), dropped), (2, 0));
+        let (kept, dropped) = check_batch(
+            vec![e(1, "task.created", uuid::Uuid::new_v4()), e(2, "task.updated", me)],
+            2,
+            me,
+        )
+        .unwrap();
+        assert_eq!((kept.iter().map(|e| e.id).collect::<Vec<_>>(), dropped), (vec![2], 1));
+        assert!(
+            check_batch(vec![e(2, "task.created", me), e(2, "task.updated", me)], 5, me).is_err(),
+            "not increasing"
+        );
+        assert!(
+            check_batch(vec![e(6, "task.created", me)], 5, me).is_err(),
+            "beyond through"
+        );
+        assert!(
+            check_batch(vec![e(0, "task.created", me)], 5, me).is_err(),
+            "not positive"
+        );
+        assert!(
+            check_batch(vec![e(1, "task.exploded", me)], 5, me).is_err(),
+            "unknown type"
+        );
+        let mut bad = e(1, "task.created", me);
+        bad.changed = vec!["Robert'); DROP".into()];
+        assert!(check_batch(vec![bad], 5, me).is_err(), "column names only");
+        let many = (1..=MAX_EVENT_BATCH as i64 + 1)
+            .map(|i| e(i, "task.created", me))
+            .collect();
+        assert!(check_batch(many, 1_000, me).is_err(), "bounded");
+        assert_eq!(event_types().count(), 15);
+        assert_eq!(event_resource("knowledge_entry.deleted"), Some("knowledge"));
+        assert_eq!(event_resource("task"), None);
+    }
 
     #[test]
     fn actors_are_vouched_only_by_their_own_instance() {

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route(protocol::COMMAND_PATH, post(peers::command))
         .route(protocol::EVENT_PATH, post(peers::event))
         .route(protocol::DISCONNECT_PATH, post(peers::disconnect))
+        .route(protocol::SUBSCRIBE_PATH, post(peers::subscribe))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), ops::track_metrics))
         .layer(

@@ -514,6 +514,9 @@ async fn event_request(
         // Verifying the request already re-read the peer's keys.
         return Ok(Json(json!({ "ok": true })).into_response());
     }
+    if let Event::Domain { events, through } = event {
+        return domain_events(&fed, &peer, events, through, entry).await;
+    }
     if !peer.outbound_state.live() {
         return Err(refuse(
             Refusal::BadRequest,
@@ -527,7 +530,7 @@ async fn event_request(
         Event::Granted { .. } => (PeerState::Active, "granted_by_peer"),
         Event::Rejected => (PeerState::Rejected, "rejected_by_peer"),
         Event::Suspended => (PeerState::Suspended, "suspended_by_peer"),
-        Event::KeysRotated => unreachable!("answered above"),
+        Event::KeysRotated | Event::Domain { .. } => unreachable!("answered above"),
     };
     let db_error = recording_failed("EVENT");
     let mut tx = fed.change_registry().await.map_err(db_error)?;
@@ -544,7 +547,103 @@ async fn event_request(
     .await
     .map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
+    if outbound == PeerState::Active {
+        // Granted: subscribe to its events now, off this request.
+        fed.subscribe_now.notify_one();
+    }
     Ok(Json(json!({ "ok": true })).into_response())
+}
+
+/// Domain events from a peer we subscribed to: checked (bounded, ordered,
+/// known types; events claiming another instance left out), recorded with
+/// the peer's cursor in one transaction, acknowledged with the last id
+/// processed. A batch received again changes nothing.
+async fn domain_events(
+    fed: &Federation,
+    peer: &PeerRecord,
+    events: Vec<protocol::DomainEvent>,
+    through: i64,
+    entry: &mut Entry,
+) -> Result<Response, Refused> {
+    if peer.outbound_state != PeerState::Active {
+        return Err(refuse(
+            Refusal::PeerNotActive,
+            format!("we do not take events from you (outbound {})", peer.outbound_state),
+        ));
+    }
+    let (events, dropped) =
+        protocol::check_batch(events, through, peer.id).map_err(|e| refuse(Refusal::BadRequest, e))?;
+    if dropped > 0 {
+        tracing::warn!(peer = %peer.name, dropped, "events claiming another instance were dropped");
+    }
+    entry.rows = events.len() as i64;
+    let processed = fed
+        .record_received(peer, &events, through)
+        .await
+        .map_err(recording_failed("EVENT"))?;
+    Ok(Json(json!({ "processed": processed, "dropped": dropped })).into_response())
+}
+
+/// SUBSCRIBE: a peer we granted asks for our domain events (`federation::outbox`
+/// delivers them). Only a grant for the whole peer instance carries events;
+/// the types kept are those of resources the grant lets it read. Idempotent:
+/// a subscription that exists keeps its cursor, and is tried again at once
+/// (the master that subscribes is up).
+pub async fn subscribe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut entry = Entry::begin("SUBSCRIBE");
+    let answer = subscribe_request(&state, &headers, body, &mut entry).await;
+    finish(&state, entry, protocol::SUBSCRIBE_PATH, &headers, answer)
+}
+
+async fn subscribe_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    entry: &mut Entry,
+) -> Result<Response, Refused> {
+    let fed = state.federation.clone();
+    let peer = verify(&fed, protocol::SUBSCRIBE_PATH, headers, &body, Need::ActiveGrant, entry).await?;
+    let request: protocol::Subscribe =
+        serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed SUBSCRIBE: {e}")))?;
+    let known: Vec<String> = protocol::event_types().collect();
+    if request.types.len() > known.len() || request.types.iter().any(|t| !known.contains(t)) {
+        return Err(refuse(
+            Refusal::BadRequest,
+            format!("types must be among {}", known.join(", ")),
+        ));
+    }
+    if !crate::federation::outbox::grant_allows_events(&peer) {
+        return Err(refuse(
+            Refusal::GrantDenied,
+            "events go to a whole instance: a grant limited to some people carries none",
+        ));
+    }
+    let readable: Vec<&str> = peer
+        .terms()
+        .readable()
+        .into_iter()
+        .map(grant::Resource::as_str)
+        .collect();
+    let mut types: Vec<String> = request
+        .types
+        .into_iter()
+        .filter(|t| protocol::event_resource(t).is_some_and(|r| readable.contains(&r)))
+        .collect();
+    types.sort();
+    types.dedup();
+    entry.resources = types.clone();
+    sqlx::query(
+        "INSERT INTO event_subscriptions (peer_id, types, acked_id) \
+         SELECT $1, $2, last_id FROM event_outbox_sequencer \
+         ON CONFLICT (peer_id) DO UPDATE SET types = EXCLUDED.types, failures = 0",
+    )
+    .bind(peer.id)
+    .bind(&types)
+    .execute(&fed.pool)
+    .await
+    .map_err(recording_failed("SUBSCRIBE"))?;
+    fed.outbox_written.notify_one();
+    Ok(Json(json!({ "types": types })).into_response())
 }
 
 /// DISCONNECT: the peer ends the peering; both directions are revoked at once.

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgListener, PgNotification};
 use tokio::sync::{Notify, broadcast, oneshot, watch};
 
 use super::agent_task_events::{self, AgentTaskEventNote};
+use super::event_feed::{self, FeedNote};
 use super::task_changes::{self, TaskNote};
 use crate::db::cache::Forget;
 
@@ -41,6 +42,10 @@ pub struct Audience {
     pub listening: watch::Sender<bool>,
     /// Claims waiting for agent work; all are woken by each announcement.
     pub agent_task_queue: Arc<Notify>,
+    /// Domain events numbered or received, for `events` subscribers.
+    pub event_feed: broadcast::Sender<FeedNote>,
+    /// The event delivery worker, woken by each outbox write.
+    pub outbox_written: Arc<Notify>,
 }
 
 impl Audience {
@@ -50,6 +55,9 @@ impl Audience {
             MARK_CHANNEL,
             AGENT_TASK_QUEUE_CHANNEL,
             agent_task_events::CHANNEL,
+            event_feed::OUTBOX_CHANNEL,
+            event_feed::OUTBOX_WRITTEN_CHANNEL,
+            event_feed::RECEIVED_CHANNEL,
         ];
         channels.extend(self.caches.iter().map(|(c, _)| *c));
         channels
@@ -62,6 +70,7 @@ impl Audience {
         self.listening.send_replace(listening);
         // What was announced while nobody listened is looked for again.
         self.agent_task_queue.notify_waiters();
+        self.outbox_written.notify_one();
     }
 
     fn hear(&self, note: &PgNotification) {
@@ -73,6 +82,15 @@ impl Audience {
         }
         if note.channel() == AGENT_TASK_QUEUE_CHANNEL {
             self.agent_task_queue.notify_waiters();
+            return;
+        }
+        if note.channel() == event_feed::OUTBOX_WRITTEN_CHANNEL {
+            self.outbox_written.notify_one();
+            return;
+        }
+        if let Some(fed) = FeedNote::parse(note.channel(), note.payload()) {
+            // No receiver is fine: nobody subscribes right now.
+            let _ = self.event_feed.send(fed);
             return;
         }
         if note.channel() == agent_task_events::CHANNEL {

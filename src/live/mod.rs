@@ -3,6 +3,7 @@
 //! signal that closes every subscription on shutdown.
 
 pub mod agent_task_events;
+pub mod event_feed;
 pub mod listener;
 pub mod task_changes;
 
@@ -19,6 +20,7 @@ use crate::config::Limits;
 use crate::db::cache::Forget;
 use crate::error::AppError;
 use agent_task_events::AgentTaskEventNote;
+use event_feed::FeedNote;
 use task_changes::TaskNote;
 
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
@@ -44,6 +46,7 @@ enum Held {
 pub struct Live {
     task_changes: broadcast::Sender<TaskNote>,
     agent_task_events: broadcast::Sender<AgentTaskEventNote>,
+    event_feed: broadcast::Sender<FeedNote>,
     max_subscriptions: usize,
     max_connections: usize,
     usage: Mutex<HashMap<Uuid, Usage>>,
@@ -62,14 +65,17 @@ impl Live {
     /// request pool: it is held for good) and fans changes out. The first
     /// LISTEN is in place when this returns, so no change committed
     /// afterwards is missed. `caches`: each with the channel its changes are
-    /// announced on.
+    /// announced on. `outbox_written`: woken by each write to the event
+    /// outbox (the delivery worker's).
     pub async fn start(
         pool: PgPool,
         limits: &Limits,
         caches: Vec<(&'static str, Arc<dyn Forget>)>,
+        outbox_written: Arc<Notify>,
     ) -> Result<Arc<Self>> {
         let (task_changes, _) = broadcast::channel(limits.subscription_buffer);
         let (agent_task_events, _) = broadcast::channel(limits.subscription_buffer);
+        let (event_feed, _) = broadcast::channel(limits.subscription_buffer);
         let (closing, _) = watch::channel(false);
         let marks = Arc::new(Mutex::new(HashMap::new()));
         let (listening_tx, listening) = watch::channel(false);
@@ -81,11 +87,14 @@ impl Live {
             marks: marks.clone(),
             listening: listening_tx,
             agent_task_queue: agent_task_queue.clone(),
+            event_feed: event_feed.clone(),
+            outbox_written,
         };
         let listener = listener::Listener::connect(&pool, &audience).await?;
         let live = Arc::new(Self {
             task_changes: task_changes.clone(),
             agent_task_events,
+            event_feed,
             max_subscriptions: limits.max_subscriptions_per_user,
             max_connections: limits.max_ws_connections_per_user,
             usage: Mutex::default(),
@@ -162,6 +171,17 @@ impl Live {
     /// Agent task events from now on (lagging as `task_changes`).
     pub fn agent_task_events(&self) -> broadcast::Receiver<AgentTaskEventNote> {
         self.agent_task_events.subscribe()
+    }
+
+    /// Announcements of domain events (this instance's, and peers'), from
+    /// now on; subscribers read the rows themselves, so lagging loses nothing.
+    pub fn event_feed(&self) -> broadcast::Receiver<FeedNote> {
+        self.event_feed.subscribe()
+    }
+
+    /// Open `events` subscriptions on this instance.
+    pub fn event_feed_subscribers(&self) -> usize {
+        self.event_feed.receiver_count()
     }
 
     /// Open subscriptions to agent task events on this instance.

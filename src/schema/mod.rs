@@ -117,6 +117,7 @@ pub struct MutationRoot(
 pub struct SubscriptionRoot(
     subscriptions::TaskSubscription,
     agent_tasks::events::AgentTaskSubscription,
+    crate::federated_events::FederatedEventSubscription,
 );
 
 pub type MosaicSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

@@ -21,6 +21,7 @@ mod deploy;
 mod embedding;
 mod events;
 mod federation_audit;
+mod federation_events;
 mod federation_merge;
 mod federation_protocol;
 mod federation_resilience;

@@ -499,6 +499,21 @@ impl TestApp {
             served.await.unwrap().unwrap();
         }
     }
+
+    /// Stops the instance and gives back its configuration, bound to the
+    /// port it had: `spawn_config` starts it again on the same database at
+    /// the same URL, which its peers know it by.
+    pub async fn stop_for_restart(self) -> Config {
+        let mut config = (*self.state.config).clone();
+        config.listen = self
+            .base
+            .rsplit_once("://")
+            .map_or(self.base.as_str(), |(_, a)| a)
+            .parse()
+            .expect("the base URL is an address");
+        self.stop().await;
+        config
+    }
 }
 
 /// (VmRSS, VmHWM) of this process, in KiB: the server runs in it, so peak
