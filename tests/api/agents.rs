@@ -6,7 +6,7 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -14,7 +14,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
 };
-use common::{Cleanup, TestApp, code, spawn_app_with, spawn_config, test_config};
+use common::{Cleanup, TestApp, code, eventually, spawn_app_with, spawn_config, test_config};
 use futures::{FutureExt, StreamExt};
 use mosaic::config::Config;
 use mosaic::containers::reaper;
@@ -82,19 +82,6 @@ async fn my_agent(app: &TestApp, token: &str) -> Value {
     )
     .await["myAgent"]
         .clone()
-}
-
-/// Polls until `check` holds, at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn containers_of_user(docker: &Docker, user: Uuid) -> Vec<String> {

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, local_id, peer, peer_with, post_signed, spawn_config, spawn_instance};
+use common::{TestApp, eventually, local_id, peer, peer_with, post_signed, spawn_config, spawn_instance};
 use futures::{SinkExt, StreamExt};
 use mosaic::federation::grant::{Resource, Terms};
 use mosaic::federation::protocol::{self, DomainEvent, Event};
@@ -22,23 +22,10 @@ const WAIT: Duration = Duration::from_secs(40);
 const EVENTS: &str = "subscription($scope: InstanceScope, $types: [String!], $after: String) { \
     events(scope: $scope, types: $types, after: $after) { id type at instance { id name } objectId workspaceId changed cursor } }";
 
-/// Polls `condition` (async) until it holds, failing after `WAIT`.
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until `spoke` holds a subscription of `master`'s.
 async fn subscribed(spoke: &TestApp, master: &TestApp) {
     let master_id = master.state.instance_id;
-    wait_for("the master's subscription on the spoke", || async {
+    eventually(WAIT, "the master's subscription on the spoke", || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM event_subscriptions WHERE peer_id = $1")
             .bind(master_id)
             .fetch_one(&mut spoke.admin().await)
@@ -125,7 +112,7 @@ async fn events_on(master: &TestApp, token: &str, variables: Value, spokes: &[&T
         .expect("the WebSocket opens in time");
     ws.subscribe(variables).await;
     let live = master.state.live.clone();
-    wait_for("the events subscription", || {
+    eventually(WAIT, "the events subscription", || {
         let n = live.event_feed_subscribers();
         async move { n > before }
     })
@@ -266,7 +253,7 @@ async fn a_task_made_on_a_spoke_reaches_the_masters_subscription_through_restart
 
     // The backlog is empty once acknowledged, in the status and the metrics.
     let master_id = master.state.instance_id;
-    wait_for("the acknowledgement", || async {
+    eventually(WAIT, "the acknowledgement", || async {
         spoke.state.federation.outbox_backlog().await.unwrap().get(&master_id) == Some(&0)
     })
     .await;
@@ -407,7 +394,7 @@ async fn this_instances_own_events_follow_what_the_subscriber_may_read_and_resum
     ws.0.close(None).await.unwrap();
     drop(ws);
     let live = app.state.live.clone();
-    wait_for("the first feed to end", || {
+    eventually(WAIT, "the first feed to end", || {
         let n = live.event_feed_subscribers();
         async move { n == 0 }
     })

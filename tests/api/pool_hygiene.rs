@@ -217,6 +217,8 @@ struct Idle {
     write_workspace_ids: String,
     statement_timeout: String,
     visible_tasks: i64,
+    /// Inside a transaction begun before this statement.
+    in_transaction: bool,
 }
 
 async fn idle_state(pool: &PgPool) -> Idle {
@@ -240,6 +242,8 @@ async fn idle_state(pool: &PgPool) -> Idle {
         write_workspace_ids: row.4,
         statement_timeout: row.5,
         visible_tasks: row.6,
+        // A savepoint is refused outside a transaction block.
+        in_transaction: sqlx::raw_sql("SAVEPOINT probe").execute(&mut *conn).await.is_ok(),
     }
 }
 
@@ -254,6 +258,7 @@ fn clean(pid: i32, default_timeout: &str) -> Idle {
         write_workspace_ids: String::new(),
         statement_timeout: default_timeout.into(),
         visible_tasks: 0,
+        in_transaction: false,
     }
 }
 
@@ -297,6 +302,10 @@ enum Ending {
     Dropped,
     /// A statement failed, aborting the transaction, then it was rolled back.
     FailedThenRollback,
+    /// Dropped while its BEGIN was on the wire (a client gone at that
+    /// moment): sqlx before 0.9.1 left the transaction open on the pooled
+    /// connection, and the next request ran inside it.
+    CancelledWhileBeginning,
 }
 
 /// A pool configured like the server's (every connection switched to the
@@ -309,6 +318,7 @@ async fn a_scoped_transaction_leaves_no_scope_on_its_pooled_connection() {
     let default_timeout = default_statement_timeout(&app).await;
     let pool = PgPoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::raw_sql("SET ROLE mosaic_app").execute(conn).await?;
@@ -324,6 +334,7 @@ async fn a_scoped_transaction_leaves_no_scope_on_its_pooled_connection() {
         Ending::Rollback,
         Ending::Dropped,
         Ending::FailedThenRollback,
+        Ending::CancelledWhileBeginning,
     ] {
         // Alternate the two kinds of request transaction: both must leave the connection clean.
         let read_only = matches!(ending, Ending::Rollback | Ending::FailedThenRollback);
@@ -333,7 +344,20 @@ async fn a_scoped_transaction_leaves_no_scope_on_its_pooled_connection() {
             Duration::from_millis(1234),
             read_only,
         );
-        {
+        if let Ending::CancelledWhileBeginning = ending {
+            // Polled without yielding to the runtime: the pool hands over its
+            // idle connection and BEGIN is sent, but no answer can be read
+            // (this test's runtime reads sockets only when it yields).
+            let idle = || {
+                let n = pool.num_idle();
+                async move { n == 1 }
+            };
+            common::eventually(Duration::from_secs(10), "the connection back in the pool", idle).await;
+            let mut begin = std::pin::pin!(db.conn());
+            for _ in 0..10 {
+                assert!(futures::poll!(&mut begin).is_pending());
+            }
+        } else {
             let mut conn = db.conn().await.unwrap();
             let (user, timeout, tasks): (String, String, i64) = sqlx::query_as(
                 "SELECT current_setting('mosaic.user_id'), current_setting('statement_timeout'),
@@ -353,7 +377,7 @@ async fn a_scoped_transaction_leaves_no_scope_on_its_pooled_connection() {
         match ending {
             Ending::Commit => db.commit().await.unwrap(),
             Ending::Rollback | Ending::FailedThenRollback => db.rollback().await.unwrap(),
-            Ending::Dropped => drop(db),
+            Ending::Dropped | Ending::CancelledWhileBeginning => drop(db),
         }
         assert_eq!(
             idle_state(&pool).await,

@@ -630,3 +630,16 @@ pub fn with_sort_key(app: &TestApp, cursor: &str, key: Value) -> String {
     c["k"] = key;
     app.state.executor.cursor_key.seal(&serde_json::from_value(c).unwrap())
 }
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
