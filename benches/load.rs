@@ -475,6 +475,13 @@ fn with_socket_dir(url: &str, dir: &Path) -> String {
 }
 
 /// The socket file of a URL's server (`host=` directory and port), if it names one.
+/// The median of `f` over `runs` (an odd number of them).
+fn median<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn socket_file(url: &str) -> Option<PathBuf> {
     let parsed = reqwest::Url::parse(url).ok()?;
     let dir = parsed.query_pairs().find(|(k, _)| k == "host")?.1.to_string();
@@ -699,11 +706,6 @@ async fn governance(bench: &Bench) {
                 runs[k].push(bench.wrk(&chain[0], FEDERATED, connections));
             }
         }
-        let median = |rs: &[Run], f: fn(&Run) -> f64| {
-            let mut v: Vec<f64> = rs.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let (on_rps, off_rps) = (median(&runs[0], |r| r.rps), median(&runs[1], |r| r.rps));
         let (on_p50, off_p50) = (median(&runs[0], |r| r.p50), median(&runs[1], |r| r.p50));
         println!(
@@ -711,6 +713,69 @@ async fn governance(bench: &Bench) {
             on_rps / off_rps
         );
     }
+    let hq_dbs: Vec<String> = ["_gov", "_ungov"]
+        .iter()
+        .map(|set| format!("bench_hq{set}_{}", std::process::id()))
+        .collect();
+    drop(chains);
+    scope_policies(bench, &hq_dbs[0], &hq_dbs[1]).await;
+}
+
+/// What the grant scope's RESTRICTIVE policies (migration 0075) cost a
+/// peer's page: pgbench runs the page with a peer's settings on `with`, and
+/// on `without` after its restrictive policies are dropped (a thrown-away
+/// bench database), interleaved, medians of 3.
+async fn scope_policies(bench: &Bench, with: &str, without: &str) {
+    let Some(socket) = socket_file(&bench.pg_template) else {
+        println!("(the scope policies' cost needs the benches' own cluster: unset DATABASE_URL)");
+        return;
+    };
+    let url = |db: &str| bench.pg_template.replace("DBNAME", db);
+    let mut admin = sqlx::PgConnection::connect(&url(without)).await.unwrap();
+    sqlx::raw_sql(
+        "DO $$ DECLARE p record; BEGIN
+           FOR p IN SELECT policyname, tablename FROM pg_policies WHERE permissive = 'RESTRICTIVE' LOOP
+             EXECUTE format('DROP POLICY %I ON %I', p.policyname, p.tablename);
+           END LOOP; END $$",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let mut scripts = Vec::new();
+    for db in [with, without] {
+        let (_, workspace) = owner_and_workspace(&url(db)).await;
+        let script = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n{};\n{PAGE_STATEMENT};\nROLLBACK;\n",
+            peer_scope_sql(workspace)
+        );
+        // The peer sees the page (the policies let its grant through).
+        let mut conn = sqlx::PgConnection::connect(&url(db)).await.unwrap();
+        sqlx::raw_sql("SET ROLE mosaic_app").execute(&mut conn).await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(peer_scope_sql(workspace)))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let rows = sqlx::raw_sql(PAGE_STATEMENT).fetch_all(&mut *tx).await.unwrap().len();
+        assert_eq!(rows, 51, "the peer's page on {db}");
+        scripts.push((db, script));
+    }
+    println!(
+        "\n== the grant scope's restrictive policies on a peer's page (pgbench, 1 client, {} s per run, 3 runs each, interleaved) ==",
+        bench.seconds
+    );
+    let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        for (k, (db, script)) in scripts.iter().enumerate() {
+            runs[k].push(pgbench(bench, &socket, db, script));
+        }
+    }
+    let (with_tps, without_tps) = (median(&runs[0], |r| r.0), median(&runs[1], |r| r.0));
+    let (with_ms, without_ms) = (median(&runs[0], |r| r.1), median(&runs[1], |r| r.1));
+    println!(
+        "with the policies {with_tps:.0} tps ({with_ms:.3} ms), without {without_tps:.0} tps ({without_ms:.3} ms): with/without throughput {:.3}",
+        with_tps / without_tps
+    );
 }
 
 /// Issue 17: a federated read's latency at a master with three spokes, all
@@ -924,26 +989,53 @@ async fn local_costs(bench: &Bench, bin: &Path, set: &str) {
     );
 }
 
-/// pgbench running what `tasks(first: 50)` sends (tasks::page without a
-/// cursor, in the request's read-only transaction with its scope) on the
-/// database of the instance `counted` of `set`; returns (tps, ms average).
-async fn pgbench_page(bench: &Bench, socket: &Path, set: &str) -> (f64, f64) {
-    let db = format!("bench_counted{}_{}", set, std::process::id());
-    let url = bench.pg_template.replace("DBNAME", &db);
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let (user, workspace): (uuid::Uuid, uuid::Uuid) = sqlx::query_as("SELECT created_by, id FROM workspaces LIMIT 1")
+/// The statement `tasks(first: 50)` runs (tasks::page without a cursor).
+const PAGE_STATEMENT: &str = "SELECT t.id, t.title, t.description, t.status, t.priority, t.due_date, t.created_at, t.updated_at, t.workspace_id, t.project_id, w.name AS w_name, w.created_at AS w_created_at, w.updated_at AS w_updated_at, p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at, u.id AS u_id, u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin FROM (SELECT * FROM tasks t WHERE true ORDER BY t.created_at ASC, t.id ASC LIMIT 51) t JOIN workspaces w ON w.id = t.workspace_id LEFT JOIN projects p ON p.id = t.project_id LEFT JOIN users u ON u.id = t.assignee_id ORDER BY t.created_at ASC, t.id ASC";
+
+/// The seeded user and workspace of a bench database.
+async fn owner_and_workspace(url: &str) -> (uuid::Uuid, uuid::Uuid) {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_as("SELECT created_by, id FROM workspaces LIMIT 1")
         .fetch_one(&mut conn)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// pgbench running what `tasks(first: 50)` sends (the page in the
+/// request's read-only transaction with its scope) on the database of the
+/// instance `counted` of `set`; returns (tps, ms average).
+async fn pgbench_page(bench: &Bench, socket: &Path, set: &str) -> (f64, f64) {
+    let db = format!("bench_counted{}_{}", set, std::process::id());
+    let (user, workspace) = owner_and_workspace(&bench.pg_template.replace("DBNAME", &db)).await;
     let script = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 SELECT set_config('mosaic.user_id', '{user}', true), set_config('mosaic.workspace_ids', '{{{workspace}}}', true), set_config('mosaic.write_workspace_ids', '{{{workspace}}}', true), set_config('statement_timeout', '30000', true);
-SELECT t.id, t.title, t.description, t.status, t.priority, t.due_date, t.created_at, t.updated_at, t.workspace_id, t.project_id, w.name AS w_name, w.created_at AS w_created_at, w.updated_at AS w_updated_at, p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at, u.id AS u_id, u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin FROM (SELECT * FROM tasks t WHERE true ORDER BY t.created_at ASC, t.id ASC LIMIT 51) t JOIN workspaces w ON w.id = t.workspace_id LEFT JOIN projects p ON p.id = t.project_id LEFT JOIN users u ON u.id = t.assignee_id ORDER BY t.created_at ASC, t.id ASC;
+{PAGE_STATEMENT};
 ROLLBACK;
 "
     );
+    pgbench(bench, socket, &db, &script)
+}
+
+/// The peer settings a granted peer's request sets (db::scope), for `workspace`.
+fn peer_scope_sql(workspace: uuid::Uuid) -> String {
+    let resources: Vec<&str> = mosaic::federation::grant::Resource::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    format!(
+        "SELECT set_config('mosaic.user_id', '', true), set_config('mosaic.workspace_ids', '{{{workspace}}}', true), set_config('mosaic.write_workspace_ids', '{{}}', true), set_config('statement_timeout', '30000', true), set_config('mosaic.resources', '{{{}}}', true), set_config('mosaic.write_resources', '{{}}', true), set_config('mosaic.peer_id', '{}', true), set_config('mosaic.remote_actor', '', true)",
+        resources.join(","),
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// pgbench, one client, `bench.seconds`, running `script` on `db` as the
+/// application's role; returns (tps, ms average).
+fn pgbench(bench: &Bench, socket: &Path, db: &str, script: &str) -> (f64, f64) {
+    let url = bench.pg_template.replace("DBNAME", db);
     let file = std::env::temp_dir().join(format!("mosaic-pgbench-{}.sql", std::process::id()));
-    std::fs::write(&file, &script).unwrap();
+    std::fs::write(&file, script).unwrap();
     let parsed = reqwest::Url::parse(&url).unwrap();
     let bin = mosaic::db::embedded::locate_binaries().unwrap().join("pgbench");
     let out = Command::new(bin)
@@ -965,7 +1057,7 @@ ROLLBACK;
             &parsed.port().unwrap_or(5432).to_string(),
             "-U",
             parsed.username(),
-            &db,
+            db,
         ])
         // As the application's role, so the policies apply as they do to a request.
         .env("PGOPTIONS", "-c role=mosaic_app")
@@ -1191,5 +1283,51 @@ async fn events(bench: &Bench) {
         "  {got}/{n} events of one transaction through the master in {:.2} s: {:.0} events/s",
         took,
         got as f64 / took
+    );
+    let db = spoke.database_url.clone();
+    drop((master, spoke));
+    outbox_write_cost(bench, &db).await;
+}
+
+/// What the outbox trigger costs a write: pgbench creating one task per
+/// transaction as its owner, with `tasks_outbox` enabled and disabled in
+/// turn on the same (stopped) instance's database, medians of 3.
+async fn outbox_write_cost(bench: &Bench, url: &str) {
+    let Some(socket) = socket_file(&bench.pg_template) else {
+        println!("  (the outbox's write cost needs the benches' own cluster: unset DATABASE_URL)");
+        return;
+    };
+    let (user, workspace) = owner_and_workspace(url).await;
+    let script = format!(
+        "BEGIN;
+SELECT set_config('mosaic.user_id', '{user}', true), set_config('mosaic.workspace_ids', '{{}}', true), set_config('mosaic.write_workspace_ids', '{{}}', true);
+INSERT INTO tasks (id, workspace_id, title, created_by) VALUES (gen_random_uuid(), '{workspace}', 'pgbench', '{user}');
+COMMIT;
+"
+    );
+    let db = reqwest::Url::parse(url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        for (k, toggle) in ["ENABLE", "DISABLE"].iter().enumerate() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE tasks {toggle} TRIGGER tasks_outbox"
+            )))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            runs[k].push(pgbench(bench, &socket, &db, &script));
+        }
+    }
+    let (on, off) = (median(&runs[0], |r| r.1), median(&runs[1], |r| r.1));
+    println!(
+        "  createTask's statements (pgbench, 1 client, medians of 3): with the outbox trigger {on:.3} ms ({:.0} tps), without {off:.3} ms ({:.0} tps): +{:.3} ms per write",
+        median(&runs[0], |r| r.0),
+        median(&runs[1], |r| r.0),
+        on - off
     );
 }

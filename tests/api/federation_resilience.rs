@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{TestApp, spawn_instance, spawn_instance_with};
+use common::{TestApp, errors, spawn_instance, spawn_instance_with};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -229,21 +229,6 @@ fn row_instances(body: &Value) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// The errors as (code, instance).
-fn errors(body: &Value) -> Vec<(String, String)> {
-    body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["extensions"]["code"].as_str().unwrap_or("").to_string(),
-                e["extensions"]["instance"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
 }
 
 /// The value of one sample in `/metrics` (0 when absent).
