@@ -148,8 +148,12 @@ pub fn schema_hash(schema: &MosaicSchema) -> String {
 pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResult<Option<Node>> {
     // Only the ID's own type is asked for: a peer of an older version fails
     // validation on a fragment of a type it does not know yet (e.g. Event).
+    let task_fragment;
     let (selection, fragment) = match g.kind {
-        Kind::Task => ("...TaskFields", tasks::wire::FRAGMENT),
+        Kind::Task => {
+            task_fragment = tasks::wire::Selection::ALL.fragment();
+            ("...TaskFields", task_fragment.as_str())
+        }
         Kind::Workspace => ("...WorkspaceFields", workspaces::wire::FRAGMENT),
         Kind::Project => ("...ProjectFields", projects::wire::FRAGMENT),
         Kind::Event => ("...EventFields", events::wire::FRAGMENT),
@@ -174,7 +178,7 @@ pub async fn remote_node(rc: &RequestContext, g: &GlobalId, id: &ID) -> AppResul
         });
     }
     Ok(Some(match g.kind {
-        Kind::Task => Node::Task(Box::new(owned::<tasks::wire::TaskWire>(node)?)),
+        Kind::Task => Node::Task(Box::new(tasks::wire::Selection::ALL.parse(node)?)),
         Kind::Workspace => Node::Workspace(owned::<workspaces::wire::WorkspaceWire>(node)?),
         Kind::Project => Node::Project(owned::<projects::wire::ProjectWire>(node)?),
         Kind::Event => Node::Event(Box::new(owned::<events::wire::EventWire>(node)?)),

@@ -10,25 +10,27 @@ pub(super) struct FederatedTasks {
     pub(super) order: TaskOrder,
     pub(super) first: usize,
     pub(super) with_total: bool,
+    /// The optional parts of a task the client selected.
+    pub(super) selection: wire::Selection,
 }
 
-fn subquery() -> String {
+fn subquery(selection: wire::Selection) -> String {
     format!(
         "query($scope: InstanceScope, $workspaceId: ID, $filter: TaskFilter, $orderBy: TaskOrder, $first: Int, $after: String, $withTotal: Boolean!) {{
   tasks(scope: $scope, workspaceId: $workspaceId, filter: $filter, orderBy: $orderBy, first: $first, after: $after) {{
     edges {{ node {{ ...TaskFields }} }} pageInfo {{ hasNextPage }} totalCount @include(if: $withTotal) }} }} {}",
-        wire::FRAGMENT
+        selection.fragment()
     )
 }
 
 /// Parses a peer's `tasks` connection into a source page and its total.
-fn parse_connection(data: &Value) -> AppResult<(SourcePage<Task>, Option<i64>)> {
+fn parse_connection(data: &Value, selection: wire::Selection) -> AppResult<(SourcePage<Task>, Option<i64>)> {
     let tasks = &data["tasks"];
     let rows = tasks["edges"]
         .as_array()
         .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?
         .iter()
-        .map(|e| owned::<wire::TaskWire>(&e["node"]))
+        .map(|e| selection.parse(&e["node"]))
         .collect::<AppResult<Vec<_>>>()?;
     let has_next = tasks["pageInfo"]["hasNextPage"]
         .as_bool()
@@ -49,7 +51,7 @@ pub(super) async fn federated_page(
     let order = request.order;
     let start = after.map(|a| rc.open_cursor(a, &order.name())).transpose()?;
     let order_value = order.to_value().into_json().map_err(AppError::internal)?;
-    let query = subquery();
+    let query = subquery(request.selection);
     let variables = |peer: &crate::federation::registry::PeerRecord| {
         json!({
             "scope": plan.scope_for(peer),
@@ -81,7 +83,7 @@ pub(super) async fn federated_page(
         rc,
         local,
         answers,
-        parse_connection,
+        |data| parse_connection(data, request.selection),
         |a, b| order.compare(a, b),
         |t| start.as_ref().map_or(Ok(true), |c| order.follows(t, c)),
         request.first,

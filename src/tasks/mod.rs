@@ -25,7 +25,7 @@ use crate::federation::fanout::SourcePage;
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::pagination::{Cursor, PageInfo, push_after};
-use crate::graphql::wire::{decode, owned};
+use crate::graphql::wire::decode;
 use crate::graphql::{InstanceInfo, RequestContext, limits, optional_text, required_text};
 use crate::projects::{Project, ProjectRow};
 use crate::users::User;
@@ -602,6 +602,7 @@ impl TaskQuery {
             order,
             first,
             with_total,
+            selection: wire::Selection::of(&ctx.look_ahead().field("edges").field("node")),
         };
         federated_page(rc, &plan, &request, &conditions, after.as_deref()).await
     }

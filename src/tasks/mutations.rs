@@ -107,11 +107,11 @@ impl TaskMutation {
             Owner::Instance(owner) => {
                 let query = format!(
                     "mutation($input: CreateTaskInput!) {{ createTask(input: $input) {{ ...TaskFields }} }} {}",
-                    wire::FRAGMENT
+                    wire::Selection::ALL.fragment()
                 );
                 let vars = json!({ "input": input.to_value().into_json().map_err(AppError::internal)? });
                 let data = federated::forward(rc, owner, true, &query, vars).await?;
-                return owned::<wire::TaskWire>(&data["createTask"]);
+                return wire::Selection::ALL.parse(&data["createTask"]);
             }
         };
         let project = input
@@ -158,10 +158,10 @@ impl TaskMutation {
             Owner::Instance(owner) => {
                 let query = format!(
                     "mutation($input: UpdateTaskInput!) {{ updateTask(input: $input) {{ ...TaskFields }} }} {}",
-                    wire::FRAGMENT
+                    wire::Selection::ALL.fragment()
                 );
                 let data = federated::forward(rc, owner, true, &query, json!({ "input": input.to_json()? })).await?;
-                return owned::<wire::TaskWire>(&data["updateTask"]);
+                return wire::Selection::ALL.parse(&data["updateTask"]);
             }
         };
         let task = require(rc, id).await?;

@@ -2,32 +2,83 @@
 
 use std::sync::Arc;
 
-use async_graphql::InputType;
+use async_graphql::{InputType, Lookahead};
 use serde::Deserialize;
+use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
 use super::{Task, TaskPriority, TaskStatus};
 use crate::error::{AppError, AppResult};
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
-use crate::graphql::wire::{Nullable, Wire, enum_value, id_on};
+use crate::graphql::wire::{Nullable, Wire, enum_value, id_on, owned};
 use crate::projects::wire::ProjectWire;
 use crate::users::wire::UserWire;
 use crate::workspaces::wire::WorkspaceWire;
 
-pub const FRAGMENT: &str =
-    "fragment TaskFields on Task { id title description status priority dueDate createdAt updatedAt
+/// What a task always carries across: its order keys and everything a
+/// `Task` cannot be without.
+const FIELDS: &str = "id title status priority dueDate createdAt updatedAt
     instance { id name }
-    workspace { id name createdAt updatedAt }
-    project { id name description createdAt updatedAt workspace { id name createdAt updatedAt } }
-    assignee { id email name isAdmin } }";
+    workspace { id name createdAt updatedAt }";
+
+/// The optional parts, asked for only when the client selects them: a
+/// page of 50 tasks costs the peer 50 of each to resolve and send.
+const OPTIONAL: [(&str, &str); 3] = [
+    ("description", "description"),
+    (
+        "project",
+        "project { id name description createdAt updatedAt workspace { id name createdAt updatedAt } }",
+    ),
+    ("assignee", "assignee { id email name isAdmin }"),
+];
+
+/// Which optional parts of a task a request selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selection([bool; 3]);
+
+impl Selection {
+    pub const ALL: Self = Self([true; 3]);
+
+    /// The parts `node` (a task's selection) asks for.
+    pub fn of(node: &Lookahead<'_>) -> Self {
+        Self(OPTIONAL.map(|(field, _)| node.field(field).exists()))
+    }
+
+    /// `fragment TaskFields` with the selected parts.
+    pub fn fragment(self) -> String {
+        let mut fragment = format!("fragment TaskFields on Task {{ {FIELDS}");
+        for ((_, fields), _) in OPTIONAL.iter().zip(self.0).filter(|(_, asked)| *asked) {
+            fragment.push(' ');
+            fragment.push_str(fields);
+        }
+        fragment.push_str(" }");
+        fragment
+    }
+
+    /// A task at the top of a peer's answer to a query with this
+    /// selection's fragment: every part asked for must be there (as a value
+    /// or null); a part not asked for is left out.
+    pub fn parse(self, task: &Value) -> AppResult<Task> {
+        if let Some(((field, _), _)) = OPTIONAL
+            .iter()
+            .zip(self.0)
+            .find(|((field, _), asked)| *asked && task.get(field).is_none())
+        {
+            return Err(AppError::BadInput(format!("peer answer: missing field `{field}`")));
+        }
+        owned::<TaskWire>(task)
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskWire {
+struct TaskWire {
     id: String,
     title: String,
-    description: Nullable<String>,
+    // Present when `Selection` asked for them (it checks that), else absent.
+    #[serde(default)]
+    description: Option<Nullable<String>>,
     status: String,
     priority: String,
     due_date: Nullable<String>,
@@ -36,8 +87,10 @@ pub struct TaskWire {
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
     workspace: WorkspaceWire,
-    project: Nullable<ProjectWire>,
-    assignee: Nullable<UserWire>,
+    #[serde(default)]
+    project: Option<Nullable<ProjectWire>>,
+    #[serde(default)]
+    assignee: Option<Nullable<UserWire>>,
 }
 
 impl Wire for TaskWire {
@@ -56,15 +109,23 @@ impl Wire for TaskWire {
         Ok(Task {
             id,
             title: self.title,
-            description: self.description.0,
+            description: self.description.and_then(|d| d.0),
             status,
             priority,
             due_date,
             created_at: self.created_at,
             updated_at: self.updated_at,
             workspace: self.workspace.into_object(instance)?,
-            project: self.project.0.map(|p| p.into_object(instance)).transpose()?,
-            assignee: self.assignee.0.map(|u| u.into_object(instance)).transpose()?,
+            project: self
+                .project
+                .and_then(|p| p.0)
+                .map(|p| p.into_object(instance))
+                .transpose()?,
+            assignee: self
+                .assignee
+                .and_then(|u| u.0)
+                .map(|u| u.into_object(instance))
+                .transpose()?,
             instance: instance.clone(),
             global_id,
         })

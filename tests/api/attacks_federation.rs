@@ -886,7 +886,7 @@ async fn a_peer_answer_missing_a_field_is_refused_not_defaulted() {
     let body = master
         .gql(
             &token,
-            "{ tasks(first: 50, scope: {all: true}) { edges { node { title instance { id } } } } }",
+            "{ tasks(first: 50, scope: {all: true}) { edges { node { title description instance { id } } } } }",
             json!({}),
         )
         .await;
@@ -901,5 +901,101 @@ async fn a_peer_answer_missing_a_field_is_refused_not_defaulted() {
             .unwrap_or_else(|| panic!("{evil} reported: {body}"));
         assert_eq!(error["extensions"]["code"], "PEER_BAD_RESPONSE", "{body}");
         assert!(error["message"].as_str().unwrap().contains(why), "{why}: {body}");
+    }
+}
+
+/// The fields a query's `TaskFields` fragment selects at its top level.
+fn task_fields_asked(query: &str) -> Vec<String> {
+    let document = async_graphql::parser::parse_query(query).unwrap();
+    let fragment = &document.fragments[&async_graphql::Name::new("TaskFields")];
+    fragment
+        .node
+        .selection_set
+        .node
+        .items
+        .iter()
+        .filter_map(|item| match &item.node {
+            async_graphql::parser::types::Selection::Field(f) => Some(f.node.name.node.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A task's optional parts (description, project, assignee) are asked of a
+/// peer only when the client selects them (directly or through a fragment),
+/// and a part asked for must then be in the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_is_asked_only_for_the_parts_of_a_task_the_client_selects() {
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let asked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let slot: std::sync::Arc<std::sync::OnceLock<Uuid>> = Default::default();
+    let (peer, _server) = hostile_peer(&master, "peer", {
+        let (asked, slot) = (asked.clone(), slot.clone());
+        move |request: &SubRequest| {
+            asked.lock().unwrap().push(request.query.clone());
+            let peer = slot.get().unwrap().to_string();
+            // Every part, whatever was asked: what was not asked is not used.
+            json!({ "data": { "tasks": {
+                "edges": [task_edge(&format!("Task:{peer}:{}", Uuid::new_v4()), &peer, "theirs")],
+                "pageInfo": { "hasNextPage": false } } } })
+        }
+    })
+    .await;
+    slot.set(peer).unwrap();
+    let parts = ["description", "project", "assignee"];
+    for (selection, wanted) in [
+        ("title", &[][..]),
+        ("title description", &["description"][..]),
+        (
+            "title project { name } assignee { email }",
+            &["project", "assignee"][..],
+        ),
+        ("...T", &["assignee"][..]),
+        (
+            "title ... on Task { description project { id } }",
+            &["description", "project"][..],
+        ),
+    ] {
+        let fragment = if selection == "...T" {
+            "fragment T on Task { assignee { name } }"
+        } else {
+            ""
+        };
+        let query =
+            format!("{{ tasks(first: 5, scope: {{all: true}}) {{ edges {{ node {{ {selection} }} }} }} }} {fragment}");
+        let body = master.gql(&token, &query, json!({})).await;
+        assert_eq!(common::errors(&body), [], "{selection}: {body}");
+        assert_eq!(
+            body["data"]["tasks"]["edges"].as_array().map(Vec::len),
+            Some(1),
+            "{body}"
+        );
+        let subquery = asked.lock().unwrap().pop().expect("the peer was asked");
+        let fields = task_fields_asked(&subquery);
+        for part in parts {
+            assert_eq!(
+                fields.iter().any(|f| f == part),
+                wanted.contains(&part),
+                "{selection}: {part} in {subquery}"
+            );
+        }
+        // The order keys and what a task cannot be without are always asked.
+        for always in [
+            "id",
+            "title",
+            "createdAt",
+            "updatedAt",
+            "priority",
+            "status",
+            "dueDate",
+            "workspace",
+            "instance",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == always),
+                "{selection}: {always} in {subquery}"
+            );
+        }
     }
 }
