@@ -4,7 +4,8 @@
 //!
 //! Recording never waits: an entry goes into a bounded queue in memory, and
 //! a writer adds what is queued to PostgreSQL in one statement per batch
-//! (every second, at once when the queue was empty, and at shutdown). A full
+//! (every second, 100 ms after an entry found the queue empty, and at
+//! shutdown). A full
 //! queue drops the entry, counts it (`mosaic_federation_audit_dropped_total`)
 //! and says so in the log at most every ten seconds. Rows older than
 //! `federation.audit_retention_days` are pruned by one replica at a time.
@@ -25,6 +26,8 @@ use uuid::Uuid;
 const BATCH: usize = 1000;
 /// How often the writer looks at the queue without being woken.
 const WRITE_EVERY: Duration = Duration::from_secs(1);
+/// How long the first entry into an empty queue waits for others.
+const GATHER: Duration = Duration::from_millis(100);
 /// How often a replica offers to prune.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -207,7 +210,15 @@ impl Audit {
         loop {
             tokio::select! {
                 () = &mut closing => return,
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => {
+                    // A batch gathers first: under load, writing at once
+                    // would cost a statement and a commit per request.
+                    // (Shutdown writes what is left.)
+                    tokio::select! {
+                        () = &mut closing => return,
+                        () = tokio::time::sleep(GATHER) => {}
+                    }
+                }
                 () = tokio::time::sleep(WRITE_EVERY) => {}
             }
             if let Err(e) = self.flush(pool).await {
