@@ -468,7 +468,7 @@ async fn page(
             key,
         );
     }
-    q.push(" ORDER BY created_at, id LIMIT ").push_bind(first as i64 + 1);
+    q.push(format!(" ORDER BY created_at, id{}", crate::db::limit(first + 1)));
     let mut conn = rc.db.conn().await?;
     let rows = q
         .build()

@@ -270,8 +270,7 @@ pub async fn page(rc: &RequestContext, workspace: Uuid, r: &EventsRequest) -> Ap
     }
     // Choose the page from events alone, then join its details, so the joins
     // (under RLS) touch only the page's rows.
-    q.push(" ORDER BY e.starts_at, e.id LIMIT ")
-        .push_bind(r.first as i64 + 1)
+    q.push(format!(" ORDER BY e.starts_at, e.id{}", crate::db::limit(r.first + 1)))
         .push(format!(") e{JOINS} ORDER BY e.starts_at, e.id"));
     let mut conn = rc.db.conn().await?;
     let rows = q.build().fetch_all(&mut *conn).await?;

@@ -154,8 +154,10 @@ async fn whole(rc: &RequestContext, conditions: &Conditions, limit: usize) -> Ap
     let mut q =
         QueryBuilder::<Postgres>::new("SELECT e.id, e.slug, e.title, e.status FROM knowledge_entries e WHERE true");
     conditions.push(&mut q);
-    q.push(" ORDER BY e.updated_at DESC, e.id DESC LIMIT ")
-        .push_bind(limit as i64 + 1);
+    q.push(format!(
+        " ORDER BY e.updated_at DESC, e.id DESC{}",
+        crate::db::limit(limit + 1)
+    ));
     let mut rows: Vec<NodeRow> = q.build_query_as().fetch_all(&mut *conn).await?;
     let truncated = rows.len() > limit;
     rows.truncate(limit);

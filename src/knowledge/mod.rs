@@ -695,8 +695,10 @@ async fn page(
             key,
         );
     }
-    q.push(format!(" ORDER BY {expr} {dir}, e.id {dir} LIMIT "))
-        .push_bind(first as i64 + 1);
+    q.push(format!(
+        " ORDER BY {expr} {dir}, e.id {dir}{}",
+        crate::db::limit(first + 1)
+    ));
     let mut conn = rc.db.conn().await?;
     let rows: Vec<EntryRow> = q
         .build_query_as()

@@ -108,8 +108,7 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
         .push_bind(candidates)
         .push(") AS c(id) JOIN knowledge_entries e ON e.id = c.id WHERE true");
     conditions.push(&mut q);
-    q.push(" ORDER BY score DESC, e.id LIMIT ")
-        .push_bind(first as i64)
+    q.push(format!(" ORDER BY score DESC, e.id{}", crate::db::limit(first)))
         .push(") SELECT h.id, h.score::float8, ts_headline('english', left(e.content, ")
         .push_bind(HEADLINE_SOURCE_CHARS)
         .push("), o.o, ")
@@ -143,8 +142,10 @@ pub async fn text(rc: &RequestContext, query: &str, conditions: &Conditions, fir
             .push_bind(found)
             .push("))");
         conditions.push(&mut q);
-        q.push(" ORDER BY score DESC, e.id LIMIT ")
-            .push_bind((first - hits.len()) as i64);
+        q.push(format!(
+            " ORDER BY score DESC, e.id{}",
+            crate::db::limit(first - hits.len())
+        ));
         let rows: Vec<(Uuid, f64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
         hits.extend(rows.into_iter().map(|(id, score, start)| Ranked {
             id,

@@ -111,7 +111,7 @@ pub async fn page(
     if let Some(before) = before {
         q.push(" AND id < ").push_bind(before);
     }
-    q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+    q.push(format!(" ORDER BY id DESC{}", crate::db::limit(limit)));
     q.build_query_as().fetch_all(conn).await
 }
 

@@ -513,8 +513,10 @@ async fn page(
         let key = order.parse_key(c.k.as_deref().unwrap_or_default())?.as_sql_text()?;
         push_after(&mut q, c, rc.instance_id, expr, cast, "t.id", cmp, asc, key);
     }
-    q.push(format!(" ORDER BY {expr} {dir}, t.id {dir} LIMIT "))
-        .push_bind(first as i64 + 1);
+    q.push(format!(
+        " ORDER BY {expr} {dir}, t.id {dir}{}",
+        crate::db::limit(first + 1)
+    ));
     // Choose the page from tasks alone, then join its details: joining first (under
     // RLS) makes PostgreSQL read every visible task and sort them all.
     q.push(format!(") t{JOINS} ORDER BY {expr} {dir}, t.id {dir}"));
