@@ -308,6 +308,23 @@ enum Ending {
     CancelledWhileBeginning,
 }
 
+/// A process stopped (SIGSTOP) until this is dropped.
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn process(pid: i32) -> Self {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
 /// A pool configured like the server's (every connection switched to the
 /// application role); each way a scoped transaction can end leaves the
 /// connection without the scope.
@@ -345,18 +362,21 @@ async fn a_scoped_transaction_leaves_no_scope_on_its_pooled_connection() {
             read_only,
         );
         if let Ending::CancelledWhileBeginning = ending {
-            // Polled without yielding to the runtime: the pool hands over its
-            // idle connection and BEGIN is sent, but no answer can be read
-            // (this test's runtime reads sockets only when it yields).
+            // The connection's backend is stopped: BEGIN goes out and no
+            // answer can come back before the request is dropped.
             let idle = || {
                 let n = pool.num_idle();
                 async move { n == 1 }
             };
             common::eventually(Duration::from_secs(10), "the connection back in the pool", idle).await;
-            let mut begin = std::pin::pin!(db.conn());
+            let stopped = Stopped::process(pid);
+            let mut begin = Box::pin(db.conn());
             for _ in 0..10 {
                 assert!(futures::poll!(&mut begin).is_pending());
+                tokio::task::yield_now().await;
             }
+            drop(begin);
+            drop(stopped);
         } else {
             let mut conn = db.conn().await.unwrap();
             let (user, timeout, tasks): (String, String, i64) = sqlx::query_as(
