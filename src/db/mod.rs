@@ -11,15 +11,6 @@ pub mod embedded;
 pub mod jobs;
 pub mod scope;
 
-/// ` LIMIT n`, written into the statement instead of bound: with the limit
-/// as a parameter PostgreSQL plans every execution anew (a generic plan,
-/// costed for an unknown limit, never wins), and planning a page under the
-/// policies costs more than running it. `n` is a number we chose (a page
-/// size), never a caller's text; each size is one cached statement.
-pub fn limit(n: usize) -> String {
-    format!(" LIMIT {n}")
-}
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,6 +28,15 @@ use crate::config::Config;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub const APP_ROLE: &str = "mosaic_app";
+
+/// ` LIMIT n`, written into the statement instead of bound: with the limit
+/// as a parameter PostgreSQL plans every execution anew (a generic plan,
+/// costed for an unknown limit, never wins), and planning a page under the
+/// policies costs more than running it. `n` is a number we chose (a page
+/// size), never a caller's text; each size is one cached statement.
+pub fn limit(n: usize) -> String {
+    format!(" LIMIT {n}")
+}
 
 /// The database an instance runs on, and the embedded cluster if it owns one.
 pub struct Database {

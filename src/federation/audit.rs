@@ -5,9 +5,9 @@
 //! Recording never waits: an entry goes into a bounded queue in memory, and
 //! a writer adds what is queued to PostgreSQL in one statement per batch
 //! (every second, 100 ms after an entry found the queue empty, and at
-//! shutdown). A full
-//! queue drops the entry, counts it (`mosaic_federation_audit_dropped_total`)
-//! and says so in the log at most every ten seconds. Rows older than
+//! shutdown). A full queue drops the entry, counts it
+//! (`mosaic_federation_audit_dropped_total`) and says so in the log at most
+//! every ten seconds. Rows older than
 //! `federation.audit_retention_days` are pruned by one replica at a time.
 
 use std::sync::Mutex;
