@@ -684,13 +684,13 @@ const LOCAL: &str = "{ tasks(first: 50) { edges { cursor node { id title priorit
 const FEDERATED: &str = "{ tasks(scope: {all: true}, first: 50) { edges { cursor node { id title priority createdAt instance { name } } } pageInfo { hasNextPage endCursor } } }";
 
 /// Issue 16: what governance on the serving side (rate limits, the request
-/// audit) costs a federated read. Two demo chains home -> work -> hq, one
-/// with both on (limits too high to refuse anything: the bucket is still
-/// taken on every request), one with both off; runs interleaved, medians.
+/// audit) costs a federated read. Four demo chains home -> work -> hq: both
+/// on (limits too high to refuse anything: the bucket is still taken on
+/// every request), both off, and each alone; runs interleaved, medians of 5.
 async fn governance(bench: &Bench) {
     let seconds = bench.seconds;
     println!(
-        "\n== governance: federated tasks(first: 50) through home, rate limits and audit on vs off (and each alone), {seconds} s per run, 3 runs each, interleaved =="
+        "\n== governance: federated tasks(first: 50) through home, rate limits and audit on vs off (and each alone), {seconds} s per run, 5 runs each, interleaved =="
     );
     let bin = Path::new(env!("CARGO_BIN_EXE_mosaic"));
     let (limits_on, limits_off) = (
@@ -723,7 +723,7 @@ async fn governance(bench: &Bench) {
     bench.settle(&chains.iter().flatten().collect::<Vec<_>>()).await;
     for connections in [1u32, 8] {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sets.len()];
-        for _ in 0..3 {
+        for _ in 0..5 {
             for (k, chain) in chains.iter().enumerate() {
                 runs[k].push(bench.wrk(&chain[0], FEDERATED, connections));
             }
@@ -749,7 +749,7 @@ async fn governance(bench: &Bench) {
 /// What the grant scope's RESTRICTIVE policies (migration 0075) cost a
 /// peer's page: pgbench runs the page with a peer's settings on `with`, and
 /// on `without` after its restrictive policies are dropped (a thrown-away
-/// bench database), interleaved, medians of 3.
+/// bench database), interleaved, medians of 5.
 async fn scope_policies(bench: &Bench, with: &str, without: &str) {
     let Some(socket) = socket_file(&bench.pg_template) else {
         println!("(the scope policies' cost needs the benches' own cluster: unset DATABASE_URL)");
@@ -786,11 +786,11 @@ async fn scope_policies(bench: &Bench, with: &str, without: &str) {
         scripts.push((db, script));
     }
     println!(
-        "\n== the grant scope's restrictive policies on a peer's page (pgbench, 1 client, {} s per run, 3 runs each, interleaved) ==",
+        "\n== the grant scope's restrictive policies on a peer's page (pgbench, 1 client, {} s per run, 5 runs each, interleaved) ==",
         bench.seconds
     );
     let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..3 {
+    for _ in 0..5 {
         for (k, (db, script)) in scripts.iter().enumerate() {
             runs[k].push(pgbench(bench, &socket, db, script));
         }
