@@ -132,26 +132,11 @@ async fn the_knowledge_graph_page_needs_a_session_and_loads_nothing_from_elsewhe
         .break_glass_session("kg@example.com", "a long break-glass password")
         .await;
     // Another instance's or a made-up session is no session.
-    let r = app
-        .client
-        .get(&url)
-        .header("cookie", "mosaic_session=made-up")
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&app, &url, "mosaic_session=made-up").await;
     assert_eq!(r.status(), 401);
-    let r = app
-        .client
-        .get(&url)
-        .header("cookie", &session.cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&app, &url, &session.cookie).await;
     assert_eq!(r.status(), 200);
-    let policy = r.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let policy = csp(&r);
     assert!(policy.contains("script-src 'self';"), "{policy}");
     let html = r.text().await.unwrap();
     assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
@@ -199,13 +184,7 @@ async fn the_federation_console_is_for_administrators_and_loads_nothing_from_els
             .unwrap();
         session
     };
-    let r = app
-        .client
-        .get(&url)
-        .header("cookie", &user.cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&app, &url, &user.cookie).await;
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()[reqwest::header::CACHE_CONTROL], "no-store");
     assert!(r.text().await.unwrap().contains("id=\"not-admin\""));
@@ -221,18 +200,9 @@ async fn the_federation_console_is_for_administrators_and_loads_nothing_from_els
         .unwrap();
     assert_eq!(common::code(&r.json().await.unwrap()), "FORBIDDEN");
 
-    let r = app
-        .client
-        .get(&url)
-        .header("cookie", &admin.cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&app, &url, &admin.cookie).await;
     assert_eq!(r.status(), 200);
-    let policy = r.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let policy = csp(&r);
     assert!(
         policy.contains("script-src 'self';") && policy.contains("connect-src 'self';"),
         "{policy}"
@@ -290,4 +260,17 @@ async fn redirects_to_sign_in(path: &str, location: &str) {
     assert_eq!(r.headers()[reqwest::header::LOCATION], location, "{path}");
     app.stop().await;
     provider.stop().await;
+}
+
+/// GET `url` of `app` with the session `cookie`.
+async fn get_with_cookie(app: &common::TestApp, url: &str, cookie: &str) -> reqwest::Response {
+    app.client.get(url).header("cookie", cookie).send().await.unwrap()
+}
+
+/// The answer's Content-Security-Policy.
+fn csp(r: &reqwest::Response) -> String {
+    r.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
