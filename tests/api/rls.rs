@@ -249,3 +249,72 @@ async fn guests_read_but_cannot_write() {
     assert_eq!(app.row_counts().await, before);
     app.stop().await;
 }
+
+/// A policy calls the functions that read the scope (the caller's
+/// workspaces, user, agent) in a scalar subquery, which PostgreSQL evaluates
+/// once per statement; called bare, they ran once per row filtered (a page
+/// of tasks ran the membership query once per task scanned).
+#[tokio::test]
+async fn policies_read_the_scope_once_per_statement() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = app.user("alice@example.com").await;
+    let ws = app.create_workspace(&alice, "A").await;
+    for i in 0..3 {
+        app.create_task(&alice, &ws, &format!("t{i}")).await;
+    }
+    let mut admin = app.admin().await;
+    let policies: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT polrelid::regclass::text, polname::text,
+                coalesce(pg_get_expr(polqual, polrelid), '') || ' ' || coalesce(pg_get_expr(polwithcheck, polrelid), '')
+         FROM pg_policy",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(policies.len() > 50, "the policies were read: {}", policies.len());
+    let per_row: Vec<String> = policies
+        .iter()
+        .filter(|(_, _, text)| bare_scope_call(text))
+        .map(|(table, name, text)| format!("{table}.{name}: {text}"))
+        .collect();
+    assert!(
+        per_row.is_empty(),
+        "policies calling a scope function per row: {per_row:#?}"
+    );
+
+    // And the plan of a page shows it: the filter compares with the
+    // InitPlan's value, never calls the function.
+    let mut tx = admin.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL ROLE mosaic_app; SELECT set_config('mosaic.user_id', '{alice_id}', true)"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT id FROM tasks ORDER BY created_at, id LIMIT 2")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("InitPlan"), "{plan}");
+    assert!(!plan.contains("readable_workspace_ids"), "{plan}");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 3, "the policy still lets the member see her tasks");
+    tx.rollback().await.unwrap();
+    app.stop().await;
+}
+
+/// Whether a policy's text calls an argumentless function (one that can
+/// only read the scope) other than as `( SELECT f() AS f)`.
+fn bare_scope_call(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    text.match_indices("()").any(|(end, _)| {
+        let start = text[..end]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        start < end && !bytes[start].is_ascii_digit() && !text[..start].ends_with("SELECT ")
+    })
+}
