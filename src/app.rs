@@ -61,8 +61,8 @@ impl Application {
         listener: &tokio::net::TcpListener,
         db: &Database,
     ) -> Result<AppState> {
-        let schema = crate::schema::build_schema(&config.limits);
-        let me = load_instance(&config, db, config.base_url(listener.local_addr()?), &schema).await?;
+        let schemas = crate::schema::Schemas::build(&config.limits);
+        let me = load_instance(&config, db, config.base_url(listener.local_addr()?), &schemas.runner).await?;
         let (instance_id, name, base_url) = (me.id, me.name.clone(), me.base_url.clone());
         let federation = Federation::open(&config, db, secret, &me).await?;
         let sso = match &config.oidc {
@@ -130,7 +130,7 @@ impl Application {
         });
         let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
         let executor = Arc::new(Executor {
-            schema,
+            schemas,
             pool: db.app.clone(),
             statement_timeout: config.statement_timeout,
             instance_id,

@@ -993,7 +993,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
                     &config,
                     &db,
                     config.base_url(config.listen),
-                    &mosaic::schema::build_schema(&config.limits),
+                    &mosaic::schema::build_schema(),
                 )
                 .await?;
                 let fed = Federation::open(&config, &db, &secret, &me).await?;
@@ -1021,7 +1021,7 @@ async fn open_federation(config: &Config) -> Result<(Database, Federation)> {
             config,
             &db,
             config.base_url(config.listen),
-            &mosaic::schema::build_schema(&config.limits),
+            &mosaic::schema::build_schema(),
         )
         .await?;
         Federation::open(config, &db, &secret, &me).await
@@ -1044,7 +1044,7 @@ async fn peer_command(command: PeerCommand, config: Config) -> Result<()> {
         &config,
         &db,
         config.base_url(config.listen),
-        &mosaic::schema::build_schema(&config.limits),
+        &mosaic::schema::build_schema(),
     )
     .await?;
     let fed = Federation::open(&config, &db, &secret, &me).await?;

@@ -9,9 +9,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
+};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
 
 use crate::config::Limits;
 
@@ -43,6 +45,8 @@ pub const INTROSPECTION_MAX_DEPTH: usize = 20;
 /// Most fields (fragments inlined) allowed inside `__schema`/`__type` together.
 pub const INTROSPECTION_MAX_FIELDS: usize = 1000;
 
+/// The checking schema's extension (`schema::Schemas`): it parses,
+/// measures and validates a request, then stops; nothing is executed.
 pub struct QueryLimits(pub Limits);
 
 impl ExtensionFactory for QueryLimits {
@@ -137,6 +141,11 @@ impl Extension for QueryLimitsExtension {
             ))]);
         }
         Ok(result)
+    }
+
+    /// Checked: the running schema executes the request.
+    async fn execute(&self, _ctx: &ExtensionContext<'_>, _operation: Option<&str>, _next: NextExecute<'_>) -> Response {
+        Response::default()
     }
 }
 

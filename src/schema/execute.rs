@@ -22,11 +22,10 @@ use crate::graphql::federated::Subrequests;
 use crate::graphql::pagination::CursorKey;
 use crate::graphql::{Caller, InstanceInfo, RequestContext, ids, limits};
 use crate::metrics::{CodeLabels, Metrics};
-use crate::schema::MosaicSchema;
 
 /// What executing a request needs, built once at start.
 pub struct Executor {
-    pub schema: MosaicSchema,
+    pub schemas: super::Schemas,
     pub pool: PgPool,
     pub statement_timeout: Duration,
     pub instance_id: Uuid,
@@ -160,7 +159,10 @@ impl Executor {
         let context = self.context(db.clone(), caller, hop);
         let report = context.report.clone();
         let extensions = context.extensions.clone();
-        let mut response = self.schema.execute(request.data(context)).await;
+        let mut response = match self.schemas.check(&mut request).await {
+            Ok(()) => self.schemas.runner.execute(request.data(context)).await,
+            Err(errors) => async_graphql::Response::from_errors(errors),
+        };
         let required = report
             .lock()
             .expect("report lock")
