@@ -29,8 +29,10 @@ pub trait Wire: DeserializeOwned {
 
 /// An object at the top of a peer's answer, with the instance it names.
 pub fn owned<W: Wire>(v: &Value) -> AppResult<W::Object> {
-    let Owned { instance, object } = decode::<Owned<W>>(v)?;
-    object.into_object(&Arc::new(instance))
+    // Read apart, not through `#[serde(flatten)]`, which copies every field
+    // of the object into a buffer first (measurable with ten peers' pages).
+    let instance = decode::<InstanceInfo>(v.get("instance").ok_or_else(|| bad("missing field `instance`"))?)?;
+    decode::<W>(v)?.into_object(&Arc::new(instance))
 }
 
 /// A list of objects at the top of a peer's answer.
@@ -49,13 +51,6 @@ pub fn decode<T: DeserializeOwned>(v: &Value) -> AppResult<T> {
 
 fn bad(why: &str) -> AppError {
     AppError::BadInput(format!("peer answer: {why}"))
-}
-
-#[derive(Deserialize)]
-struct Owned<W> {
-    instance: InstanceInfo,
-    #[serde(flatten)]
-    object: W,
 }
 
 /// A field the answer must carry, possibly as `null`. (serde would take a
@@ -99,9 +94,40 @@ mod tests {
 
     #[derive(Deserialize)]
     struct Thing {
-        #[allow(dead_code)]
         name: String,
         note: Nullable<String>,
+    }
+
+    impl Wire for Thing {
+        type Object = String;
+        fn into_object(self, instance: &Arc<InstanceInfo>) -> AppResult<String> {
+            Ok(format!("{} on {}", self.name, instance.name))
+        }
+    }
+
+    #[test]
+    fn an_owned_object_names_its_instance() {
+        let on = |v: Value| owned::<Thing>(&v).map_err(|e| e.message());
+        let instance = json!({ "id": Uuid::now_v7().to_string(), "name": "hq" });
+        assert_eq!(
+            on(json!({ "name": "a", "note": null, "instance": instance })).unwrap(),
+            "a on hq"
+        );
+        assert!(
+            on(json!({ "name": "a", "note": null }))
+                .unwrap_err()
+                .contains("instance")
+        );
+        assert!(
+            on(json!({ "name": "a", "note": null, "instance": { "id": "x" } }))
+                .unwrap_err()
+                .contains("name")
+        );
+        assert!(
+            on(json!({ "note": null, "instance": instance }))
+                .unwrap_err()
+                .contains("name")
+        );
     }
 
     #[test]
