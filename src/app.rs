@@ -62,7 +62,7 @@ impl Application {
         db: &Database,
     ) -> Result<AppState> {
         let schemas = crate::schema::Schemas::build(&config.limits);
-        let me = load_instance(&config, db, config.base_url(listener.local_addr()?), &schemas.runner).await?;
+        let me = load_instance(&config, db, config.base_url(listener.local_addr()?), schemas.schema()).await?;
         let (instance_id, name, base_url) = (me.id, me.name.clone(), me.base_url.clone());
         let federation = Federation::open(&config, db, secret, &me).await?;
         let sso = match &config.oidc {

@@ -85,23 +85,19 @@ fn subscribe(
         true,
     ));
     let context = state.executor.context(db, Caller::User(principal), hop);
-    let (executor, live) = (state.executor.clone(), state.live.clone());
-    stream::once(async move {
-        match executor.schemas.check(&mut request).await {
-            Ok(()) => executor.schemas.runner.execute_stream(request.data(context).data(live)),
-            Err(errors) => stream::once(async move { async_graphql::Response::from_errors(errors) }).boxed(),
-        }
-    })
-    .flatten()
-    .map(|mut response| {
-        // As for a POST: errors of async-graphql's own carry no code.
-        response.errors = std::mem::take(&mut response.errors)
-            .into_iter()
-            .map(|e| limits::with_code(e, "BAD_USER_INPUT"))
-            .collect();
-        response
-    })
-    .boxed()
+    state
+        .executor
+        .schemas
+        .execute_stream(request.data(context).data(state.live.clone()))
+        .map(|mut response| {
+            // As for a POST: errors of async-graphql's own carry no code.
+            response.errors = std::mem::take(&mut response.errors)
+                .into_iter()
+                .map(|e| limits::with_code(e, "BAD_USER_INPUT"))
+                .collect();
+            response
+        })
+        .boxed()
 }
 
 fn limit_refusal(e: AppError) -> Response {

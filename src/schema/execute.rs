@@ -159,10 +159,7 @@ impl Executor {
         let context = self.context(db.clone(), caller, hop);
         let report = context.report.clone();
         let extensions = context.extensions.clone();
-        let mut response = match self.schemas.check(&mut request).await {
-            Ok(()) => self.schemas.runner.execute(request.data(context)).await,
-            Err(errors) => async_graphql::Response::from_errors(errors),
-        };
+        let mut response = self.schemas.execute(request.data(context)).await;
         let required = report
             .lock()
             .expect("report lock")

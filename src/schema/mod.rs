@@ -6,6 +6,7 @@ pub mod execute;
 pub mod subscriptions;
 
 use async_graphql::{Context, ID, Interface, MergedObject, MergedSubscription, Object, Schema};
+use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::json;
 
 use crate::agent_tasks;
@@ -137,10 +138,11 @@ pub fn build_schema() -> MosaicSchema {
 /// extension installed, async-graphql passes every field and list item
 /// through the extensions' resolve hook: a page of 50 tasks made about 400
 /// such calls, some 15% of a local request's time, for a check that needs
-/// only the parse and the validation.
+/// only the parse and the validation. Requests reach the runner only
+/// through `execute` and `execute_stream`, which check first.
 pub struct Schemas {
     checker: MosaicSchema,
-    pub runner: MosaicSchema,
+    runner: MosaicSchema,
 }
 
 impl Schemas {
@@ -157,21 +159,50 @@ impl Schemas {
         }
     }
 
-    /// Why `request` may not run (a parse error, a limit, a validation
-    /// rule), each error with its code. Checks a copy: the request keeps
-    /// its data and its parse for the runner.
-    pub async fn check(&self, request: &mut async_graphql::Request) -> Result<(), Vec<async_graphql::ServerError>> {
-        let mut copy = async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
-        copy.operation_name = request.operation_name.clone();
-        if let Ok(doc) = request.parsed_query() {
-            copy.set_parsed_query(doc.clone());
+    /// The schema's types (its SDL and fingerprint).
+    pub fn schema(&self) -> &MosaicSchema {
+        &self.runner
+    }
+
+    /// Runs `request` if it passes the checks; else the answer is why not.
+    pub async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
+        match check(&self.checker, &mut request).await {
+            Ok(()) => self.runner.execute(request).await,
+            Err(errors) => async_graphql::Response::from_errors(errors),
         }
-        let checked = self.checker.execute(copy).await;
-        if checked.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(checked.errors)
-        }
+    }
+
+    /// As `execute`, for a subscription.
+    pub fn execute_stream(&self, mut request: async_graphql::Request) -> BoxStream<'static, async_graphql::Response> {
+        let (checker, runner) = (self.checker.clone(), self.runner.clone());
+        stream::once(async move {
+            match check(&checker, &mut request).await {
+                Ok(()) => runner.execute_stream(request),
+                Err(errors) => stream::once(async move { async_graphql::Response::from_errors(errors) }).boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// Why `request` may not run (a parse error, a limit, a validation rule),
+/// each error with its code. Checks a copy: the request keeps its data and
+/// its parse for the runner.
+async fn check(
+    checker: &MosaicSchema,
+    request: &mut async_graphql::Request,
+) -> Result<(), Vec<async_graphql::ServerError>> {
+    let mut copy = async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
+    copy.operation_name = request.operation_name.clone();
+    if let Ok(doc) = request.parsed_query() {
+        copy.set_parsed_query(doc.clone());
+    }
+    let checked = checker.execute(copy).await;
+    if checked.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(checked.errors)
     }
 }
 
