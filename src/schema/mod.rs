@@ -125,12 +125,15 @@ pub type MosaicSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The schema, without extensions: the one requests run on.
 pub fn build_schema() -> MosaicSchema {
+    builder().finish()
+}
+
+fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .finish()
 }
 
 /// The schema twice: `checker` parses, measures and validates a request
@@ -148,13 +151,7 @@ pub struct Schemas {
 impl Schemas {
     pub fn build(limits: &Limits) -> Self {
         Self {
-            checker: Schema::build(
-                QueryRoot::default(),
-                MutationRoot::default(),
-                SubscriptionRoot::default(),
-            )
-            .extension(QueryLimits(limits.clone()))
-            .finish(),
+            checker: builder().extension(QueryLimits(limits.clone())).finish(),
             runner: build_schema(),
         }
     }
