@@ -1,13 +1,16 @@
 //! A page of agent tasks from the peers a plan covers, merged with this
 //! instance's in the global order (created_at, instance, id).
 
+use std::cmp::Ordering;
+
 use serde_json::{Value, json};
 
 use super::{AgentTask, AgentTaskConnection, Conditions, ORDERING, page, wire};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::federation::fanout::SourcePage;
 use crate::graphql::RequestContext;
-use crate::graphql::federated::{self, Plan};
+use crate::graphql::federated::Plan;
+use crate::graphql::merged_list::{self, MergedList, Sourced};
 use crate::graphql::pagination::Cursor;
 use crate::graphql::wire::owned;
 
@@ -28,22 +31,57 @@ fn subquery() -> String {
     )
 }
 
-fn parse_connection(data: &Value) -> AppResult<(SourcePage<AgentTask>, Option<i64>)> {
-    let list = &data["agentTasks"];
-    let rows = list["edges"]
-        .as_array()
-        .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?
-        .iter()
-        .map(|e| owned::<wire::AgentTaskWire>(&e["node"]))
-        .collect::<AppResult<Vec<_>>>()?;
-    let has_next = list["pageInfo"]["hasNextPage"]
-        .as_bool()
-        .ok_or_else(|| AppError::BadInput("peer answer: pageInfo".into()))?;
-    Ok((SourcePage { rows, has_next }, list["totalCount"].as_i64()))
+/// `agentTasks` as a list merged across instances.
+struct AgentTasks<'a> {
+    conditions: &'a Conditions,
+    query: String,
+    variables: Value,
 }
 
-/// One merged page across this instance and the planned peers; every
-/// source resumes from the same position, which peers receive plain.
+impl MergedList for AgentTasks<'_> {
+    type Row = AgentTask;
+
+    fn query(&self) -> &str {
+        &self.query
+    }
+
+    fn variables(&self) -> &Value {
+        &self.variables
+    }
+
+    fn parse(&self, data: &Value) -> AppResult<Sourced<AgentTask>> {
+        merged_list::parse_connection(data, "agentTasks", owned::<wire::AgentTaskWire>)
+    }
+
+    fn compare(&self, a: &AgentTask, b: &AgentTask) -> Ordering {
+        AgentTask::compare(a, b)
+    }
+
+    fn cursor_of(&self, row: &AgentTask) -> AppResult<Cursor> {
+        row.cursor()
+    }
+
+    fn follows(&self, row: &AgentTask, at: &Cursor) -> AppResult<bool> {
+        row.follows(at)
+    }
+
+    async fn local(
+        &self,
+        rc: &RequestContext,
+        first: usize,
+        after: Option<&Cursor>,
+        with_total: bool,
+    ) -> AppResult<Option<Sourced<AgentTask>>> {
+        let page = page(rc, self.conditions, first, after, with_total).await?;
+        let source = SourcePage {
+            has_next: page.page_info.has_next_page,
+            rows: page.edges.into_iter().map(|e| e.node).collect(),
+        };
+        Ok(Some((source, page.total_count)))
+    }
+}
+
+/// One merged page across this instance and the planned peers.
 pub(super) async fn federated_page(
     rc: &RequestContext,
     plan: &Plan,
@@ -52,47 +90,17 @@ pub(super) async fn federated_page(
     after: Option<&str>,
 ) -> AppResult<AgentTaskConnection> {
     let start = after.map(|a| rc.open_cursor(a, ORDERING)).transpose()?;
-    let query = subquery();
-    let variables = |peer: &crate::federation::registry::PeerRecord| {
-        json!({
-            "scope": plan.scope_for(peer),
-            "workspaceId": request.workspace_id,
-            "filter": request.filter,
-            "first": request.first,
-            "after": start.as_ref().map(Cursor::plain),
-            "withTotal": request.with_total,
-        })
+    let list = AgentTasks {
+        conditions,
+        query: subquery(),
+        variables: json!({ "workspaceId": request.workspace_id, "filter": request.filter }),
     };
-    let local = async {
-        if !plan.include_self {
-            return Ok(None);
-        }
-        page(rc, conditions, request.first, start.as_ref(), request.with_total)
-            .await
-            .map(Some)
-    };
-    let (local, answers) = futures::join!(local, federated::ask_all(rc, plan, &query, variables));
-    let local = local?.map(|page| {
-        let source = SourcePage {
-            has_next: page.page_info.has_next_page,
-            rows: page.edges.into_iter().map(|e| e.node).collect(),
-        };
-        (source, page.total_count)
-    });
-    let (rows, has_next_page, total) = federated::merge_pages(
-        rc,
-        local,
-        answers,
-        parse_connection,
-        AgentTask::compare,
-        |t| start.as_ref().map_or(Ok(true), |c| t.follows(c)),
-        request.first,
-    );
+    let merged = merged_list::page(rc, plan, &list, request.first, start.as_ref(), request.with_total).await?;
     AgentTaskConnection::new(
-        rows,
+        merged.rows,
         rc,
-        has_next_page,
+        merged.has_next,
         after.is_some(),
-        request.with_total.then_some(total),
+        request.with_total.then_some(merged.total),
     )
 }

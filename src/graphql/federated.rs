@@ -15,7 +15,6 @@ use uuid::Uuid;
 use super::RequestContext;
 use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
-use crate::federation::fanout::{self, SourcePage};
 use crate::federation::protocol::{self, SubRequest};
 use crate::federation::registry::{PeerRecord, PeerState};
 
@@ -604,15 +603,24 @@ pub async fn ask_all(
     query: &str,
     variables: impl Fn(&PeerRecord) -> Value,
 ) -> Vec<(PeerRecord, Option<Value>)> {
-    let asks = plan.peers.iter().map(|peer| {
-        let vars = variables(peer);
-        async move {
-            let started = Instant::now();
-            let result = ask(rc, peer, protocol::QUERY_PATH, query, vars, &plan.peers)
-                .await
-                .map(|a| a.data);
-            (peer, result, started.elapsed().as_millis() as u64)
-        }
+    ask_some(rc, plan, plan.peers.iter().map(|p| (p, variables(p))).collect(), query).await
+}
+
+/// Asks some of the planned peers at once, each with its variables; the
+/// results come in the order asked. Every planned peer stays a sibling in
+/// the envelope, so none of them is asked twice through another.
+pub async fn ask_some(
+    rc: &RequestContext,
+    plan: &Plan,
+    asks: Vec<(&PeerRecord, Value)>,
+    query: &str,
+) -> Vec<(PeerRecord, Option<Value>)> {
+    let asks = asks.into_iter().map(|(peer, vars)| async move {
+        let started = Instant::now();
+        let result = ask(rc, peer, protocol::QUERY_PATH, query, vars, &plan.peers)
+            .await
+            .map(|a| a.data);
+        (peer, result, started.elapsed().as_millis() as u64)
     });
     let results = futures::future::join_all(asks).await;
     let mut report = rc.report.lock().expect("report lock");
@@ -635,58 +643,6 @@ pub async fn ask_all(
             }
         })
         .collect()
-}
-
-/// A source's page of an ordered list and its total, when asked.
-pub type Sourced<R> = (SourcePage<R>, Option<i64>);
-
-/// This instance's page (if it takes part) and the peers' answers merged
-/// into the first `first` rows of the global order (`compare`), whether
-/// more follow, and the sum of the totals. A peer's page whose rows are out
-/// of order or not after the position asked (`after_start`) is not used,
-/// and the peer is reported.
-pub fn merge_pages<R>(
-    rc: &RequestContext,
-    local: Option<Sourced<R>>,
-    answers: Vec<(PeerRecord, Option<Value>)>,
-    parse: impl Fn(&Value) -> AppResult<Sourced<R>>,
-    compare: impl Fn(&R, &R) -> std::cmp::Ordering,
-    after_start: impl Fn(&R) -> AppResult<bool>,
-    first: usize,
-) -> (Vec<R>, bool, i64) {
-    let mut total = 0;
-    let mut pages = Vec::new();
-    if let Some((page, count)) = local {
-        total += count.unwrap_or(0);
-        pages.push(page);
-    }
-    let in_place = |rows: &[R]| -> AppResult<()> {
-        let sorted = rows
-            .windows(2)
-            .all(|w| compare(&w[0], &w[1]) == std::cmp::Ordering::Less);
-        let after = rows
-            .iter()
-            .try_fold(true, |ok, r| Ok::<_, AppError>(ok && after_start(r)?))?;
-        if sorted && after {
-            Ok(())
-        } else {
-            Err(AppError::BadInput(
-                "peer answer: rows out of order or before the position asked".into(),
-            ))
-        }
-    };
-    for (peer, data) in answers {
-        let Some(data) = data else { continue };
-        match parse(&data).and_then(|(page, count)| in_place(&page.rows).map(|()| (page, count))) {
-            Ok((page, count)) => {
-                total += count.unwrap_or(0);
-                pages.push(page);
-            }
-            Err(e) => bad_answer(rc, &peer, &e),
-        }
-    }
-    let (rows, has_next) = fanout::merge(pages, first, &compare);
-    (rows, has_next, total)
 }
 
 /// Records a peer answer that could not be used.

@@ -5,6 +5,7 @@
 pub mod federated;
 pub mod ids;
 pub mod limits;
+pub mod merged_list;
 pub mod pagination;
 pub mod wire;
 

@@ -21,6 +21,7 @@ use crate::federation::registry::PeerRecord;
 use crate::graphql::RequestContext;
 use crate::graphql::federated::{self as across, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
+use crate::graphql::merged_list::{self, MergedList, Sourced};
 use crate::graphql::pagination::{Cursor, PageInfo};
 use crate::graphql::wire::owned;
 
@@ -135,25 +136,63 @@ fn entries_subquery() -> String {
     )
 }
 
-/// A peer's `knowledgeEntries` connection: its rows and total.
-fn parse_connection(data: &Value) -> AppResult<(SourcePage<KnowledgeEntry>, Option<i64>)> {
-    let list = &data["knowledgeEntries"];
-    let rows = list["edges"]
-        .as_array()
-        .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?
-        .iter()
-        .map(|e| owned::<KnowledgeEntryWire>(&e["node"]))
-        .collect::<AppResult<Vec<_>>>()?;
-    let has_next = list["pageInfo"]["hasNextPage"]
-        .as_bool()
-        .ok_or_else(|| AppError::BadInput("peer answer: pageInfo".into()))?;
-    Ok((SourcePage { rows, has_next }, list["totalCount"].as_i64()))
+/// `knowledgeEntries` as a list merged across instances.
+struct Entries<'a> {
+    order: KnowledgeEntryOrder,
+    conditions: Option<&'a Conditions>,
+    query: String,
+    variables: Value,
+}
+
+impl MergedList for Entries<'_> {
+    type Row = KnowledgeEntry;
+
+    fn query(&self) -> &str {
+        &self.query
+    }
+
+    fn variables(&self) -> &Value {
+        &self.variables
+    }
+
+    fn parse(&self, data: &Value) -> AppResult<Sourced<KnowledgeEntry>> {
+        merged_list::parse_connection(data, "knowledgeEntries", owned::<KnowledgeEntryWire>)
+    }
+
+    fn compare(&self, a: &KnowledgeEntry, b: &KnowledgeEntry) -> std::cmp::Ordering {
+        self.order.compare(a, b)
+    }
+
+    fn cursor_of(&self, row: &KnowledgeEntry) -> AppResult<Cursor> {
+        self.order.cursor_of(row)
+    }
+
+    fn follows(&self, row: &KnowledgeEntry, at: &Cursor) -> AppResult<bool> {
+        self.order.follows(row, at)
+    }
+
+    async fn local(
+        &self,
+        rc: &RequestContext,
+        first: usize,
+        after: Option<&Cursor>,
+        with_total: bool,
+    ) -> AppResult<Option<Sourced<KnowledgeEntry>>> {
+        let Some(conditions) = self.conditions else {
+            return Ok(None);
+        };
+        let page = page(rc, conditions, self.order, first, after, with_total).await?;
+        let source = SourcePage {
+            has_next: page.page_info.has_next_page,
+            rows: page.edges.into_iter().map(|e| e.node).collect(),
+        };
+        Ok(Some((source, page.total_count)))
+    }
 }
 
 /// One page merged from this instance (when `conditions` are given and the
 /// plan includes it) and the planned peers, in the global order (the
-/// field, then instance id, then id). Every source resumes from the last
-/// row's place in that order, which peers receive plain.
+/// field, then instance id, then id).
 pub async fn entries_page(
     rc: &RequestContext,
     plan: &Plan,
@@ -165,44 +204,15 @@ pub async fn entries_page(
     let start = after.map(|a| rc.open_cursor(a, order.name())).transpose()?;
     let filter = request.filter.to_value().into_json().map_err(AppError::internal)?;
     let order_value = order.to_value().into_json().map_err(AppError::internal)?;
-    let query = entries_subquery();
-    let variables = |peer: &PeerRecord| {
-        json!({
-            "scope": plan.scope_for(peer),
-            "workspaceId": request.workspace_id,
-            "filter": filter,
-            "orderBy": order_value,
-            "first": request.first,
-            "after": start.as_ref().map(Cursor::plain),
-            "withTotal": request.with_total,
-        })
+    let list = Entries {
+        order,
+        conditions,
+        query: entries_subquery(),
+        variables: json!({ "workspaceId": request.workspace_id, "filter": filter, "orderBy": order_value }),
     };
-    let local = async {
-        match conditions {
-            Some(c) if plan.include_self => page(rc, c, order, request.first, start.as_ref(), request.with_total)
-                .await
-                .map(Some),
-            _ => Ok(None),
-        }
-    };
-    let (local, answers) = futures::join!(local, across::ask_all(rc, plan, &query, variables));
-    let local = local?.map(|page| {
-        let source = SourcePage {
-            has_next: page.page_info.has_next_page,
-            rows: page.edges.into_iter().map(|e| e.node).collect(),
-        };
-        (source, page.total_count)
-    });
-    let (rows, has_next_page, total) = across::merge_pages(
-        rc,
-        local,
-        answers,
-        parse_connection,
-        |a, b| order.compare(a, b),
-        |e| start.as_ref().map_or(Ok(true), |c| order.follows(e, c)),
-        request.first,
-    );
-    let edges = rows
+    let merged = merged_list::page(rc, plan, &list, request.first, start.as_ref(), request.with_total).await?;
+    let edges = merged
+        .rows
         .into_iter()
         .map(|node| {
             Ok(KnowledgeEntryEdge {
@@ -212,9 +222,9 @@ pub async fn entries_page(
         })
         .collect::<AppResult<Vec<_>>>()?;
     Ok(KnowledgeEntryConnection {
-        page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, after.is_some()),
+        page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), merged.has_next, after.is_some()),
         edges,
-        total_count: request.with_total.then_some(total),
+        total_count: request.with_total.then_some(merged.total),
     })
 }
 

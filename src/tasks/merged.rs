@@ -2,6 +2,7 @@
 //! instance's in the global order.
 
 use super::*;
+use crate::graphql::merged_list::{self, MergedList, Sourced};
 
 /// What a scoped `tasks` asks of every instance.
 pub(super) struct FederatedTasks {
@@ -23,24 +24,58 @@ fn subquery(selection: wire::Selection) -> String {
     )
 }
 
-/// Parses a peer's `tasks` connection into a source page and its total.
-fn parse_connection(data: &Value, selection: wire::Selection) -> AppResult<(SourcePage<Task>, Option<i64>)> {
-    let tasks = &data["tasks"];
-    let rows = tasks["edges"]
-        .as_array()
-        .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?
-        .iter()
-        .map(|e| selection.parse(&e["node"]))
-        .collect::<AppResult<Vec<_>>>()?;
-    let has_next = tasks["pageInfo"]["hasNextPage"]
-        .as_bool()
-        .ok_or_else(|| AppError::BadInput("peer answer: pageInfo".into()))?;
-    Ok((SourcePage { rows, has_next }, tasks["totalCount"].as_i64()))
+/// `tasks` as a list merged across instances.
+struct Tasks<'a> {
+    request: &'a FederatedTasks,
+    conditions: &'a Conditions,
+    query: String,
+    variables: Value,
 }
 
-/// One merged page across this instance and the planned peers. Every
-/// source resumes from the same position, the last row's place in the
-/// global order, which peers receive plain.
+impl MergedList for Tasks<'_> {
+    type Row = Task;
+
+    fn query(&self) -> &str {
+        &self.query
+    }
+
+    fn variables(&self) -> &Value {
+        &self.variables
+    }
+
+    fn parse(&self, data: &Value) -> AppResult<Sourced<Task>> {
+        merged_list::parse_connection(data, "tasks", |node| self.request.selection.parse(node))
+    }
+
+    fn compare(&self, a: &Task, b: &Task) -> Ordering {
+        self.request.order.compare(a, b)
+    }
+
+    fn cursor_of(&self, row: &Task) -> AppResult<Cursor> {
+        self.request.order.cursor_of(row)
+    }
+
+    fn follows(&self, row: &Task, at: &Cursor) -> AppResult<bool> {
+        self.request.order.follows(row, at)
+    }
+
+    async fn local(
+        &self,
+        rc: &RequestContext,
+        first: usize,
+        after: Option<&Cursor>,
+        with_total: bool,
+    ) -> AppResult<Option<Sourced<Task>>> {
+        let page = page(rc, self.conditions, self.request.order, first, after, with_total).await?;
+        let source = SourcePage {
+            has_next: page.page_info.has_next_page,
+            rows: page.edges.into_iter().map(|e| e.node).collect(),
+        };
+        Ok(Some((source, page.total_count)))
+    }
+}
+
+/// One merged page across this instance and the planned peers.
 pub(super) async fn federated_page(
     rc: &RequestContext,
     plan: &Plan,
@@ -51,44 +86,19 @@ pub(super) async fn federated_page(
     let order = request.order;
     let start = after.map(|a| rc.open_cursor(a, &order.name())).transpose()?;
     let order_value = order.to_value().into_json().map_err(AppError::internal)?;
-    let query = subquery(request.selection);
-    let variables = |peer: &crate::federation::registry::PeerRecord| {
-        json!({
-            "scope": plan.scope_for(peer),
+    let list = Tasks {
+        request,
+        conditions,
+        query: subquery(request.selection),
+        variables: json!({
             "workspaceId": request.workspace_id,
             "filter": request.filter,
             "orderBy": order_value,
-            "first": request.first,
-            "after": start.as_ref().map(Cursor::plain),
-            "withTotal": request.with_total,
-        })
+        }),
     };
-    let local = async {
-        if !plan.include_self {
-            return Ok(None);
-        }
-        page(rc, conditions, order, request.first, start.as_ref(), request.with_total)
-            .await
-            .map(Some)
-    };
-    let (local, answers) = futures::join!(local, federated::ask_all(rc, plan, &query, variables));
-    let local = local?.map(|page| {
-        let source = SourcePage {
-            has_next: page.page_info.has_next_page,
-            rows: page.edges.into_iter().map(|e| e.node).collect(),
-        };
-        (source, page.total_count)
-    });
-    let (rows, has_next_page, total) = federated::merge_pages(
-        rc,
-        local,
-        answers,
-        |data| parse_connection(data, request.selection),
-        |a, b| order.compare(a, b),
-        |t| start.as_ref().map_or(Ok(true), |c| order.follows(t, c)),
-        request.first,
-    );
-    let edges = rows
+    let merged = merged_list::page(rc, plan, &list, request.first, start.as_ref(), request.with_total).await?;
+    let edges = merged
+        .rows
         .into_iter()
         .map(|node| {
             Ok(TaskEdge {
@@ -99,8 +109,8 @@ pub(super) async fn federated_page(
         .collect::<AppResult<Vec<_>>>()?;
     Ok(TaskConnection::new(
         edges,
-        has_next_page,
+        merged.has_next,
         after.is_some(),
-        request.with_total.then_some(total),
+        request.with_total.then_some(merged.total),
     ))
 }

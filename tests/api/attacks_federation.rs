@@ -464,6 +464,76 @@ async fn a_source_with_no_rows_is_exhausted_whatever_it_claims() {
     assert_eq!(seen, ["task 0", "task 1", "task 2"]);
 }
 
+/// A peer asked again for more of a page (it held more than its share)
+/// cannot slip rows in: a second answer out of place loses the peer all
+/// its rows, and says so, while the other sources' rows stay in order.
+/// Asked for more, it is asked from its own last row, for what the page
+/// can still take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_answer_out_of_place_drops_the_peers_rows() {
+    let master = spawn_instance("master").await;
+    let (_, token) = master.user("ann@master.example").await;
+    let ws = master.create_workspace(&token, "mine").await;
+    for i in 0..3 {
+        master.create_task(&token, &ws, &format!("m{i}")).await;
+    }
+    let (_quiet, _q) = hostile_peer(
+        &master,
+        "quiet",
+        |_request: &SubRequest| json!({ "data": { "tasks": { "edges": [], "pageInfo": { "hasNextPage": false } } } }),
+    )
+    .await;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(Value, Value)>>> = Default::default();
+    let slot: std::sync::Arc<std::sync::OnceLock<Uuid>> = Default::default();
+    let (evil, _e) = hostile_peer(&master, "evil", {
+        let (seen, slot) = (seen.clone(), slot.clone());
+        move |request: &SubRequest| {
+            let evil = slot.get().unwrap().to_string();
+            let (first, after) = (request.variables["first"].clone(), request.variables["after"].clone());
+            seen.lock().unwrap().push((first.clone(), after.clone()));
+            // Each time from "a00", whatever position it was asked from.
+            let edges: Vec<Value> = (0..first.as_u64().unwrap())
+                .map(|i| task_edge(&format!("Task:{evil}:{}", Uuid::new_v4()), &evil, &format!("a{i:02}")))
+                .collect();
+            json!({ "data": { "tasks": { "edges": edges, "pageInfo": { "hasNextPage": true } } } })
+        }
+    })
+    .await;
+    slot.set(evil).unwrap();
+    let body = master
+        .gql(
+            &token,
+            "{ tasks(first: 20, orderBy: {field: TITLE, direction: ASC}, scope: {all: true}) { edges { node { title } } } }",
+            json!({}),
+        )
+        .await;
+    let titles: Vec<&str> = body["data"]["tasks"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["m0", "m1", "m2"], "{body}");
+    let error = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["extensions"]["instance"] == evil.to_string())
+        .unwrap_or_else(|| panic!("evil is reported: {body}"));
+    assert_eq!(error["extensions"]["code"], "PEER_BAD_RESPONSE", "{body}");
+    assert!(error["message"].as_str().unwrap().contains("out of order"), "{body}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "asked twice: {seen:?}");
+    assert_eq!(seen[0], (json!(14), Value::Null), "its share of 20 among three");
+    let second = &seen[1];
+    assert_eq!(
+        second.0,
+        json!(6),
+        "what the page can still take from it: 20 less its 14"
+    );
+    assert!(second.1.is_string(), "from its last row: {seen:?}");
+}
+
 /// Item 7: an anonymous CONNECT naming itself like an active peer does not
 /// make that name ambiguous, before or after it is rejected; and no second
 /// active peer may take the name.

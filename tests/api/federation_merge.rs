@@ -1570,3 +1570,90 @@ async fn teams_of_a_peers_workspace_are_read_at_their_owner_and_not_written() {
     assert_eq!(a.row_counts().await, a_counts);
     assert_eq!(fingerprint(&mut a.admin().await).await, a_tenant);
 }
+
+// ---------------------------------------------------------------------------
+// 8. Shares of a page.
+// ---------------------------------------------------------------------------
+
+/// Signed requests `asking` has sent to the peer named `peer`.
+async fn requests_to(asking: &TestApp, peer: &str) -> u64 {
+    let metrics = asking.get_text("/metrics").await;
+    let line = format!("mosaic_federation_requests_total{{peer=\"{peer}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// With three sources, each is first asked for its share of a page (14 of
+/// 20), not all of it. A peer whose rows fill most of the page is asked
+/// once more, from its last row, for what the page can still take from it;
+/// the others are not. The pages are exactly the global order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_holding_more_than_its_share_is_asked_again_and_pages_stay_exact() {
+    let (m, p, q) = tokio::join!(
+        spawn_instance("master"),
+        spawn_instance("papa"),
+        spawn_instance("quebec")
+    );
+    let (_, token) = m.user("ann@master.example").await;
+    let mut titles = Vec::new();
+    let mut seed = async |app: &TestApp, token: &str, prefix: &str, n: usize| {
+        let ws = app.create_workspace(token, prefix).await;
+        for i in 0..n {
+            let title = format!("{prefix}{i:02}");
+            app.create_task(token, &ws, &title).await;
+            titles.push(title);
+        }
+        ws
+    };
+    seed(&m, &token, "z", 2).await;
+    for (spoke, prefix, n) in [(&p, "a", 30), (&q, "y", 2)] {
+        let (_, owner) = spoke.user(&format!("owner@{prefix}.example")).await;
+        let ws = seed(spoke, &owner, prefix, n).await;
+        peer(&m, spoke, &[&ws], false).await;
+    }
+    titles.sort();
+    let order = json!({ "field": "TITLE", "direction": "ASC" });
+    let ask = |after: Option<String>| {
+        m.gql(
+            &token,
+            TASKS,
+            json!({ "scope": all(), "o": order, "first": 20, "after": after }),
+        )
+    };
+    let titles_of = |body: &Value| -> Vec<String> {
+        nodes(std::slice::from_ref(body))
+            .iter()
+            .map(|n| n["title"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let (p_before, q_before) = (requests_to(&m, "papa").await, requests_to(&m, "quebec").await);
+    let first = ask(None).await;
+    assert!(first.get("errors").is_none(), "{first}");
+    assert_eq!(titles_of(&first), titles[..20], "{first}");
+    assert_eq!(first["data"]["tasks"]["pageInfo"]["hasNextPage"], true);
+    assert_eq!(
+        first["data"]["tasks"]["totalCount"], 34,
+        "totals come from the first round"
+    );
+    assert_eq!(first["extensions"]["federation"]["succeeded"], 3, "{first}");
+    assert_eq!(
+        requests_to(&m, "papa").await - p_before,
+        2,
+        "papa's 14 rows were short of the page"
+    );
+    assert_eq!(requests_to(&m, "quebec").await - q_before, 1, "quebec had nothing more");
+
+    // The rest: papa's last ten and everyone else's, in one round.
+    let after = first["data"]["tasks"]["pageInfo"]["endCursor"]
+        .as_str()
+        .map(String::from);
+    let p_before = requests_to(&m, "papa").await;
+    let rest = ask(after).await;
+    assert!(rest.get("errors").is_none(), "{rest}");
+    assert_eq!(titles_of(&rest), titles[20..], "{rest}");
+    assert_eq!(rest["data"]["tasks"]["pageInfo"]["hasNextPage"], false);
+    assert_eq!(requests_to(&m, "papa").await - p_before, 1);
+}
