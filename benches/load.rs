@@ -6,7 +6,8 @@
 //! 2. a master fanning out `tasks(scope: {all: true}, first: 50)` to 1, 3 and
 //!    10 spokes over HTTPS, beside the same query sent directly to the
 //!    slowest spoke, all in one run so the master's overhead is a difference;
-//!    with the master's CPU time per request;
+//!    with the master's CPU time per request (with BENCH_BASELINE, run by that
+//!    binary too, first);
 //! 3. `demo`: the demo's chain home → work → hq, each instance directly and
 //!    the federated query through home, at 1 and 8 connections, with each
 //!    instance's CPU time per request (and the rest of the machine's); round trips
@@ -638,56 +639,70 @@ async fn run() {
     }
 
     if which.is_empty() || which == "federation" {
-        println!("\n== fan-out: tasks(scope: {{all: true}}, first: 50), 8 connections, {seconds} s per run ==");
-        let master = bench.start("master", 1_000).await;
-        let mut spokes = Vec::new();
-        for i in 0..10 {
-            spokes.push(bench.start(&format!("spoke{i}"), 1_000).await);
+        if let Ok(baseline) = std::env::var("BENCH_BASELINE") {
+            fan_out(&bench, Path::new(&baseline), "_base", "baseline (BENCH_BASELINE)").await;
         }
-        let mut peered = 0;
-        let mut results = Vec::new();
-        for n in [1usize, 3, 10] {
-            while peered < n {
-                bench.peer(&master, &spokes[peered], false);
-                peered += 1;
-            }
-            let body = bench.check(&master, FEDERATED).await;
-            let total = body["extensions"]["federation"]["succeeded"].as_u64().unwrap_or(0);
-            assert_eq!(total as usize, n + 1, "every spoke answered: {body}");
-            let cpu = cpu_seconds(&master.child);
-            let r = bench.wrk(&master, FEDERATED, 8);
-            let cpu_ms = (cpu_seconds(&master.child) - cpu) * 1000.0 / r.requests.max(1) as f64;
-            row(&format!("master, {n} spoke(s)"), r);
-            println!("{:<44} {cpu_ms:>10.3} ms of master CPU per request", "");
-            results.push((n, r, cpu_ms));
-        }
-        // The slowest spoke, by a short probe of each, then the full run.
-        let probe = Bench { seconds: 2, ..bench };
-        let mut slowest = (0usize, 0.0f64);
-        for (i, s) in spokes.iter().enumerate() {
-            let p50 = probe.wrk(s, LOCAL, 8).p50;
-            if p50 > slowest.1 {
-                slowest = (i, p50);
-            }
-        }
-        let bench = Bench { seconds, ..probe };
-        let direct = bench.wrk(&spokes[slowest.0], LOCAL, 8);
-        row(&format!("direct to slowest spoke ({})", spokes[slowest.0].name), direct);
-        let one_spoke_cpu = results[0].2;
-        for (n, r, cpu_ms) in results {
-            println!(
-                "master overhead, {n:>2} spoke(s): p50 +{:.2} ms ({:.2}x), p99 +{:.2} ms, throughput {:.2}x of direct, CPU per request {:.2}x of 1 spoke",
-                r.p50 - direct.p50,
-                r.p50 / direct.p50,
-                r.p99 - direct.p99,
-                r.rps / direct.rps,
-                cpu_ms / one_spoke_cpu
-            );
-        }
-        drop((master, spokes));
+        fan_out(&bench, Path::new(env!("CARGO_BIN_EXE_mosaic")), "", "this build").await;
         return demo_or_not(&bench, &which).await;
     }
     demo_or_not(&bench, &which).await;
+}
+
+/// A master fanning out to 1, 3 and 10 spokes, all run by `bin` (their
+/// databases tagged `set`), beside the slowest spoke asked directly.
+async fn fan_out(bench: &Bench, bin: &Path, set: &str, label: &str) {
+    let seconds = bench.seconds;
+    println!("\n== fan-out, {label}: tasks(scope: {{all: true}}, first: 50), 8 connections, {seconds} s per run ==");
+    let master = bench
+        .start_with(bin, set, "master", 1_000, 0, None, &[UNLIMITED_PEERS])
+        .await;
+    let mut spokes = Vec::new();
+    for i in 0..10 {
+        spokes.push(
+            bench
+                .start_with(bin, set, &format!("spoke{i}"), 1_000, 0, None, &[UNLIMITED_PEERS])
+                .await,
+        );
+    }
+    let mut peered = 0;
+    let mut results = Vec::new();
+    for n in [1usize, 3, 10] {
+        while peered < n {
+            bench.peer(&master, &spokes[peered], false);
+            peered += 1;
+        }
+        let body = bench.check(&master, FEDERATED).await;
+        let total = body["extensions"]["federation"]["succeeded"].as_u64().unwrap_or(0);
+        assert_eq!(total as usize, n + 1, "every spoke answered: {body}");
+        let cpu = cpu_seconds(&master.child);
+        let r = bench.wrk(&master, FEDERATED, 8);
+        let cpu_ms = (cpu_seconds(&master.child) - cpu) * 1000.0 / r.requests.max(1) as f64;
+        row(&format!("master, {n} spoke(s)"), r);
+        println!("{:<44} {cpu_ms:>10.3} ms of master CPU per request", "");
+        results.push((n, r, cpu_ms));
+    }
+    // The slowest spoke, by a short probe of each, then the full run.
+    let mut slowest = (0usize, 0.0f64);
+    for (i, s) in spokes.iter().enumerate() {
+        let p50 = bench.wrk_for(s, LOCAL, 8, 2).p50;
+        if p50 > slowest.1 {
+            slowest = (i, p50);
+        }
+    }
+    let direct = bench.wrk(&spokes[slowest.0], LOCAL, 8);
+    row(&format!("direct to slowest spoke ({})", spokes[slowest.0].name), direct);
+    let one_spoke_cpu = results[0].2;
+    for (n, r, cpu_ms) in results {
+        println!(
+            "master overhead, {n:>2} spoke(s): p50 +{:.2} ms ({:.2}x), p99 +{:.2} ms, throughput {:.2}x of direct, CPU per request {:.2}x of 1 spoke",
+            r.p50 - direct.p50,
+            r.p50 / direct.p50,
+            r.p99 - direct.p99,
+            r.rps / direct.rps,
+            cpu_ms / one_spoke_cpu
+        );
+    }
+    drop((master, spokes));
 }
 
 /// The same selection for the local and the federated query.
