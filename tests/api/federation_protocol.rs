@@ -1252,6 +1252,61 @@ async fn unsolicited_events_cannot_make_us_query_a_peer() {
     }
 }
 
+/// Two requests of one peer admitted at once (migration 0085): the one
+/// that read the clock first but reached the bucket second is not refused
+/// for the time between, since a bucket never refills backwards.
+#[tokio::test]
+async fn overlapping_admissions_never_refill_a_bucket_backwards() {
+    let b = spawn_instance("beta").await;
+    let origin = Uuid::new_v4().to_string();
+    let keep_until = now_unix() + 60;
+    // Two tokens, refilled at 100,000 a second: a millisecond backwards costs a hundred.
+    let admit = async |conn: &mut sqlx::PgConnection, nonce: &str| -> String {
+        sqlx::query_scalar("SELECT outcome FROM admit_peer_request($1, $2, $3, 100000, 2)")
+            .bind(&origin)
+            .bind(nonce)
+            .bind(keep_until)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    let (mut first, mut second) = (b.admin().await, b.admin().await);
+    sqlx::raw_sql("BEGIN").execute(&mut first).await.unwrap();
+    assert_eq!(admit(&mut first, "n0").await, "new");
+    // The second reads the clock, then waits for the first's lock on the bucket.
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut second)
+        .await
+        .unwrap();
+    let watch = sqlx::PgPool::connect(&b.database_url).await.unwrap();
+    let first_moves_on = async {
+        common::eventually(
+            Duration::from_secs(10),
+            "the second admission waits on the bucket",
+            || {
+                let watch = watch.clone();
+                async move {
+                    sqlx::query_scalar::<_, Option<String>>(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                    )
+                    .bind(pid)
+                    .fetch_one(&watch)
+                    .await
+                    .unwrap()
+                    .as_deref()
+                        == Some("Lock")
+                }
+            },
+        )
+        .await;
+        // The first moves the bucket's time past the second's reading, and commits.
+        assert_eq!(admit(&mut first, "n2").await, "new");
+        sqlx::raw_sql("COMMIT").execute(&mut first).await.unwrap();
+    };
+    let (second_outcome, ()) = tokio::join!(admit(&mut second, "n1"), first_moves_on);
+    assert_eq!(second_outcome, "new", "a token was left");
+}
+
 #[tokio::test]
 async fn a_peer_over_its_rate_limit_gets_429_and_others_are_unaffected() {
     let (a, b, c) = tokio::join!(
