@@ -7,10 +7,9 @@ use serde_json::{Value, json};
 
 use super::{AgentTask, AgentTaskConnection, Conditions, ORDERING, page, wire};
 use crate::error::AppResult;
-use crate::federation::fanout::SourcePage;
 use crate::graphql::RequestContext;
 use crate::graphql::federated::Plan;
-use crate::graphql::merged_list::{self, MergedList, Sourced};
+use crate::graphql::merged_list::{self, MergedList, Sourced, Subquery};
 use crate::graphql::pagination::Cursor;
 use crate::graphql::wire::owned;
 
@@ -34,20 +33,10 @@ fn subquery() -> String {
 /// `agentTasks` as a list merged across instances.
 struct AgentTasks<'a> {
     conditions: &'a Conditions,
-    query: String,
-    variables: Value,
 }
 
 impl MergedList for AgentTasks<'_> {
     type Row = AgentTask;
-
-    fn query(&self) -> &str {
-        &self.query
-    }
-
-    fn variables(&self) -> &Value {
-        &self.variables
-    }
 
     fn parse(&self, data: &Value) -> AppResult<Sourced<AgentTask>> {
         merged_list::parse_connection(data, "agentTasks", owned::<wire::AgentTaskWire>)
@@ -73,11 +62,12 @@ impl MergedList for AgentTasks<'_> {
         with_total: bool,
     ) -> AppResult<Option<Sourced<AgentTask>>> {
         let page = page(rc, self.conditions, first, after, with_total).await?;
-        let source = SourcePage {
-            has_next: page.page_info.has_next_page,
-            rows: page.edges.into_iter().map(|e| e.node).collect(),
-        };
-        Ok(Some((source, page.total_count)))
+        let rows = page.edges.into_iter().map(|e| e.node);
+        Ok(merged_list::local_source(
+            rows,
+            page.page_info.has_next_page,
+            page.total_count,
+        ))
     }
 }
 
@@ -90,12 +80,21 @@ pub(super) async fn federated_page(
     after: Option<&str>,
 ) -> AppResult<AgentTaskConnection> {
     let start = after.map(|a| rc.open_cursor(a, ORDERING)).transpose()?;
-    let list = AgentTasks {
-        conditions,
+    let subquery = Subquery {
         query: subquery(),
         variables: json!({ "workspaceId": request.workspace_id, "filter": request.filter }),
     };
-    let merged = merged_list::page(rc, plan, &list, request.first, start.as_ref(), request.with_total).await?;
+    let list = AgentTasks { conditions };
+    let merged = merged_list::page(
+        rc,
+        plan,
+        &list,
+        &subquery,
+        request.first,
+        start.as_ref(),
+        request.with_total,
+    )
+    .await?;
     AgentTaskConnection::new(
         merged.rows,
         rc,

@@ -22,14 +22,17 @@ use crate::federation::registry::PeerRecord;
 /// A source's page of a list and its total, when asked.
 pub type Sourced<R> = (SourcePage<R>, Option<i64>);
 
-/// What the driver needs of one list.
+/// The signed subquery a list sends every peer, and its own variables
+/// (workspace, filter, order: an object); `scope`, `first`, `after` and
+/// `withTotal` are added per peer and round.
+pub struct Subquery {
+    pub query: String,
+    pub variables: Value,
+}
+
+/// What the driver needs of one list's rows.
 pub trait MergedList {
     type Row;
-    /// The signed subquery. Its variables are `variables()` and `scope`,
-    /// `first`, `after` and `withTotal`.
-    fn query(&self) -> &str;
-    /// The list's own variables (workspace, filter, order), an object.
-    fn variables(&self) -> &Value;
     /// A peer's `data` read into its page.
     fn parse(&self, data: &Value) -> AppResult<Sourced<Self::Row>>;
     /// The global order.
@@ -68,6 +71,7 @@ pub async fn page<L: MergedList>(
     rc: &RequestContext,
     plan: &Plan,
     list: &L,
+    subquery: &Subquery,
     first: usize,
     start: Option<&Cursor>,
     with_total: bool,
@@ -80,8 +84,8 @@ pub async fn page<L: MergedList>(
             false => Ok(None),
         }
     };
-    let asked = federated::ask_all(rc, plan, list.query(), |peer| {
-        variables(list, plan, peer, share, start, with_total)
+    let asked = federated::ask_all(rc, plan, &subquery.query, |peer| {
+        variables(subquery, plan, peer, share, start, with_total)
     });
     let (local, answers) = futures::join!(local, asked);
     let mut sources: Vec<Source<L::Row>> = Vec::new();
@@ -103,7 +107,7 @@ pub async fn page<L: MergedList>(
     }
     let short = fanout::shortfall(sources.iter().map(|s| &s.page), share, first, |a, b| list.compare(a, b));
     if !short.is_empty() {
-        ask_again(rc, plan, list, &mut sources, &short).await?;
+        ask_again(rc, plan, list, subquery, &mut sources, &short).await?;
     }
     let total = sources.iter().map(|s| s.total).sum();
     let pages = sources.into_iter().map(|s| s.page).collect();
@@ -119,6 +123,7 @@ async fn ask_again<L: MergedList>(
     rc: &RequestContext,
     plan: &Plan,
     list: &L,
+    subquery: &Subquery,
     sources: &mut Vec<Source<L::Row>>,
     short: &[(usize, usize)],
 ) -> AppResult<()> {
@@ -131,7 +136,7 @@ async fn ask_again<L: MergedList>(
         match &sources[i].peer {
             None => local_after = Some((i, more, after)),
             Some(peer) => {
-                asks.push((peer, variables(list, plan, peer, more, Some(&after), false)));
+                asks.push((peer, variables(subquery, plan, peer, more, Some(&after), false)));
                 asked.push((i, after));
             }
         }
@@ -142,7 +147,7 @@ async fn ask_again<L: MergedList>(
             None => Ok(None),
         }
     };
-    let (local, answers) = futures::join!(local, federated::ask_some(rc, plan, asks, list.query()));
+    let (local, answers) = futures::join!(local, federated::ask_some(rc, plan, asks, &subquery.query));
     let mut more: Vec<(usize, Option<SourcePage<L::Row>>)> = Vec::new();
     if let Some((i, ..)) = local_after {
         more.push((i, local?.map(|(page, _)| page)));
@@ -170,6 +175,17 @@ async fn ask_again<L: MergedList>(
     Ok(())
 }
 
+/// This instance's page as a source: its rows, whether more follow, its total.
+pub fn local_source<R>(rows: impl IntoIterator<Item = R>, has_next: bool, total: Option<i64>) -> Option<Sourced<R>> {
+    Some((
+        SourcePage {
+            rows: rows.into_iter().collect(),
+            has_next,
+        },
+        total,
+    ))
+}
+
 /// A peer's answer to a list's subquery, its connection under `field`
 /// (`edges { node }`, `pageInfo { hasNextPage }`, `totalCount` when asked),
 /// read into a page by `row`.
@@ -188,15 +204,15 @@ pub fn parse_connection<R>(data: &Value, field: &str, row: impl Fn(&Value) -> Ap
 }
 
 /// A peer's variables for a page of `first` after `after`.
-fn variables<L: MergedList>(
-    list: &L,
+fn variables(
+    subquery: &Subquery,
     plan: &Plan,
     peer: &PeerRecord,
     first: usize,
     after: Option<&Cursor>,
     with_total: bool,
 ) -> Value {
-    let mut vars = list.variables().clone();
+    let mut vars = subquery.variables.clone();
     vars["scope"] = plan.scope_for(peer);
     vars["first"] = json!(first);
     vars["after"] = json!(after.map(Cursor::plain));

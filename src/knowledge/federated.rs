@@ -16,12 +16,11 @@ use super::{
 };
 use crate::embedding::vectors;
 use crate::error::{AppError, AppResult};
-use crate::federation::fanout::SourcePage;
 use crate::federation::registry::PeerRecord;
 use crate::graphql::RequestContext;
 use crate::graphql::federated::{self as across, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
-use crate::graphql::merged_list::{self, MergedList, Sourced};
+use crate::graphql::merged_list::{self, MergedList, Sourced, Subquery};
 use crate::graphql::pagination::{Cursor, PageInfo};
 use crate::graphql::wire::owned;
 
@@ -140,20 +139,10 @@ fn entries_subquery() -> String {
 struct Entries<'a> {
     order: KnowledgeEntryOrder,
     conditions: Option<&'a Conditions>,
-    query: String,
-    variables: Value,
 }
 
 impl MergedList for Entries<'_> {
     type Row = KnowledgeEntry;
-
-    fn query(&self) -> &str {
-        &self.query
-    }
-
-    fn variables(&self) -> &Value {
-        &self.variables
-    }
 
     fn parse(&self, data: &Value) -> AppResult<Sourced<KnowledgeEntry>> {
         merged_list::parse_connection(data, "knowledgeEntries", owned::<KnowledgeEntryWire>)
@@ -182,11 +171,12 @@ impl MergedList for Entries<'_> {
             return Ok(None);
         };
         let page = page(rc, conditions, self.order, first, after, with_total).await?;
-        let source = SourcePage {
-            has_next: page.page_info.has_next_page,
-            rows: page.edges.into_iter().map(|e| e.node).collect(),
-        };
-        Ok(Some((source, page.total_count)))
+        let rows = page.edges.into_iter().map(|e| e.node);
+        Ok(merged_list::local_source(
+            rows,
+            page.page_info.has_next_page,
+            page.total_count,
+        ))
     }
 }
 
@@ -204,13 +194,21 @@ pub async fn entries_page(
     let start = after.map(|a| rc.open_cursor(a, order.name())).transpose()?;
     let filter = request.filter.to_value().into_json().map_err(AppError::internal)?;
     let order_value = order.to_value().into_json().map_err(AppError::internal)?;
-    let list = Entries {
-        order,
-        conditions,
+    let subquery = Subquery {
         query: entries_subquery(),
         variables: json!({ "workspaceId": request.workspace_id, "filter": filter, "orderBy": order_value }),
     };
-    let merged = merged_list::page(rc, plan, &list, request.first, start.as_ref(), request.with_total).await?;
+    let list = Entries { order, conditions };
+    let merged = merged_list::page(
+        rc,
+        plan,
+        &list,
+        &subquery,
+        request.first,
+        start.as_ref(),
+        request.with_total,
+    )
+    .await?;
     let edges = merged
         .rows
         .into_iter()

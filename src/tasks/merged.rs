@@ -2,7 +2,7 @@
 //! instance's in the global order.
 
 use super::*;
-use crate::graphql::merged_list::{self, MergedList, Sourced};
+use crate::graphql::merged_list::{self, MergedList, Sourced, Subquery};
 
 /// What a scoped `tasks` asks of every instance.
 pub(super) struct FederatedTasks {
@@ -28,20 +28,10 @@ fn subquery(selection: wire::Selection) -> String {
 struct Tasks<'a> {
     request: &'a FederatedTasks,
     conditions: &'a Conditions,
-    query: String,
-    variables: Value,
 }
 
 impl MergedList for Tasks<'_> {
     type Row = Task;
-
-    fn query(&self) -> &str {
-        &self.query
-    }
-
-    fn variables(&self) -> &Value {
-        &self.variables
-    }
 
     fn parse(&self, data: &Value) -> AppResult<Sourced<Task>> {
         merged_list::parse_connection(data, "tasks", |node| self.request.selection.parse(node))
@@ -67,11 +57,12 @@ impl MergedList for Tasks<'_> {
         with_total: bool,
     ) -> AppResult<Option<Sourced<Task>>> {
         let page = page(rc, self.conditions, self.request.order, first, after, with_total).await?;
-        let source = SourcePage {
-            has_next: page.page_info.has_next_page,
-            rows: page.edges.into_iter().map(|e| e.node).collect(),
-        };
-        Ok(Some((source, page.total_count)))
+        let rows = page.edges.into_iter().map(|e| e.node);
+        Ok(merged_list::local_source(
+            rows,
+            page.page_info.has_next_page,
+            page.total_count,
+        ))
     }
 }
 
@@ -86,17 +77,21 @@ pub(super) async fn federated_page(
     let order = request.order;
     let start = after.map(|a| rc.open_cursor(a, &order.name())).transpose()?;
     let order_value = order.to_value().into_json().map_err(AppError::internal)?;
-    let list = Tasks {
-        request,
-        conditions,
+    let subquery = Subquery {
         query: subquery(request.selection),
-        variables: json!({
-            "workspaceId": request.workspace_id,
-            "filter": request.filter,
-            "orderBy": order_value,
-        }),
+        variables: json!({ "workspaceId": request.workspace_id, "filter": request.filter, "orderBy": order_value }),
     };
-    let merged = merged_list::page(rc, plan, &list, request.first, start.as_ref(), request.with_total).await?;
+    let list = Tasks { request, conditions };
+    let merged = merged_list::page(
+        rc,
+        plan,
+        &list,
+        &subquery,
+        request.first,
+        start.as_ref(),
+        request.with_total,
+    )
+    .await?;
     let edges = merged
         .rows
         .into_iter()

@@ -21,7 +21,6 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
-use crate::federation::fanout::SourcePage;
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::pagination::{Cursor, PageInfo, push_after};
