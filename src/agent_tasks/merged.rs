@@ -11,7 +11,6 @@ use crate::graphql::RequestContext;
 use crate::graphql::federated::Plan;
 use crate::graphql::merged_list::{self, MergedList, Sourced, Subquery};
 use crate::graphql::pagination::Cursor;
-use crate::graphql::wire::owned;
 
 /// What a scoped `agentTasks` asks of every instance.
 pub(super) struct FederatedAgentTasks {
@@ -37,10 +36,7 @@ struct AgentTasks<'a> {
 
 impl MergedList for AgentTasks<'_> {
     type Row = AgentTask;
-
-    fn parse(&self, data: &Value) -> AppResult<Sourced<AgentTask>> {
-        merged_list::parse_connection(data, "agentTasks", owned::<wire::AgentTaskWire>)
-    }
+    type Wire = wire::AgentTaskWire;
 
     fn compare(&self, a: &AgentTask, b: &AgentTask) -> Ordering {
         AgentTask::compare(a, b)

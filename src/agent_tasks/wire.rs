@@ -13,7 +13,7 @@ use super::{
 use crate::error::{AppError, AppResult};
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
-use crate::graphql::wire::{Nullable, Wire, enum_value, id_on};
+use crate::graphql::wire::{Ids, Nullable, Row, Wire, enum_value, id_on};
 
 pub const FRAGMENT: &str = "fragment AgentTaskFields on AgentTask { id workspaceId projectId title kind priority status
     statusReason blockedBy attempts maxAttempts instructions checkpoint checkpointStep result error
@@ -44,6 +44,7 @@ struct EventWire {
 #[serde(rename_all = "camelCase")]
 pub struct AgentTaskWire {
     id: String,
+    instance: InstanceInfo,
     workspace_id: String,
     project_id: Nullable<String>,
     title: String,
@@ -74,6 +75,24 @@ fn bad(field: &str) -> AppError {
 
 fn status(s: &str) -> AppResult<AgentTaskStatus> {
     AgentTaskStatus::parse(Some(enum_value(s))).map_err(|_| bad("status"))
+}
+
+impl Ids for AgentTaskWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.push(&self.id);
+        out.push(&self.workspace_id);
+        out.extend(self.project_id.0.as_deref());
+    }
+}
+
+impl Row for AgentTaskWire {
+    fn instance(&self) -> &InstanceInfo {
+        &self.instance
+    }
+
+    fn take_instance(&mut self) -> InstanceInfo {
+        std::mem::take(&mut self.instance)
+    }
 }
 
 impl Wire for AgentTaskWire {

@@ -87,18 +87,18 @@ impl Federation {
         Ok((signed.document, date))
     }
 
-    /// Sends one signed request and returns the peer's JSON answer. Requests
+    /// Sends one signed request and returns the peer's answer, read as `A`. Requests
     /// for a peer's data (QUERY, COMMAND) pass its circuit breaker; a read
     /// that failed transiently is sent again, signed afresh, while the
     /// deadline leaves room and the retry budget allows (`retry.rs`).
-    pub async fn send<T: Serialize>(
+    pub async fn send<T: Serialize, A: AnswerBody>(
         &self,
         peer_id: Uuid,
         base_url: &str,
         path: &str,
         body: &T,
         timeout: Duration,
-    ) -> Result<Value, PeerError> {
+    ) -> Result<A, PeerError> {
         let peer = PeerLabels {
             peer: self.peer_label(peer_id),
         };
@@ -123,7 +123,7 @@ impl Federation {
         result
     }
 
-    async fn send_attempts(
+    async fn send_attempts<A: AnswerBody>(
         &self,
         peer_id: Uuid,
         base_url: &str,
@@ -131,7 +131,7 @@ impl Federation {
         body: &Bytes,
         timeout: Duration,
         peer: PeerLabels,
-    ) -> Result<Value, PeerError> {
+    ) -> Result<A, PeerError> {
         let started = Instant::now();
         let guarded = path == protocol::QUERY_PATH || path == protocol::COMMAND_PATH;
         let read = path == protocol::QUERY_PATH;
@@ -261,12 +261,12 @@ impl Federation {
     /// Counts one attempt in the metrics and, when it passed the breaker, in
     /// the breaker: timeouts and unavailability are failures, a 429 says
     /// nothing of the peer's health, any other answer shows it is up.
-    fn count(
+    fn count<A>(
         &self,
         peer_id: Uuid,
         peer: &PeerLabels,
         admitted: Option<Admission>,
-        result: &Result<Value, PeerError>,
+        result: &Result<A, PeerError>,
         took: Duration,
     ) -> Option<State> {
         let m = &self.metrics;
@@ -302,7 +302,7 @@ impl Federation {
         Some(state)
     }
 
-    async fn send_once(
+    async fn send_once<A: AnswerBody>(
         &self,
         peer_id: Uuid,
         base_url: &str,
@@ -310,7 +310,7 @@ impl Federation {
         body: &Bytes,
         timeout: Duration,
         peer: &PeerLabels,
-    ) -> Result<Value, PeerError> {
+    ) -> Result<A, PeerError> {
         let started = Instant::now();
         self.reachable(base_url)?;
         let header = self
@@ -352,10 +352,10 @@ impl Federation {
             .received_bytes
             .get_or_create(peer)
             .inc_by(bytes.len() as u64);
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
-            return parsed.ok_or_else(|| PeerError::new("PEER_BAD_RESPONSE", "answer is not JSON"));
+            return A::read(&bytes);
         }
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         let refusal = parsed
             .as_ref()
             .and_then(|v| v["errors"][0]["extensions"]["code"].as_str())
@@ -405,6 +405,22 @@ impl Federation {
         let sig = signing::sign(&key, &params);
         Ok(signing::header_value(&params, &sig))
     }
+}
+
+/// What a peer's successful answer is read into, straight from its bytes.
+pub trait AnswerBody: Sized {
+    fn read(bytes: &[u8]) -> Result<Self, PeerError>;
+}
+
+impl AnswerBody for Value {
+    fn read(bytes: &[u8]) -> Result<Self, PeerError> {
+        serde_json::from_slice(bytes).map_err(|_| not_json())
+    }
+}
+
+/// A successful answer that is not JSON at all.
+pub fn not_json() -> PeerError {
+    PeerError::new("PEER_BAD_RESPONSE", "answer is not JSON")
 }
 
 /// The verb a path names, for the span.

@@ -34,7 +34,7 @@ use anyhow::Result;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use client::RATE_LIMITED;
+pub use client::{AnswerBody, RATE_LIMITED, not_json};
 
 use crate::config::FederationSettings;
 use crate::db::cache::Cache;

@@ -422,7 +422,7 @@ impl Federation {
             types: protocol::event_types().collect(),
         };
         if let Err(e) = self
-            .send(
+            .send::<_, serde_json::Value>(
                 peer.id,
                 &peer.base_url,
                 protocol::SUBSCRIBE_PATH,

@@ -97,7 +97,7 @@ impl Federation {
         let request = ConnectRequest {
             identity: self.identity().await?,
         };
-        let answer = self
+        let answer: serde_json::Value = self
             .send(peer_id, &url, protocol::CONNECT_PATH, &request, self.settings.deadline)
             .await
             .map_err(|error| PeeringError::Peer {
@@ -270,7 +270,7 @@ impl Federation {
     /// Best-effort notification; the local change already took effect.
     async fn notify<T: Serialize>(&self, peer: &PeerRecord, path: &str, body: &T) {
         if let Err(e) = self
-            .send(peer.id, &peer.base_url, path, body, self.settings.deadline)
+            .send::<_, serde_json::Value>(peer.id, &peer.base_url, path, body, self.settings.deadline)
             .await
         {
             tracing::warn!(peer = %peer.name, code = e.code, error = %e.message, "could not notify peer");

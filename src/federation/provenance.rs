@@ -51,6 +51,19 @@ fn bad_claim(object: &Map<String, Value>, ok: &dyn Fn(&str) -> bool) -> bool {
     }
 }
 
+/// Whether a typed row of a peer's answer may stand (the same rule, read
+/// off typed rows instead of JSON): the instance it names is one
+/// `may_speak_for` accepts, its own ID (the first of `ids`) names that
+/// instance, and so does every ID nested in it, since nested objects live
+/// where their row lives.
+pub fn row_stands(instance: &str, ids: &[&str], may_speak_for: &dyn Fn(&str) -> bool) -> bool {
+    may_speak_for(instance)
+        && ids
+            .iter()
+            .filter_map(|id| instance_of_id(id))
+            .all(|named| named == instance)
+}
+
 /// The instance part of a global ID; None for anything else.
 fn instance_of_id(id: &str) -> Option<&str> {
     let mut parts = id.splitn(3, ':');
@@ -107,6 +120,28 @@ mod tests {
         assert_eq!(prune(&mut data, &ok), 2);
         assert_eq!(data["tasks"]["edges"], json!([]));
         assert!(data["node"].is_null());
+    }
+
+    #[test]
+    fn a_typed_row_stands_only_where_every_id_names_its_instance() {
+        let ok = |i: &str| i == P;
+        let own = format!("Task:{P}:{L}");
+        let nested_here = format!("Workspace:{P}:{L}");
+        let nested_ours = format!("Workspace:{ME}:{L}");
+        assert!(row_stands(P, &[&own, &nested_here], &ok));
+        assert!(
+            !row_stands(ME, &[&format!("Task:{ME}:{L}")], &ok),
+            "not its to speak for"
+        );
+        assert!(
+            !row_stands(P, &[&format!("Task:{ME}:{L}")], &ok),
+            "its id names another"
+        );
+        assert!(!row_stands(P, &[&own, &nested_ours], &ok), "a nested object elsewhere");
+        assert!(
+            row_stands(P, &[&own, "Task:nope", L], &ok),
+            "not global IDs, not claims"
+        );
     }
 
     #[test]

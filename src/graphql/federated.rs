@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_graphql::{InputObject, ServerError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -17,6 +19,7 @@ use crate::error::{AppError, AppResult};
 use crate::federation::PeerError;
 use crate::federation::protocol::{self, SubRequest};
 use crate::federation::registry::{PeerRecord, PeerState};
+use crate::federation::{AnswerBody, not_json};
 
 /// Which instances a list field covers. No scope: this instance only.
 #[derive(InputObject, Clone, Debug, Default)]
@@ -191,8 +194,8 @@ impl Report {
     /// Takes in what a peer reported about the instances behind it, which
     /// never include those `foreign` refuses (us, and instances we or
     /// upstream ask ourselves).
-    fn absorb(&mut self, peer: &PeerRecord, answer: &Value, foreign: &dyn Fn(&str) -> bool) {
-        if let Some(list) = answer["extensions"]["federation"]["instances"].as_array() {
+    fn absorb(&mut self, peer: &PeerRecord, errors: &Value, extensions: &Value, foreign: &dyn Fn(&str) -> bool) {
+        if let Some(list) = extensions["federation"]["instances"].as_array() {
             for i in list {
                 let (Some(id), Some(name)) = (i["id"].as_str(), i["name"].as_str()) else {
                     continue;
@@ -208,7 +211,7 @@ impl Report {
                 self.note(id, name, status, i["latencyMs"].as_u64());
             }
         }
-        for e in answer["errors"].as_array().into_iter().flatten() {
+        for e in errors.as_array().into_iter().flatten() {
             if let (Some(code), Some(instance)) =
                 (e["extensions"]["code"].as_str(), e["extensions"]["instance"].as_str())
             {
@@ -500,23 +503,84 @@ fn peer_code(code: &str) -> &'static str {
 }
 
 /// A peer's usable answer.
-struct PeerAnswer {
-    data: Value,
+struct PeerAnswer<D> {
+    data: D,
     /// Instances behind the peer that it reached on this request.
     reached: std::collections::HashSet<String>,
+}
+
+/// What a peer's `data` is read into: all of it as JSON, or a list's page
+/// of typed rows (`merged_list::PageData`), read straight from the bytes.
+pub trait PeerData: DeserializeOwned {
+    /// Removes every object that names an instance `may_speak_for`
+    /// refuses (`federation::provenance`); returns how many went.
+    fn prune(&mut self, may_speak_for: &dyn Fn(&str) -> bool) -> usize;
+    /// Whether it holds data at all.
+    fn usable(&self) -> bool {
+        true
+    }
+}
+
+impl PeerData for Value {
+    fn prune(&mut self, may_speak_for: &dyn Fn(&str) -> bool) -> usize {
+        crate::federation::provenance::prune(self, may_speak_for)
+    }
+
+    fn usable(&self) -> bool {
+        self.is_object()
+    }
+}
+
+/// A peer's GraphQL answer: `data` read as `D` (or why it could not be),
+/// and what it reports of itself and the instances behind it.
+struct Answer<D> {
+    data: Result<Option<D>, String>,
+    errors: Value,
+    extensions: Value,
+}
+
+#[derive(Deserialize)]
+struct AnswerWire<D> {
+    data: Option<D>,
+    #[serde(default)]
+    errors: Value,
+    #[serde(default)]
+    extensions: Value,
+}
+
+impl<D: PeerData> AnswerBody for Answer<D> {
+    /// Data that cannot be read as `D` costs the peer its data, not what it
+    /// reports of the instances behind it.
+    fn read(bytes: &[u8]) -> Result<Self, PeerError> {
+        match serde_json::from_slice::<AnswerWire<D>>(bytes) {
+            Ok(a) => Ok(Self {
+                data: Ok(a.data),
+                errors: a.errors,
+                extensions: a.extensions,
+            }),
+            Err(e) => {
+                let a = serde_json::from_slice::<AnswerWire<serde::de::IgnoredAny>>(bytes).map_err(|_| not_json())?;
+                Ok(Self {
+                    data: Err(format!("unusable answer: peer answer: {e}")),
+                    errors: a.errors,
+                    extensions: a.extensions,
+                })
+            }
+        }
+    }
 }
 
 /// Sends a GraphQL request to a peer and returns its `data`. Failures of
 /// instances behind the peer go into the report; the peer's own failure is
 /// the error.
-async fn ask(
+async fn ask<D: PeerData>(
     rc: &RequestContext,
     peer: &PeerRecord,
     path: &str,
     query: &str,
     variables: Value,
     siblings: &[PeerRecord],
-) -> Result<PeerAnswer, PeerError> {
+) -> Result<PeerAnswer<D>, PeerError> {
     let _slot = rc.subrequests.start().await?;
     let timeout = rc.hop.forwardable();
     if timeout.is_zero() {
@@ -530,7 +594,7 @@ async fn ask(
         variables,
         envelope: rc.hop.next(&rc.instance.id, siblings.iter().map(|p| p.id.to_string())),
     };
-    let mut answer = rc
+    let answer: Answer<D> = rc
         .federation
         .send(peer.id, &peer.base_url, path, &body, timeout)
         .await?;
@@ -542,10 +606,10 @@ async fn ask(
             || body.envelope.visited.iter().any(|v| v == id)
             || body.envelope.exclude.iter().any(|v| v == id) && id != peer.id.to_string()
     };
-    let mut data = answer.get_mut("data").map(Value::take);
+    let mut data = answer.data;
     let mut report = rc.report.lock().expect("report lock");
-    report.absorb(peer, &answer, &foreign);
-    let reached: std::collections::HashSet<&str> = answer["extensions"]["federation"]["instances"]
+    report.absorb(peer, &answer.errors, &answer.extensions, &foreign);
+    let reached: std::collections::HashSet<&str> = answer.extensions["federation"]["instances"]
         .as_array()
         .into_iter()
         .flatten()
@@ -554,9 +618,10 @@ async fn ask(
         .collect();
     let peer_id = peer.id.to_string();
     let may_speak_for = |id: &str| id == peer_id || reached.contains(id);
-    let removed = data
-        .as_mut()
-        .map_or(0, |d| crate::federation::provenance::prune(d, &may_speak_for));
+    let removed = match &mut data {
+        Ok(Some(d)) => d.prune(&may_speak_for),
+        _ => 0,
+    };
     if removed > 0 {
         report.note(&peer_id, &peer.name, "partial", None);
         report.push_error(
@@ -570,7 +635,8 @@ async fn ask(
         );
     }
     drop(report);
-    let own_error = answer["errors"]
+    let own_error = answer
+        .errors
         .as_array()
         .into_iter()
         .flatten()
@@ -587,37 +653,38 @@ async fn ask(
         });
     }
     match data {
-        Some(d) if d.is_object() => Ok(PeerAnswer {
+        Ok(Some(d)) if d.usable() => Ok(PeerAnswer {
             data: d,
             reached: reached.into_iter().map(String::from).collect(),
         }),
-        _ => Err(PeerError::new("PEER_BAD_RESPONSE", "the answer has no data")),
+        Ok(_) => Err(PeerError::new("PEER_BAD_RESPONSE", "the answer has no data")),
+        Err(why) => Err(PeerError::new("PEER_BAD_RESPONSE", why)),
     }
 }
 
 /// Asks every planned peer at once; each result is paired with its peer.
 /// Successes and failures are reported; failed peers yield `None`.
-pub async fn ask_all(
+pub async fn ask_all<D: PeerData>(
     rc: &RequestContext,
     plan: &Plan,
     query: &str,
     variables: impl Fn(&PeerRecord) -> Value,
-) -> Vec<(PeerRecord, Option<Value>)> {
+) -> Vec<(PeerRecord, Option<D>)> {
     ask_some(rc, plan, plan.peers.iter().map(|p| (p, variables(p))).collect(), query).await
 }
 
 /// Asks some of the planned peers at once, each with its variables; the
 /// results come in the order asked. Every planned peer stays a sibling in
 /// the envelope, so none of them is asked twice through another.
-pub async fn ask_some(
+pub async fn ask_some<D: PeerData>(
     rc: &RequestContext,
     plan: &Plan,
     asks: Vec<(&PeerRecord, Value)>,
     query: &str,
-) -> Vec<(PeerRecord, Option<Value>)> {
+) -> Vec<(PeerRecord, Option<D>)> {
     let asks = asks.into_iter().map(|(peer, vars)| async move {
         let started = Instant::now();
-        let result = ask(rc, peer, protocol::QUERY_PATH, query, vars, &plan.peers)
+        let result = ask::<D>(rc, peer, protocol::QUERY_PATH, query, vars, &plan.peers)
             .await
             .map(|a| a.data);
         (peer, result, started.elapsed().as_millis() as u64)
@@ -733,7 +800,7 @@ async fn send_to_owner(
         } else {
             protocol::QUERY_PATH
         };
-        let answer = ask(rc, &peer, path, query, variables, &[])
+        let answer = ask::<Value>(rc, &peer, path, query, variables, &[])
             .await
             .map_err(|e| peer_failure(&peer, e))?;
         // Relaying for a peer: tell it which instance answered, so it can
@@ -757,7 +824,7 @@ async fn send_to_owner(
     }
     let asks = via
         .iter()
-        .map(|peer| ask(rc, peer, protocol::QUERY_PATH, query, variables.clone(), &via));
+        .map(|peer| ask::<Value>(rc, peer, protocol::QUERY_PATH, query, variables.clone(), &via));
     futures::future::join_all(asks)
         .await
         .into_iter()

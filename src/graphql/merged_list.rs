@@ -9,14 +9,19 @@
 //! after the position asked is not used, and the peer is reported.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::RequestContext;
-use super::federated::{self, Plan};
+use super::federated::{self, PeerData, Plan};
 use super::pagination::Cursor;
+use super::wire::Row;
+use super::{InstanceInfo, RequestContext};
 use crate::error::{AppError, AppResult};
 use crate::federation::fanout::{self, SourcePage};
+use crate::federation::provenance;
 use crate::federation::registry::PeerRecord;
 
 /// A source's page of a list and its total, when asked.
@@ -33,8 +38,12 @@ pub struct Subquery {
 /// What the driver needs of one list's rows.
 pub trait MergedList {
     type Row;
-    /// A peer's `data` read into its page.
-    fn parse(&self, data: &Value) -> AppResult<Sourced<Self::Row>>;
+    /// A row as a peer's answer carries it.
+    type Wire: Row<Object = Self::Row>;
+    /// What the row must hold beyond its type (the parts a selection asked for).
+    fn check(&self, _wire: &Self::Wire) -> AppResult<()> {
+        Ok(())
+    }
     /// The global order.
     fn compare(&self, a: &Self::Row, b: &Self::Row) -> Ordering;
     /// The position right after `row`.
@@ -97,7 +106,7 @@ pub async fn page<L: MergedList>(
         });
     }
     for (peer, data) in answers {
-        if let Some((page, total)) = data.and_then(|d| checked(rc, list, &peer, &d, start)) {
+        if let Some((page, total)) = data.and_then(|d| checked(rc, list, &peer, d, start)) {
             sources.push(Source {
                 peer: Some(peer),
                 page,
@@ -153,7 +162,7 @@ async fn ask_again<L: MergedList>(
         more.push((i, local?.map(|(page, _)| page)));
     }
     for ((peer, data), (i, after)) in answers.into_iter().zip(&asked) {
-        let page = data.and_then(|d| checked(rc, list, &peer, &d, Some(after)));
+        let page = data.and_then(|d| checked(rc, list, &peer, d, Some(after)));
         more.push((*i, page.map(|(page, _)| page)));
     }
     let mut dropped = Vec::new();
@@ -186,21 +195,78 @@ pub fn local_source<R>(rows: impl IntoIterator<Item = R>, has_next: bool, total:
     ))
 }
 
-/// A peer's answer to a list's subquery, its connection under `field`
-/// (`edges { node }`, `pageInfo { hasNextPage }`, `totalCount` when asked),
-/// read into a page by `row`.
-pub fn parse_connection<R>(data: &Value, field: &str, row: impl Fn(&Value) -> AppResult<R>) -> AppResult<Sourced<R>> {
-    let list = &data[field];
-    let rows = list["edges"]
-        .as_array()
-        .ok_or_else(|| AppError::BadInput("peer answer: edges".into()))?
-        .iter()
-        .map(|e| row(&e["node"]))
-        .collect::<AppResult<Vec<_>>>()?;
-    let has_next = list["pageInfo"]["hasNextPage"]
-        .as_bool()
-        .ok_or_else(|| AppError::BadInput("peer answer: pageInfo".into()))?;
-    Ok((SourcePage { rows, has_next }, list["totalCount"].as_i64()))
+/// A peer's answer to a list's subquery, read straight from its bytes:
+/// the one field of `data` (`tasks`, ...) with `edges { node }`,
+/// `pageInfo { hasNextPage }` and `totalCount` when asked.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct PageData<W>(BTreeMap<String, Option<ConnectionWire<W>>>);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionWire<W> {
+    edges: Vec<EdgeWire<W>>,
+    page_info: PageInfoWire,
+    #[serde(default)]
+    total_count: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct EdgeWire<W> {
+    node: W,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageInfoWire {
+    has_next_page: bool,
+}
+
+impl<W: Row> PeerData for PageData<W> {
+    /// Drops every row that claims what the peer may not (provenance).
+    fn prune(&mut self, may_speak_for: &dyn Fn(&str) -> bool) -> usize {
+        let mut removed = 0;
+        for connection in self.0.values_mut().flatten() {
+            connection.edges.retain(|e| {
+                let mut ids = Vec::new();
+                e.node.ids(&mut ids);
+                let stands = provenance::row_stands(&e.node.instance().id, &ids, may_speak_for);
+                removed += usize::from(!stands);
+                stands
+            });
+        }
+        removed
+    }
+}
+
+impl<W: Row> PageData<W> {
+    /// The page, each row checked by `check` and made its object; rows of
+    /// one instance share its `InstanceInfo`.
+    fn into_page(self, check: impl Fn(&W) -> AppResult<()>) -> AppResult<Sourced<W::Object>> {
+        let mut fields = self.0.into_values();
+        let connection = match (fields.next(), fields.next()) {
+            (Some(Some(c)), None) => c,
+            _ => return Err(AppError::BadInput("peer answer: edges".into())),
+        };
+        let mut shared: Option<Arc<InstanceInfo>> = None;
+        let rows = connection
+            .edges
+            .into_iter()
+            .map(|e| {
+                let mut wire = e.node;
+                check(&wire)?;
+                let named = wire.take_instance();
+                let instance = match shared.take() {
+                    Some(i) if i.id == named.id && i.name == named.name => i,
+                    _ => Arc::new(named),
+                };
+                shared = Some(instance.clone());
+                wire.into_object(&instance)
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        let has_next = connection.page_info.has_next_page;
+        Ok((SourcePage { rows, has_next }, connection.total_count))
+    }
 }
 
 /// A peer's variables for a page of `first` after `after`.
@@ -226,7 +292,7 @@ fn checked<L: MergedList>(
     rc: &RequestContext,
     list: &L,
     peer: &PeerRecord,
-    data: &Value,
+    data: PageData<L::Wire>,
     after: Option<&Cursor>,
 ) -> Option<Sourced<L::Row>> {
     let in_place = |rows: &[L::Row]| -> AppResult<()> {
@@ -242,8 +308,8 @@ fn checked<L: MergedList>(
             ))
         }
     };
-    match list
-        .parse(data)
+    match data
+        .into_page(|w| list.check(w))
         .and_then(|sourced| in_place(&sourced.0.rows).map(|()| sourced))
     {
         Ok(sourced) => Some(sourced),

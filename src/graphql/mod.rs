@@ -23,7 +23,7 @@ use ids::{GlobalId, Kind, Owner};
 pub use limits::QueryLimits;
 
 /// The instance an object lives on (provenance).
-#[derive(SimpleObject, Clone, Debug, serde::Deserialize)]
+#[derive(SimpleObject, Clone, Debug, Default, serde::Deserialize)]
 #[graphql(name = "Instance")]
 pub struct InstanceInfo {
     pub id: String,

@@ -35,6 +35,56 @@ pub fn owned<W: Wire>(v: &Value) -> AppResult<W::Object> {
     decode::<W>(v)?.into_object(&Arc::new(instance))
 }
 
+/// For an optional part a selection may leave out: `Some` whenever the
+/// answer carries the field, `null` included (serde would read `null` as
+/// `None`, as if it were absent); `None` only when it is absent, with
+/// `#[serde(default)]`.
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The global IDs a wire carries, its own first, then those of the
+/// objects nested in it: each says where that object lives, a claim the
+/// peer must be allowed to make (`federation::provenance::row_stands`).
+pub trait Ids {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>);
+}
+
+impl<T: Ids> Ids for Option<T> {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        if let Some(t) = self {
+            t.ids(out);
+        }
+    }
+}
+
+impl<T: Ids> Ids for Nullable<T> {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        self.0.ids(out);
+    }
+}
+
+impl<T: Ids> Ids for Vec<T> {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        for t in self {
+            t.ids(out);
+        }
+    }
+}
+
+/// An entity's wire that stands at the top of a list in a peer's answer:
+/// it names the instance it lives on (`instance { id name }`).
+pub trait Row: Wire + Ids {
+    fn instance(&self) -> &InstanceInfo;
+    fn take_instance(&mut self) -> InstanceInfo;
+}
+
+/// A row of a peer's answer as its object, on the instance it names.
+pub fn row<W: Row>(mut w: W) -> AppResult<W::Object> {
+    let instance = Arc::new(w.take_instance());
+    w.into_object(&instance)
+}
+
 /// A list of objects at the top of a peer's answer.
 pub fn owned_list<W: Wire>(v: &Value) -> AppResult<Vec<W::Object>> {
     v.as_array()
@@ -140,6 +190,19 @@ mod tests {
         assert!(e.message().contains("note"), "{}", e.message());
         let e = decode::<Thing>(&json!({ "note": null })).err().unwrap();
         assert!(e.message().contains("name"), "{}", e.message());
+    }
+
+    #[test]
+    fn an_optional_part_carried_as_null_is_present() {
+        #[derive(Deserialize)]
+        struct Part {
+            #[serde(default, deserialize_with = "present")]
+            note: Option<Nullable<String>>,
+        }
+        let read = |text: &str| serde_json::from_str::<Part>(text).unwrap().note.map(|n| n.0);
+        assert_eq!(read(r#"{}"#), None);
+        assert_eq!(read(r#"{"note": null}"#), Some(None));
+        assert_eq!(read(r#"{"note": "n"}"#), Some(Some("n".into())));
     }
 
     #[test]

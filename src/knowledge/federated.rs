@@ -143,10 +143,7 @@ struct Entries<'a> {
 
 impl MergedList for Entries<'_> {
     type Row = KnowledgeEntry;
-
-    fn parse(&self, data: &Value) -> AppResult<Sourced<KnowledgeEntry>> {
-        merged_list::parse_connection(data, "knowledgeEntries", owned::<KnowledgeEntryWire>)
-    }
+    type Wire = KnowledgeEntryWire;
 
     fn compare(&self, a: &KnowledgeEntry, b: &KnowledgeEntry) -> std::cmp::Ordering {
         self.order.compare(a, b)

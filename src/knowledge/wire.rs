@@ -18,7 +18,7 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
 use crate::graphql::pagination::PageInfo;
-use crate::graphql::wire::{Nullable, Wire, decode, id_on, owned};
+use crate::graphql::wire::{Ids, Nullable, Row, Wire, decode, id_on, owned};
 use crate::workspaces::wire::WorkspaceWire;
 
 pub const FRAGMENT: &str = "fragment KnowledgeEntryFields on KnowledgeEntry { id slug title content summary status tags
@@ -31,6 +31,7 @@ pub const VERSION_FRAGMENT: &str =
 #[serde(rename_all = "camelCase")]
 pub struct KnowledgeEntryWire {
     id: String,
+    instance: InstanceInfo,
     slug: String,
     title: String,
     content: String,
@@ -42,6 +43,23 @@ pub struct KnowledgeEntryWire {
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
     workspace: WorkspaceWire,
+}
+
+impl Ids for KnowledgeEntryWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.push(&self.id);
+        self.workspace.ids(out);
+    }
+}
+
+impl Row for KnowledgeEntryWire {
+    fn instance(&self) -> &InstanceInfo {
+        &self.instance
+    }
+
+    fn take_instance(&mut self) -> InstanceInfo {
+        std::mem::take(&mut self.instance)
+    }
 }
 
 impl Wire for KnowledgeEntryWire {

@@ -9,7 +9,7 @@ use super::Project;
 use crate::error::AppResult;
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
-use crate::graphql::wire::{Nullable, Wire, id_on};
+use crate::graphql::wire::{Ids, Nullable, Wire, id_on};
 use crate::workspaces::wire::WorkspaceWire;
 
 pub const FRAGMENT: &str = "fragment ProjectFields on Project { id name description createdAt updatedAt
@@ -26,6 +26,13 @@ pub struct ProjectWire {
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
     workspace: WorkspaceWire,
+}
+
+impl Ids for ProjectWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.push(&self.id);
+        self.workspace.ids(out);
+    }
 }
 
 impl Wire for ProjectWire {

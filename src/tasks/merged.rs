@@ -32,9 +32,10 @@ struct Tasks<'a> {
 
 impl MergedList for Tasks<'_> {
     type Row = Task;
+    type Wire = wire::TaskWire;
 
-    fn parse(&self, data: &Value) -> AppResult<Sourced<Task>> {
-        merged_list::parse_connection(data, "tasks", |node| self.request.selection.parse(node))
+    fn check(&self, task: &wire::TaskWire) -> AppResult<()> {
+        self.request.selection.check(task)
     }
 
     fn compare(&self, a: &Task, b: &Task) -> Ordering {

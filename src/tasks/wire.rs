@@ -11,7 +11,7 @@ use super::{Task, TaskPriority, TaskStatus};
 use crate::error::{AppError, AppResult};
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
-use crate::graphql::wire::{Nullable, Wire, enum_value, id_on, owned};
+use crate::graphql::wire::{Ids, Nullable, Row, Wire, decode, enum_value, id_on, present, row};
 use crate::projects::wire::ProjectWire;
 use crate::users::wire::UserWire;
 use crate::workspaces::wire::WorkspaceWire;
@@ -57,27 +57,41 @@ impl Selection {
     }
 
     /// A task at the top of a peer's answer to a query with this
-    /// selection's fragment: every part asked for must be there (as a value
-    /// or null); a part not asked for is left out.
+    /// selection's fragment.
     pub fn parse(self, task: &Value) -> AppResult<Task> {
-        if let Some(((field, _), _)) = OPTIONAL
+        let task: TaskWire = decode(task)?;
+        self.check(&task)?;
+        row(task)
+    }
+
+    /// Every part asked for must be there (as a value or null); a part not
+    /// asked for is left out.
+    pub fn check(self, task: &TaskWire) -> AppResult<()> {
+        let carried = [
+            task.description.is_some(),
+            task.project.is_some(),
+            task.assignee.is_some(),
+        ];
+        match OPTIONAL
             .iter()
             .zip(self.0)
-            .find(|((field, _), asked)| *asked && task.get(field).is_none())
+            .zip(carried)
+            .find(|((_, asked), carried)| *asked && !carried)
         {
-            return Err(AppError::BadInput(format!("peer answer: missing field `{field}`")));
+            Some((((field, _), _), _)) => Err(AppError::BadInput(format!("peer answer: missing field `{field}`"))),
+            None => Ok(()),
         }
-        owned::<TaskWire>(task)
     }
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TaskWire {
+pub struct TaskWire {
     id: String,
+    instance: InstanceInfo,
     title: String,
     // Present when `Selection` asked for them (it checks that), else absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     description: Option<Nullable<String>>,
     status: String,
     priority: String,
@@ -87,10 +101,29 @@ struct TaskWire {
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
     workspace: WorkspaceWire,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     project: Option<Nullable<ProjectWire>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     assignee: Option<Nullable<UserWire>>,
+}
+
+impl Ids for TaskWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.push(&self.id);
+        self.workspace.ids(out);
+        self.project.ids(out);
+        self.assignee.ids(out);
+    }
+}
+
+impl Row for TaskWire {
+    fn instance(&self) -> &InstanceInfo {
+        &self.instance
+    }
+
+    fn take_instance(&mut self) -> InstanceInfo {
+        std::mem::take(&mut self.instance)
+    }
 }
 
 impl Wire for TaskWire {

@@ -9,7 +9,7 @@ use super::{Team, TeamMember, TeamRole};
 use crate::error::AppResult;
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
-use crate::graphql::wire::{Wire, id_on};
+use crate::graphql::wire::{Ids, Wire, id_on};
 use crate::users::wire::UserWire;
 use crate::workspaces::wire::WorkspaceWire;
 
@@ -33,6 +33,16 @@ pub struct TeamWire {
 struct MemberWire {
     role: String,
     user: UserWire,
+}
+
+impl Ids for TeamWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.push(&self.id);
+        self.workspace.ids(out);
+        for m in &self.members {
+            m.user.ids(out);
+        }
+    }
 }
 
 impl Wire for TeamWire {

@@ -8,7 +8,7 @@ use super::User;
 use crate::error::AppResult;
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
-use crate::graphql::wire::{Nullable, Wire, id_on};
+use crate::graphql::wire::{Ids, Nullable, Wire, id_on};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -17,6 +17,12 @@ pub struct UserWire {
     email: String,
     name: Nullable<String>,
     is_admin: bool,
+}
+
+impl Ids for UserWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.push(&self.id);
+    }
 }
 
 impl Wire for UserWire {

@@ -275,8 +275,13 @@ impl WorkspaceQuery {
         if plan.fans_out() {
             let query = wire::NestedSelection::of(&ctx.look_ahead())
                 .query("query($scope: InstanceScope)", "workspaces(scope: $scope)");
-            for (peer, data) in
-                federated::ask_all(rc, &plan, &query, |p| serde_json::json!({ "scope": plan.scope_for(p) })).await
+            for (peer, data) in federated::ask_all::<serde_json::Value>(
+                rc,
+                &plan,
+                &query,
+                |p| serde_json::json!({ "scope": plan.scope_for(p) }),
+            )
+            .await
             {
                 let Some(data) = data else { continue };
                 let parsed = owned_list::<wire::WorkspaceWire>(&data["workspaces"]);

@@ -9,7 +9,7 @@ use super::{Nested, Workspace, WorkspaceMember, WorkspaceRole};
 use crate::error::AppResult;
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
-use crate::graphql::wire::{Wire, id_on};
+use crate::graphql::wire::{Ids, Wire, id_on};
 use crate::projects::wire::ProjectWire;
 use crate::teams::wire::TeamWire;
 use crate::users::wire::UserWire;
@@ -78,6 +78,12 @@ pub struct MemberWire {
     user: UserWire,
 }
 
+impl Ids for MemberWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        self.user.ids(out);
+    }
+}
+
 impl Wire for MemberWire {
     type Object = WorkspaceMember;
     fn into_object(self, instance: &Arc<InstanceInfo>) -> AppResult<WorkspaceMember> {
@@ -92,6 +98,15 @@ impl Wire for MemberWire {
 fn all<W: Wire>(list: Option<Vec<W>>, instance: &Arc<InstanceInfo>) -> AppResult<Option<Vec<W::Object>>> {
     list.map(|l| l.into_iter().map(|w| w.into_object(instance)).collect())
         .transpose()
+}
+
+impl Ids for WorkspaceWire {
+    fn ids<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.push(&self.id);
+        self.members.ids(out);
+        self.projects.ids(out);
+        self.teams.ids(out);
+    }
 }
 
 impl Wire for WorkspaceWire {

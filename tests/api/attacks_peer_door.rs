@@ -369,7 +369,7 @@ async fn a_retired_key_cannot_take_the_peering_over() {
             ..Envelope::default()
         },
     };
-    let answer = a
+    let answer: Value = a
         .state
         .federation
         .send(

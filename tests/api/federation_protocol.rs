@@ -1239,7 +1239,7 @@ async fn unsolicited_events_cannot_make_us_query_a_peer() {
         let err = b
             .state
             .federation
-            .send(a_id, &a.base, EVENT_PATH, &event, Duration::from_secs(5))
+            .send::<_, serde_json::Value>(a_id, &a.base, EVENT_PATH, &event, Duration::from_secs(5))
             .await
             .expect_err("A refuses decisions about a request it never made");
         assert_eq!(
