@@ -20,7 +20,7 @@ use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
 pub use embedded::EmbeddedPostgres;
-pub use scope::{PeerScope, RequestDb, Scope};
+pub use scope::{Admission, PeerScope, RequestDb, Scope};
 
 use crate::config::Config;
 

@@ -75,6 +75,51 @@ fn peer_settings(p: &PeerScope) -> String {
     )
 }
 
+/// A peer request's admission where every replica sees it: its nonce,
+/// and a token from the peer's bucket when its grant limits the rate
+/// (migration 0086). It goes in the round trip that begins the request's
+/// transaction, in a transaction of its own that commits first; a refusal
+/// ends the round trip before BEGIN (`RequestDb::begin` fails with
+/// SQLSTATE [`REFUSED`]).
+#[derive(Clone, Debug)]
+pub struct Admission {
+    pub origin: Uuid,
+    /// base64url (checked with the signature), at most 64 characters.
+    pub nonce: String,
+    pub keep_until: i64,
+    /// Tokens per second and the burst.
+    pub limit: Option<(f64, f64)>,
+}
+
+/// The SQLSTATE of an admission that was not granted: its message is the
+/// outcome (`replayed`, `expired`, `limited`), its detail the milliseconds
+/// until a token is free.
+pub const REFUSED: &str = "MSADM";
+
+impl Admission {
+    /// The statement in the text of BEGIN's round trip: safe only because
+    /// the nonce is checked to be base64url here, and the rest are a UUID
+    /// and numbers.
+    fn statement(&self) -> String {
+        assert!(
+            self.nonce.len() <= 64
+                && self
+                    .nonce
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "nonces are base64url"
+        );
+        let (rate, burst) = match self.limit {
+            Some((rate, burst)) if rate.is_finite() && burst.is_finite() => (rate.to_string(), burst.to_string()),
+            _ => ("NULL".into(), "NULL".into()),
+        };
+        format!(
+            "BEGIN; SELECT admit_peer_request_or_refuse('{}', '{}', {}, {rate}, {burst}); COMMIT; ",
+            self.origin, self.nonce, self.keep_until
+        )
+    }
+}
+
 /// The request's transaction, shared by its resolvers.
 pub struct RequestDb {
     pool: PgPool,
@@ -82,6 +127,8 @@ pub struct RequestDb {
     statement_timeout: Duration,
     /// Reads only, from one snapshot (a page and its totalCount agree).
     read_only: bool,
+    /// A peer request's admission, sent with BEGIN.
+    admission: Option<Admission>,
     tx: Mutex<Option<Transaction<'static, Postgres>>>,
 }
 
@@ -94,12 +141,30 @@ impl RequestDb {
             scope,
             statement_timeout,
             read_only,
+            admission: None,
             tx: Mutex::new(None),
         }
     }
 
+    /// Admits a peer's request in the round trip that begins its transaction.
+    pub fn admitting(self, admission: Admission) -> Self {
+        Self {
+            admission: Some(admission),
+            ..self
+        }
+    }
+
+    /// Begins the transaction now (with the admission, if any).
+    pub async fn begin(&self) -> Result<(), sqlx::Error> {
+        self.conn().await.map(drop)
+    }
+
     pub fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The scoped connection; begins the transaction on first use.
@@ -123,8 +188,9 @@ impl RequestDb {
         let user = self.scope.user_id.map(|u| u.to_string()).unwrap_or_default();
         // A local user's request sets no peer settings: its statement is as before.
         let peer = self.scope.peer.as_ref().map(peer_settings).unwrap_or_default();
+        let admission = self.admission.as_ref().map(Admission::statement).unwrap_or_default();
         AssertSqlSafe(format!(
-            "{begin}; SELECT set_config('mosaic.user_id', '{user}', true), \
+            "{admission}{begin}; SELECT set_config('mosaic.user_id', '{user}', true), \
              set_config('mosaic.workspace_ids', '{}', true), \
              set_config('mosaic.write_workspace_ids', '{}', true), \
              set_config('statement_timeout', '{}', true){peer}",

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use sqlx::PgPool;
 
-use super::grant::RateLimit;
+use crate::db::Admission;
 
 /// All origins together hold at most this many nonces (or `per_origin`, if larger).
 pub const TOTAL_NONCES: usize = 200_000;
@@ -60,6 +60,20 @@ pub enum Recorded {
     Limited(std::time::Duration),
 }
 
+impl Recorded {
+    /// What the shared record said (`admit_peer_request`'s outcome).
+    pub fn shared(outcome: &str, retry_after_ms: Option<i64>) -> Self {
+        match outcome {
+            "new" => Self::New,
+            "replayed" => Self::Replayed,
+            "limited" => Self::Limited(std::time::Duration::from_millis(
+                retry_after_ms.unwrap_or(1000).max(1) as u64
+            )),
+            _ => Self::Expired,
+        }
+    }
+}
+
 impl ReplayCache {
     /// An empty cache (the shared nonces are pruned first at `now`).
     pub fn starting_at(now: i64, per_origin: usize) -> Self {
@@ -71,33 +85,28 @@ impl ReplayCache {
         }
     }
 
-    /// Records `(origin, nonce)` here, then where every replica sees it, and
-    /// in the same round trip takes a token from the origin's bucket when a
-    /// `limit` applies (migration 0079: shared by the replicas too).
-    /// Pruning of the shared nonces rides on a request about once a minute
-    /// per replica, skipped while another replica prunes.
-    pub async fn record(
-        &self,
-        pool: &PgPool,
-        origin: &str,
-        nonce: &str,
-        keep_until: i64,
-        now: i64,
-        limit: Option<RateLimit>,
-    ) -> Result<Recorded, sqlx::Error> {
-        let here = self.check_and_record(origin, nonce, keep_until, now);
-        if here != Recorded::New {
-            return Ok(here);
-        }
+    /// Records a nonce this replica recorded (`check_and_record`) where
+    /// every replica sees it, in the same round trip taking a token from the
+    /// origin's bucket when a limit applies (migration 0079: shared by the
+    /// replicas too). A QUERY or COMMAND does this in the round trip that
+    /// begins its transaction instead (`RequestDb::admitting`).
+    pub async fn record_shared(&self, pool: &PgPool, a: &Admission, now: i64) -> Result<Recorded, sqlx::Error> {
         let (shared, retry_after_ms): (String, Option<i64>) =
             sqlx::query_as("SELECT * FROM admit_peer_request($1, $2, $3, $4, $5)")
-                .bind(origin)
-                .bind(nonce)
-                .bind(keep_until)
-                .bind(limit.map(|l| l.per_second))
-                .bind(limit.map(|l| f64::from(l.burst)))
+                .bind(a.origin.to_string())
+                .bind(&a.nonce)
+                .bind(a.keep_until)
+                .bind(a.limit.map(|l| l.0))
+                .bind(a.limit.map(|l| l.1))
                 .fetch_one(pool)
                 .await?;
+        self.prune_now_and_then(pool, now).await?;
+        Ok(Recorded::shared(&shared, retry_after_ms))
+    }
+
+    /// Pruning of the shared nonces rides on a request about once a minute
+    /// per replica, skipped while another replica prunes.
+    pub async fn prune_now_and_then(&self, pool: &PgPool, now: i64) -> Result<(), sqlx::Error> {
         let last = self.pruned_at.load(Ordering::Relaxed);
         if now - last >= PRUNE_EVERY_S
             && self
@@ -108,14 +117,7 @@ impl ReplayCache {
             let pruned: Option<i64> = sqlx::query_scalar("SELECT prune_peer_nonces()").fetch_one(pool).await?;
             tracing::debug!(?pruned, "pruned the shared nonces");
         }
-        Ok(match shared.as_str() {
-            "new" => Recorded::New,
-            "replayed" => Recorded::Replayed,
-            "limited" => Recorded::Limited(std::time::Duration::from_millis(
-                retry_after_ms.unwrap_or(1000).max(1) as u64
-            )),
-            _ => Recorded::Expired,
-        })
+        Ok(())
     }
 
     /// Records `(origin, nonce)`, to be remembered until `keep_until`.

@@ -19,7 +19,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{AppState, error_response, execution_failed, too_many_requests};
-use crate::db::{PeerScope, Scope};
+use crate::db::{self, Admission, PeerScope, Scope};
 use crate::federation::audit::{self, Entry, Outcome};
 use crate::federation::protocol::{self, ConnectRequest, Disconnect, Envelope, Event, Hop, Refusal, SubRequest};
 use crate::federation::registry::{self, KeyLookup, PeerRecord, PeerState};
@@ -68,6 +68,22 @@ pub async fn verify(
     need: Need,
     entry: &mut Entry,
 ) -> Result<PeerRecord, Refused> {
+    let (peer, admission, now) = verify_here(fed, path, headers, body, need, entry).await?;
+    admit(fed, &admission, now).await?;
+    Ok(peer)
+}
+
+/// [`verify`] but for the nonce's shared record (and the rate limit's
+/// token), which the caller sends: a QUERY or COMMAND with BEGIN. The nonce
+/// is checked against this replica's memory, and recorded there.
+async fn verify_here(
+    fed: &Federation,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    need: Need,
+    entry: &mut Entry,
+) -> Result<(PeerRecord, Admission, i64), Refused> {
     let expect = verify::Expect {
         destination: fed.instance_id,
         path,
@@ -94,8 +110,8 @@ pub async fn verify(
     }
     // Only the verbs that cost (QUERY, COMMAND) spend from the peer's bucket.
     let limit = (need == Need::ActiveGrant).then(|| fed.rate_limit(&peer)).flatten();
-    record_nonce(fed, &params, now, limit).await?;
-    Ok(peer)
+    let admission = remember_nonce(fed, &params, now, limit)?;
+    Ok((peer, admission, now))
 }
 
 /// A CONNECT is verified with the key of the identity it presents, and
@@ -120,20 +136,61 @@ impl<'a> verify::PeerKeys for Presented<'a> {
     }
 }
 
-/// Records the nonce (with the same clock reading as the time window), so
-/// only verified requests of allowed peers fill the bounded replay cache.
-async fn record_nonce(
+/// Records the nonce (with the same clock reading as the time window) in
+/// this replica's memory, so only verified requests of allowed peers fill
+/// the bounded replay cache; returns what is still to record where every
+/// replica sees it.
+fn remember_nonce(
     fed: &Federation,
     params: &signing::SignatureParams,
     now: i64,
     limit: Option<grant::RateLimit>,
-) -> Result<(), Refused> {
+) -> Result<Admission, Refused> {
     let keep_until = params.expires + fed.settings.clock_skew_s;
+    admitted(
+        fed.replay
+            .check_and_record(&params.origin, &params.nonce, keep_until, now),
+    )?;
+    let origin =
+        Uuid::parse_str(&params.origin).map_err(|_| refuse(Refusal::BadRequest, "origin is not an instance id"))?;
+    Ok(Admission {
+        origin,
+        nonce: params.nonce.clone(),
+        keep_until,
+        limit: limit.map(|l| (l.per_second, f64::from(l.burst))),
+    })
+}
+
+/// Records the nonce where every replica sees it, in a round trip of its own.
+async fn admit(fed: &Federation, admission: &Admission, now: i64) -> Result<(), Refused> {
     let recorded = fed
         .replay
-        .record(&fed.pool, &params.origin, &params.nonce, keep_until, now, limit)
+        .record_shared(&fed.pool, admission, now)
         .await
         .map_err(recording_failed("nonce"))?;
+    admitted(recorded)
+}
+
+/// A refused admission as it came back from BEGIN's round trip; any other
+/// failure to begin is the database's.
+fn admission_refused(e: sqlx::Error) -> Refused {
+    if let Some(db) = e.as_database_error()
+        && db.code().as_deref() == Some(db::scope::REFUSED)
+    {
+        let retry_after_ms = db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|e| e.detail())
+            .and_then(|d| d.parse().ok());
+        return match admitted(Recorded::shared(db.message(), retry_after_ms)) {
+            Err(refused) => refused,
+            Ok(()) => refuse(Refusal::Unavailable, "the admission was refused"),
+        };
+    }
+    recording_failed("nonce")(e)
+}
+
+/// What a nonce's record means for its request.
+fn admitted(recorded: Recorded) -> Result<(), Refused> {
     match recorded {
         Recorded::New => Ok(()),
         Recorded::Replayed => Err(refuse(Refusal::ReplayedNonce, "this request was already received")),
@@ -217,7 +274,8 @@ async fn connect_request(
     let header = headers.get(signing::HEADER).and_then(|v| v.to_str().ok());
     let Verified { params, now, .. } = verify::verify(&Presented(doc), &expect, header, &body, now_unix).await?;
     entry.verified = true;
-    record_nonce(fed, &params, now, None).await?;
+    let admission = remember_nonce(fed, &params, now, None)?;
+    admit(fed, &admission, now).await?;
     document::check_bounds(doc).map_err(|e| refuse(Refusal::BadRequest, e))?;
     let origin: Uuid = doc
         .instance_id
@@ -363,7 +421,7 @@ async fn sub_request(
     } else {
         protocol::QUERY_PATH
     };
-    let peer = verify(&fed, path, headers, &body, Need::ActiveGrant, entry).await?;
+    let (peer, admission, now) = verify_here(&fed, path, headers, &body, Need::ActiveGrant, entry).await?;
     let mut request: SubRequest =
         serde_json::from_slice(&body).map_err(|e| refuse(Refusal::BadRequest, format!("malformed request: {e}")))?;
     protocol::check_envelope(&request.envelope, &fed.instance_id.to_string(), fed.settings.hop_limit).map_err(|r| {
@@ -461,6 +519,16 @@ async fn sub_request(
         actor: actor.clone(),
         ..request.envelope
     };
+    // The nonce's shared record (and the rate limit's token), BEGIN and the
+    // scope in one round trip: a refused admission ends it before BEGIN.
+    // (A handler cancelled while it waits leaves nothing begun: sqlx rolls
+    // back a BEGIN it did not see answered.)
+    let db = Arc::new(state.executor.request_db(scope, !mutation).admitting(admission));
+    db.begin().await.map_err(admission_refused)?;
+    fed.replay
+        .prune_now_and_then(&fed.pool, now)
+        .await
+        .map_err(recording_failed("nonce"))?;
     // Only reads, and only when the grant says so, go on to our peers.
     let hop = Hop::arrived(envelope, peer.grant_forward && !command);
     let caller = Caller::Peer(PeerCaller {
@@ -470,7 +538,7 @@ async fn sub_request(
         max_rows: terms.max_rows_per_query.map(|n| n as usize),
     });
     Ok(
-        match state.executor.execute(caller, scope, hop, gql).instrument(span).await {
+        match state.executor.execute_in(db, caller, hop, gql).instrument(span).await {
             Ok(response) => {
                 entry.rows = audit::rows_in(&response.data);
                 // Answered, but nothing of it ran (an invalid document, every field failed).

@@ -124,13 +124,32 @@ impl Executor {
         caller: Caller,
         scope: Scope,
         hop: Hop,
+        mut request: async_graphql::Request,
+    ) -> AppResult<async_graphql::Response> {
+        self.documents.prepare(&mut request);
+        let db = self.request_db(scope, !is_mutation(&mut request));
+        self.execute_in(Arc::new(db), caller, hop, request).await
+    }
+
+    /// The transaction a request runs in: a query's reads only, from one
+    /// snapshot; a mutation's reads see committed data as it goes.
+    pub fn request_db(&self, scope: Scope, read_only: bool) -> RequestDb {
+        RequestDb::new(self.pool.clone(), scope, self.statement_timeout, read_only)
+    }
+
+    /// [`Self::execute`] in a transaction made (and maybe begun) by the caller.
+    pub async fn execute_in(
+        self: &Arc<Self>,
+        db: Arc<RequestDb>,
+        caller: Caller,
+        hop: Hop,
         request: async_graphql::Request,
     ) -> AppResult<async_graphql::Response> {
         let this = self.clone();
         let running = self.lifecycle.execution();
         let execution = async move {
             let _running = running;
-            this.execute_to_the_end(caller, scope, hop, request).await
+            this.execute_to_the_end(db, caller, hop, request).await
         };
         // In the request's span: its peer calls are children in its trace.
         match tokio::spawn(tracing::Instrument::in_current_span(execution)).await {
@@ -143,19 +162,12 @@ impl Executor {
 
     async fn execute_to_the_end(
         &self,
+        db: Arc<RequestDb>,
         caller: Caller,
-        scope: Scope,
         hop: Hop,
-        mut request: async_graphql::Request,
+        request: async_graphql::Request,
     ) -> AppResult<async_graphql::Response> {
-        self.documents.prepare(&mut request);
-        let mutation = is_mutation(&mut request);
-        let db = Arc::new(RequestDb::new(
-            self.pool.clone(),
-            scope,
-            self.statement_timeout,
-            !mutation,
-        ));
+        let mutation = !db.is_read_only();
         let context = self.context(db.clone(), caller, hop);
         let report = context.report.clone();
         let extensions = context.extensions.clone();
