@@ -96,7 +96,9 @@ pub async fn page<L: MergedList>(
     let asked = federated::ask_all(rc, plan, &subquery.query, |peer| {
         variables(subquery, plan, peer, share, start, with_total)
     });
-    let (local, answers) = futures::join!(local, asked);
+    // The peers first: their answers are the long pole, and this
+    // instance's first poll runs its page's statement up to the wire.
+    let (answers, local) = futures::join!(asked, local);
     let mut sources: Vec<Source<L::Row>> = Vec::new();
     if let Some((page, total)) = local? {
         sources.push(Source {
