@@ -130,7 +130,7 @@ impl Feed<'_> {
             ChangeKind::Delete => None,
             ChangeKind::Insert | ChangeKind::Update => tasks::load(self.rc, note.task)
                 .await?
-                .filter(|task| task.workspace.id == self.workspace),
+                .filter(|task| task.workspace.as_ref().is_some_and(|w| w.id == self.workspace)),
         };
         Ok(TaskChange {
             kind: note.kind.into(),

@@ -100,7 +100,9 @@ pub struct Task {
     pub due_date: Option<Date>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
-    pub workspace: Workspace,
+    /// Always here for a task of this instance; a peer's task carries it
+    /// only when the client selected it (`wire::Selection`).
+    pub workspace: Option<Workspace>,
     pub project: Option<Project>,
     pub assignee: Option<User>,
     pub instance: Arc<InstanceInfo>,
@@ -121,7 +123,7 @@ impl Task {
     fn from_row(rc: &RequestContext, r: &PgRow) -> AppResult<Self> {
         let id: Uuid = r.try_get("id")?;
         let workspace_id: Uuid = r.try_get("workspace_id")?;
-        let workspace = Workspace::from_row(
+        let workspace = Some(Workspace::from_row(
             rc,
             WorkspaceRow {
                 id: workspace_id,
@@ -129,7 +131,7 @@ impl Task {
                 created_at: r.try_get("w_created_at")?,
                 updated_at: r.try_get("w_updated_at")?,
             },
-        );
+        ));
         // The project's row, not the task's project_id: a grant without
         // projects leaves the task, but not its project, visible.
         let project = match r.try_get::<Option<Uuid>, _>("p_id")? {
@@ -212,8 +214,10 @@ impl Task {
     async fn updated_at(&self) -> OffsetDateTime {
         self.updated_at
     }
-    async fn workspace(&self) -> &Workspace {
-        &self.workspace
+    async fn workspace(&self) -> AppResult<&Workspace> {
+        self.workspace
+            .as_ref()
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("a peer's task without the workspace selected")))
     }
     async fn project(&self) -> Option<&Project> {
         self.project.as_ref()

@@ -198,7 +198,11 @@ impl TaskMutation {
                 .map(|a| rc.local_id(a, Kind::User))
                 .transpose()?;
             if let Some(a) = a {
-                check_assignee(rc, task.workspace.id, a).await?;
+                let workspace = task
+                    .workspace
+                    .as_ref()
+                    .expect("a task of this instance has its workspace");
+                check_assignee(rc, workspace.id, a).await?;
             }
             q.push(", assignee_id = ").push_bind(a);
             changes += 1;

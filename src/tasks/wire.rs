@@ -18,13 +18,12 @@ use crate::workspaces::wire::WorkspaceWire;
 
 /// What a task always carries across: its order keys and everything a
 /// `Task` cannot be without.
-const FIELDS: &str = "id title status priority dueDate createdAt updatedAt
-    instance { id name }
-    workspace { id name createdAt updatedAt }";
+const FIELDS: &str = "id title status priority dueDate createdAt updatedAt instance { id name }";
 
 /// The optional parts, asked for only when the client selects them: a
 /// page of 50 tasks costs the peer 50 of each to resolve and send.
-const OPTIONAL: [(&str, &str); 3] = [
+const OPTIONAL: [(&str, &str); 4] = [
+    ("workspace", "workspace { id name createdAt updatedAt }"),
     ("description", "description"),
     (
         "project",
@@ -35,10 +34,10 @@ const OPTIONAL: [(&str, &str); 3] = [
 
 /// Which optional parts of a task a request selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Selection([bool; 3]);
+pub struct Selection([bool; 4]);
 
 impl Selection {
-    pub const ALL: Self = Self([true; 3]);
+    pub const ALL: Self = Self([true; 4]);
 
     /// The parts `node` (a task's selection) asks for.
     pub fn of(node: &Lookahead<'_>) -> Self {
@@ -68,6 +67,7 @@ impl Selection {
     /// asked for is left out.
     pub fn check(self, task: &TaskWire) -> AppResult<()> {
         let carried = [
+            task.workspace.is_some(),
             task.description.is_some(),
             task.project.is_some(),
             task.assignee.is_some(),
@@ -100,7 +100,9 @@ pub struct TaskWire {
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
-    workspace: WorkspaceWire,
+    // Never null: absent when not asked for.
+    #[serde(default)]
+    workspace: Option<WorkspaceWire>,
     #[serde(default, deserialize_with = "present")]
     project: Option<Nullable<ProjectWire>>,
     #[serde(default, deserialize_with = "present")]
@@ -148,7 +150,7 @@ impl Wire for TaskWire {
             due_date,
             created_at: self.created_at,
             updated_at: self.updated_at,
-            workspace: self.workspace.into_object(instance)?,
+            workspace: self.workspace.map(|w| w.into_object(instance)).transpose()?,
             project: self
                 .project
                 .and_then(|p| p.0)

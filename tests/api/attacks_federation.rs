@@ -917,13 +917,20 @@ async fn a_peer_answer_missing_a_field_is_refused_not_defaulted() {
     master.create_task(&token, &ws, "my task").await;
     let me = id(&master).to_string();
     type Spoil = fn(&mut Value, &str);
-    let cases: [(&str, Spoil, &str); 2] = [
+    let cases: [(&str, Spoil, &str); 3] = [
         (
             "lacking",
             |node, _| {
                 node.as_object_mut().unwrap().remove("description");
             },
             "description",
+        ),
+        (
+            "wsless",
+            |node, _| {
+                node.as_object_mut().unwrap().remove("workspace");
+            },
+            "workspace",
         ),
         (
             "foreign",
@@ -956,7 +963,7 @@ async fn a_peer_answer_missing_a_field_is_refused_not_defaulted() {
     let body = master
         .gql(
             &token,
-            "{ tasks(first: 50, scope: {all: true}) { edges { node { title description instance { id } } } } }",
+            "{ tasks(first: 50, scope: {all: true}) { edges { node { title description workspace { name } instance { id } } } } }",
             json!({}),
         )
         .await;
@@ -991,7 +998,7 @@ fn task_fields_asked(query: &str) -> Vec<String> {
         .collect()
 }
 
-/// A task's optional parts (description, project, assignee) are asked of a
+/// A task's optional parts (workspace, description, project, assignee) are asked of a
 /// peer only when the client selects them (directly or through a fragment),
 /// and a part asked for must then be in the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1013,10 +1020,11 @@ async fn a_peer_is_asked_only_for_the_parts_of_a_task_the_client_selects() {
     })
     .await;
     slot.set(peer).unwrap();
-    let parts = ["description", "project", "assignee"];
+    let parts = ["workspace", "description", "project", "assignee"];
     for (selection, wanted) in [
         ("title", &[][..]),
         ("title description", &["description"][..]),
+        ("title workspace { name }", &["workspace"][..]),
         (
             "title project { name } assignee { email }",
             &["project", "assignee"][..],
@@ -1059,7 +1067,6 @@ async fn a_peer_is_asked_only_for_the_parts_of_a_task_the_client_selects() {
             "priority",
             "status",
             "dueDate",
-            "workspace",
             "instance",
         ] {
             assert!(
