@@ -93,20 +93,12 @@ pub(super) async fn federated_page(
         request.with_total,
     )
     .await?;
-    let edges = merged
-        .rows
-        .into_iter()
-        .map(|node| {
-            Ok(TaskEdge {
-                cursor: rc.seal_cursor(&order.cursor_of(&node)?),
-                node,
-            })
-        })
-        .collect::<AppResult<Vec<_>>>()?;
-    Ok(TaskConnection::new(
+    let edges = merged.rows.into_iter().map(|node| TaskEdge { node, order }).collect();
+    TaskConnection::new(
+        rc,
         edges,
         merged.has_next,
         after.is_some(),
         request.with_total.then_some(merged.total),
-    ))
+    )
 }

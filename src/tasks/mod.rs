@@ -215,9 +215,11 @@ impl Task {
         self.updated_at
     }
     async fn workspace(&self) -> AppResult<&Workspace> {
-        self.workspace
-            .as_ref()
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("a peer's task without the workspace selected")))
+        self.workspace.as_ref().ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!(
+                "a peer's task came without its workspace: it was not asked for"
+            ))
+        })
     }
     async fn project(&self) -> Option<&Project> {
         self.project.as_ref()
@@ -474,10 +476,28 @@ impl Conditions {
     }
 }
 
-#[derive(SimpleObject, Clone, Debug)]
+/// A task in a page. Its cursor is sealed (a MAC) only when selected: a
+/// peer's subquery never selects it, nor does a merged list's own page.
+#[derive(Clone, Debug)]
 pub struct TaskEdge {
-    pub cursor: String,
     pub node: Task,
+    order: TaskOrder,
+}
+
+#[Object]
+impl TaskEdge {
+    async fn cursor(&self, ctx: &Context<'_>) -> AppResult<String> {
+        self.sealed(RequestContext::of(ctx))
+    }
+    async fn node(&self) -> &Task {
+        &self.node
+    }
+}
+
+impl TaskEdge {
+    fn sealed(&self, rc: &RequestContext) -> AppResult<String> {
+        Ok(rc.seal_cursor(&self.order.cursor_of(&self.node)?))
+    }
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -489,12 +509,23 @@ pub struct TaskConnection {
 }
 
 impl TaskConnection {
-    fn new(edges: Vec<TaskEdge>, has_next_page: bool, has_previous_page: bool, total_count: Option<i64>) -> Self {
-        Self {
-            page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, has_previous_page),
+    fn new(
+        rc: &RequestContext,
+        edges: Vec<TaskEdge>,
+        has_next_page: bool,
+        has_previous_page: bool,
+        total_count: Option<i64>,
+    ) -> AppResult<Self> {
+        let ends = match edges.as_slice() {
+            [] => Vec::new(),
+            [only] => vec![only.sealed(rc)?],
+            [first, .., last] => vec![first.sealed(rc)?, last.sealed(rc)?],
+        };
+        Ok(Self {
+            page_info: PageInfo::of(ends.iter(), has_next_page, has_previous_page),
             edges,
             total_count,
-        }
+        })
     }
 }
 
@@ -545,14 +576,13 @@ async fn page(
         .iter()
         .take(first)
         .map(|r| {
-            let node = Task::from_row(rc, r)?;
             Ok(TaskEdge {
-                cursor: rc.seal_cursor(&order.cursor_of(&node)?),
-                node,
+                node: Task::from_row(rc, r)?,
+                order,
             })
         })
         .collect::<AppResult<Vec<_>>>()?;
-    Ok(TaskConnection::new(edges, has_next_page, after.is_some(), total_count))
+    TaskConnection::new(rc, edges, has_next_page, after.is_some(), total_count)
 }
 
 #[derive(Default)]
