@@ -347,10 +347,26 @@ pub struct AgentTaskFilter {
     pub kind: Option<Vec<AgentTaskKind>>,
 }
 
-#[derive(SimpleObject, Clone, Debug)]
+/// An agent task in a page; its cursor is sealed only when selected.
+#[derive(Clone, Debug)]
 pub struct AgentTaskEdge {
-    pub cursor: String,
     pub node: AgentTask,
+}
+
+#[Object]
+impl AgentTaskEdge {
+    async fn cursor(&self, ctx: &Context<'_>) -> AppResult<String> {
+        self.sealed(RequestContext::of(ctx))
+    }
+    async fn node(&self) -> &AgentTask {
+        &self.node
+    }
+}
+
+impl AgentTaskEdge {
+    fn sealed(&self, rc: &RequestContext) -> AppResult<String> {
+        Ok(rc.seal_cursor(&self.node.cursor()?))
+    }
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -427,17 +443,9 @@ impl AgentTaskConnection {
         has_previous_page: bool,
         total_count: Option<i64>,
     ) -> AppResult<Self> {
-        let edges = nodes
-            .into_iter()
-            .map(|node| {
-                Ok(AgentTaskEdge {
-                    cursor: rc.seal_cursor(&node.cursor()?),
-                    node,
-                })
-            })
-            .collect::<AppResult<Vec<_>>>()?;
+        let edges: Vec<AgentTaskEdge> = nodes.into_iter().map(|node| AgentTaskEdge { node }).collect();
         Ok(Self {
-            page_info: PageInfo::of(edges.iter().map(|e| &e.cursor), has_next_page, has_previous_page),
+            page_info: PageInfo::of_edges(&edges, |e| e.sealed(rc), has_next_page, has_previous_page)?,
             edges,
             total_count,
         })

@@ -134,6 +134,27 @@ impl PageInfo {
             end_cursor,
         }
     }
+
+    /// A page's info from its edges, sealing only the first and the last
+    /// cursor: edges seal theirs when selected (`tasks::TaskEdge`).
+    pub fn of_edges<E>(
+        edges: &[E],
+        seal: impl Fn(&E) -> AppResult<String>,
+        has_next_page: bool,
+        has_previous_page: bool,
+    ) -> AppResult<Self> {
+        let start_cursor = edges.first().map(&seal).transpose()?;
+        let end_cursor = match edges {
+            [_, .., last] => Some(seal(last)?),
+            _ => start_cursor.clone(),
+        };
+        Ok(Self {
+            has_next_page,
+            has_previous_page,
+            start_cursor,
+            end_cursor,
+        })
+    }
 }
 
 /// Checks `first` against the configured page size; default 20.

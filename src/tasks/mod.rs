@@ -516,13 +516,8 @@ impl TaskConnection {
         has_previous_page: bool,
         total_count: Option<i64>,
     ) -> AppResult<Self> {
-        let ends = match edges.as_slice() {
-            [] => Vec::new(),
-            [only] => vec![only.sealed(rc)?],
-            [first, .., last] => vec![first.sealed(rc)?, last.sealed(rc)?],
-        };
         Ok(Self {
-            page_info: PageInfo::of(ends.iter(), has_next_page, has_previous_page),
+            page_info: PageInfo::of_edges(&edges, |e| e.sealed(rc), has_next_page, has_previous_page)?,
             edges,
             total_count,
         })
