@@ -58,7 +58,7 @@ impl MergedList for AgentTasks<'_> {
         with_total: bool,
     ) -> AppResult<Option<Sourced<AgentTask>>> {
         let page = page(rc, self.conditions, first, after, with_total).await?;
-        let rows = page.edges.into_iter().map(|e| e.node);
+        let rows = page.edges.0.into_iter().map(|e| e.node);
         Ok(merged_list::local_source(
             rows,
             page.page_info.has_next_page,

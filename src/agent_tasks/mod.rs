@@ -26,6 +26,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
+use crate::graphql::edges::Edges;
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::pagination::{Cursor, PageInfo, push_after};
@@ -371,7 +372,7 @@ impl AgentTaskEdge {
 
 #[derive(SimpleObject, Clone, Debug)]
 pub struct AgentTaskConnection {
-    pub edges: Vec<AgentTaskEdge>,
+    pub edges: Edges<AgentTaskEdge>,
     pub page_info: PageInfo,
     /// All tasks matching the filter (not only this page); computed only when asked for.
     pub total_count: Option<i64>,
@@ -446,7 +447,7 @@ impl AgentTaskConnection {
         let edges: Vec<AgentTaskEdge> = nodes.into_iter().map(|node| AgentTaskEdge { node }).collect();
         Ok(Self {
             page_info: PageInfo::of_edges(&edges, |e| e.sealed(rc), has_next_page, has_previous_page)?,
-            edges,
+            edges: Edges(edges),
             total_count,
         })
     }

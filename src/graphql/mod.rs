@@ -2,6 +2,7 @@
 //! query limits, the peer-answer wire helpers, and the federated fan-out
 //! and forwarding. The schema's root is in `schema/`.
 
+pub mod edges;
 pub mod federated;
 pub mod ids;
 pub mod limits;

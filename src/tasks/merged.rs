@@ -58,7 +58,7 @@ impl MergedList for Tasks<'_> {
         with_total: bool,
     ) -> AppResult<Option<Sourced<Task>>> {
         let page = page(rc, self.conditions, self.request.order, first, after, with_total).await?;
-        let rows = page.edges.into_iter().map(|e| e.node);
+        let rows = page.edges.0.into_iter().map(|e| e.node);
         Ok(merged_list::local_source(
             rows,
             page.page_info.has_next_page,

@@ -21,6 +21,7 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
+use crate::graphql::edges::Edges;
 use crate::graphql::federated::{self, InstanceScope, Plan};
 use crate::graphql::ids::{Kind, Owner};
 use crate::graphql::pagination::{Cursor, PageInfo, push_after};
@@ -94,14 +95,16 @@ impl TaskPriority {
 pub struct Task {
     pub id: Uuid,
     pub title: String,
+    /// A task of this instance has every part; a peer's task carries its
+    /// optional ones (status to assignee) only when the client selected
+    /// them or the page is ordered by them (`wire::Selection`), so the
+    /// ones it lacks are never resolved.
     pub description: Option<String>,
-    pub status: TaskStatus,
-    pub priority: TaskPriority,
+    pub status: Option<TaskStatus>,
+    pub priority: Option<TaskPriority>,
     pub due_date: Option<Date>,
     pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-    /// Always here for a task of this instance; a peer's task carries it
-    /// only when the client selected it (`wire::Selection`).
+    pub updated_at: Option<OffsetDateTime>,
     pub workspace: Option<Workspace>,
     pub project: Option<Project>,
     pub assignee: Option<User>,
@@ -163,11 +166,11 @@ impl Task {
             id,
             title: r.try_get("title")?,
             description: r.try_get("description")?,
-            status: TaskStatus::from_db(r.try_get("status")?)?,
-            priority: TaskPriority::from_db(r.try_get("priority")?)?,
+            status: Some(TaskStatus::from_db(r.try_get("status")?)?),
+            priority: Some(TaskPriority::from_db(r.try_get("priority")?)?),
             due_date: r.try_get("due_date")?,
             created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
+            updated_at: Some(r.try_get("updated_at")?),
             workspace,
             project,
             assignee,
@@ -199,11 +202,11 @@ impl Task {
     async fn description(&self) -> Option<&str> {
         self.description.as_deref()
     }
-    async fn status(&self) -> TaskStatus {
-        self.status
+    async fn status(&self) -> AppResult<TaskStatus> {
+        asked(self.status, "status")
     }
-    async fn priority(&self) -> TaskPriority {
-        self.priority
+    async fn priority(&self) -> AppResult<TaskPriority> {
+        asked(self.priority, "priority")
     }
     async fn due_date(&self) -> Option<Date> {
         self.due_date
@@ -211,15 +214,11 @@ impl Task {
     async fn created_at(&self) -> OffsetDateTime {
         self.created_at
     }
-    async fn updated_at(&self) -> OffsetDateTime {
-        self.updated_at
+    async fn updated_at(&self) -> AppResult<OffsetDateTime> {
+        asked(self.updated_at, "updatedAt")
     }
     async fn workspace(&self) -> AppResult<&Workspace> {
-        self.workspace.as_ref().ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "a peer's task came without its workspace: it was not asked for"
-            ))
-        })
+        asked(self.workspace.as_ref(), "workspace")
     }
     async fn project(&self) -> Option<&Project> {
         self.project.as_ref()
@@ -230,6 +229,16 @@ impl Task {
     async fn instance(&self) -> &InstanceInfo {
         &self.instance
     }
+}
+
+/// A part of a peer's task: never missing when resolved, since the peer
+/// was asked for every part the client selected (and its answer checked).
+fn asked<T>(part: Option<T>, name: &str) -> AppResult<T> {
+    part.ok_or_else(|| {
+        AppError::internal(anyhow::anyhow!(
+            "a peer's task came without its {name}: it was not asked for"
+        ))
+    })
 }
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -289,16 +298,23 @@ impl TaskOrder {
         }
     }
 
-    /// The value a task sorts by, as SQL sorts it.
-    fn sort_key(self, t: &Task) -> SortKey {
-        match self.field {
+    /// The value a task sorts by, as SQL sorts it: `None` only for a peer's
+    /// task without its key, which `wire::Selection` always asks for.
+    fn sort_key(self, t: &Task) -> Option<SortKey> {
+        Some(match self.field {
             TaskOrderField::CreatedAt => SortKey::Time(t.created_at),
-            TaskOrderField::UpdatedAt => SortKey::Time(t.updated_at),
+            TaskOrderField::UpdatedAt => SortKey::Time(t.updated_at?),
             TaskOrderField::DueDate => SortKey::Due(t.due_date.is_none(), t.due_date),
-            TaskOrderField::Priority => SortKey::Int(t.priority.as_db()),
+            TaskOrderField::Priority => SortKey::Int(t.priority?.as_db()),
             TaskOrderField::Title => SortKey::Text(t.title.clone()),
-            TaskOrderField::Status => SortKey::Text(t.status.as_db().to_string()),
-        }
+            TaskOrderField::Status => SortKey::Text(t.status?.as_db().to_string()),
+        })
+    }
+
+    /// [`Self::sort_key`], where a task without it is an error.
+    fn key_of(self, t: &Task) -> AppResult<SortKey> {
+        self.sort_key(t)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("a peer's task came without the key of {}", self.name())))
     }
 
     /// A cursor's key, read back; a key this ordering never issues is refused.
@@ -322,7 +338,7 @@ impl TaskOrder {
     fn cursor_of(self, t: &Task) -> AppResult<Cursor> {
         Ok(Cursor {
             o: self.name(),
-            k: Some(self.sort_key(t).as_sql_text()?),
+            k: Some(self.key_of(t)?.as_sql_text()?),
             n: Some(Uuid::parse_str(&t.instance.id).map_err(AppError::internal)?),
             i: t.id,
         })
@@ -333,7 +349,7 @@ impl TaskOrder {
         let key = self.parse_key(c.k.as_deref().unwrap_or_default())?;
         let at = c.n.map(|n| n.to_string()).unwrap_or_default();
         let total = self
-            .sort_key(t)
+            .key_of(t)?
             .cmp(&key)
             .then_with(|| t.instance.id.cmp(&at))
             .then_with(|| t.id.cmp(&c.i));
@@ -502,7 +518,7 @@ impl TaskEdge {
 
 #[derive(SimpleObject, Clone, Debug)]
 pub struct TaskConnection {
-    pub edges: Vec<TaskEdge>,
+    pub edges: Edges<TaskEdge>,
     pub page_info: PageInfo,
     /// All tasks matching the filter (not only this page); computed only when asked for.
     pub total_count: Option<i64>,
@@ -518,7 +534,7 @@ impl TaskConnection {
     ) -> AppResult<Self> {
         Ok(Self {
             page_info: PageInfo::of_edges(&edges, |e| e.sealed(rc), has_next_page, has_previous_page)?,
-            edges,
+            edges: Edges(edges),
             total_count,
         })
     }
@@ -632,7 +648,7 @@ impl TaskQuery {
             order,
             first,
             with_total,
-            selection: wire::Selection::of(&ctx.look_ahead().field("edges").field("node")),
+            selection: wire::Selection::of(&ctx.look_ahead().field("edges").field("node"), order.field),
         };
         federated_page(rc, &plan, &request, &conditions, after.as_deref()).await
     }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
-use super::{Task, TaskPriority, TaskStatus};
+use super::{Task, TaskOrderField, TaskPriority, TaskStatus};
 use crate::error::{AppError, AppResult};
 use crate::graphql::InstanceInfo;
 use crate::graphql::ids::Kind;
@@ -16,13 +16,18 @@ use crate::projects::wire::ProjectWire;
 use crate::users::wire::UserWire;
 use crate::workspaces::wire::WorkspaceWire;
 
-/// What a task always carries across: its order keys and everything a
-/// `Task` cannot be without.
-const FIELDS: &str = "id title status priority dueDate createdAt updatedAt instance { id name }";
+/// What a task always carries across: its id, title, creation time (the
+/// default order) and instance.
+const FIELDS: &str = "id title createdAt instance { id name }";
 
-/// The optional parts, asked for only when the client selects them: a
-/// page of 50 tasks costs the peer 50 of each to resolve and send.
-const OPTIONAL: [(&str, &str); 4] = [
+/// The optional parts, asked for only when the client selects them or the
+/// page is ordered by them: a page of 50 tasks costs the peer 50 of each to
+/// resolve and send, and every hop back 50 to parse and resolve again.
+const OPTIONAL: [(&str, &str); 8] = [
+    ("status", "status"),
+    ("priority", "priority"),
+    ("dueDate", "dueDate"),
+    ("updatedAt", "updatedAt"),
     ("workspace", "workspace { id name createdAt updatedAt }"),
     ("description", "description"),
     (
@@ -34,14 +39,22 @@ const OPTIONAL: [(&str, &str); 4] = [
 
 /// Which optional parts of a task a request selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Selection([bool; 4]);
+pub struct Selection([bool; 8]);
 
 impl Selection {
-    pub const ALL: Self = Self([true; 4]);
+    pub const ALL: Self = Self([true; 8]);
 
-    /// The parts `node` (a task's selection) asks for.
-    pub fn of(node: &Lookahead<'_>) -> Self {
-        Self(OPTIONAL.map(|(field, _)| node.field(field).exists()))
+    /// The parts `node` (a task's selection) asks for, and the key a page
+    /// in `order` sorts by: the merge compares it.
+    pub fn of(node: &Lookahead<'_>, order: TaskOrderField) -> Self {
+        let key = match order {
+            TaskOrderField::Status => Some("status"),
+            TaskOrderField::Priority => Some("priority"),
+            TaskOrderField::DueDate => Some("dueDate"),
+            TaskOrderField::UpdatedAt => Some("updatedAt"),
+            TaskOrderField::CreatedAt | TaskOrderField::Title => None,
+        };
+        Self(OPTIONAL.map(|(field, _)| key == Some(field) || node.field(field).exists()))
     }
 
     /// `fragment TaskFields` with the selected parts.
@@ -63,10 +76,14 @@ impl Selection {
         row(task)
     }
 
-    /// Every part asked for must be there (as a value or null); a part not
-    /// asked for is left out.
+    /// Every part asked for must be there (as a value, or null where the
+    /// schema allows it); a part not asked for is left out.
     pub fn check(self, task: &TaskWire) -> AppResult<()> {
         let carried = [
+            task.status.is_some(),
+            task.priority.is_some(),
+            task.due_date.is_some(),
+            task.updated_at.is_some(),
             task.workspace.is_some(),
             task.description.is_some(),
             task.project.is_some(),
@@ -93,14 +110,17 @@ pub struct TaskWire {
     // Present when `Selection` asked for them (it checks that), else absent.
     #[serde(default, deserialize_with = "present")]
     description: Option<Nullable<String>>,
-    status: String,
-    priority: String,
-    due_date: Nullable<String>,
+    // Never null: absent when not asked for (a null is refused as missing).
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    due_date: Option<Nullable<String>>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
-    // Never null: absent when not asked for.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    updated_at: Option<OffsetDateTime>,
     #[serde(default)]
     workspace: Option<WorkspaceWire>,
     #[serde(default, deserialize_with = "present")]
@@ -133,11 +153,19 @@ impl Wire for TaskWire {
     fn into_object(self, instance: &Arc<InstanceInfo>) -> AppResult<Task> {
         let (global_id, id) = id_on(&self.id, Kind::Task, instance)?;
         let bad = |field: &str| AppError::BadInput(format!("peer answer: {field}"));
-        let status = TaskStatus::parse(Some(enum_value(&self.status))).map_err(|_| bad("status"))?;
-        let priority = TaskPriority::parse(Some(enum_value(&self.priority))).map_err(|_| bad("priority"))?;
+        let status = self
+            .status
+            .map(|s| TaskStatus::parse(Some(enum_value(&s))))
+            .transpose()
+            .map_err(|_| bad("status"))?;
+        let priority = self
+            .priority
+            .map(|p| TaskPriority::parse(Some(enum_value(&p))))
+            .transpose()
+            .map_err(|_| bad("priority"))?;
         let due_date = self
             .due_date
-            .0
+            .and_then(|d| d.0)
             .map(|d| Date::parse(&d, &time::macros::format_description!("[year]-[month]-[day]")))
             .transpose()
             .map_err(|_| bad("dueDate"))?;

@@ -917,7 +917,14 @@ async fn a_peer_answer_missing_a_field_is_refused_not_defaulted() {
     master.create_task(&token, &ws, "my task").await;
     let me = id(&master).to_string();
     type Spoil = fn(&mut Value, &str);
-    let cases: [(&str, Spoil, &str); 3] = [
+    let cases: [(&str, Spoil, &str); 4] = [
+        (
+            "statusless",
+            |node, _| {
+                node.as_object_mut().unwrap().remove("status");
+            },
+            "status",
+        ),
         (
             "lacking",
             |node, _| {
@@ -963,7 +970,7 @@ async fn a_peer_answer_missing_a_field_is_refused_not_defaulted() {
     let body = master
         .gql(
             &token,
-            "{ tasks(first: 50, scope: {all: true}) { edges { node { title description workspace { name } instance { id } } } } }",
+            "{ tasks(first: 50, scope: {all: true}) { edges { node { title status description workspace { name } instance { id } } } } }",
             json!({}),
         )
         .await;
@@ -998,9 +1005,9 @@ fn task_fields_asked(query: &str) -> Vec<String> {
         .collect()
 }
 
-/// A task's optional parts (workspace, description, project, assignee) are asked of a
-/// peer only when the client selects them (directly or through a fragment),
-/// and a part asked for must then be in the answer.
+/// A task's optional parts (status to assignee) are asked of a peer only
+/// when the client selects them (directly or through a fragment) or the
+/// page is ordered by them, and a part asked for must then be in the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_is_asked_only_for_the_parts_of_a_task_the_client_selects() {
     let master = spawn_instance("master").await;
@@ -1020,28 +1027,51 @@ async fn a_peer_is_asked_only_for_the_parts_of_a_task_the_client_selects() {
     })
     .await;
     slot.set(peer).unwrap();
-    let parts = ["workspace", "description", "project", "assignee"];
-    for (selection, wanted) in [
-        ("title", &[][..]),
-        ("title description", &["description"][..]),
-        ("title workspace { name }", &["workspace"][..]),
+    let parts = [
+        "status",
+        "priority",
+        "dueDate",
+        "updatedAt",
+        "workspace",
+        "description",
+        "project",
+        "assignee",
+    ];
+    for (order, selection, wanted) in [
+        ("", "title", &[][..]),
+        ("", "title description", &["description"][..]),
+        ("", "title status dueDate", &["status", "dueDate"][..]),
+        ("", "title workspace { name }", &["workspace"][..]),
         (
+            "",
             "title project { name } assignee { email }",
             &["project", "assignee"][..],
         ),
-        ("...T", &["assignee"][..]),
+        ("", "...T", &["assignee"][..]),
         (
-            "title ... on Task { description project { id } }",
-            &["description", "project"][..],
+            "",
+            "title ... on Task { description project { id } updatedAt }",
+            &["description", "project", "updatedAt"][..],
         ),
+        // The key a page is ordered by is asked too: the merge compares it.
+        ("orderBy: {field: UPDATED_AT}", "title", &["updatedAt"][..]),
+        (
+            "orderBy: {field: STATUS, direction: DESC}",
+            "priority",
+            &["status", "priority"][..],
+        ),
+        ("orderBy: {field: PRIORITY}", "priority", &["priority"][..]),
+        ("orderBy: {field: DUE_DATE}", "id", &["dueDate"][..]),
+        ("orderBy: {field: TITLE}", "id", &[][..]),
     ] {
         let fragment = if selection == "...T" {
             "fragment T on Task { assignee { name } }"
         } else {
             ""
         };
-        let query =
-            format!("{{ tasks(first: 5, scope: {{all: true}}) {{ edges {{ node {{ {selection} }} }} }} }} {fragment}");
+        let query = format!(
+            "{{ tasks(first: 5, scope: {{all: true}} {order}) {{ edges {{ cursor node {{ {selection} }} }} }} }} {fragment}"
+        );
         let body = master.gql(&token, &query, json!({})).await;
         assert_eq!(common::errors(&body), [], "{selection}: {body}");
         assert_eq!(
@@ -1055,20 +1085,11 @@ async fn a_peer_is_asked_only_for_the_parts_of_a_task_the_client_selects() {
             assert_eq!(
                 fields.iter().any(|f| f == part),
                 wanted.contains(&part),
-                "{selection}: {part} in {subquery}"
+                "{order} {selection}: {part} in {subquery}"
             );
         }
-        // The order keys and what a task cannot be without are always asked.
-        for always in [
-            "id",
-            "title",
-            "createdAt",
-            "updatedAt",
-            "priority",
-            "status",
-            "dueDate",
-            "instance",
-        ] {
+        // What a task cannot be without is always asked.
+        for always in ["id", "title", "createdAt", "instance"] {
             assert!(
                 fields.iter().any(|f| f == always),
                 "{selection}: {always} in {subquery}"
