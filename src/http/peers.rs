@@ -521,10 +521,12 @@ async fn sub_request(
     };
     // The nonce's shared record (and the rate limit's token), BEGIN and the
     // scope in one round trip: a refused admission ends it before BEGIN.
-    // (A handler cancelled while it waits leaves nothing begun: sqlx rolls
-    // back a BEGIN it did not see answered.)
+    // The document is checked meanwhile; nothing runs, nor is forwarded,
+    // before both are done. (A handler cancelled while it waits leaves
+    // nothing begun: sqlx rolls back a BEGIN it did not see answered.)
     let db = Arc::new(state.executor.request_db(scope, !mutation).admitting(admission));
-    db.begin().await.map_err(admission_refused)?;
+    let (begun, checked) = tokio::join!(db.begin(), state.executor.schemas.check(gql));
+    begun.map_err(admission_refused)?;
     fed.replay
         .prune_now_and_then(&fed.pool, now)
         .await
@@ -538,7 +540,12 @@ async fn sub_request(
         max_rows: terms.max_rows_per_query.map(|n| n as usize),
     });
     Ok(
-        match state.executor.execute_in(db, caller, hop, gql).instrument(span).await {
+        match state
+            .executor
+            .execute_in(db, caller, hop, checked)
+            .instrument(span)
+            .await
+        {
             Ok(response) => {
                 entry.rows = audit::rows_in(&response.data);
                 // Answered, but nothing of it ran (an invalid document, every field failed).

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::ServerError;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::Checked;
 use crate::auth::Principal;
 use crate::auth::token_cache::TokenCache;
 use crate::containers::AgentService;
@@ -128,7 +130,8 @@ impl Executor {
     ) -> AppResult<async_graphql::Response> {
         self.documents.prepare(&mut request);
         let db = self.request_db(scope, !is_mutation(&mut request));
-        self.execute_in(Arc::new(db), caller, hop, request).await
+        let checked = self.schemas.check(request).await;
+        self.execute_in(Arc::new(db), caller, hop, checked).await
     }
 
     /// The transaction a request runs in: a query's reads only, from one
@@ -137,13 +140,15 @@ impl Executor {
         RequestDb::new(self.pool.clone(), scope, self.statement_timeout, read_only)
     }
 
-    /// [`Self::execute`] in a transaction made (and maybe begun) by the caller.
+    /// [`Self::execute`] in a transaction made (and maybe begun) by the
+    /// caller, of a request it checked; one that failed the checks is
+    /// answered with why.
     pub async fn execute_in(
         self: &Arc<Self>,
         db: Arc<RequestDb>,
         caller: Caller,
         hop: Hop,
-        request: async_graphql::Request,
+        request: Result<Checked, Vec<ServerError>>,
     ) -> AppResult<async_graphql::Response> {
         let this = self.clone();
         let running = self.lifecycle.execution();
@@ -165,13 +170,16 @@ impl Executor {
         db: Arc<RequestDb>,
         caller: Caller,
         hop: Hop,
-        request: async_graphql::Request,
+        request: Result<Checked, Vec<ServerError>>,
     ) -> AppResult<async_graphql::Response> {
         let mutation = !db.is_read_only();
         let context = self.context(db.clone(), caller, hop);
         let report = context.report.clone();
         let extensions = context.extensions.clone();
-        let mut response = self.schemas.execute(request.data(context)).await;
+        let mut response = match request {
+            Ok(request) => self.schemas.run(request, context).await,
+            Err(errors) => async_graphql::Response::from_errors(errors),
+        };
         let required = report
             .lock()
             .expect("report lock")

@@ -5,7 +5,7 @@ pub mod documents;
 pub mod execute;
 pub mod subscriptions;
 
-use async_graphql::{Context, ID, Interface, MergedObject, MergedSubscription, Object, Schema};
+use async_graphql::{Context, ID, Interface, MergedObject, MergedSubscription, Object, Schema, ValidationMode};
 use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::json;
 
@@ -137,12 +137,14 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, Subscripti
 }
 
 /// The schema twice: `checker` parses, measures and validates a request
-/// against the limits and stops there; `runner` runs what passed. With any
+/// against the limits and stops there; `runner` runs what passed, without
+/// validating it again (`ValidationMode::Fast` keeps only the cycle check
+/// and the counts: the rules run once per request). With any
 /// extension installed, async-graphql passes every field and list item
 /// through the extensions' resolve hook: a page of 50 tasks made about 400
 /// such calls, some 15% of a local request's time, for a check that needs
-/// only the parse and the validation. Requests reach the runner only
-/// through `execute` and `execute_stream`, which check first.
+/// only the parse and the validation. Requests reach the runner only as a
+/// [`Checked`] request (`run`) or through `execute_stream`, which checks first.
 pub struct Schemas {
     checker: MosaicSchema,
     runner: MosaicSchema,
@@ -152,7 +154,7 @@ impl Schemas {
     pub fn build(limits: &Limits) -> Self {
         Self {
             checker: builder().extension(QueryLimits(limits.clone())).finish(),
-            runner: build_schema(),
+            runner: builder().validation_mode(ValidationMode::Fast).finish(),
         }
     }
 
@@ -161,12 +163,14 @@ impl Schemas {
         &self.runner
     }
 
-    /// Runs `request` if it passes the checks; else the answer is why not.
-    pub async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        match check(&self.checker, &mut request).await {
-            Ok(()) => self.runner.execute(request).await,
-            Err(errors) => async_graphql::Response::from_errors(errors),
-        }
+    /// `request`, if it passes the checks; else why it may not run.
+    pub async fn check(&self, mut request: async_graphql::Request) -> Result<Checked, Vec<async_graphql::ServerError>> {
+        check(&self.checker, &mut request).await.map(|()| Checked(request))
+    }
+
+    /// Runs a checked request with the request's data (its `RequestContext`).
+    pub async fn run(&self, request: Checked, data: impl std::any::Any + Send + Sync) -> async_graphql::Response {
+        self.runner.execute(request.0.data(data)).await
     }
 
     /// As `execute`, for a subscription.
@@ -182,6 +186,9 @@ impl Schemas {
         .boxed()
     }
 }
+
+/// A request that passed `Schemas::check`: the only kind `run` takes.
+pub struct Checked(async_graphql::Request);
 
 /// Why `request` may not run (a parse error, a limit, a validation rule),
 /// each error with its code. Checks a copy: the request keeps its data and
