@@ -451,10 +451,15 @@ fn encode<T: Serialize>(body: &T, traceparent: Option<String>) -> Bytes {
 
 /// Reads a body of at most `limit` bytes, stopping as soon as it would exceed
 /// it (the rest is never read, and the connection is dropped).
-async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, PeerError> {
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Bytes, PeerError> {
     let too_large = || PeerError::new("PEER_BAD_RESPONSE", format!("answer exceeds {limit} bytes"));
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+    match response.content_length() {
+        Some(n) if n > limit as u64 => return Err(too_large()),
+        // The declared length within the limit, read as one buffer (no
+        // copy when it came in one chunk): HTTP/1 reads no byte past it, and
+        // HTTP/2 refuses a stream that sends more.
+        Some(_) => return response.bytes().await.map_err(|e| transport_error(&e)),
+        None => {}
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
@@ -463,7 +468,7 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Ve
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(body.into())
 }
 
 fn transport_error(e: &reqwest::Error) -> PeerError {

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use sqlx::PgPool;
 
 use crate::db::Admission;
+use crate::db::scope::REFUSED;
 
 /// All origins together hold at most this many nonces (or `per_origin`, if larger).
 pub const TOTAL_NONCES: usize = 200_000;
@@ -61,16 +62,24 @@ pub enum Recorded {
 }
 
 impl Recorded {
-    /// What the shared record said (`admit_peer_request`'s outcome).
-    pub fn shared(outcome: &str, retry_after_ms: Option<i64>) -> Self {
-        match outcome {
-            "new" => Self::New,
-            "replayed" => Self::Replayed,
-            "limited" => Self::Limited(std::time::Duration::from_millis(
-                retry_after_ms.unwrap_or(1000).max(1) as u64
-            )),
-            _ => Self::Expired,
+    /// What a refused admission says: `admit_peer_request_or_refuse` raises
+    /// SQLSTATE [`REFUSED`] with the outcome as its message and, when
+    /// limited, the milliseconds until a token is free as its detail.
+    /// `None` for any other error.
+    pub fn refused(e: &sqlx::Error) -> Option<Self> {
+        let db = e.as_database_error()?;
+        if db.code().as_deref() != Some(REFUSED) {
+            return None;
         }
+        let retry_after_ms: Option<u64> = db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|e| e.detail())
+            .and_then(|d| d.parse().ok());
+        Some(match db.message() {
+            "replayed" => Self::Replayed,
+            "limited" => Self::Limited(std::time::Duration::from_millis(retry_after_ms.unwrap_or(1000).max(1))),
+            _ => Self::Expired,
+        })
     }
 }
 
@@ -91,17 +100,20 @@ impl ReplayCache {
     /// replicas too). A QUERY or COMMAND does this in the round trip that
     /// begins its transaction instead (`RequestDb::admitting`).
     pub async fn record_shared(&self, pool: &PgPool, a: &Admission, now: i64) -> Result<Recorded, sqlx::Error> {
-        let (shared, retry_after_ms): (String, Option<i64>) =
-            sqlx::query_as("SELECT * FROM admit_peer_request($1, $2, $3, $4, $5)")
-                .bind(a.origin.to_string())
-                .bind(&a.nonce)
-                .bind(a.keep_until)
-                .bind(a.limit.map(|l| l.0))
-                .bind(a.limit.map(|l| l.1))
-                .fetch_one(pool)
-                .await?;
+        let admitted = sqlx::query("SELECT admit_peer_request_or_refuse($1, $2, $3, $4, $5)")
+            .bind(a.origin.to_string())
+            .bind(&a.nonce)
+            .bind(a.keep_until)
+            .bind(a.limit.map(|l| l.0))
+            .bind(a.limit.map(|l| l.1))
+            .execute(pool)
+            .await;
+        let recorded = match admitted {
+            Ok(_) => Recorded::New,
+            Err(e) => Recorded::refused(&e).ok_or(e)?,
+        };
         self.prune_now_and_then(pool, now).await?;
-        Ok(Recorded::shared(&shared, retry_after_ms))
+        Ok(recorded)
     }
 
     /// Pruning of the shared nonces rides on a request about once a minute

@@ -19,7 +19,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{AppState, error_response, execution_failed, too_many_requests};
-use crate::db::{self, Admission, PeerScope, Scope};
+use crate::db::{Admission, PeerScope, Scope};
 use crate::federation::audit::{self, Entry, Outcome};
 use crate::federation::protocol::{self, ConnectRequest, Disconnect, Envelope, Event, Hop, Refusal, SubRequest};
 use crate::federation::registry::{self, KeyLookup, PeerRecord, PeerState};
@@ -174,19 +174,13 @@ async fn admit(fed: &Federation, admission: &Admission, now: i64) -> Result<(), 
 /// A refused admission as it came back from BEGIN's round trip; any other
 /// failure to begin is the database's.
 fn admission_refused(e: sqlx::Error) -> Refused {
-    if let Some(db) = e.as_database_error()
-        && db.code().as_deref() == Some(db::scope::REFUSED)
-    {
-        let retry_after_ms = db
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .and_then(|e| e.detail())
-            .and_then(|d| d.parse().ok());
-        return match admitted(Recorded::shared(db.message(), retry_after_ms)) {
+    match Recorded::refused(&e) {
+        Some(recorded) => match admitted(recorded) {
             Err(refused) => refused,
             Ok(()) => refuse(Refusal::Unavailable, "the admission was refused"),
-        };
+        },
+        None => recording_failed("nonce")(e),
     }
-    recording_failed("nonce")(e)
 }
 
 /// What a nonce's record means for its request.

@@ -1261,14 +1261,21 @@ async fn overlapping_admissions_never_refill_a_bucket_backwards() {
     let origin = Uuid::new_v4().to_string();
     let keep_until = now_unix() + 60;
     // Two tokens, refilled at 100,000 a second: a millisecond backwards costs a hundred.
+    // "new", or the refusal's outcome (SQLSTATE MSADM, the outcome as its message).
     let admit = async |conn: &mut sqlx::PgConnection, nonce: &str| -> String {
-        sqlx::query_scalar("SELECT outcome FROM admit_peer_request($1, $2, $3, 100000, 2)")
+        let admitted = sqlx::query("SELECT admit_peer_request_or_refuse($1, $2, $3, 100000, 2)")
             .bind(&origin)
             .bind(nonce)
             .bind(keep_until)
-            .fetch_one(conn)
-            .await
-            .unwrap()
+            .execute(conn)
+            .await;
+        match admitted {
+            Ok(_) => "new".into(),
+            Err(e) => match e.as_database_error() {
+                Some(db) if db.code().as_deref() == Some("MSADM") => db.message().to_string(),
+                _ => panic!("{e}"),
+            },
+        }
     };
     let (mut first, mut second) = (b.admin().await, b.admin().await);
     sqlx::raw_sql("BEGIN").execute(&mut first).await.unwrap();
