@@ -77,10 +77,10 @@ fn peer_settings(p: &PeerScope) -> String {
 
 /// A peer request's admission where every replica sees it: its nonce,
 /// and a token from the peer's bucket when its grant limits the rate
-/// (migration 0088: `admit_peer_request_or_refuse`). It goes in the round trip that begins the request's
-/// transaction, in a transaction of its own that commits first; a refusal
-/// ends the round trip before BEGIN (`RequestDb::begin` fails with
-/// SQLSTATE [`REFUSED`]).
+/// (`admit_peer_request_or_refuse`, migration 0088). It goes in the round
+/// trip that begins the request's transaction, in a transaction of its own
+/// that commits first; a refusal ends the round trip before BEGIN
+/// (`RequestDb::begin` fails with SQLSTATE [`REFUSED`]).
 #[derive(Clone, Debug)]
 pub struct Admission {
     pub origin: Uuid,

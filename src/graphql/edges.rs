@@ -3,8 +3,10 @@
 //! async-graphql resolves a list's items concurrently: past 30 items it
 //! boxes each item's future into a `FuturesOrdered`, an allocation, a waker
 //! and a poll cycle per item. Edges of tasks and agent tasks hold their rows
-//! in memory and seal their cursors on the CPU, so nothing would overlap:
-//! resolved in order, a page costs only its items' fields. The schema sees
+//! in memory and seal their cursors on the CPU (an agent task's `events`
+//! reads through the request's one connection, a query at a time anyway),
+//! so nothing would overlap: resolved in order, a page costs only its
+//! items' fields. The schema sees
 //! the same `[Edge!]!`. (The executing schema has no extension that hooks
 //! a list's items; `QueryLimits` runs on the checker.)
 
