@@ -231,12 +231,13 @@ impl Task {
     }
 }
 
-/// A part of a peer's task: never missing when resolved, since the peer
-/// was asked for every part the client selected (and its answer checked).
+/// A part of a task: never missing where it is used, since a task of this
+/// instance has every part and a peer was asked for every part the client
+/// selected (and its answer checked).
 fn asked<T>(part: Option<T>, name: &str) -> AppResult<T> {
     part.ok_or_else(|| {
         AppError::internal(anyhow::anyhow!(
-            "a peer's task came without its {name}: it was not asked for"
+            "a task came without its {name}: a peer's task carries only what was asked for"
         ))
     })
 }

@@ -198,11 +198,7 @@ impl TaskMutation {
                 .map(|a| rc.local_id(a, Kind::User))
                 .transpose()?;
             if let Some(a) = a {
-                let workspace = task
-                    .workspace
-                    .as_ref()
-                    .expect("a task of this instance has its workspace");
-                check_assignee(rc, workspace.id, a).await?;
+                check_assignee(rc, asked(task.workspace.as_ref(), "workspace")?.id, a).await?;
             }
             q.push(", assignee_id = ").push_bind(a);
             changes += 1;
