@@ -98,7 +98,7 @@ impl Live {
         let cache = ReplayCache::starting_at(0, 2 * LIVE);
         for seq in 0..LIVE as i64 {
             assert_eq!(
-                cache.check_and_record(ORIGIN, &nonce(seq), NOW + seq, NOW),
+                cache.check_and_record(ORIGIN, &nonce(seq), NOW + seq, NOW, 2 * LIVE),
                 Recorded::New
             );
         }
@@ -131,7 +131,9 @@ fn replay(c: &mut Criterion) {
                 let (now, first) = (NOW + live.lo, live.next);
                 let started = Instant::now();
                 for (i, nonce) in nonces.iter().enumerate() {
-                    let fresh = live.cache.check_and_record(ORIGIN, nonce, NOW + first + i as i64, now);
+                    let fresh = live
+                        .cache
+                        .check_and_record(ORIGIN, nonce, NOW + first + i as i64, now, 2 * LIVE);
                     black_box(fresh);
                 }
                 total += started.elapsed();
@@ -140,7 +142,7 @@ fn replay(c: &mut Criterion) {
                 let expire_until = NOW + live.lo + n as i64 + 1;
                 assert_eq!(
                     live.cache
-                        .check_and_record(ORIGIN, &nonce(live.next), NOW + live.next, expire_until),
+                        .check_and_record(ORIGIN, &nonce(live.next), NOW + live.next, expire_until, 2 * LIVE),
                     Recorded::New
                 );
                 live.next += 1;
@@ -167,7 +169,7 @@ fn replay(c: &mut Criterion) {
                     let i = i as i64;
                     let fresh = live
                         .cache
-                        .check_and_record(ORIGIN, nonce, NOW + first + i, NOW + lo + i + 1);
+                        .check_and_record(ORIGIN, nonce, NOW + first + i, NOW + lo + i + 1, 2 * LIVE);
                     black_box(fresh);
                 }
                 total += started.elapsed();
@@ -187,7 +189,7 @@ fn replay(c: &mut Criterion) {
         b.iter(|| {
             let seen = live
                 .cache
-                .check_and_record(ORIGIN, black_box(&replayed), keep_until, now);
+                .check_and_record(ORIGIN, black_box(&replayed), keep_until, now, 2 * LIVE);
             assert_eq!(seen, Recorded::Replayed);
         })
     });

@@ -209,6 +209,20 @@ impl Federation {
         })
     }
 
+    /// How many of a peer's nonces this replica may hold at once: at least
+    /// `federation.nonces_per_peer`, and all that a peer within `limit` can
+    /// send while a nonce is kept (up to the request lifetime plus twice the
+    /// skew, the burst included), so a peer within its rate is never refused
+    /// for want of room. The memory stays bounded: [`replay::TOTAL_NONCES`]
+    /// caps all origins together.
+    pub fn nonce_room(&self, limit: Option<grant::RateLimit>) -> usize {
+        let kept = (self.settings.request_lifetime_s + 2 * self.settings.clock_skew_s).max(0) as f64;
+        let within = limit.map_or(0.0, |l| (l.per_second * kept).ceil() + f64::from(l.burst));
+        self.settings
+            .nonces_per_peer
+            .max(within.min(usize::MAX as f64) as usize)
+    }
+
     /// Whether `source` may send a CONNECT now (`federation.connects_per_minute`,
     /// across all replicas); counts it when it may. This replica's own count
     /// answers a flood without a round trip and bounds what the shared one holds.

@@ -6,8 +6,9 @@
 //! In memory, each replica holds the nonces it recorded: it answers its own
 //! replays without a round trip and bounds what one peer can make it store.
 //!
-//! Bounded: each origin may hold `per_origin` nonces and all together
-//! `total` in each replica; when full, new requests are refused (never is a
+//! Bounded: each origin may hold the room its caller gives (what its rate
+//! limit lets it send while a nonce is kept) and all together `total` in
+//! each replica; when full, new requests are refused (never is a
 //! live entry evicted, since that would let its request be replayed). An
 //! entry is forgotten only once its time has passed, and from then on every
 //! request whose time has passed as well is refused, whatever clock reading
@@ -23,7 +24,7 @@ use sqlx::PgPool;
 use crate::db::Admission;
 use crate::db::scope::REFUSED;
 
-/// All origins together hold at most this many nonces (or `per_origin`, if larger).
+/// All origins together hold at most this many nonces (or the room of one, if larger).
 pub const TOTAL_NONCES: usize = 200_000;
 
 /// How often (seconds) a replica offers to prune the shared nonces.
@@ -31,7 +32,6 @@ const PRUNE_EVERY_S: i64 = 60;
 
 pub struct ReplayCache {
     inner: Mutex<Inner>,
-    per_origin: usize,
     total: usize,
     /// When this replica last offered to prune the shared nonces.
     pruned_at: AtomicI64,
@@ -84,12 +84,12 @@ impl Recorded {
 }
 
 impl ReplayCache {
-    /// An empty cache (the shared nonces are pruned first at `now`).
-    pub fn starting_at(now: i64, per_origin: usize) -> Self {
+    /// An empty cache (the shared nonces are pruned first at `now`) for
+    /// origins given at most `largest_room` each.
+    pub fn starting_at(now: i64, largest_room: usize) -> Self {
         Self {
             inner: Mutex::default(),
-            per_origin,
-            total: TOTAL_NONCES.max(per_origin),
+            total: TOTAL_NONCES.max(largest_room),
             pruned_at: AtomicI64::new(now - PRUNE_EVERY_S),
         }
     }
@@ -132,8 +132,9 @@ impl ReplayCache {
         Ok(())
     }
 
-    /// Records `(origin, nonce)`, to be remembered until `keep_until`.
-    pub fn check_and_record(&self, origin: &str, nonce: &str, keep_until: i64, now: i64) -> Recorded {
+    /// Records `(origin, nonce)`, to be remembered until `keep_until`, if
+    /// the origin holds fewer than `room` nonces.
+    pub fn check_and_record(&self, origin: &str, nonce: &str, keep_until: i64, now: i64, room: usize) -> Recorded {
         let mut inner = self.inner.lock().expect("replay cache lock");
         while let Some(Reverse((at, _, _))) = inner.by_expiry.peek() {
             if *at >= now {
@@ -156,7 +157,7 @@ impl ReplayCache {
         if inner.seen.contains(&key) {
             return Recorded::Replayed;
         }
-        if inner.seen.len() >= self.total || inner.per_origin.get(origin).is_some_and(|n| *n >= self.per_origin) {
+        if inner.seen.len() >= self.total || inner.per_origin.get(origin).is_some_and(|n| *n >= room) {
             return Recorded::Full;
         }
         *inner.per_origin.entry(key.0.clone()).or_default() += 1;
@@ -180,50 +181,65 @@ impl ReplayCache {
 mod tests {
     use super::*;
 
+    const ROOM: usize = 10;
+
     #[test]
     fn refuses_a_repeat_until_it_expires() {
-        let c = ReplayCache::starting_at(0, 10);
-        assert_eq!(c.check_and_record("a", "n", 100, 10), Recorded::New);
-        assert_eq!(c.check_and_record("a", "n", 100, 20), Recorded::Replayed);
+        let c = ReplayCache::starting_at(0, ROOM);
+        assert_eq!(c.check_and_record("a", "n", 100, 10, ROOM), Recorded::New);
+        assert_eq!(c.check_and_record("a", "n", 100, 20, ROOM), Recorded::Replayed);
         assert_eq!(
-            c.check_and_record("b", "n", 100, 20),
+            c.check_and_record("b", "n", 100, 20, ROOM),
             Recorded::New,
             "nonces are per origin"
         );
-        assert_eq!(c.check_and_record("a", "m", 200, 101), Recorded::New);
+        assert_eq!(c.check_and_record("a", "m", 200, 101, ROOM), Recorded::New);
         assert_eq!(c.len(), 1, "both earlier entries expired and were dropped");
     }
 
     #[test]
     fn a_late_clock_reading_cannot_replay_what_was_forgotten() {
-        let c = ReplayCache::starting_at(0, 10);
-        assert_eq!(c.check_and_record("a", "n", 100, 90), Recorded::New);
+        let c = ReplayCache::starting_at(0, ROOM);
+        assert_eq!(c.check_and_record("a", "n", 100, 90, ROOM), Recorded::New);
         // Another request, read at 101, forgets the entry.
-        assert_eq!(c.check_and_record("a", "x", 150, 101), Recorded::New);
+        assert_eq!(c.check_and_record("a", "x", 150, 101, ROOM), Recorded::New);
         // The replay brings a clock reading from before (a slow key refresh).
-        assert_eq!(c.check_and_record("a", "n", 100, 99), Recorded::Expired);
+        assert_eq!(c.check_and_record("a", "n", 100, 99, ROOM), Recorded::Expired);
     }
 
     #[test]
     fn full_origins_are_refused_and_live_entries_kept() {
         let c = ReplayCache::starting_at(0, 2);
-        assert_eq!(c.check_and_record("a", "1", 100, 0), Recorded::New);
-        assert_eq!(c.check_and_record("a", "2", 100, 0), Recorded::New);
-        assert_eq!(c.check_and_record("a", "3", 100, 0), Recorded::Full);
+        assert_eq!(c.check_and_record("a", "1", 100, 0, 2), Recorded::New);
+        assert_eq!(c.check_and_record("a", "2", 100, 0, 2), Recorded::New);
+        assert_eq!(c.check_and_record("a", "3", 100, 0, 2), Recorded::Full);
         assert_eq!(
-            c.check_and_record("b", "1", 100, 0),
+            c.check_and_record("b", "1", 100, 0, 2),
             Recorded::New,
             "other origins unaffected"
         );
         assert_eq!(
-            c.check_and_record("a", "1", 100, 0),
+            c.check_and_record("a", "1", 100, 0, 2),
             Recorded::Replayed,
             "nothing was evicted"
         );
         assert_eq!(
-            c.check_and_record("a", "3", 200, 101),
+            c.check_and_record("a", "3", 200, 101, 2),
             Recorded::New,
             "room again once expired"
         );
+    }
+
+    #[test]
+    fn each_origin_has_the_room_its_caller_gives() {
+        let c = ReplayCache::starting_at(0, 3);
+        assert_eq!(c.check_and_record("a", "1", 100, 0, 1), Recorded::New);
+        assert_eq!(c.check_and_record("a", "2", 100, 0, 1), Recorded::Full);
+        assert_eq!(
+            c.check_and_record("a", "2", 100, 0, 3),
+            Recorded::New,
+            "a larger room (a higher rate limit) holds more"
+        );
+        assert_eq!(c.check_and_record("a", "3", 100, 0, 2), Recorded::Full);
     }
 }

@@ -149,7 +149,7 @@ fn remember_nonce(
     let keep_until = params.expires + fed.settings.clock_skew_s;
     admitted(
         fed.replay
-            .check_and_record(&params.origin, &params.nonce, keep_until, now),
+            .check_and_record(&params.origin, &params.nonce, keep_until, now, fed.nonce_room(limit)),
     )?;
     let origin =
         Uuid::parse_str(&params.origin).map_err(|_| refuse(Refusal::BadRequest, "origin is not an instance id"))?;

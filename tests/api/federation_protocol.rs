@@ -1314,6 +1314,29 @@ async fn overlapping_admissions_never_refill_a_bucket_backwards() {
     assert_eq!(second_outcome, "new", "a token was left");
 }
 
+/// The replay cache's room for a peer covers what its rate limit lets it
+/// send while a nonce is kept: at the default limit (200/s) the default
+/// room (10,000) would refuse a peer within its rate after 50 s.
+#[tokio::test]
+async fn a_peer_within_its_rate_limit_always_has_room_for_its_nonces() {
+    let (a, b) = tokio::join!(
+        spawn_instance("alpha"),
+        spawn_instance_with("beta", |c| {
+            c.federation.nonces_per_peer = 5;
+            c.federation.rate_limit_per_second = 1000.0;
+            c.federation.rate_limit_burst = 50;
+        }),
+    );
+    let (_, owner) = b.user("owner@beta.example").await;
+    let granted = b.create_workspace(&owner, "granted").await;
+    peer(&a, &b, &[&granted], false).await;
+    let held = b.state.federation.replay.len();
+    for _ in 0..20 {
+        assert_ok(&send_signed(&a, &b, QUERY, tasks_body(&a)).await);
+    }
+    assert_eq!(b.state.federation.replay.len(), held + 20, "every nonce is held");
+}
+
 #[tokio::test]
 async fn a_peer_over_its_rate_limit_gets_429_and_others_are_unaffected() {
     let (a, b, c) = tokio::join!(
