@@ -33,12 +33,14 @@ fn breaker_settings(s: &crate::config::FederationSettings) -> BreakerSettings {
 }
 
 impl Federation {
-    /// Refuses, before connecting, a URL whose host is an address peers may
-    /// not be reached at (names are checked by the client's resolver).
-    fn reachable(&self, url: &str) -> Result<(), PeerError> {
+    /// The URL, parsed once for the check and the request; refused before
+    /// connecting when its host is an address peers may not be reached at
+    /// (names are checked by the client's resolver).
+    fn reachable(&self, url: &str) -> Result<reqwest::Url, PeerError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| PeerError::new("PEER_UNAVAILABLE", format!("{url}: {e}")))?;
         netguard::check_url_host(&parsed, &self.settings.allowed_peer_networks)
-            .map_err(|e| PeerError::new("PEER_UNAVAILABLE", e))
+            .map_err(|e| PeerError::new("PEER_UNAVAILABLE", e))?;
+        Ok(parsed)
     }
 
     /// Fetches and verifies a peer's identity document: at most
@@ -54,9 +56,9 @@ impl Federation {
         base_url: &str,
     ) -> Result<(IdentityDocument, Option<std::time::SystemTime>), PeerError> {
         let url = format!("{base_url}{}", protocol::WELL_KNOWN_PATH);
-        self.reachable(&url)?;
+        let parsed = self.reachable(&url)?;
         let fetch = async {
-            let response = self.http.get(&url).send().await.map_err(|e| transport_error(&e))?;
+            let response = self.http.get(parsed).send().await.map_err(|e| transport_error(&e))?;
             if !response.status().is_success() {
                 return Err(PeerError::new(
                     "PEER_BAD_RESPONSE",
@@ -312,14 +314,14 @@ impl Federation {
         peer: &PeerLabels,
     ) -> Result<A, PeerError> {
         let started = Instant::now();
-        self.reachable(base_url)?;
+        let url = self.reachable(&format!("{base_url}{path}"))?;
         let header = self
             .sign(peer_id, path, body)
             .await
             .map_err(|e| PeerError::new("PEER_UNAVAILABLE", format!("cannot sign: {e}")))?;
         let request = self
             .http
-            .post(format!("{base_url}{path}"))
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(signing::HEADER, header)
             .body(body.clone())

@@ -53,7 +53,8 @@ pub fn shortfall<'a, R: 'a>(
         .filter(|(_, s)| s.has_next && s.rows.len() >= asked)
         .filter_map(|(i, s)| {
             let last = s.rows.last()?;
-            let before = all.iter().filter(|r| cmp(r, last) != Ordering::Greater).count();
+            // `all` is sorted: the rows up to `last` are a prefix of it.
+            let before = all.partition_point(|r| cmp(r, last) != Ordering::Greater);
             (before < first).then(|| (i, first - before))
         })
         .collect()

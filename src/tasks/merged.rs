@@ -57,7 +57,17 @@ impl MergedList for Tasks<'_> {
         after: Option<&Cursor>,
         with_total: bool,
     ) -> AppResult<Option<Sourced<Task>>> {
-        let page = page(rc, self.conditions, self.request.order, first, after, with_total).await?;
+        let request = self.request;
+        let page = page(
+            rc,
+            self.conditions,
+            request.order,
+            request.selection,
+            first,
+            after,
+            with_total,
+        )
+        .await?;
         let rows = page.edges.0.into_iter().map(|e| e.node);
         Ok(merged_list::local_source(
             rows,

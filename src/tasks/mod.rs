@@ -7,6 +7,7 @@ pub mod wire;
 use merged::{FederatedTasks, federated_page};
 pub use mutations::{CreateTaskInput, TaskMutation, UpdateTaskInput};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use std::cmp::Ordering;
@@ -95,10 +96,11 @@ impl TaskPriority {
 pub struct Task {
     pub id: Uuid,
     pub title: String,
-    /// A task of this instance has every part; a peer's task carries its
-    /// optional ones (status to assignee) only when the client selected
-    /// them or the page is ordered by them (`wire::Selection`), so the
-    /// ones it lacks are never resolved.
+    /// A peer's task carries its optional parts (status to assignee) only
+    /// when the client selected them or the page is ordered by them
+    /// (`wire::Selection`), so the ones it lacks are never resolved. A task
+    /// of this instance has every part but the project and the assignee,
+    /// which a page joins only when selected (`None` is then never read).
     pub description: Option<String>,
     pub status: Option<TaskStatus>,
     pub priority: Option<TaskPriority>,
@@ -112,18 +114,38 @@ pub struct Task {
     pub global_id: ID,
 }
 
-/// Tasks with their workspace, project and assignee, in one query.
+/// A task's columns with its workspace's, which it always carries.
 const SELECT: &str = "SELECT t.id, t.title, t.description, t.status, t.priority, t.due_date,
         t.created_at, t.updated_at, t.workspace_id, t.project_id,
-        w.name AS w_name, w.created_at AS w_created_at, w.updated_at AS w_updated_at,
-        p.id AS p_id, p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at,
-        u.id AS u_id, u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin";
-const JOINS: &str = " JOIN workspaces w ON w.id = t.workspace_id
-        LEFT JOIN projects p ON p.id = t.project_id
-        LEFT JOIN users u ON u.id = t.assignee_id";
+        w.name AS w_name, w.created_at AS w_created_at, w.updated_at AS w_updated_at";
+const WORKSPACE: &str = " JOIN workspaces w ON w.id = t.workspace_id";
+/// The project's and the assignee's columns and joins, each only when
+/// asked for: every join reads its table under RLS.
+const PROJECT: (&str, &str) = (
+    ", p.id AS p_id, p.name AS p_name, p.description AS p_description, p.created_at AS p_created_at, p.updated_at AS p_updated_at",
+    " LEFT JOIN projects p ON p.id = t.project_id",
+);
+const ASSIGNEE: (&str, &str) = (
+    ", u.id AS u_id, u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin",
+    " LEFT JOIN users u ON u.id = t.assignee_id",
+);
+
+/// The select list and the joins of tasks with the parts `selection` asks for.
+fn select_and_joins(selection: wire::Selection) -> (String, String) {
+    let (mut select, mut joins) = (SELECT.to_string(), WORKSPACE.to_string());
+    for (part, (columns, join)) in [("project", PROJECT), ("assignee", ASSIGNEE)] {
+        if selection.asks(part) {
+            select.push_str(columns);
+            joins.push_str(join);
+        }
+    }
+    (select, joins)
+}
 
 impl Task {
-    fn from_row(rc: &RequestContext, r: &PgRow) -> AppResult<Self> {
+    /// A task of this instance, with the project and assignee when
+    /// `selection` asks for them (else they are never resolved).
+    fn from_row(rc: &RequestContext, r: &PgRow, selection: wire::Selection) -> AppResult<Self> {
         let id: Uuid = r.try_get("id")?;
         let workspace_id: Uuid = r.try_get("workspace_id")?;
         let workspace = Some(Workspace::from_row(
@@ -137,7 +159,10 @@ impl Task {
         ));
         // The project's row, not the task's project_id: a grant without
         // projects leaves the task, but not its project, visible.
-        let project = match r.try_get::<Option<Uuid>, _>("p_id")? {
+        let joined = |part: &str, id: &str| -> AppResult<Option<Uuid>> {
+            Ok(if selection.asks(part) { r.try_get(id)? } else { None })
+        };
+        let project = match joined("project", "p_id")? {
             None => None,
             Some(pid) => Some(Project::from_row(
                 rc,
@@ -151,7 +176,7 @@ impl Task {
                 },
             )),
         };
-        let assignee = match r.try_get::<Option<Uuid>, _>("u_id")? {
+        let assignee = match joined("assignee", "u_id")? {
             None => None,
             Some(uid) => Some(User::new(
                 rc,
@@ -180,11 +205,12 @@ impl Task {
 }
 
 pub async fn load(rc: &RequestContext, id: Uuid) -> AppResult<Option<Task>> {
-    let row = sqlx::query(AssertSqlSafe(format!("{SELECT} FROM tasks t{JOINS} WHERE t.id = $1")))
+    let (select, joins) = select_and_joins(wire::Selection::ALL);
+    let row = sqlx::query(AssertSqlSafe(format!("{select} FROM tasks t{joins} WHERE t.id = $1")))
         .bind(id)
         .fetch_optional(&mut *rc.db.conn().await?)
         .await?;
-    row.map(|r| Task::from_row(rc, &r)).transpose()
+    row.map(|r| Task::from_row(rc, &r, wire::Selection::ALL)).transpose()
 }
 
 async fn require(rc: &RequestContext, id: Uuid) -> AppResult<Task> {
@@ -301,25 +327,25 @@ impl TaskOrder {
 
     /// The value a task sorts by, as SQL sorts it: `None` only for a peer's
     /// task without its key, which `wire::Selection` always asks for.
-    fn sort_key(self, t: &Task) -> Option<SortKey> {
+    fn sort_key(self, t: &Task) -> Option<SortKey<'_>> {
         Some(match self.field {
             TaskOrderField::CreatedAt => SortKey::Time(t.created_at),
             TaskOrderField::UpdatedAt => SortKey::Time(t.updated_at?),
             TaskOrderField::DueDate => SortKey::Due(t.due_date.is_none(), t.due_date),
             TaskOrderField::Priority => SortKey::Int(t.priority?.as_db()),
-            TaskOrderField::Title => SortKey::Text(t.title.clone()),
-            TaskOrderField::Status => SortKey::Text(t.status?.as_db().to_string()),
+            TaskOrderField::Title => SortKey::Text(Cow::Borrowed(&t.title)),
+            TaskOrderField::Status => SortKey::Text(Cow::Borrowed(t.status?.as_db())),
         })
     }
 
     /// [`Self::sort_key`], where a task without it is an error.
-    fn key_of(self, t: &Task) -> AppResult<SortKey> {
+    fn key_of(self, t: &Task) -> AppResult<SortKey<'_>> {
         self.sort_key(t)
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("a peer's task came without the key of {}", self.name())))
     }
 
     /// A cursor's key, read back; a key this ordering never issues is refused.
-    fn parse_key(self, text: &str) -> AppResult<SortKey> {
+    fn parse_key(self, text: &str) -> AppResult<SortKey<'_>> {
         let bad = || AppError::BadInput("after: cursor does not fit this ordering".into());
         Ok(match self.field {
             TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
@@ -331,7 +357,7 @@ impl TaskOrder {
                 Some(Date::parse(text, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| bad())?),
             ),
             TaskOrderField::Priority => SortKey::Int(text.parse().map_err(|_| bad())?),
-            TaskOrderField::Title | TaskOrderField::Status => SortKey::Text(text.to_string()),
+            TaskOrderField::Title | TaskOrderField::Status => SortKey::Text(Cow::Borrowed(text)),
         })
     }
 
@@ -377,18 +403,19 @@ impl TaskOrder {
     }
 }
 
-/// What a task sorts by, compared as SQL compares it (`TaskOrder::sql`).
+/// What a task sorts by, compared as SQL compares it (`TaskOrder::sql`);
+/// text is borrowed from the task or the cursor, so comparing allocates nothing.
 #[derive(PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum SortKey {
+enum SortKey<'a> {
     Time(OffsetDateTime),
     /// Missing first in the tuple: no due date sorts as if due at infinity.
     Due(bool, Option<Date>),
     Int(i16),
     /// Compared bytewise, as `COLLATE "C"` does.
-    Text(String),
+    Text(Cow<'a, str>),
 }
 
-impl SortKey {
+impl SortKey<'_> {
     /// Text that PostgreSQL casts back (to `TaskOrder::sql`'s type) to the same value.
     fn as_sql_text(&self) -> AppResult<String> {
         Ok(match self {
@@ -396,7 +423,7 @@ impl SortKey {
             Self::Due(_, Some(d)) => d.to_string(),
             Self::Due(_, None) => "infinity".into(),
             Self::Int(n) => n.to_string(),
-            Self::Text(s) => s.clone(),
+            Self::Text(s) => s.to_string(),
         })
     }
 }
@@ -541,11 +568,13 @@ impl TaskConnection {
     }
 }
 
-/// One page of tasks visible to the request, after a position.
+/// One page of tasks visible to the request, after a position, with the
+/// parts `selection` asks for.
 async fn page(
     rc: &RequestContext,
     conditions: &Conditions,
     order: TaskOrder,
+    selection: wire::Selection,
     first: usize,
     after: Option<&Cursor>,
     with_total: bool,
@@ -553,7 +582,8 @@ async fn page(
     let (expr, cast) = order.sql();
     let asc = order.direction == OrderDirection::Asc;
     let (cmp, dir) = if asc { (">", "ASC") } else { ("<", "DESC") };
-    let mut q = QueryBuilder::<Postgres>::new(format!("{SELECT} FROM (SELECT * FROM tasks t"));
+    let (select, joins) = select_and_joins(selection);
+    let mut q = QueryBuilder::<Postgres>::new(format!("{select} FROM (SELECT * FROM tasks t"));
     conditions.push(&mut q);
     if let Some(c) = &after {
         let key = order.parse_key(c.k.as_deref().unwrap_or_default())?.as_sql_text()?;
@@ -565,7 +595,7 @@ async fn page(
     ));
     // Choose the page from tasks alone, then join its details: joining first (under
     // RLS) makes PostgreSQL read every visible task and sort them all.
-    q.push(format!(") t{JOINS} ORDER BY {expr} {dir}, t.id {dir}"));
+    q.push(format!(") t{joins} ORDER BY {expr} {dir}, t.id {dir}"));
     let mut conn = rc.db.conn().await?;
     let rows = q
         .build()
@@ -589,7 +619,7 @@ async fn page(
         .take(first)
         .map(|r| {
             Ok(TaskEdge {
-                node: Task::from_row(rc, r)?,
+                node: Task::from_row(rc, r, selection)?,
                 order,
             })
         })
@@ -639,9 +669,10 @@ impl TaskQuery {
         } else {
             Conditions::parse(rc, None, &filter)?
         };
+        let selection = wire::Selection::of(&ctx.look_ahead().field("edges").field("node"), order.field);
         if !plan.fans_out() && plan.include_self && scope.is_none() {
             let after = after.map(|a| rc.open_cursor(&a, &order.name())).transpose()?;
-            return page(rc, &conditions, order, first, after.as_ref(), with_total).await;
+            return page(rc, &conditions, order, selection, first, after.as_ref(), with_total).await;
         }
         let request = FederatedTasks {
             workspace_id: workspace_id.map(|w| w.0),
@@ -649,7 +680,7 @@ impl TaskQuery {
             order,
             first,
             with_total,
-            selection: wire::Selection::of(&ctx.look_ahead().field("edges").field("node"), order.field),
+            selection,
         };
         federated_page(rc, &plan, &request, &conditions, after.as_deref()).await
     }

@@ -58,6 +58,14 @@ impl Selection {
     }
 
     /// `fragment TaskFields` with the selected parts.
+    /// Whether `part`, one of the optional parts, is asked for.
+    pub fn asks(self, part: &str) -> bool {
+        OPTIONAL
+            .iter()
+            .zip(self.0)
+            .any(|((field, _), asked)| asked && *field == part)
+    }
+
     pub fn fragment(self) -> String {
         let mut fragment = format!("fragment TaskFields on Task {{ {FIELDS}");
         for ((_, fields), _) in OPTIONAL.iter().zip(self.0).filter(|(_, asked)| *asked) {
