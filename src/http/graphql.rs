@@ -430,18 +430,25 @@ fn encode(answer: Answer, response: async_graphql::Response, request_error: bool
         Answer::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
         _ => "application/json; charset=utf-8",
     };
-    let mut body = serde_json::to_value(&response).expect("a GraphQL response serialises");
-    if request_error && let Value::Object(fields) = &mut body {
-        fields.remove("data");
+    // Written straight from the response, fields in the order asked: no
+    // detour through a `serde_json::Value` (which sorts them).
+    let body = match request_error {
+        true => serde_json::to_vec(&RequestError {
+            extensions: &response.extensions,
+            errors: &response.errors,
+        }),
+        false => serde_json::to_vec(&response),
     }
-    with_vary(
-        (
-            status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(media))],
-            body.to_string(),
-        )
-            .into_response(),
-    )
+    .expect("a GraphQL response serialises");
+    with_vary((status, [(header::CONTENT_TYPE, HeaderValue::from_static(media))], body).into_response())
+}
+
+/// A request error's body: the response without its `data` entry.
+#[derive(serde::Serialize)]
+struct RequestError<'a> {
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+    errors: &'a [async_graphql::ServerError],
 }
 
 #[cfg(test)]
