@@ -299,9 +299,12 @@ fn checked<L: MergedList>(
 ) -> Option<Sourced<L::Row>> {
     let in_place = |rows: &[L::Row]| -> AppResult<()> {
         let sorted = rows.windows(2).all(|w| list.compare(&w[0], &w[1]) == Ordering::Less);
-        let after = rows.iter().try_fold(true, |ok, r| {
-            Ok::<_, AppError>(ok && after.map_or(Ok(true), |c| list.follows(r, c))?)
-        })?;
+        // In strict order, every row follows the first: if it follows the
+        // position, they all do (one cursor read back, not one per row).
+        let after = match (after, rows.first()) {
+            (Some(c), Some(first)) => list.follows(first, c)?,
+            _ => true,
+        };
         if sorted && after {
             Ok(())
         } else {
