@@ -206,6 +206,24 @@ async fn a_browser_get_gets_the_ide_and_a_client_without_html_does_not() {
 /// execution is 400 without `data`; with `application/json` the same
 /// response comes with 200. Execution errors beside data are 294 (the
 /// draft's partial success) for the former.
+/// An answer's fields come in the order the query asked for them (the
+/// GraphQL spec's serialized map ordering), not sorted.
+#[tokio::test]
+async fn answers_keep_the_order_the_query_asked() {
+    let app = spawn_instance("ordered").await;
+    let (_, token) = app.user("o@example.com").await;
+    let body = json!({ "query": "{ me { id email } __typename }" }).to_string();
+    let (status, _, text) = answer(post(&app, &token, Some("application/json"), "application/json", body).await).await;
+    assert_eq!(status, 200, "{text}");
+    let at = |name: &str| {
+        text.find(&format!("\"{name}\""))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert!(at("me") < at("__typename"), "{text}");
+    assert!(at("id") < at("email"), "{text}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn request_errors_are_400_without_data_for_graphql_response_json() {
     let app = spawn_instance("statuses").await;
