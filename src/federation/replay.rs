@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use crate::db::Admission;
 use crate::db::scope::REFUSED;
 
-/// All origins together hold at most this many nonces (or the room of one, if larger).
+/// All origins together hold at most this many nonces (or the configured room of one, if larger).
 pub const TOTAL_NONCES: usize = 200_000;
 
 /// How often (seconds) a replica offers to prune the shared nonces.
@@ -84,12 +84,13 @@ impl Recorded {
 }
 
 impl ReplayCache {
-    /// An empty cache (the shared nonces are pruned first at `now`) for
-    /// origins given at most `largest_room` each.
-    pub fn starting_at(now: i64, largest_room: usize) -> Self {
+    /// An empty cache (the shared nonces are pruned first at `now`) holding
+    /// at most [`TOTAL_NONCES`] in all, or `configured_room` (the room every
+    /// origin has) if larger.
+    pub fn starting_at(now: i64, configured_room: usize) -> Self {
         Self {
             inner: Mutex::default(),
-            total: TOTAL_NONCES.max(largest_room),
+            total: TOTAL_NONCES.max(configured_room),
             pruned_at: AtomicI64::new(now - PRUNE_EVERY_S),
         }
     }
