@@ -57,7 +57,6 @@ impl Selection {
         Self(OPTIONAL.map(|(field, _)| key == Some(field) || node.field(field).exists()))
     }
 
-    /// `fragment TaskFields` with the selected parts.
     /// Whether `part`, one of the optional parts, is asked for.
     pub fn asks(self, part: &str) -> bool {
         OPTIONAL
@@ -66,6 +65,7 @@ impl Selection {
             .any(|((field, _), asked)| asked && *field == part)
     }
 
+    /// `fragment TaskFields` with the selected parts.
     pub fn fragment(self) -> String {
         let mut fragment = format!("fragment TaskFields on Task {{ {FIELDS}");
         for ((_, fields), _) in OPTIONAL.iter().zip(self.0).filter(|(_, asked)| *asked) {
