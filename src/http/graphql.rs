@@ -313,6 +313,8 @@ async fn run(state: &AppState, headers: &HeaderMap, method: Method, answer: Answ
     let mut request = params.into_request();
     let operation_name = request.operation_name.clone();
     let variables = request.variables.clone();
+    // Parsed once per query text, before anything reads the document.
+    state.executor.documents.prepare(&mut request);
     // A document that does not parse is left to execution, which reports it
     // with its position (GRAPHQL_PARSE_FAILED) and runs nothing.
     if let Ok(document) = request.parsed_query() {

@@ -121,6 +121,8 @@ impl Executor {
     /// closing its connection cancels the handler): cancelled between sending
     /// BEGIN and its answer, it would hand its connection back to the pool
     /// inside a transaction. The deadline and statement timeout bound it.
+    /// The caller gives the request its document (`documents.prepare`)
+    /// before it reads it; one without is parsed here.
     pub async fn execute(
         self: &Arc<Self>,
         caller: Caller,
@@ -128,7 +130,6 @@ impl Executor {
         hop: Hop,
         mut request: async_graphql::Request,
     ) -> AppResult<async_graphql::Response> {
-        self.documents.prepare(&mut request);
         let db = self.request_db(scope, !is_mutation(&mut request));
         let checked = self.schemas.check(request).await;
         self.execute_in(Arc::new(db), caller, hop, checked).await
